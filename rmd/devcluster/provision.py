@@ -1,0 +1,317 @@
+"""Install and build what the local control plane needs, once, and cache it.
+
+etcd comes from Debian's ``etcd-server`` package; kube-apiserver, kube-controller-manager
+and kube-scheduler v1.20.2 are built from Debian bookworm's ``kubernetes`` source package
+(the only kube-apiserver the package registries provide). The three binaries are cached
+under ``$XDG_CACHE_HOME/rmd/kubernetes-v1.20.2/bin`` so that only the first run pays the
+build (about four minutes on two cores).
+
+This module uses the standard library only, so it can run before the project is installed:
+``python -m rmd.devcluster.provision``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+KUBERNETES_VERSION = "v1.20.2"
+KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+APT_PACKAGES = (
+    "etcd-server",
+    "golang-go",
+    "dpkg-dev",
+    "golang-github-modern-go-reflect2-dev",
+    "openssl",
+)
+DEB_SRC_FILE = Path("/etc/apt/sources.list.d/rmd-deb-src.sources")
+DEB_SRC_STANZA = """\
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+OPENAPI_EXCLUDED = ("vendor/k8s.io/code-generator", "vendor/k8s.io/sample-apiserver")
+
+
+class ProvisionError(RuntimeError):
+    """A provisioning step failed; the message names the step and its log."""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rmd"
+
+
+def kube_bin_dir() -> Path:
+    return cache_root() / f"kubernetes-{KUBERNETES_VERSION}" / "bin"
+
+
+def etcd_binary() -> Path | None:
+    found = shutil.which("etcd")
+    return Path(found) if found else None
+
+
+def kube_binaries_present() -> bool:
+    return all((kube_bin_dir() / name).is_file() for name in KUBE_BINARIES)
+
+
+@dataclass
+class PhaseLog:
+    """Prints one line per phase with the elapsed time, and keeps every command's output."""
+
+    log_path: Path
+    out: TextIO = field(default_factory=lambda: sys.stderr)
+    started: float = field(default_factory=time.monotonic)
+
+    def phase(self, name: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[{elapsed:7.1f}s] {name}", file=self.out, flush=True)
+        with self.log_path.open("a") as log:
+            log.write(f"\n==== {name}\n")
+
+    def run(
+        self,
+        step: str,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        with self.log_path.open("a") as log:
+            log.write(f"$ {' '.join(argv)}\n")
+            log.flush()
+            result = subprocess.run(
+                list(argv),
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise ProvisionError(
+                f"step '{step}' failed (exit {result.returncode}) running "
+                f"{argv[0]}; see the log {self.log_path}"
+            )
+
+
+def _apt_missing(packages: Sequence[str]) -> list[str]:
+    missing = []
+    for name in packages:
+        probe = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if "install ok installed" not in probe.stdout:
+            missing.append(name)
+    return missing
+
+
+def _require_root(step: str) -> None:
+    if os.geteuid() != 0:
+        raise ProvisionError(
+            f"step '{step}' needs root to run apt-get; run 'rmd dev-cluster up' as root "
+            "or install the packages yourself"
+        )
+
+
+def ensure_packages(log: PhaseLog, *, need_build: bool) -> None:
+    wanted = list(APT_PACKAGES if need_build else ("etcd-server", "openssl"))
+    if shutil.which("kubectl") is None:
+        wanted.append("kubernetes-client")
+    missing = _apt_missing(wanted)
+    have_src = DEB_SRC_FILE.exists()
+    if not missing and (have_src or not need_build):
+        log.phase("apt packages: already installed")
+        return
+    _require_root("apt packages")
+    log.phase(f"apt packages: installing {' '.join(missing) or '(deb-src only)'}")
+    if need_build and not have_src:
+        DEB_SRC_FILE.write_text(DEB_SRC_STANZA)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    log.run("apt-get update", ["apt-get", "update"], env=env)
+    if missing:
+        log.run(
+            "apt-get install",
+            ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+            env=env,
+        )
+
+
+def _openapi_packages(src: Path) -> list[str]:
+    """Package dirs (import paths) whose Go files carry a ``+k8s:openapi-gen=`` tag."""
+    found = subprocess.run(
+        [
+            "grep",
+            "-rl",
+            "--include=*.go",
+            "--exclude-dir=vendor",
+            "--exclude-dir=.git",
+            "+k8s:openapi-gen=",
+            ".",
+        ],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    dirs: set[str] = set()
+    for line in found.stdout.splitlines():
+        rel = os.path.dirname(line.removeprefix("./"))
+        if rel.startswith("staging/src/"):
+            rel = "vendor/" + rel.removeprefix("staging/src/")
+        if any(rel == ex or rel.startswith(ex + "/") for ex in OPENAPI_EXCLUDED):
+            continue
+        dirs.add("k8s.io/kubernetes/" + rel)
+    return sorted(dirs)
+
+
+def build_kubernetes(log: PhaseLog) -> None:
+    target = kube_bin_dir()
+    work_parent = cache_root()
+    work_parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=work_parent))
+    try:
+        log.phase("kubernetes source: downloading Debian's source package")
+        log.run(
+            "download source",
+            ["apt-get", "source", "--download-only", "kubernetes"],
+            cwd=work,
+        )
+        dsc = sorted(work.glob("kubernetes_*.dsc"))
+        if not dsc:
+            raise ProvisionError(f"step 'download source' produced no .dsc; see {log.log_path}")
+        log.phase("kubernetes source: unpacking")
+        src = work / "src"
+        log.run("unpack source", ["dpkg-source", "-x", dsc[0].name, "src"], cwd=work)
+
+        log.phase("kubernetes source: replacing vendored reflect2 with Debian's v1.0.2")
+        vendored = src / "vendor/github.com/modern-go/reflect2"
+        shutil.rmtree(vendored, ignore_errors=True)
+        shutil.copytree("/usr/share/gocode/src/github.com/modern-go/reflect2", vendored)
+        (vendored / "go.mod").unlink(missing_ok=True)
+
+        gopath = work / "gopath"
+        (gopath / "src/k8s.io").mkdir(parents=True)
+        pkg_root = gopath / "src/k8s.io/kubernetes"
+        pkg_root.symlink_to(src)
+        env = dict(
+            os.environ,
+            GOPATH=str(gopath),
+            GOCACHE=str(work / "gocache"),
+            GO111MODULE="off",
+            GOPROXY="off",
+            GOFLAGS="",
+            CGO_ENABLED="0",
+            # Go resolves vendor/ in GOPATH mode only when the working directory is seen
+            # through the GOPATH symlink; it trusts $PWD for that.
+            PWD=str(pkg_root),
+        )
+
+        log.phase("openapi: building openapi-gen")
+        openapi_gen = work / "openapi-gen"
+        log.run(
+            "build openapi-gen",
+            ["go", "build", "-o", str(openapi_gen), "./vendor/k8s.io/kube-openapi/cmd/openapi-gen"],
+            cwd=pkg_root,
+            env=env,
+        )
+        packages = _openapi_packages(src)
+        log.phase(f"openapi: generating definitions for {len(packages)} packages")
+        log.run(
+            "generate openapi",
+            [
+                str(openapi_gen),
+                "-i",
+                ",".join(packages),
+                "-p",
+                "k8s.io/kubernetes/pkg/generated/openapi",
+                "-O",
+                "zz_generated.openapi",
+                "-o",
+                str(gopath / "src"),
+                "-h",
+                "vendor/k8s.io/code-generator/hack/boilerplate.go.txt",
+                "-r",
+                str(work / "api-rules-report.txt"),
+            ],
+            cwd=pkg_root,
+            env=env,
+        )
+
+        log.phase("build: kube-apiserver, kube-controller-manager, kube-scheduler (minutes)")
+        version_pkgs = (
+            "k8s.io/kubernetes/vendor/k8s.io/component-base/version",
+            "k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version",
+        )
+        ldflags = ["-s", "-w"]
+        for pkg in version_pkgs:
+            ldflags += [
+                f"-X {pkg}.gitVersion={KUBERNETES_VERSION}",
+                f"-X {pkg}.gitMajor=1",
+                f"-X {pkg}.gitMinor=20",
+            ]
+        out_dir = work / "bin"
+        out_dir.mkdir()
+        log.run(
+            "go build",
+            [
+                "go",
+                "build",
+                "-ldflags",
+                " ".join(ldflags),
+                "-o",
+                str(out_dir) + "/",
+                *(f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_BINARIES),
+            ],
+            cwd=pkg_root,
+            env=env,
+        )
+        target.mkdir(parents=True, exist_ok=True)
+        for name in KUBE_BINARIES:
+            shutil.copy2(out_dir / name, target / (name + ".tmp"))
+            os.replace(target / (name + ".tmp"), target / name)
+        log.phase(f"build: done, binaries cached in {target}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def provision(*, log: PhaseLog) -> Path:
+    """Make sure etcd, the three Kubernetes binaries and kubectl exist; return the bin dir."""
+    need_build = not kube_binaries_present()
+    ensure_packages(log, need_build=need_build)
+    if etcd_binary() is None:
+        raise ProvisionError("step 'apt packages' left no etcd binary on PATH")
+    if need_build:
+        build_kubernetes(log)
+    else:
+        log.phase(f"kubernetes {KUBERNETES_VERSION}: using cached binaries in {kube_bin_dir()}")
+    return kube_bin_dir()
+
+
+def main() -> int:
+    cache_root().mkdir(parents=True, exist_ok=True)
+    log = PhaseLog(log_path=cache_root() / "provision.log")
+    try:
+        provision(log=log)
+    except ProvisionError as exc:
+        print(f"rmd dev-cluster: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
