@@ -1,0 +1,52 @@
+# rmd — make targets. `make test` is the one CI runs (through .ci/run).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv test unit integration lint typecheck demo dev-cluster-up dev-cluster-down bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Provisions the control plane (apt packages, a one-time ~4 min build of kube-apiserver,
+# kube-controller-manager and kube-scheduler v1.20.2, cached in ~/.cache/rmd) before the tests.
+provision: $(STAMP)
+	$(BIN)/python -m rmd.devcluster.provision
+
+test: provision lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+
+integration: provision
+	$(BIN)/pytest -q -p no:cacheprovider tests/integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check rmd tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+demo: provision
+	$(BIN)/python -m rmd.demo
+
+dev-cluster-up: provision
+	$(BIN)/rmd dev-cluster up
+
+dev-cluster-down: $(STAMP)
+	$(BIN)/rmd dev-cluster down
+
+bench: provision
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .devcluster

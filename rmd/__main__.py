@@ -1,0 +1,3 @@
+from rmd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The ``rmd`` command: one entry point, sub-commands as in API.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+USAGE = """\
+rmd <command> [options]
+
+commands:
+  daemon        run the resource manager in the foreground
+  taskmanager   the TaskManager agent (the TaskManager image's entrypoint)
+  dev-cluster   a real local Kubernetes control plane with emulated nodes (up/down/status)
+  status        the daemon's TaskManagers and jobs as tables
+  podspec       print the TaskManager pod this configuration produces, as YAML
+  session       deploy/remove a Flink session cluster (not available yet)
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "daemon":
+        from rmd.daemon import run_daemon
+
+        return run_daemon(rest)
+    if command == "taskmanager":
+        from rmd.agent import run_taskmanager
+
+        return run_taskmanager(rest)
+    if command == "dev-cluster":
+        from rmd.devcluster.cli import main as dev_cluster_main
+
+        return dev_cluster_main(rest)
+    if command == "status":
+        from rmd.status_cli import run_status
+
+        return run_status(rest)
+    if command == "podspec":
+        from rmd.podspec_cli import run_podspec
+
+        return run_podspec(rest)
+    if command == "session":
+        print(
+            "rmd session: session-cluster deployment is not available in this version yet",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"rmd: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
+    return 2
+
+
+def _argparse_error(parser: argparse.ArgumentParser, message: str) -> int:
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    return 2

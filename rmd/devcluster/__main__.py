@@ -1,0 +1,3 @@
+from rmd.devcluster.cli import main
+
+raise SystemExit(main())

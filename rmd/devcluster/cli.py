@@ -1,0 +1,67 @@
+"""``rmd dev-cluster up|down|status``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rmd.devcluster.cluster import DEFAULT_DIR, ClusterError, ControlPlane, describe, export_line
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="rmd dev-cluster")
+    sub = parser.add_subparsers(dest="action", required=True)
+    up = sub.add_parser("up", help="start a local control plane with emulated nodes")
+    up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="cluster directory")
+    up.add_argument("--nodes", type=int, default=2, help="number of fake nodes (default 2)")
+    up.add_argument(
+        "--unpullable-images",
+        default="",
+        help="comma-separated image patterns the emulator fails to pull (ErrImagePull)",
+    )
+    up.add_argument("--no-emulator", action="store_true", help="do not start the node emulator")
+    for name, text in (("down", "stop everything 'up' started"), ("status", "what runs where")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="cluster directory")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    plane = ControlPlane(args.dir)
+    if args.action == "up":
+        if args.nodes < 0:
+            print("rmd dev-cluster: --nodes must be 0 or more", file=sys.stderr)
+            return 2
+        try:
+            state = plane.up(
+                nodes=args.nodes,
+                unpullable_images=[p for p in args.unpullable_images.split(",") if p],
+                emulator=not args.no_emulator,
+            )
+        except ClusterError as exc:
+            print(f"rmd dev-cluster: {exc}", file=sys.stderr)
+            return 1
+        print(export_line(state))
+        return 0
+    if args.action == "down":
+        if plane.status() is None:
+            print(f"rmd dev-cluster: nothing runs in {plane.dir}", file=sys.stderr)
+            return 0
+        busy = plane.down()
+        if busy:
+            print(f"rmd dev-cluster: ports still busy after down: {busy}", file=sys.stderr)
+            return 1
+        print(f"rmd dev-cluster: stopped the cluster in {plane.dir}", file=sys.stderr)
+        return 0
+    current = plane.status()
+    if current is None:
+        print(f"no cluster in {plane.dir}")
+        return 1
+    print(describe(current))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))

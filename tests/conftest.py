@@ -1,0 +1,202 @@
+"""Shared fixtures: one real local control plane per test session, a namespace per test.
+
+The control plane is started with the same command users run (``rmd dev-cluster up``) in a
+temporary directory and stopped with ``down`` at the end of the session; the teardown then
+checks that none of its processes remain and that its ports are free. Set
+``RMD_TEST_CLUSTER_DIR`` to reuse a cluster you started yourself (it is then left running).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client, config
+
+from rmd.devcluster.cluster import ClusterState, Component, port_is_free, process_alive
+
+REQUEST_TIMEOUT = (5, 30)
+
+
+@dataclass(frozen=True)
+class DevClusterInfo:
+    dir: Path
+    kubeconfig: Path
+    server: str
+    ca_file: Path
+    admin_token: str
+    etcd_url: str
+    node_names: list[str]
+    components: list[Component]
+
+
+def _load_info(directory: Path) -> DevClusterInfo:
+    state = ClusterState.load(directory / "state.json")
+    return DevClusterInfo(
+        dir=directory,
+        kubeconfig=Path(state.kubeconfig),
+        server=state.server,
+        ca_file=directory / "pki" / "ca.crt",
+        admin_token=(directory / "pki" / "admin.token").read_text().strip(),
+        etcd_url=state.etcd_url,
+        node_names=list(state.node_names),
+        components=list(state.components),
+    )
+
+
+def _devcluster(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rmd.devcluster", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=900,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevClusterInfo]:
+    reuse = os.environ.get("RMD_TEST_CLUSTER_DIR")
+    if reuse:
+        yield _load_info(Path(reuse).resolve())
+        return
+    directory = tmp_path_factory.mktemp("devcluster")
+    up = _devcluster("up", "--dir", str(directory), "--nodes", "3")
+    sys.stderr.write(up.stderr)
+    if up.returncode != 0:
+        _devcluster("down", "--dir", str(directory))
+        pytest.fail(f"rmd dev-cluster up failed:\n{up.stderr}\n{up.stdout}", pytrace=False)
+    info = _load_info(directory)
+    try:
+        yield info
+    finally:
+        down = _devcluster("down", "--dir", str(directory))
+        alive = [c.name for c in info.components if process_alive(c)]
+        busy = [p for c in info.components for p in c.ports.values() if not port_is_free(p)]
+        problems = []
+        if down.returncode != 0:
+            problems.append(f"down failed: {down.stderr}")
+        if alive:
+            problems.append(f"processes still alive after down: {alive}")
+        if busy:
+            problems.append(f"ports still busy after down: {busy}")
+        if problems:
+            pytest.fail("; ".join(problems), pytrace=False)
+
+
+async def _api_client(kubeconfig: Path) -> client.ApiClient:
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+@pytest.fixture
+async def kube_api(dev_cluster: DevClusterInfo) -> AsyncIterator[client.ApiClient]:
+    api = await _api_client(dev_cluster.kubeconfig)
+    async with api:
+        yield api
+
+
+async def wait_for_service_account(
+    core: client.CoreV1Api, *, namespace: str, name: str = "default", timeout: float = 30.0
+) -> Any:
+    """Wait until the service account exists and has its token secret (controller-manager)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            account = await core.read_namespaced_service_account(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+            if account.secrets:
+                return account
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+        if loop.time() > deadline:
+            raise TimeoutError(f"service account {namespace}/{name} has no token after {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
+    core = client.CoreV1Api(kube_api)
+    name = f"t-{secrets.token_hex(4)}"
+    await core.create_namespace(
+        body={"metadata": {"name": name, "labels": {"rmd.dev/test": "true"}}},
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    await wait_for_service_account(core, namespace=name)
+    try:
+        yield name
+    finally:
+        await core.delete_namespace(name, _request_timeout=REQUEST_TIMEOUT)
+
+
+LimitedApiFactory = Callable[[str, Sequence[dict[str, Any]]], Awaitable[client.ApiClient]]
+
+
+@pytest.fixture
+async def limited_api_factory(
+    kube_api: client.ApiClient, dev_cluster: DevClusterInfo
+) -> AsyncIterator[LimitedApiFactory]:
+    """``await factory(namespace, rules)`` → an ApiClient for a service account that holds
+    only a Role with ``rules`` (RBAC PolicyRule dicts) in ``namespace``."""
+    core = client.CoreV1Api(kube_api)
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    made: list[client.ApiClient] = []
+
+    async def factory(namespace: str, rules: Sequence[dict[str, Any]]) -> client.ApiClient:
+        name = f"limited-{secrets.token_hex(3)}"
+        await core.create_namespaced_service_account(
+            namespace, body={"metadata": {"name": name}}, _request_timeout=REQUEST_TIMEOUT
+        )
+        await rbac.create_namespaced_role(
+            namespace,
+            body={"metadata": {"name": name}, "rules": list(rules)},
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        await rbac.create_namespaced_role_binding(
+            namespace,
+            body={
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            },
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        account = await wait_for_service_account(core, namespace=namespace, name=name)
+        secret = await core.read_namespaced_secret(
+            account.secrets[0].name, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+        import base64
+
+        token = base64.b64decode(secret.data["token"]).decode()
+        cfg = client.Configuration()
+        cfg.host = dev_cluster.server
+        cfg.ssl_ca_cert = str(dev_cluster.ca_file)
+        cfg.api_key = {"BearerToken": token}
+        cfg.api_key_prefix = {"BearerToken": "Bearer"}
+        api = client.ApiClient(cfg)
+        made.append(api)
+        return api
+
+    yield factory
+    for api in made:
+        await api.close()
+
+
+def cluster_state_json(info: DevClusterInfo) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((info.dir / "state.json").read_text())
+    return data
