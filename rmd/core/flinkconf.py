@@ -12,7 +12,7 @@ Files (read only by :meth:`FlinkConfiguration.load`):
   list becomes ``k1:v1,k2:v2`` (how Flink writes list-of-map options).
 * ``flink-conf.yaml`` — the legacy flat format: one ``key: value`` per line (split at the
   first ``': '``), ``#`` starts a comment, lines that are not ``key: value`` are skipped with
-  a warning, as Flink skips them.
+  a warning, as Flink skips them. A value wrapped in matching quotes loses them.
 
 When a directory holds both, ``config.yaml`` is used and ``flink-conf.yaml`` is ignored
 (with a warning in :attr:`FlinkConfiguration.warnings`). That is Flink 2.x's behaviour (it no
@@ -102,8 +102,9 @@ class FlinkConfiguration:
         if directory.is_dir():
             values, origins = _read_conf_dir(directory, warnings)
         elif explicit is not None:
+            problem = "is not a directory" if directory.exists() else "does not exist"
             raise ConfigError(
-                f"configuration directory '{directory}' ({explicit}) does not exist; "
+                f"configuration directory '{directory}' ({explicit}) {problem}; "
                 "point it at the directory that holds config.yaml or flink-conf.yaml"
             )
         loaded = cls(values, origins=origins, warnings=warnings)
@@ -477,5 +478,13 @@ def parse_legacy_flink_conf(
                     "(a space must follow the colon); the line is ignored"
                 )
             continue
-        values[key] = value
+        values[key] = _unquote(value)
     return values
+
+
+def _unquote(value: str) -> str:
+    """``"x"`` / ``'x'`` → ``x``: what a YAML reader sees (Flink's legacy parser keeps the
+    quotes, which only ever breaks the value, e.g. an image name)."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rmd.core.flinkconf import ConfigError, FlinkConfiguration
-from rmd.core.values import format_duration, parse_memory_size
+from rmd.core.values import format_duration, format_memory_size, parse_memory_size
 
 # Flink keys.
 CLUSTER_ID = "kubernetes.cluster-id"
@@ -172,6 +172,33 @@ class RmdSettings:
             agent_command=_agent_command(conf),
             supervise_flink=conf.get_bool(SUPERVISE_FLINK, True),
         )
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as text in Flink's units (``'30 s'``, ``'1728m'``), for a start-up log."""
+        described: dict[str, str] = {}
+        for name, value in vars(self).items():
+            if name in _DURATION_FIELDS:
+                described[name] = format_duration(value)
+            elif name == "taskmanager_memory_bytes":
+                described[name] = format_memory_size(value)
+            elif isinstance(value, tuple):
+                described[name] = " ".join(value)
+            else:
+                described[name] = "unset" if value is None else str(value)
+        return described
+
+
+_DURATION_FIELDS = frozenset(
+    {
+        "idle_timeout",
+        "registration_timeout",
+        "start_retry_interval",
+        "heartbeat_timeout",
+        "heartbeat_interval",
+        "watch_resync_interval",
+        "api_request_timeout",
+    }
+)
 
 
 def default_resourcemanager_url(*, cluster_id: str, namespace: str, rest_port: int) -> str:

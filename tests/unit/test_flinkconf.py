@@ -140,11 +140,20 @@ def test_legacy_flink_conf_lines_and_comments() -> None:
         "\n"
         "env.java.opts: -Dx=y: z\n"
         "broken:line\n"
-        "empty: \n",
+        "empty: \n"
+        "quoted: 'flink:1.20'\n"
+        'double: "a b"\n'
+        "lonely: 'x\n",
         source="flink-conf.yaml",
         warnings=warnings,
     )
-    assert values == {"kubernetes.cluster-id": "my-flink", "env.java.opts": "-Dx=y: z"}
+    assert values == {
+        "kubernetes.cluster-id": "my-flink",
+        "env.java.opts": "-Dx=y: z",
+        "quoted": "flink:1.20",
+        "double": "a b",
+        "lonely": "'x",
+    }
     assert len(warnings) == 2
     assert warnings[0].startswith("flink-conf.yaml line 5: 'broken:line' is not 'key: value'")
     assert "line 6" in warnings[1]
@@ -442,3 +451,9 @@ def test_config_error_is_a_value_error_with_a_key() -> None:
     assert error.key == "x"
     assert str(error) == "x: bad"
     assert ConfigError("general").key is None
+
+
+def test_load_conf_dir_that_is_a_file_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "config.yaml", "a: 1\n")
+    with pytest.raises(ConfigError, match="is not a directory; point it at the directory"):
+        FlinkConfiguration.load(conf_dir=path, environ=NO_ENV)

@@ -451,3 +451,77 @@ def test_end_to_end_from_config_yaml_with_overrides(tmp_path: Path) -> None:
     assert s.agent_command == ("rmd", "taskmanager", "--verbose")
     assert s.supervise_flink is False
     assert s.resourcemanager_url == "http://from-cli.flink.svc:8090"
+
+
+def test_describe_uses_flink_units() -> None:
+    described = from_values({"taskmanager.numberOfTaskSlots": "2"}).describe()
+    assert described["idle_timeout"] == "30 s"
+    assert described["registration_timeout"] == "5 min"
+    assert described["taskmanager_memory_bytes"] == "1728m"
+    assert described["taskmanager_cpu"] == "2.0"
+    assert described["max_slots"] == "unset"
+    assert described["agent_command"] == "rmd taskmanager"
+    assert set(described) == set(vars(from_values({})))
+
+
+# ---------------------------------------------------------------------------- the example file
+
+EXAMPLE_CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def test_the_example_config_is_valid() -> None:
+    conf = FlinkConfiguration.load(conf_dir=EXAMPLE_CONF_DIR, environ={})
+    assert conf.warnings == ()
+    s = RmdSettings.from_configuration(conf)
+    assert s.cluster_id == "rmd-demo"
+    assert s.supervise_flink is False
+    assert s.resourcemanager_url == "http://127.0.0.1:8090"
+
+
+def test_the_example_config_documents_every_rmd_key() -> None:
+    text = (EXAMPLE_CONF_DIR / "config.yaml").read_text(encoding="utf-8")
+    for key in KNOWN_RMD_KEYS:
+        last = key.rsplit(".", 1)[1]
+        assert f"{last}:" in text, f"{key} is not documented in conf/config.yaml"
+
+
+def test_a_config_yaml_shaped_like_flinks_default_is_read(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        "# Flink's distribution ships a file shaped like this one.\n"
+        "env:\n"
+        "  java:\n"
+        "    opts:\n"
+        "      all: --add-exports=java.base/sun.net.util=ALL-UNNAMED "
+        "--add-opens=java.base/java.lang=ALL-UNNAMED\n"
+        "jobmanager:\n"
+        "  bind-host: localhost\n"
+        "  rpc:\n"
+        "    address: localhost\n"
+        "    port: 6123\n"
+        "  memory:\n"
+        "    process:\n"
+        "      size: 1600m\n"
+        "taskmanager:\n"
+        "  bind-host: localhost\n"
+        "  host: localhost\n"
+        "  numberOfTaskSlots: 1\n"
+        "  memory:\n"
+        "    process:\n"
+        "      size: 1728m\n"
+        "parallelism:\n"
+        "  default: 1\n"
+        "rest:\n"
+        "  address: localhost\n"
+        "  bind-address: localhost\n"
+        "# high-availability:\n"
+        "#   type: zookeeper\n",
+        encoding="utf-8",
+    )
+    conf = FlinkConfiguration.load(
+        conf_dir=tmp_path, overrides=["kubernetes.cluster-id=flink-1"], environ={}
+    )
+    assert conf.raw("env.java.opts.all") is not None
+    assert conf.raw("jobmanager.rpc.port") == "6123"
+    s = RmdSettings.from_configuration(conf)
+    assert s.taskmanager_memory_bytes == 1728 * 2**20
+    assert s.slots_per_taskmanager == 1
