@@ -1,0 +1,43 @@
+"""Sentences that tell a person why a job waits, and what would fix it."""
+
+from __future__ import annotations
+
+from rmd.core.model import ProblemView
+
+
+def slot_cap_reason(*, short: int, required: int, max_slots: int) -> str:
+    return (
+        f"{short} of the {required} required slots cannot be provided: the cluster-wide limit "
+        f"slotmanager.number-of-slots.max = {max_slots} is reached (jobs declared earlier are "
+        f"served first); they are allocated when other jobs free slots, or raise the limit"
+    )
+
+
+def starts_paused_reason(*, failures: int, limit: float, resumes_in: float) -> str:
+    return (
+        f"TaskManager pod starts are paused for {resumes_in:.1f} s: {failures} start failures "
+        f"in the last minute reached resourcemanager.start-worker.max-failure-rate = "
+        f"{limit:g}; look at the problems of the failing pods"
+    )
+
+
+def starts_limited_reason(*, failures: int, limit: float) -> str:
+    return (
+        f"TaskManager pod starts are limited: {failures} start failures in the last minute "
+        f"(resourcemanager.start-worker.max-failure-rate = {limit:g}); new pods are created "
+        f"as the ones on their way register or fail; look at the problems of the failing pods"
+    )
+
+
+def pod_problem_reason(problem: ProblemView) -> str:
+    return (
+        f"TaskManager pod {problem.taskmanager_id} cannot start: {problem.reason}: "
+        f"{problem.message}"
+    )
+
+
+def create_failure_reason(problem: ProblemView) -> str:
+    return (
+        f"creating TaskManager pod {problem.taskmanager_id} failed: {problem.reason}: "
+        f"{problem.message}"
+    )

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import pytest
+
+from rmd.core.ratelimit import StartFailureLimiter
+
+
+def make(limit: float = 3, retry: float = 3.0) -> StartFailureLimiter:
+    return StartFailureLimiter(max_failures_per_minute=limit, retry_interval=retry)
+
+
+def test_no_failures_no_limit() -> None:
+    limiter = make()
+    assert limiter.creation_allowance(now=0.0, in_flight=500) is None
+    assert limiter.paused_until(0.0) is None
+    assert limiter.next_deadline(0.0) is None
+
+
+def test_trips_when_the_count_reaches_the_limit_and_pauses_retry_interval() -> None:
+    limiter = make(limit=3, retry=3.0)
+    assert limiter.record_failure(10.0) is None
+    assert limiter.record_failure(11.0) is None
+    assert limiter.record_failure(12.0) == pytest.approx(15.0)
+    assert limiter.paused_until(14.999) == pytest.approx(15.0)
+    assert limiter.creation_allowance(now=14.999, in_flight=0) == 0
+    assert limiter.next_deadline(14.0) == pytest.approx(15.0)
+    assert limiter.paused_until(15.0) is None
+
+
+def test_failures_during_a_pause_do_not_trip_again() -> None:
+    limiter = make(limit=2)
+    limiter.record_failure(0.0)
+    assert limiter.record_failure(1.0) is not None
+    assert limiter.record_failure(2.0) is None
+    assert limiter.failures_in_window(2.0) == 3
+
+
+def test_consecutive_trips_double_the_pause_and_success_resets() -> None:
+    limiter = make(limit=2, retry=3.0)
+    limiter.record_failure(0.0)
+    assert limiter.record_failure(0.0) == pytest.approx(3.0)
+    assert limiter.record_failure(3.0) == pytest.approx(9.0)  # 6 s
+    assert limiter.record_failure(9.0) == pytest.approx(21.0)  # 12 s
+    limiter.record_success()
+    assert limiter.record_failure(21.0) == pytest.approx(24.0)  # back to 3 s
+
+
+def test_pause_never_exceeds_the_window() -> None:
+    limiter = make(limit=1, retry=3.0)
+    now = 0.0
+    pauses = []
+    for _ in range(10):
+        until = limiter.record_failure(now)
+        assert until is not None
+        pauses.append(until - now)
+        now = until
+    assert max(pauses) == pytest.approx(60.0)
+
+
+def test_failures_leave_the_trailing_window() -> None:
+    limiter = make(limit=10)
+    limiter.record_failure(0.0)
+    limiter.record_failure(30.0)
+    assert limiter.failures_in_window(59.9) == 2
+    assert limiter.next_deadline(59.9) == pytest.approx(60.0)
+    assert limiter.failures_in_window(60.0) == 1
+    assert limiter.failures_in_window(90.0) == 0
+    assert limiter.next_deadline(90.0) is None
+
+
+def test_allowance_counts_pods_in_flight_and_allows_one_probe() -> None:
+    limiter = make(limit=10)
+    for second in range(4):
+        limiter.record_failure(float(second))
+    assert limiter.creation_allowance(now=5.0, in_flight=0) == 6
+    assert limiter.creation_allowance(now=5.0, in_flight=5) == 1
+    assert limiter.creation_allowance(now=5.0, in_flight=6) == 0
+    for second in range(4, 12):  # trips at 10, pause until 12
+        limiter.record_failure(float(second))
+    assert limiter.creation_allowance(now=11.0, in_flight=0) == 0  # paused
+    assert limiter.creation_allowance(now=20.0, in_flight=0) == 1  # probe
+    assert limiter.creation_allowance(now=20.0, in_flight=1) == 0
+
+
+def test_window_emptied_resets_the_backoff() -> None:
+    limiter = make(limit=1, retry=3.0)
+    assert limiter.record_failure(0.0) == pytest.approx(3.0)
+    assert limiter.record_failure(3.0) == pytest.approx(9.0)
+    assert limiter.record_failure(100.0) == pytest.approx(103.0)
+
+
+def test_rejects_nonsense_settings() -> None:
+    with pytest.raises(ValueError, match="retry_interval"):
+        StartFailureLimiter(max_failures_per_minute=10, retry_interval=-1)
