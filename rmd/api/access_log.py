@@ -1,0 +1,39 @@
+"""A structured (structlog) access log line per request.
+
+aiohttp takes the access logger from the runner, not the application, so whoever serves the
+app passes it: ``web.AppRunner(app, access_log_class=StructlogAccessLogger)`` or
+``web.run_app(app, access_log_class=StructlogAccessLogger)``.
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from rmd.api.middleware import REQUEST_ID_HEADER
+
+__all__ = ["QUIET_PATHS", "StructlogAccessLogger"]
+
+# Probes and scrapes arrive every few seconds: logged at debug level only.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+_log = structlog.get_logger("rmd.api.access")
+
+
+class StructlogAccessLogger(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        fields = {
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "duration_ms": round(time * 1000, 3),
+            "response_bytes": response.body_length,
+            "remote": request.remote,
+            "request_id": response.headers.get(REQUEST_ID_HEADER),
+            "user_agent": request.headers.get("User-Agent"),
+        }
+        if request.path in QUIET_PATHS and response.status < 400:
+            _log.debug("http_request", **fields)
+        else:
+            _log.info("http_request", **fields)

@@ -1,0 +1,57 @@
+"""The HTTP application: API.md's routes, /metrics and /openapi.json, with their middlewares."""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from rmd.api import jobs, operations, taskmanagers
+from rmd.api.engine import Engine
+from rmd.api.keys import AUTH_TOKEN, ENGINE, MAX_WAIT, METRICS, OPENAPI_DOCUMENT
+from rmd.api.middleware import auth_middleware, problem_middleware, request_id_middleware
+from rmd.api.validation import MAX_BODY_BYTES
+from rmd.metrics import RmdMetrics
+
+__all__ = ["create_app", "openapi_document"]
+
+
+def openapi_document() -> bytes:
+    """The OpenAPI 3 document kept in the package (rmd/api/openapi.json)."""
+    return resources.files("rmd.api").joinpath("openapi.json").read_bytes()
+
+
+def create_app(
+    *,
+    engine: Engine,
+    metrics: RmdMetrics,
+    auth_token: str | None = None,
+    max_wait: float = 300.0,
+) -> web.Application:
+    """The daemon's HTTP application.
+
+    ``auth_token``: when set, every path except /metrics, /healthz, /readyz and /openapi.json
+    needs ``Authorization: Bearer <auth_token>``. ``max_wait``: the longest long poll
+    (``GET /v1/jobs/{id}?wait=``) in seconds. Serve it with
+    ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for structured access logs.
+    """
+    if auth_token is not None and not auth_token.strip():
+        raise ValueError("the bearer token is empty: give a token or None for no authentication")
+    if not (math.isfinite(max_wait) and max_wait > 0):
+        raise ValueError(f"max_wait must be a positive number of seconds, not {max_wait!r}")
+    app = web.Application(
+        middlewares=[request_id_middleware, problem_middleware, auth_middleware],
+        client_max_size=MAX_BODY_BYTES,
+    )
+    app[ENGINE] = engine
+    app[METRICS] = metrics
+    app[AUTH_TOKEN] = None if auth_token is None else auth_token.strip().encode("utf-8")
+    app[MAX_WAIT] = float(max_wait)
+    app[OPENAPI_DOCUMENT] = openapi_document()
+    app.add_routes(jobs.routes)
+    app.add_routes(taskmanagers.routes)
+    app.add_routes(operations.routes)
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    return app

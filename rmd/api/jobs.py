@@ -1,0 +1,59 @@
+"""JobMaster side: declarative slot requirements (API.md, ``/v1/jobs``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rmd.api import serialize
+from rmd.api.body import read_json_object
+from rmd.api.keys import ENGINE, MAX_WAIT
+from rmd.api.responses import json_ok, no_content
+from rmd.api.validation import JOB_SLOTS_MAX, parse_job_id, parse_wait, require_int
+from rmd.core.model import UnknownJob
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.put("/v1/jobs/{job_id}/requirements")
+async def put_requirements(request: web.Request) -> web.Response:
+    job_id = parse_job_id(request.match_info["job_id"])
+    body = await read_json_object(request)
+    slots = require_int(body, "slots", minimum=0, maximum=JOB_SLOTS_MAX)
+    engine = request.app[ENGINE]
+    engine.apply(engine.allocator.declare(job_id, slots))
+    return json_ok(serialize.job_json(engine.allocator.job_view(job_id)))
+
+
+@routes.get("/v1/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    job_id = parse_job_id(request.match_info["job_id"])
+    wait = parse_wait(request.query.getall("wait", []), max_wait=request.app[MAX_WAIT])
+    allocator = request.app[ENGINE].allocator
+    view = allocator.job_view(job_id)  # unknown job: 404 at once
+    if wait and not view.fulfilled:
+
+        def fulfilled_or_gone() -> bool:
+            try:
+                return allocator.job_view(job_id).fulfilled
+            except UnknownJob:
+                return True
+
+        await request.app[ENGINE].wait_for(fulfilled_or_gone, timeout=wait)
+        view = allocator.job_view(job_id)  # deleted meanwhile: 404
+    return json_ok(serialize.job_json(view))
+
+
+@routes.delete("/v1/jobs/{job_id}")
+async def delete_job(request: web.Request) -> web.Response:
+    job_id = parse_job_id(request.match_info["job_id"])
+    engine = request.app[ENGINE]
+    engine.apply(engine.allocator.remove_job(job_id))
+    return no_content()
+
+
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    views = request.app[ENGINE].allocator.job_views()
+    return json_ok({"jobs": [serialize.job_json(view) for view in views]})

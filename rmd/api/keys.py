@@ -1,0 +1,19 @@
+"""Typed keys of the application's state (plain string keys warn in aiohttp ≥ 3.9)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rmd.api.engine import Engine
+from rmd.metrics import RmdMetrics
+
+__all__ = ["AUTH_TOKEN", "ENGINE", "MAX_WAIT", "METRICS", "OPENAPI_DOCUMENT"]
+
+ENGINE = web.AppKey("rmd_engine", Engine)
+METRICS = web.AppKey("rmd_metrics", RmdMetrics)
+# The bearer token required on every path but the open ones; None = no authentication.
+AUTH_TOKEN: web.AppKey[bytes | None] = web.AppKey("rmd_auth_token")
+# The longest ``?wait=`` a client may ask for, in seconds.
+MAX_WAIT = web.AppKey("rmd_max_wait", float)
+# The OpenAPI document as served (bytes of rmd/api/openapi.json).
+OPENAPI_DOCUMENT = web.AppKey("rmd_openapi_document", bytes)

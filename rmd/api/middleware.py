@@ -1,0 +1,138 @@
+"""Middlewares, outermost first: request id, problem+json errors, bearer-token authentication."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from rmd.api.keys import AUTH_TOKEN
+from rmd.api.problems import (
+    BODY_TOO_LARGE,
+    CONFLICT,
+    INTERNAL_ERROR,
+    REGISTRATION_REFUSED,
+    UNAUTHORIZED,
+    UNKNOWN_JOB,
+    UNKNOWN_TASKMANAGER,
+    ProblemError,
+    ProblemKind,
+    http_problem_kind,
+    problem_response,
+)
+from rmd.api.validation import MAX_BODY_BYTES
+from rmd.core.model import CoreError, RegistrationRefused, UnknownJob, UnknownTaskManager
+
+__all__ = [
+    "OPEN_PATHS",
+    "REQUEST_ID_HEADER",
+    "auth_middleware",
+    "problem_middleware",
+    "request_id_middleware",
+]
+
+log = structlog.get_logger("rmd.api")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# Paths served without a token; every other path needs one when a token is configured.
+OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/openapi.json"})
+
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Headers of an aiohttp HTTPException that still mean something on the problem response.
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+_CORE_ERROR_KINDS: tuple[tuple[type[CoreError], ProblemKind], ...] = (
+    (UnknownJob, UNKNOWN_JOB),
+    (UnknownTaskManager, UNKNOWN_TASKMANAGER),
+    (RegistrationRefused, REGISTRATION_REFUSED),
+)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tag the request (the client's X-Request-Id if sane, else a new one) for every log line."""
+    offered = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) else secrets.token_hex(8)
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        response = await handler(request)
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error becomes application/problem+json; unexpected ones are logged as 500s."""
+    try:
+        return await handler(request)
+    except ProblemError as problem:
+        return problem_response(
+            problem.kind, problem.detail, field=problem.field, headers=problem.headers
+        )
+    except CoreError as error:
+        return problem_response(_core_error_kind(error), error.detail)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return _http_error_response(request, error)
+    except Exception:
+        log.exception("request_failed", method=request.method, path=request.path)
+        return problem_response(
+            INTERNAL_ERROR,
+            "The daemon failed to handle this request; its log has the details under this "
+            f"request's id ({REQUEST_ID_HEADER} header). Retry, and report it if it persists.",
+        )
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """When a token is configured, require ``Authorization: Bearer <token>`` off OPEN_PATHS."""
+    expected = request.app[AUTH_TOKEN]
+    if expected is None or request.path in OPEN_PATHS:
+        return await handler(request)
+    scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not offered.strip():
+        raise ProblemError(
+            UNAUTHORIZED,
+            "This call needs a bearer token: send 'Authorization: Bearer <token>' with the "
+            "token from the file named by rmd.auth.token-file.",
+            headers={"WWW-Authenticate": 'Bearer realm="rmd"'},
+        )
+    if not hmac.compare_digest(offered.strip().encode("utf-8"), expected):
+        raise ProblemError(
+            UNAUTHORIZED,
+            "The bearer token is wrong: send the token from the file named by rmd.auth.token-file.",
+            headers={"WWW-Authenticate": 'Bearer realm="rmd", error="invalid_token"'},
+        )
+    return await handler(request)
+
+
+def _core_error_kind(error: CoreError) -> ProblemKind:
+    for error_type, kind in _CORE_ERROR_KINDS:
+        if isinstance(error, error_type):
+            return kind
+    return CONFLICT
+
+
+def _http_error_response(request: web.Request, error: web.HTTPException) -> web.Response:
+    headers = {name: error.headers[name] for name in _KEPT_HEADERS if name in error.headers}
+    if isinstance(error, web.HTTPRequestEntityTooLarge):
+        return problem_response(
+            BODY_TOO_LARGE,
+            f"The request body is larger than {MAX_BODY_BYTES} bytes: send a smaller body.",
+            headers=headers,
+        )
+    if isinstance(error, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(error.allowed_methods))
+        detail = f"{request.method} is not allowed on {request.path}: use {allowed}."
+    elif isinstance(error, web.HTTPNotFound):
+        detail = (
+            f"No route matches {request.method} {request.path}: see /openapi.json for the "
+            "routes this daemon serves."
+        )
+    else:
+        detail = f"{error.reason}: check the request against /openapi.json."
+    return problem_response(http_problem_kind(error.status), detail, headers=headers)

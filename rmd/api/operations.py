@@ -1,0 +1,41 @@
+"""Operations: health, readiness, status counts, metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rmd.api import serialize
+from rmd.api.keys import ENGINE, OPENAPI_DOCUMENT
+from rmd.api.problems import NOT_READY, ProblemError
+from rmd.api.responses import json_ok
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_ok({"status": "alive"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    if not request.app[ENGINE].ready:
+        raise ProblemError(
+            NOT_READY,
+            "The daemon is not ready: the TaskManager pod watch has not synced yet. Retry "
+            "shortly; if it stays unready, check the daemon's log for Kubernetes API errors.",
+            headers={"Retry-After": "1"},
+        )
+    return json_ok({"status": "ready"})
+
+
+@routes.get("/v1/status")
+async def status(request: web.Request) -> web.Response:
+    return json_ok(serialize.status_json(request.app[ENGINE].allocator.status()))
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI_DOCUMENT], content_type="application/json")

@@ -1,0 +1,260 @@
+"""Checks of request input. Each function returns the clean value or raises ProblemError.
+
+Validation happens before the allocator is called, so a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rmd.api.problems import INVALID_VALUE, MALFORMED_REQUEST, ProblemError
+
+__all__ = [
+    "ID_MAX_LENGTH",
+    "JOB_SLOTS_MAX",
+    "MAX_BODY_BYTES",
+    "TASKMANAGER_SLOTS_MAX",
+    "parse_address",
+    "parse_job_id",
+    "parse_json_object",
+    "parse_slot_report",
+    "parse_taskmanager_id",
+    "parse_wait",
+    "require_field_str",
+    "require_int",
+]
+
+MAX_BODY_BYTES = 64 * 1024  # larger bodies get 413
+ID_MAX_LENGTH = 128
+# A job may ask for at most this many slots: far beyond any real cluster (3,000 pods per
+# namespace is Kubernetes' tested limit), low enough to catch a unit mix-up or an overflow.
+JOB_SLOTS_MAX = 100_000
+TASKMANAGER_SLOTS_MAX = 10_000
+
+_JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# A Kubernetes object name (DNS-1123 subdomain): lower-case labels joined by dots.
+_DNS_1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def parse_job_id(raw: str) -> str:
+    if _JOB_ID.fullmatch(raw) is None:
+        raise ProblemError(
+            INVALID_VALUE,
+            f"The job id {_shorten(raw)!r} is not valid: use 1 to {ID_MAX_LENGTH} characters "
+            "of letters, digits, '.', '_' and '-'.",
+            field="job_id",
+        )
+    return raw
+
+
+def parse_taskmanager_id(raw: str) -> str:
+    if len(raw) > ID_MAX_LENGTH or _DNS_1123_SUBDOMAIN.fullmatch(raw) is None:
+        raise ProblemError(
+            INVALID_VALUE,
+            f"The TaskManager id {_shorten(raw)!r} is not valid: use the pod name, 1 to "
+            f"{ID_MAX_LENGTH} characters of lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit.",
+            field="taskmanager_id",
+        )
+    return raw
+
+
+def parse_json_object(raw: bytes, *, empty_means: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The body as a JSON object. An empty body is refused unless ``empty_means`` is given."""
+    if not raw.strip() and empty_means is not None:
+        return dict(empty_means)
+    try:
+        document = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise ProblemError(
+            MALFORMED_REQUEST, "The request body is not UTF-8: send JSON encoded as UTF-8."
+        ) from None
+    except (ValueError, RecursionError) as error:
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The request body is not valid JSON ({_reason(error)}): send a JSON object.",
+        ) from None
+    if not isinstance(document, dict):
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The request body is a JSON {_json_type(document)}: send a JSON object.",
+        )
+    return document
+
+
+def require_int(body: Mapping[str, Any], key: str, *, minimum: int, maximum: int) -> int:
+    """A required integer field (a JSON number without fraction; never a bool or a string)."""
+    if key not in body:
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The field {key!r} is missing: send an integer from {minimum} to {maximum}.",
+            field=key,
+        )
+    value = body[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The field {key!r} is a JSON {_json_type(value)}: send an integer from "
+            f"{minimum} to {maximum}.",
+            field=key,
+        )
+    if not minimum <= value <= maximum:
+        raise ProblemError(
+            INVALID_VALUE,
+            f"The field {key!r} is {_shorten(str(value))}: send an integer from "
+            f"{minimum} to {maximum}.",
+            field=key,
+        )
+    return value
+
+
+def require_field_str(body: Mapping[str, Any], key: str, *, meaning: str) -> str:
+    """A required string field, content unchecked (the caller parses it).
+
+    ``meaning`` completes the sentence "send ... as a string", e.g. "the pod name".
+    """
+    if key not in body:
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The field {key!r} is missing: send {meaning} as a string.",
+            field=key,
+        )
+    value = body[key]
+    if not isinstance(value, str):
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The field {key!r} is a JSON {_json_type(value)}: send {meaning} as a string.",
+            field=key,
+        )
+    return value
+
+
+def parse_address(body: Mapping[str, Any], key: str = "address") -> str:
+    """A required ``host:port`` string; IPv6 hosts in brackets; port 1..65535."""
+    if key not in body:
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The field {key!r} is missing: send the TaskManager's address as 'host:port'.",
+            field=key,
+        )
+    value = body[key]
+    if not isinstance(value, str):
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The field {key!r} is a JSON {_json_type(value)}: send a string 'host:port'.",
+            field=key,
+        )
+    host, colon, port = value.rpartition(":")
+    if not colon or not _valid_host(host) or not _valid_port(port):
+        raise ProblemError(
+            INVALID_VALUE,
+            f"The field {key!r} is {_shorten(value)!r}: send 'host:port' with a host name, "
+            "an IPv4 address or a bracketed IPv6 address, and a port from 1 to 65535.",
+            field=key,
+        )
+    return value
+
+
+def parse_slot_report(body: Mapping[str, Any]) -> None:
+    """A heartbeat's optional slot report: ``{"slots": [{"slot_id": ..., "job_id": ...}]}``.
+
+    Only its shape is checked; the daemon does not use its content yet.
+    """
+    if "slots" not in body:
+        return
+    slots = body["slots"]
+    if not isinstance(slots, list) or not all(isinstance(slot, dict) for slot in slots):
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            "The field 'slots' of a heartbeat must be a list of objects "
+            '{"slot_id": ..., "job_id": ...}: send that list, or send {}.',
+            field="slots",
+        )
+
+
+def parse_wait(values: Sequence[str], *, max_wait: float) -> float | None:
+    """The ``wait`` query parameter (all its values, in order) in seconds; None when absent."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ProblemError(
+            MALFORMED_REQUEST, "The query parameter 'wait' is given twice: give it once.",
+            field="wait",
+        )  # fmt: skip
+    raw = values[0]
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The query parameter 'wait' is {_shorten(raw)!r}: give a number of seconds "
+            f"from 0 to {max_wait:g}.",
+            field="wait",
+        )
+    if not 0 <= seconds <= max_wait:
+        raise ProblemError(
+            INVALID_VALUE,
+            f"The query parameter 'wait' is {seconds:g}: give a number of seconds from 0 to "
+            f"{max_wait:g}.",
+            field="wait",
+        )
+    return seconds
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    if not host or len(host) > 253:
+        return False
+    return all(_HOST_LABEL.fullmatch(label) for label in host.split("."))
+
+
+def _valid_port(port: str) -> bool:
+    return _PORT.fullmatch(port) is not None and 1 <= int(port) <= 65535
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_type(value: object) -> str:
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "boolean"
+        case int() | float():
+            return "number"
+        case str():
+            return "string"
+        case list():
+            return "array"
+        case dict():
+            return "object"
+        case _:
+            return type(value).__name__
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at line {error.lineno} column {error.colno}"
+    return str(error)
+
+
+def _shorten(text: str, *, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

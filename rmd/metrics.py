@@ -1,0 +1,221 @@
+"""Prometheus metrics of the daemon.
+
+Gauges are computed at scrape time from the allocator's ``StatusView`` (a custom collector),
+so they can never go stale. Counters and histograms are fed by the edges: the core's notices
+through :meth:`RmdMetrics.observe`, Kubernetes calls through the other methods.
+
+The four Flink-compatible gauges keep the meaning of Flink's resource-manager metrics:
+``numRegisteredTaskManagers``, ``numPendingTaskManagers`` (pods requested or started but not
+registered), ``taskSlotsTotal`` and ``taskSlotsAvailable`` (slots of registered TaskManagers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from rmd.core.model import (
+    LossReason,
+    Notice,
+    PodProblem,
+    ReleaseReason,
+    SlotsAllocated,
+    StartFailure,
+    StartsThrottled,
+    StatusView,
+    TaskManagerLost,
+    TaskManagerRegistered,
+    TaskManagerState,
+)
+
+__all__ = ["DURATION_BUCKETS", "RmdMetrics"]
+
+# Seconds to minutes: a slot on an idle registered TaskManager is handed out in milliseconds,
+# a new pod takes seconds (p99 ≤ 5 s without image pull), an image pull or a crowded scheduler
+# minutes; the registration timeout is 5 minutes.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+
+# Reasons a pod may carry that a human has to fix; pre-created so dashboards see zeros.
+_KNOWN_POD_PROBLEMS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "Unschedulable")
+
+
+class _StatusCollector:
+    """Gauges read from the allocator's status at every scrape."""
+
+    def __init__(self, status: Callable[[], StatusView]) -> None:
+        self._status = status
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(None)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._status())
+
+    @staticmethod
+    def _families(status: StatusView | None) -> list[Metric]:
+        registered = GaugeMetricFamily(
+            "rmd_num_registered_taskmanagers",
+            "Number of registered TaskManagers (Flink: numRegisteredTaskManagers).",
+        )
+        pending = GaugeMetricFamily(
+            "rmd_num_pending_taskmanagers",
+            "TaskManager pods requested or started but not registered yet "
+            "(Flink: numPendingTaskManagers).",
+        )
+        slots_total = GaugeMetricFamily(
+            "rmd_task_slots_total",
+            "Task slots of registered TaskManagers (Flink: taskSlotsTotal).",
+        )
+        slots_available = GaugeMetricFamily(
+            "rmd_task_slots_available",
+            "Free task slots of registered TaskManagers (Flink: taskSlotsAvailable).",
+        )
+        by_state = GaugeMetricFamily(
+            "rmd_taskmanagers",
+            "TaskManagers by life-cycle state.",
+            labels=["state"],
+        )
+        jobs = GaugeMetricFamily("rmd_jobs", "Jobs with a declared slot requirement.")
+        demand = GaugeMetricFamily(
+            "rmd_pending_slot_demand",
+            "Slots required by jobs but not allocated yet, over all jobs.",
+        )
+        throttled = GaugeMetricFamily(
+            "rmd_starts_throttled",
+            "1 while the start-failure rate limit holds back new TaskManager pods, else 0.",
+        )
+        families: list[Metric] = [
+            registered, pending, slots_total, slots_available, by_state, jobs, demand, throttled,
+        ]  # fmt: skip
+        if status is None:
+            return families
+        counts = status.taskmanagers
+        registered.add_metric([], counts.get(TaskManagerState.REGISTERED, 0))
+        pending.add_metric(
+            [],
+            counts.get(TaskManagerState.REQUESTED, 0) + counts.get(TaskManagerState.PENDING, 0),
+        )
+        slots_total.add_metric([], status.slots_total)
+        slots_available.add_metric([], status.slots_free)
+        for state in TaskManagerState:
+            by_state.add_metric([state.value], counts.get(state, 0))
+        jobs.add_metric([], status.jobs)
+        demand.add_metric([], status.pending_slot_demand)
+        throttled.add_metric([], 0 if status.starts_throttled_until is None else 1)
+        return families
+
+
+class RmdMetrics:
+    """All metrics of one daemon, in their own registry (never the process-wide default)."""
+
+    def __init__(self, *, registry: CollectorRegistry, status: Callable[[], StatusView]) -> None:
+        self.registry = registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        registry.register(_StatusCollector(status))
+
+        self._pods_created = Counter(
+            "rmd_pods_created",
+            "TaskManager pods created through the Kubernetes API.",
+            registry=registry,
+        )
+        self._pods_deleted = Counter(
+            "rmd_pods_deleted",
+            "TaskManager pods deleted through the Kubernetes API, by why the daemon released them.",
+            ["reason"],
+            registry=registry,
+        )
+        self._api_errors = Counter(
+            "rmd_kubernetes_api_errors",
+            "Failed Kubernetes API calls by HTTP status code (0 = no HTTP answer: connection).",
+            ["code"],
+            registry=registry,
+        )
+        self._taskmanagers_lost = Counter(
+            "rmd_taskmanagers_lost",
+            "TaskManagers that went away without the daemon asking, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self._start_failures = Counter(
+            "rmd_start_failures",
+            "TaskManagers that failed to start: create errors, pods that died or timed out "
+            "before registering.",
+            registry=registry,
+        )
+        self._start_throttle_trips = Counter(
+            "rmd_start_throttle_trips",
+            "Times the start-failure rate limit tripped and held back new pods.",
+            registry=registry,
+        )
+        self._pod_problems = Counter(
+            "rmd_pod_problems",
+            "Pod problems that need a human (image pull errors, unschedulable), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self._watch_restarts = Counter(
+            "rmd_watch_restarts",
+            "Restarts of the TaskManager pod watch, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self._slot_allocation = Histogram(
+            "rmd_slot_allocation_seconds",
+            "Time from a job's slot demand to the slot being allocated to it.",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._taskmanager_startup = Histogram(
+            "rmd_taskmanager_startup_seconds",
+            "Time from the TaskManager pod create to the TaskManager's registration.",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        # Label values known in advance start at zero, so rate() works from the first scrape.
+        for release_reason in ReleaseReason:
+            self._pods_deleted.labels(reason=release_reason.value)
+        for loss_reason in LossReason:
+            self._taskmanagers_lost.labels(reason=loss_reason.value)
+        for problem in _KNOWN_POD_PROBLEMS:
+            self._pod_problems.labels(reason=problem)
+
+    def observe(self, notice: Notice) -> None:
+        """Update counters and histograms from one of the core's notices."""
+        match notice:
+            case SlotsAllocated(waited_seconds=waited):
+                for seconds in waited:
+                    self._slot_allocation.observe(max(0.0, seconds))
+            case TaskManagerRegistered(startup_seconds=seconds):
+                self._taskmanager_startup.observe(max(0.0, seconds))
+            case TaskManagerLost(reason=reason):
+                self._taskmanagers_lost.labels(reason=str(reason)).inc()
+            case StartFailure():
+                self._start_failures.inc()
+            case StartsThrottled():
+                self._start_throttle_trips.inc()
+            case PodProblem(reason=reason):
+                self._pod_problems.labels(reason=reason).inc()
+            case _:
+                pass
+
+    def pod_created(self) -> None:
+        self._pods_created.inc()
+
+    def pod_deleted(self, *, reason: str) -> None:
+        self._pods_deleted.labels(reason=reason).inc()
+
+    def api_error(self, *, status: int) -> None:
+        """A failed Kubernetes API call; ``status`` 0 when no HTTP answer came (connection)."""
+        self._api_errors.labels(code=str(status)).inc()
+
+    def watch_restarted(self, *, reason: str) -> None:
+        self._watch_restarts.labels(reason=reason).inc()
