@@ -1,0 +1,135 @@
+"""``rmd taskmanager [--grace-period SECONDS] [--] [command args ...]``: the agent as a process.
+
+The TaskManager image's entrypoint. Reads the environment (see :mod:`rmd.agent.settings`),
+logs structlog JSON to stderr, turns SIGTERM and SIGINT into a graceful stop, and exits with
+the agent's exit code (:mod:`rmd.agent.exit_codes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from rmd.agent.exit_codes import EXIT_OK, EXIT_USAGE
+from rmd.agent.runner import AgentTiming, run_agent_with_settings
+from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
+
+USAGE = "usage: rmd taskmanager [--grace-period SECONDS] [--] [command [args ...]]"
+_GRACE_OPTION = "--grace-period"
+
+
+class UsageError(ValueError):
+    """The command line cannot be understood."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskManagerArgs:
+    command: tuple[str, ...] = ()  # empty: no supervised command, the agent runs alone
+    grace_period: float | None = None  # None: AgentTiming's default
+    show_help: bool = False
+
+
+def parse_taskmanager_args(argv: Sequence[str]) -> TaskManagerArgs:
+    """Options come first; ``--`` or the first non-option word starts the command."""
+    grace_period: float | None = None
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            return TaskManagerArgs(command=tuple(argv[index + 1 :]), grace_period=grace_period)
+        if word in ("-h", "--help"):
+            return TaskManagerArgs(show_help=True)
+        if word == _GRACE_OPTION or word.startswith(_GRACE_OPTION + "="):
+            if "=" in word:
+                value = word.partition("=")[2]
+            elif index + 1 < len(argv):
+                index += 1
+                value = argv[index]
+            else:
+                raise UsageError(f"{_GRACE_OPTION} needs a number of seconds")
+            grace_period = _grace_seconds(value)
+        elif word.startswith("-"):
+            raise UsageError(f"unknown option {word!r}; put '--' before the command")
+        else:
+            return TaskManagerArgs(command=tuple(argv[index:]), grace_period=grace_period)
+        index += 1
+    return TaskManagerArgs(grace_period=grace_period)
+
+
+def run_taskmanager(argv: Sequence[str]) -> int:
+    """Run the agent in this process until it ends; its exit code."""
+    try:
+        args = parse_taskmanager_args(argv)
+    except UsageError as error:
+        print(f"rmd taskmanager: {error}\n{USAGE}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.show_help:
+        print(USAGE)
+        return EXIT_OK
+    env = dict(os.environ)
+    try:
+        settings = settings_from_env(env)
+    except AgentEnvironmentError as error:
+        print(f"rmd taskmanager: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not structlog.is_configured():
+        configure_json_logging()
+    timing = (
+        AgentTiming() if args.grace_period is None else AgentTiming(grace_period=args.grace_period)
+    )
+    return asyncio.run(_run_until_signalled(settings, env=env, command=args.command, timing=timing))
+
+
+def configure_json_logging(*, level: int = logging.INFO) -> None:
+    """structlog JSON lines on stderr, one event per line (the container log)."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+async def _run_until_signalled(
+    settings: AgentSettings,
+    *,
+    env: Mapping[str, str],
+    command: Sequence[str],
+    timing: AgentTiming,
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        return await run_agent_with_settings(
+            settings, env=env, command=command, stop=stop, timing=timing
+        )
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+def _grace_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{_GRACE_OPTION} {text!r} is not a number of seconds ≥ 0")
+    return value

@@ -1,0 +1,435 @@
+"""The TaskManager agent's life: register, heartbeat, supervise, and leave cleanly.
+
+One agent is one coroutine: :func:`run_agent` keeps no process-wide state and installs no
+signal handlers, so the node emulator can run hundreds of them in one process. Whoever runs
+it ends it by setting ``stop`` (the CLI sets it on SIGTERM/SIGINT).
+
+How it ends (exit codes in :mod:`rmd.agent.exit_codes`):
+
+- ``stop`` set: the supervised command is stopped (SIGTERM, SIGKILL after the grace period),
+  the agent deregisters (best effort) and returns 0, or the command's own exit code when it
+  exited with one (128 + N when it had to be killed by signal N).
+- the supervised command exits by itself: deregister (best effort), return its exit code.
+- a heartbeat answer says ``"state": "releasing"`` (or is a 404 whose detail says the
+  TaskManager is being released): the daemon is deleting the pod; stop the command, return 0.
+- the daemon answers 403: log its detail, stop the command, return 0 when it says the
+  TaskManager is being released, else :data:`EXIT_REFUSED`. 401 and other 4xx answers
+  (repeating the call cannot help) end with :data:`EXIT_REJECTED`.
+
+A 404 to a heartbeat means the daemon forgot the TaskManager (e.g. it restarted): the agent
+registers again. An unreachable daemon, timeouts, 5xx, 408 and 429 are retried for ever with
+exponential back-off and full jitter (429 and 503 honour ``Retry-After``), one log line per
+failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+from rmd.agent.backoff import BackoffPolicy
+from rmd.agent.child import SupervisedProcess, exit_code_of
+from rmd.agent.client import (
+    RELEASING,
+    Accepted,
+    Answer,
+    Refused,
+    Rejected,
+    ResourceManagerClient,
+    Unavailable,
+    Unknown,
+)
+from rmd.agent.exit_codes import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+)
+from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
+from rmd.core.clock import Clock, SystemClock
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentTiming:
+    """How long the agent waits for things; the defaults suit a real cluster."""
+
+    request_timeout: float = 5.0  # each register/heartbeat call, seconds
+    deregister_timeout: float = 2.0  # the goodbye call on the way out is best effort
+    grace_period: float = 20.0  # SIGTERM → SIGKILL for the supervised command (pod grace: 30)
+    max_retry_after: float = 300.0  # a daemon's Retry-After longer than this is cut to this
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+
+
+class Interruption(enum.Enum):
+    """Something outside the request loop that ends it."""
+
+    STOP = "stop"  # the stop event was set
+    COMMAND_EXITED = "command-exited"  # the supervised command ended by itself
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedByDaemon:
+    """The daemon answered that it releases this TaskManager."""
+
+    call: str  # the call it answered: register or heartbeat
+    detail: str | None = None  # its words, when it gave some
+
+
+Ending = Interruption | ReleasedByDaemon | Refused | Rejected
+
+
+async def run_agent(
+    *,
+    env: Mapping[str, str],
+    command: Sequence[str] | None,
+    stop: asyncio.Event | None = None,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
+    uniform: Callable[[], float] | None = None,
+    session: aiohttp.ClientSession | None = None,
+    log: FilteringBoundLogger | None = None,
+    timing: AgentTiming | None = None,
+) -> int:
+    """Run one TaskManager agent configured by ``env``; return its exit code.
+
+    ``command`` (may be None or empty) is started and supervised; it gets ``env`` as its
+    environment. ``sleep`` and ``uniform`` (a number in [0, 1) for back-off jitter) replace
+    the real ones in tests; ``session`` may be shared by many agents (it is not closed).
+    A bad environment is logged as one ``agent.environment_invalid`` event: exit code 2.
+    """
+    logger: FilteringBoundLogger = log if log is not None else structlog.get_logger("rmd.agent")
+    try:
+        settings = settings_from_env(env)
+    except AgentEnvironmentError as error:
+        logger.error("agent.environment_invalid", error=str(error))
+        return EXIT_USAGE
+    return await run_agent_with_settings(
+        settings,
+        env=env,
+        command=command,
+        stop=stop,
+        clock=clock,
+        sleep=sleep,
+        uniform=uniform,
+        session=session,
+        log=logger,
+        timing=timing,
+    )
+
+
+async def run_agent_with_settings(
+    settings: AgentSettings,
+    *,
+    env: Mapping[str, str],
+    command: Sequence[str] | None,
+    stop: asyncio.Event | None = None,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
+    uniform: Callable[[], float] | None = None,
+    session: aiohttp.ClientSession | None = None,
+    log: FilteringBoundLogger | None = None,
+    timing: AgentTiming | None = None,
+) -> int:
+    """:func:`run_agent` for settings already read (the CLI reads them first)."""
+    logger: FilteringBoundLogger = log if log is not None else structlog.get_logger("rmd.agent")
+    chosen_timing = timing if timing is not None else AgentTiming()
+    chosen_clock = clock if clock is not None else SystemClock()
+    async with _client_session(session) as usable_session:
+        client = ResourceManagerClient(
+            session=usable_session,
+            base_url=settings.resourcemanager_url,
+            auth_token=settings.auth_token,
+            request_timeout=chosen_timing.request_timeout,
+            clock=chosen_clock,
+        )
+        agent = _Agent(
+            settings=settings,
+            client=client,
+            stop=stop if stop is not None else asyncio.Event(),
+            clock=chosen_clock,
+            sleep=sleep if sleep is not None else asyncio.sleep,
+            uniform=uniform if uniform is not None else random.random,
+            log=logger.bind(taskmanager_id=settings.taskmanager_id),
+            timing=chosen_timing,
+        )
+        return await agent.run(command=tuple(command or ()), env=env)
+
+
+@asynccontextmanager
+async def _client_session(
+    shared: aiohttp.ClientSession | None,
+) -> AsyncIterator[aiohttp.ClientSession]:
+    if shared is not None:
+        yield shared
+        return
+    async with aiohttp.ClientSession() as own:
+        yield own
+
+
+class _Agent:
+    """One run of the agent. Not reusable."""
+
+    def __init__(
+        self,
+        *,
+        settings: AgentSettings,
+        client: ResourceManagerClient,
+        stop: asyncio.Event,
+        clock: Clock,
+        sleep: Sleep,
+        uniform: Callable[[], float],
+        log: FilteringBoundLogger,
+        timing: AgentTiming,
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._stop = stop
+        self._clock = clock
+        self._sleep = sleep
+        self._uniform = uniform
+        self._log = log
+        self._timing = timing
+        self._child: SupervisedProcess | None = None
+        self._waiters: list[asyncio.Future[Any]] = []
+
+    async def run(self, *, command: Sequence[str], env: Mapping[str, str]) -> int:
+        self._log.info(
+            "agent.starting",
+            resourcemanager_url=self._settings.resourcemanager_url,
+            address=self._settings.address,
+            slots=self._settings.slots,
+            heartbeat_interval=self._settings.heartbeat_interval,
+            command=list(command) or None,
+        )
+        if command:
+            try:
+                self._child = await SupervisedProcess.start(command, env=env)
+            except OSError as error:
+                code = (
+                    EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_EXECUTE
+                )
+                self._log.error(
+                    "agent.command_not_started",
+                    command=list(command),
+                    error=f"{type(error).__name__}: {error}",
+                    exit_code=code,
+                )
+                return code
+            self._log.info("agent.command_started", command=list(command), pid=self._child.pid)
+        self._waiters.append(asyncio.ensure_future(self._stop.wait()))
+        if self._child is not None:
+            self._waiters.append(asyncio.ensure_future(self._child.wait()))
+        try:
+            ending = await self._serve()
+            return await self._finish(ending)
+        finally:
+            for waiter in self._waiters:
+                waiter.cancel()
+            await asyncio.gather(*self._waiters, return_exceptions=True)
+            if self._child is not None and self._child.returncode is None:
+                self._child.kill()  # only when cancelled: never leave the command behind
+
+    # ------------------------------------------------------------------ the request loop
+
+    async def _serve(self) -> Ending:
+        started = self._clock.monotonic()
+        while True:
+            answer = await self._until_answered("register", self._register_once)
+            if not isinstance(answer, Accepted):
+                return _ending_of(answer)
+            if answer.state == RELEASING:
+                return ReleasedByDaemon("register")
+            self._log.info(
+                "agent.registered",
+                address=self._settings.address,
+                slots=self._settings.slots,
+                after_seconds=round(self._clock.monotonic() - started, 3),
+            )
+            ending = await self._heartbeat_until_forgotten()
+            if ending is not None:
+                return ending
+
+    async def _heartbeat_until_forgotten(self) -> Ending | None:
+        """Heartbeat every interval; None when the daemon no longer knows the TaskManager."""
+        while True:
+            interruption = await self._pause(self._settings.heartbeat_interval)
+            if interruption is not None:
+                return interruption
+            answer = await self._until_answered("heartbeat", self._heartbeat_once)
+            if isinstance(answer, Unknown) and answer.released:
+                return ReleasedByDaemon("heartbeat", answer.detail)
+            if isinstance(answer, Unknown):
+                self._log.warning(
+                    "agent.unknown_to_daemon", detail=answer.detail, action="registering again"
+                )
+                return None
+            if not isinstance(answer, Accepted):
+                return answer
+            if answer.state == RELEASING:
+                return ReleasedByDaemon("heartbeat")
+
+    async def _register_once(self) -> Answer:
+        return await self._client.register(
+            self._settings.taskmanager_id,
+            address=self._settings.address,
+            slots=self._settings.slots,
+        )
+
+    async def _heartbeat_once(self) -> Answer:
+        return await self._client.heartbeat(self._settings.taskmanager_id)
+
+    async def _until_answered(
+        self, call: str, send: Callable[[], Awaitable[Answer]]
+    ) -> Accepted | Unknown | Refused | Rejected | Interruption:
+        """Send until the daemon gives a real answer; back off between failures."""
+        attempt = 0
+        while True:
+            attempt += 1
+            answer = await self._race(send)
+            if not isinstance(answer, Unavailable):
+                return answer
+            delay = self._retry_delay(answer, attempt=attempt)
+            self._log.warning(
+                f"agent.{call}_failed",
+                attempt=attempt,
+                delay=round(delay, 3),
+                error=answer.error,
+                retry_after=answer.retry_after,
+            )
+            interruption = await self._pause(delay)
+            if interruption is not None:
+                return interruption
+
+    def _retry_delay(self, failure: Unavailable, *, attempt: int) -> float:
+        backoff = self._timing.backoff
+        if failure.retry_after is not None:
+            return max(backoff.floor, min(failure.retry_after, self._timing.max_retry_after))
+        return backoff.delay(attempt, uniform=self._uniform)
+
+    # ------------------------------------------------------------------ interruptible waits
+
+    def _interruption(self) -> Interruption | None:
+        if self._stop.is_set():
+            return Interruption.STOP
+        if self._child is not None and self._child.returncode is not None:
+            return Interruption.COMMAND_EXITED
+        return None
+
+    async def _race(self, operation: Callable[[], Awaitable[T]]) -> T | Interruption:
+        """Run ``operation`` unless, or until, a stop or the command's exit interrupts it."""
+        interruption = self._interruption()
+        if interruption is not None:
+            return interruption
+        task = asyncio.ensure_future(operation())
+        await asyncio.wait([task, *self._waiters], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+        interruption = self._interruption()
+        assert interruption is not None, "a waiter finished, so something interrupted"
+        return interruption
+
+    async def _pause(self, seconds: float) -> Interruption | None:
+        outcome = await self._race(lambda: self._sleep(seconds))
+        return outcome if isinstance(outcome, Interruption) else None
+
+    # ------------------------------------------------------------------ the way out
+
+    async def _finish(self, ending: Ending) -> int:
+        if ending is Interruption.STOP:
+            self._log.info("agent.stopping", reason="stop requested")
+            returncode = await self._stop_command()
+            await self._deregister()
+            return EXIT_OK if returncode is None else exit_code_of(returncode, stop_requested=True)
+        if ending is Interruption.COMMAND_EXITED:
+            assert self._child is not None
+            assert self._child.returncode is not None
+            returncode = self._child.returncode
+            code = exit_code_of(returncode, stop_requested=False)
+            self._log.info("agent.command_exited", returncode=returncode, exit_code=code)
+            await self._deregister()
+            return code
+        if isinstance(ending, ReleasedByDaemon):
+            self._log.info(
+                "agent.released", answer_to=ending.call, detail=ending.detail, action="stopping"
+            )
+            await self._stop_command()
+            return EXIT_OK
+        if isinstance(ending, Refused):
+            if ending.released:
+                self._log.info("agent.refused", detail=ending.detail, released=True)
+            else:
+                self._log.error("agent.refused", detail=ending.detail, released=False)
+            await self._stop_command()
+            return EXIT_OK if ending.released else EXIT_REFUSED
+        self._log.error(
+            "agent.rejected",
+            status=ending.status,
+            detail=ending.detail,
+            hint="check the daemon URL and the auth token",
+        )
+        await self._stop_command()
+        return EXIT_REJECTED
+
+    async def _stop_command(self) -> int | None:
+        """Stop the supervised command (if any); its return code."""
+        if self._child is None:
+            return None
+        already = self._child.returncode
+        returncode = await self._child.terminate(grace_period=self._timing.grace_period)
+        if already is not None:
+            self._log.info("agent.command_exited", returncode=returncode)
+        elif returncode == -signal.SIGKILL:
+            self._log.warning(
+                "agent.command_killed",
+                returncode=returncode,
+                reason=f"still running {self._timing.grace_period:g} s after SIGTERM",
+            )
+        else:
+            self._log.info("agent.command_stopped", returncode=returncode)
+        return returncode
+
+    async def _deregister(self) -> None:
+        answer = await self._client.deregister(
+            self._settings.taskmanager_id, time_limit=self._timing.deregister_timeout
+        )
+        if isinstance(answer, Accepted | Unknown):
+            self._log.info("agent.deregistered", known=isinstance(answer, Accepted))
+            return
+        self._log.warning("agent.deregister_failed", error=_describe(answer))
+
+
+def _ending_of(answer: Unknown | Refused | Rejected | Interruption) -> Ending:
+    """The register call's non-success answers; a 404 there means a wrong URL, not a restart."""
+    if isinstance(answer, Unknown):
+        return Rejected(404, answer.detail)
+    return answer
+
+
+def _describe(answer: Answer) -> str:
+    if isinstance(answer, Unavailable):
+        return answer.error
+    if isinstance(answer, Refused | Rejected | Unknown):
+        return answer.detail
+    return f"state {answer.state}"
