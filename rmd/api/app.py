@@ -11,7 +11,12 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from rmd.api import jobs, operations, taskmanagers
 from rmd.api.engine import Engine
 from rmd.api.keys import AUTH_TOKEN, ENGINE, MAX_WAIT, METRICS, OPENAPI_DOCUMENT
-from rmd.api.middleware import auth_middleware, problem_middleware, request_id_middleware
+from rmd.api.middleware import (
+    auth_middleware,
+    problem_middleware,
+    ready_gate_middleware,
+    request_id_middleware,
+)
 from rmd.api.validation import MAX_BODY_BYTES
 from rmd.metrics import RmdMetrics
 
@@ -29,22 +34,25 @@ def create_app(
     metrics: RmdMetrics,
     auth_token: str | None = None,
     max_wait: float = 300.0,
+    refuse_v1_until_ready: bool = False,
 ) -> web.Application:
     """The daemon's HTTP application.
 
     ``auth_token``: when set, every path except /metrics, /healthz, /readyz and /openapi.json
     needs ``Authorization: Bearer <auth_token>``. ``max_wait``: the longest long poll
-    (``GET /v1/jobs/{id}?wait=``) in seconds. Serve it with
-    ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for structured access logs.
+    (``GET /v1/jobs/{id}?wait=``) in seconds. ``refuse_v1_until_ready``: answer every /v1
+    call (after authentication) with 503 + Retry-After while ``engine.ready`` is false.
+    Serve it with ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
+    structured access logs.
     """
     if auth_token is not None and not auth_token.strip():
         raise ValueError("the bearer token is empty: give a token or None for no authentication")
     if not (math.isfinite(max_wait) and max_wait > 0):
         raise ValueError(f"max_wait must be a positive number of seconds, not {max_wait!r}")
-    app = web.Application(
-        middlewares=[request_id_middleware, problem_middleware, auth_middleware],
-        client_max_size=MAX_BODY_BYTES,
-    )
+    middlewares = [request_id_middleware, problem_middleware, auth_middleware]
+    if refuse_v1_until_ready:
+        middlewares.append(ready_gate_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[ENGINE] = engine
     app[METRICS] = metrics
     app[AUTH_TOKEN] = None if auth_token is None else auth_token.strip().encode("utf-8")

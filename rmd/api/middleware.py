@@ -1,4 +1,5 @@
-"""Middlewares, outermost first: request id, problem+json errors, bearer-token authentication."""
+"""Middlewares, outermost first: request id, problem+json errors, bearer-token authentication,
+and (optionally) the readiness gate on /v1."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from rmd.api.keys import AUTH_TOKEN
+from rmd.api.keys import AUTH_TOKEN, ENGINE
 from rmd.api.problems import (
     BODY_TOO_LARGE,
     CONFLICT,
     INTERNAL_ERROR,
+    NOT_READY,
     REGISTRATION_REFUSED,
     UNAUTHORIZED,
     UNKNOWN_JOB,
@@ -32,6 +34,7 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "auth_middleware",
     "problem_middleware",
+    "ready_gate_middleware",
     "request_id_middleware",
 ]
 
@@ -106,6 +109,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             UNAUTHORIZED,
             "The bearer token is wrong: send the token from the file named by rmd.auth.token-file.",
             headers={"WWW-Authenticate": 'Bearer realm="rmd", error="invalid_token"'},
+        )
+    return await handler(request)
+
+
+@web.middleware
+async def ready_gate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Until the engine is ready (pods listed and adopted), /v1 answers 503 with Retry-After,
+    so no declaration or registration races the start-up recovery."""
+    if request.path.startswith("/v1/") and not request.app[ENGINE].ready:
+        raise ProblemError(
+            NOT_READY,
+            "The daemon is starting: it has not finished listing its TaskManager pods yet. "
+            "Retry shortly.",
+            headers={"Retry-After": "1"},
         )
     return await handler(request)
 

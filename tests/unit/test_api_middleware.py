@@ -12,8 +12,9 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from rmd.api.access_log import StructlogAccessLogger
+from rmd.api.app import create_app
 from rmd.core.model import Action
-from tests.unit.api_fake_engine import InMemoryEngine, make_app, make_engine
+from tests.unit.api_fake_engine import InMemoryEngine, make_app, make_engine, make_metrics
 
 ClientFactory = Any
 ServerFactory = Any
@@ -252,6 +253,43 @@ async def test_metrics_negotiate_openmetrics(client: TestClient[Any, Any]) -> No
 
     assert response.content_type == "application/openmetrics-text"
     assert (await response.text()).endswith("# EOF\n")
+
+
+async def test_ready_gate_refuses_v1_until_ready(
+    aiohttp_client: ClientFactory, engine: InMemoryEngine
+) -> None:
+    engine.ready = False
+    app = create_app(
+        engine=engine, metrics=make_metrics(engine), auth_token=TOKEN, refuse_v1_until_ready=True
+    )
+    client = await aiohttp_client(app)
+
+    unauthenticated = await client.put("/v1/jobs/j1/requirements", json={"slots": 1})
+    starting = await client.put(
+        "/v1/jobs/j1/requirements", json={"slots": 1}, headers=bearer(TOKEN)
+    )
+    health = await client.get("/healthz")
+    engine.ready = True
+    started = await client.put("/v1/jobs/j1/requirements", json={"slots": 1}, headers=bearer(TOKEN))
+
+    assert unauthenticated.status == 401  # authentication comes first
+    assert starting.status == 503
+    assert starting.content_type == "application/problem+json"
+    assert starting.headers["Retry-After"] == "1"
+    assert (await starting.json())["type"] == "urn:rmd:problem:not-ready"
+    assert health.status == 200
+    assert started.status == 200
+    assert [job.job_id for job in engine.allocator.job_views()] == ["j1"]
+
+
+async def test_without_the_gate_v1_serves_while_not_ready(
+    client: TestClient[Any, Any], engine: InMemoryEngine
+) -> None:
+    engine.ready = False
+
+    response = await client.put("/v1/jobs/j1/requirements", json={"slots": 1})
+
+    assert response.status == 200
 
 
 # ---------------------------------------------------------------------------- access log
