@@ -317,6 +317,7 @@ class Allocator:
             self._adopt_pod(pod, parts, now=now, out=out)
         if highest_attempt >= self._attempt:
             self._attempt = highest_attempt + 1
+            self._next_index = 1  # no pod can carry the new attempt yet
         self._reconcile(out)
         return out
 

@@ -5,16 +5,17 @@ a trailing minute; when the count reaches the limit it creates no pod for
 ``resourcemanager.start-worker.retry-interval`` and then requests everything that is missing
 at once — so with every pod crashing it keeps creating far more pods than the limit.
 
-This limiter keeps Flink's trip rule and first pause, and bounds the storm:
+This limiter keeps Flink's trip rule and first pause, and bounds the storm. Once it has
+tripped, it stays careful until a TaskManager registers again:
 
-* while failures are in the window, the pods still on their way (created, not registered)
-  count against the limit too: ``failures + in_flight + new <= limit``;
+* the pods still on their way (created, not registered) count against the limit too:
+  ``failures in the window + in flight + new <= limit``;
 * when that leaves no room, a single probe pod is allowed once nothing is in flight;
-* consecutive trips without a successful registration in between double the pause
-  (``retry_interval``, twice that, four times, ... up to the window length).
+* each further trip doubles the pause (``retry_interval``, twice that, four times, ... up to
+  the window length).
 
-So with every pod failing, creations per minute stay near the limit plus what was already in
-flight, and one healthy registration brings normal speed back.
+So with every pod failing, creations per minute stay near the limit (plus what was in flight
+when it first tripped), and one healthy registration brings normal speed back.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class StartFailureLimiter:
         self._max_pause = max(retry_interval, window)
         self._failures: deque[float] = deque()
         self._paused_until: float | None = None
-        self._consecutive_trips = 0
+        self._consecutive_trips = 0  # since the last successful registration
 
     @property
     def limit(self) -> float:
@@ -48,8 +49,6 @@ class StartFailureLimiter:
     def record_failure(self, now: float) -> float | None:
         """Count one start failure; the end of the new pause when this one trips the limit."""
         self._prune(now)
-        if not self._failures:
-            self._consecutive_trips = 0
         self._failures.append(now)
         if self.paused_until(now) is not None or len(self._failures) < self._limit:
             return None
@@ -59,8 +58,13 @@ class StartFailureLimiter:
         return self._paused_until
 
     def record_success(self) -> None:
-        """A TaskManager registered: the next trip starts again with the shortest pause."""
+        """A TaskManager registered: back to full speed; the next trip pauses the shortest."""
         self._consecutive_trips = 0
+
+    @property
+    def careful(self) -> bool:
+        """Tripped since the last successful registration."""
+        return self._consecutive_trips > 0
 
     def failures_in_window(self, now: float) -> int:
         self._prune(now)
@@ -79,23 +83,20 @@ class StartFailureLimiter:
         """
         if self.paused_until(now) is not None:
             return 0
-        failures = self.failures_in_window(now)
-        if failures == 0:
+        if not self.careful:
             return None
-        headroom = math.floor(self._limit) - failures - in_flight
+        headroom = math.floor(self._limit) - self.failures_in_window(now) - in_flight
         if headroom > 0:
             return headroom
         return 1 if in_flight == 0 else 0
 
     def next_deadline(self, now: float) -> float | None:
-        """When the allowance can grow by time alone (pause ends, a failure leaves the window).
-
-        Always later than ``now``.
-        """
+        """When the allowance can grow by time alone (the pause ends, or — while careful — a
+        failure leaves the window); always later than ``now``."""
         paused_until = self.paused_until(now)
         if paused_until is not None:
             return paused_until
-        if self.failures_in_window(now):
+        if self.careful and self.failures_in_window(now):
             return self._failures[0] + self._window
         return None
 

@@ -62,31 +62,43 @@ def test_failures_leave_the_trailing_window() -> None:
     limiter.record_failure(0.0)
     limiter.record_failure(30.0)
     assert limiter.failures_in_window(59.9) == 2
-    assert limiter.next_deadline(59.9) == pytest.approx(60.0)
     assert limiter.failures_in_window(60.0) == 1
     assert limiter.failures_in_window(90.0) == 0
-    assert limiter.next_deadline(90.0) is None
 
 
-def test_allowance_counts_pods_in_flight_and_allows_one_probe() -> None:
+def test_before_tripping_failures_do_not_slow_creation() -> None:
     limiter = make(limit=10)
-    for second in range(4):
+    for second in range(9):
         limiter.record_failure(float(second))
-    assert limiter.creation_allowance(now=5.0, in_flight=0) == 6
-    assert limiter.creation_allowance(now=5.0, in_flight=5) == 1
-    assert limiter.creation_allowance(now=5.0, in_flight=6) == 0
-    for second in range(4, 12):  # trips at 10, pause until 12
+    assert not limiter.careful
+    assert limiter.creation_allowance(now=9.0, in_flight=100) is None
+    assert limiter.next_deadline(9.0) is None
+
+
+def test_after_tripping_pods_in_flight_count_and_one_probe_is_allowed() -> None:
+    limiter = make(limit=10, retry=3.0)
+    for second in range(10):  # trips at t=9, paused until 12
         limiter.record_failure(float(second))
+    assert limiter.careful
     assert limiter.creation_allowance(now=11.0, in_flight=0) == 0  # paused
-    assert limiter.creation_allowance(now=20.0, in_flight=0) == 1  # probe
-    assert limiter.creation_allowance(now=20.0, in_flight=1) == 0
+    assert limiter.creation_allowance(now=12.0, in_flight=0) == 1  # probe
+    assert limiter.creation_allowance(now=12.0, in_flight=1) == 0
+    # Failures leave the window: room for more, minus what is in flight.
+    assert limiter.next_deadline(12.0) == pytest.approx(60.0)
+    assert limiter.creation_allowance(now=65.0, in_flight=2) == 10 - 4 - 2
+    assert limiter.creation_allowance(now=70.0, in_flight=2) == 8
+    limiter.record_success()
+    assert not limiter.careful
+    assert limiter.creation_allowance(now=70.0, in_flight=2) is None
 
 
-def test_window_emptied_resets_the_backoff() -> None:
+def test_backoff_lasts_until_a_success_even_when_the_window_empties() -> None:
     limiter = make(limit=1, retry=3.0)
     assert limiter.record_failure(0.0) == pytest.approx(3.0)
     assert limiter.record_failure(3.0) == pytest.approx(9.0)
-    assert limiter.record_failure(100.0) == pytest.approx(103.0)
+    assert limiter.record_failure(100.0) == pytest.approx(112.0)
+    limiter.record_success()
+    assert limiter.record_failure(200.0) == pytest.approx(203.0)
 
 
 def test_rejects_nonsense_settings() -> None:
