@@ -1,0 +1,47 @@
+"""The JobManager Deployment that owns every TaskManager pod (for garbage collection)."""
+
+from __future__ import annotations
+
+import structlog
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from rmd.kube.podspec import OwnerReference
+from rmd.kube.retry import RetryPolicy, api_error_message, call_with_retries
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["OwnerReference", "find_owner_reference"]
+
+
+async def find_owner_reference(
+    api: client.ApiClient,
+    *,
+    namespace: str,
+    deployment: str,
+    timeout: float,
+    retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
+) -> OwnerReference | None:
+    """The apps/v1 Deployment ``deployment`` as an owner, or None if it does not exist.
+
+    Transient errors are retried; other errors (403: grant ``get`` on deployments) raise.
+    """
+    apps = client.AppsV1Api(api)
+
+    async def read() -> client.V1Deployment:
+        return await apps.read_namespaced_deployment(deployment, namespace,
+                                                     _request_timeout=timeout)
+
+    try:
+        found = await call_with_retries(read, policy=retry,
+                                        what=f"read deployment {namespace}/{deployment}")
+    except ApiException as exc:
+        if exc.status == 404:
+            log.warning("owner_deployment_missing", namespace=namespace, deployment=deployment,
+                        message=api_error_message(exc),
+                        consequence="TaskManager pods get no owner reference and are not "
+                                    "garbage-collected with the JobManager")
+            return None
+        raise
+    return OwnerReference(api_version="apps/v1", kind="Deployment",
+                          name=str(found.metadata.name), uid=str(found.metadata.uid))
