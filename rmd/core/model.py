@@ -153,7 +153,7 @@ class StartsThrottled:
     """The start-failure rate limit tripped: no pod is created before ``until``."""
 
     failures_in_window: int
-    until: float
+    until: float  # wall-clock seconds since the epoch (Clock.wall())
 
 
 Effect = CreatePod | DeletePod

@@ -1,0 +1,282 @@
+"""The daemon's engine: feeds events into the pure allocator and carries out its actions.
+
+Everything the allocator decides comes back as actions. Effects (create or delete a pod)
+run as tasks against the pod gateway, bounded by its concurrency limit, and report their
+outcome back into the allocator; notices become log events and metrics. A timer task fires
+the allocator's deadlines (idle release, registration and heartbeat timeouts, the end of a
+start-failure pause). All allocator calls happen on the event loop's thread, never
+concurrently, and never with an ``await`` between the call and :meth:`apply`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from rmd.core.allocator import Allocator
+from rmd.core.clock import Clock
+from rmd.core.model import (
+    Action,
+    CreatePod,
+    DeletePod,
+    Notice,
+    PodObservation,
+    PodProblem,
+    SlotsAllocated,
+    SlotsFreed,
+    StartFailure,
+    StartsThrottled,
+    TaskManagerChanged,
+    TaskManagerLost,
+    TaskManagerRegistered,
+)
+from rmd.kube.pods import PodApiError
+
+log = structlog.get_logger("rmd.engine")
+
+# How long a delete that failed waits before it is tried again (the pod stays "releasing").
+DELETE_RETRY_DELAY = 5.0
+MIN_TIMER_DELAY = 0.005
+
+
+class PodBuilder(Protocol):
+    def __call__(self, *, pod_name: str) -> dict[str, Any]: ...
+
+
+class PodOperations(Protocol):
+    async def create(self, body: dict[str, Any]) -> None: ...
+
+    async def delete(self, name: str, *, grace_period_seconds: int | None = None) -> None: ...
+
+
+class NoticeSink(Protocol):
+    def observe(self, notice: Notice) -> None: ...
+
+    def pod_created(self) -> None: ...
+
+    def pod_deleted(self, *, reason: str) -> None: ...
+
+
+class DaemonEngine:
+    """Implements :class:`rmd.api.engine.Engine` for the running daemon."""
+
+    def __init__(
+        self,
+        *,
+        allocator: Allocator,
+        pods: PodOperations,
+        build_pod: PodBuilder,
+        metrics: NoticeSink,
+        clock: Clock,
+    ) -> None:
+        self._allocator = allocator
+        self._pods = pods
+        self._build_pod = build_pod
+        self._metrics = metrics
+        self._clock = clock
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer_wakeup = asyncio.Event()
+        self._adopted = False
+        self._watch_synced: Callable[[], bool] = lambda: False
+        self._closing = False
+
+    # ------------------------------------------------------------------ Engine protocol
+    @property
+    def allocator(self) -> Allocator:
+        return self._allocator
+
+    @property
+    def ready(self) -> bool:
+        return self._adopted and self._watch_synced()
+
+    def set_watch_synced_probe(self, probe: Callable[[], bool]) -> None:
+        self._watch_synced = probe
+
+    def apply(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            if isinstance(action, CreatePod):
+                self._spawn(self._create(action.name), name=f"create {action.name}")
+            elif isinstance(action, DeletePod):
+                self._spawn(
+                    self._delete(action.name, reason=str(action.reason)),
+                    name=f"delete {action.name}",
+                )
+            else:
+                self._record(action)
+        self._notify()
+
+    async def wait_for(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=remaining)
+        return True
+
+    # ------------------------------------------------------------------ Kubernetes events
+    def adopt(self, pods: Sequence[PodObservation]) -> None:
+        """Start-up recovery: take over the pods a previous incarnation left."""
+        self.apply(self._allocator.adopt(pods))
+        self._adopted = True
+        log.info(
+            "recovered",
+            pods_found=len(pods),
+            adopted=sum(1 for v in self._allocator.taskmanager_views()),
+            attempt=self._allocator.attempt,
+        )
+
+    def on_pod_event(self, kind: str, pod: PodObservation) -> None:
+        if kind == "DELETED":
+            self.apply(self._allocator.pod_deleted(pod.name))
+        else:
+            self.apply(self._allocator.pod_observed(pod))
+
+    def on_snapshot(self, pods: list[PodObservation]) -> None:
+        if not self._adopted:
+            self.adopt(pods)
+        else:
+            self.apply(self._allocator.resync(pods))
+
+    # ------------------------------------------------------------------ timers
+    async def run_timers(self) -> None:
+        """Fire the allocator's deadlines; wakes early whenever state changes."""
+        while True:
+            self.apply(self._allocator.tick())
+            self._timer_wakeup.clear()
+            deadline = self._allocator.next_deadline()
+            delay = None if deadline is None else deadline - self._clock.monotonic()
+            if delay is not None:
+                # A deadline that tick() did not clear must not make this loop spin.
+                delay = max(delay, MIN_TIMER_DELAY)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wakeup.wait(), timeout=delay)
+
+    async def close(self) -> None:
+        """Stop in-flight work. Pods are left as they are for the next start to adopt."""
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ effects
+    def _spawn(self, coro: Any, *, name: str) -> None:
+        if self._closing:
+            coro.close()
+            return
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _create(self, name: str) -> None:
+        try:
+            body = self._build_pod(pod_name=name)
+            await self._pods.create(body)
+        except PodApiError as exc:
+            log.warning(
+                "pod_create_failed",
+                pod=name,
+                reason=exc.reason,
+                status=exc.status,
+                retriable=exc.retriable,
+                message=exc.message,
+            )
+            self.apply(self._allocator.create_failed(name, reason=exc.reason, message=exc.message))
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an unexpected client error: never lose the TM
+            log.exception("pod_create_crashed", pod=name)
+            self.apply(self._allocator.create_failed(name, reason="error", message=str(exc)))
+            return
+        self._metrics.pod_created()
+        log.info("pod_created", pod=name)
+        self.apply(self._allocator.create_succeeded(name))
+
+    async def _delete(self, name: str, *, reason: str) -> None:
+        while True:
+            try:
+                await self._pods.delete(name)
+            except PodApiError as exc:
+                log.warning(
+                    "pod_delete_failed",
+                    pod=name,
+                    reason=reason,
+                    status=exc.status,
+                    message=exc.message,
+                    retry_in=DELETE_RETRY_DELAY,
+                )
+                await asyncio.sleep(DELETE_RETRY_DELAY)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pod_delete_crashed", pod=name, reason=reason)
+                await asyncio.sleep(DELETE_RETRY_DELAY)
+                continue
+            break
+        self._metrics.pod_deleted(reason=reason)
+        log.info("pod_deleted", pod=name, reason=reason)
+        # The watch reports DELETED when the pod is really gone; nothing to feed back here.
+
+    # ------------------------------------------------------------------ notices
+    def _record(self, notice: Notice) -> None:
+        self._metrics.observe(notice)
+        if isinstance(notice, TaskManagerChanged):
+            log.info(
+                "taskmanager_state",
+                taskmanager=notice.taskmanager_id,
+                old=notice.old and str(notice.old),
+                new=notice.new and str(notice.new),
+                reason=notice.reason,
+            )
+        elif isinstance(notice, TaskManagerLost):
+            log.warning(
+                "taskmanager_lost",
+                taskmanager=notice.taskmanager_id,
+                reason=str(notice.reason),
+                was_registered=notice.was_registered,
+                jobs=list(notice.jobs_affected),
+            )
+        elif isinstance(notice, TaskManagerRegistered):
+            log.info(
+                "taskmanager_registered",
+                taskmanager=notice.taskmanager_id,
+                startup_seconds=round(notice.startup_seconds, 3),
+            )
+        elif isinstance(notice, SlotsAllocated):
+            log.info("slots_allocated", job=notice.job_id, slots=list(notice.slot_ids))
+        elif isinstance(notice, SlotsFreed):
+            log.info(
+                "slots_freed", job=notice.job_id, slots=list(notice.slot_ids), reason=notice.reason
+            )
+        elif isinstance(notice, StartFailure):
+            log.warning("start_failure", taskmanager=notice.taskmanager_id, reason=notice.reason)
+        elif isinstance(notice, PodProblem):
+            log.warning(
+                "pod_problem",
+                taskmanager=notice.taskmanager_id,
+                reason=notice.reason,
+                message=notice.message,
+            )
+        elif isinstance(notice, StartsThrottled):
+            log.warning(
+                "starts_throttled",
+                failures_in_window=notice.failures_in_window,
+                paused_for=round(notice.until - self._clock.wall(), 3),
+            )
+
+    def _notify(self) -> None:
+        # Wake every waiter (long polls, the timer) and arm a fresh event for the next change.
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        self._timer_wakeup.set()
