@@ -38,7 +38,6 @@ from rmd.core.model import (
     ReleaseReason,
     SlotsAllocated,
     SlotsFreed,
-    SlotView,
     StartFailure,
     StartsThrottled,
     StatusView,
@@ -53,8 +52,10 @@ from rmd.core.model import (
 from rmd.core.naming import PodNameParts, parse_taskmanager_pod_name, taskmanager_pod_name
 from rmd.core.ratelimit import StartFailureLimiter
 from rmd.core.slots import JobRecord, TaskManagerRecord, slot_id
+from rmd.core.views import JobShortfall, job_shortfalls, job_slot_views, taskmanager_view
 
 _FAILURE_WINDOW = 60.0
+_COMING = (TaskManagerState.REQUESTED, TaskManagerState.PENDING)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,15 +92,6 @@ class AllocatorSettings:
             raise ValueError("; ".join(problems))
 
 
-@dataclass(frozen=True, slots=True)
-class _JobShortfall:
-    """Per job: unmet slots nothing can provide because of max_slots, and unmet slots that no
-    existing or coming pod covers (they wait for pods yet to be created)."""
-
-    beyond_cap: int
-    uncovered: int
-
-
 class Allocator:
     def __init__(self, settings: AllocatorSettings, *, clock: Clock, attempt: int = 1) -> None:
         if attempt < 1:
@@ -109,6 +101,9 @@ class Allocator:
         self._attempt = attempt
         self._next_index = 1
         self._taskmanagers: dict[str, TaskManagerRecord] = {}
+        self._by_state: dict[TaskManagerState, dict[str, TaskManagerRecord]] = {
+            state: {} for state in TaskManagerState
+        }
         self._jobs: dict[str, JobRecord] = {}  # insertion order = first declaration (FIFO)
         self._orphans_deleting: set[str] = set()
         self._limiter = StartFailureLimiter(
@@ -188,14 +183,12 @@ class Allocator:
         if tm.is_registered:
             return []
         out: list[Action] = []
-        old = tm.state
-        tm.state = TaskManagerState.REGISTERED
         tm.slots_total = slots
         tm.slot_jobs = [None] * slots
         tm.allocated = 0
         tm.problem = None
         tm.adopted = False
-        out.append(TaskManagerChanged(taskmanager_id, old, tm.state, "registered"))
+        self._set_state(tm, TaskManagerState.REGISTERED, reason="registered", out=out)
         out.append(TaskManagerRegistered(taskmanager_id, startup_seconds=now - tm.created_at))
         self._limiter.record_success()
         self._update_idle(tm, now)
@@ -230,6 +223,8 @@ class Allocator:
         if tm.state is TaskManagerState.RELEASING:
             return []
         out: list[Action] = []
+        if not tm.is_registered:  # gave up before it ever served: a failed start
+            self._start_failure(tm.name, "TaskManager said goodbye before registering", out)
         self._free_taskmanager_slots(tm, reason=f"TaskManager {tm.name} deregistered", out=out)
         self._release(tm, ReleaseReason.DEREGISTERED, out=out)
         self._reconcile(out)
@@ -389,11 +384,11 @@ class Allocator:
             raise UnknownTaskManager(
                 f"TaskManager {taskmanager_id!r} is not known to this resource manager"
             )
-        return self._taskmanager_view(tm)
+        return taskmanager_view(tm)
 
     def taskmanager_views(self) -> list[TaskManagerView]:
         ordered = sorted(self._taskmanagers.values(), key=lambda tm: tm.order)
-        return [self._taskmanager_view(tm) for tm in ordered]
+        return [taskmanager_view(tm) for tm in ordered]
 
     def status(self) -> StatusView:
         now = self._clock.monotonic()
@@ -432,25 +427,37 @@ class Allocator:
 
     def _live_taskmanagers(self) -> list[TaskManagerRecord]:
         """Requested, pending and registered: everything not being released."""
-        return [
-            tm for tm in self._taskmanagers.values() if tm.state is not TaskManagerState.RELEASING
-        ]
+        return self._in_states(*_COMING, TaskManagerState.REGISTERED)
 
     def _wall(self, monotonic: float) -> float:
         return self._clock.wall() + (monotonic - self._clock.monotonic())
 
     # ------------------------------------------------------------------ state changes
 
+    def _add(self, tm: TaskManagerRecord, *, reason: str, out: list[Action]) -> None:
+        self._taskmanagers[tm.name] = tm
+        self._by_state[tm.state][tm.name] = tm
+        out.append(TaskManagerChanged(tm.name, None, tm.state, reason))
+
     def _set_state(
         self, tm: TaskManagerRecord, new: TaskManagerState, *, reason: str, out: list[Action]
     ) -> None:
         old = tm.state
+        del self._by_state[old][tm.name]
         tm.state = new
+        self._by_state[new][tm.name] = tm
         out.append(TaskManagerChanged(tm.name, old, new, reason))
 
     def _forget(self, tm: TaskManagerRecord, *, reason: str, out: list[Action]) -> None:
         del self._taskmanagers[tm.name]
+        del self._by_state[tm.state][tm.name]
         out.append(TaskManagerChanged(tm.name, tm.state, None, reason))
+
+    def _in_states(self, *states: TaskManagerState) -> list[TaskManagerRecord]:
+        return [tm for state in states for tm in self._by_state[state].values()]
+
+    def _count_in(self, *states: TaskManagerState) -> int:
+        return sum(len(self._by_state[state]) for state in states)
 
     def _release(self, tm: TaskManagerRecord, reason: ReleaseReason, *, out: list[Action]) -> None:
         """Decide to delete the pod. Slots must have been freed by the caller."""
@@ -566,33 +573,30 @@ class Allocator:
     def _adopt_pod(
         self, pod: PodObservation, parts: PodNameParts, *, now: float, out: list[Action]
     ) -> None:
+        delete_reason: ReleaseReason | None = None
+        if pod.finished:
+            delete_reason = ReleaseReason.FAILED
+        elif not pod.scheduled:
+            delete_reason = ReleaseReason.UNSCHEDULABLE
+        live = delete_reason is None and not pod.deleting
         tm = TaskManagerRecord(
             name=pod.name,
             order=(parts.attempt, parts.index, pod.name),
-            state=TaskManagerState.PENDING,
+            state=TaskManagerState.PENDING if live else TaskManagerState.RELEASING,
             created_at=now,
             slots_total=self._settings.slots_per_taskmanager,
             adopted=True,
             pod_phase=pod.phase,
             node_name=pod.node_name,
         )
-        self._taskmanagers[pod.name] = tm
         if pod.deleting:
-            tm.state = TaskManagerState.RELEASING
-            out.append(TaskManagerChanged(tm.name, None, tm.state, "recovered while deleting"))
-            return
-        delete_reason: ReleaseReason | None = None
-        if pod.finished:
-            delete_reason = ReleaseReason.FAILED
-        elif not pod.scheduled:
-            delete_reason = ReleaseReason.UNSCHEDULABLE
-        if delete_reason is not None:
-            tm.state = TaskManagerState.RELEASING
-            out.append(TaskManagerChanged(tm.name, None, tm.state, f"recovered {delete_reason}"))
+            self._add(tm, reason="recovered while deleting", out=out)
+        elif delete_reason is not None:
+            self._add(tm, reason=f"recovered {delete_reason}", out=out)
             out.append(DeletePod(tm.name, delete_reason))
-            return
-        out.append(TaskManagerChanged(tm.name, None, tm.state, "recovered"))
-        self._note_problem(tm, pod, out)
+        else:
+            self._add(tm, reason="recovered", out=out)
+            self._note_problem(tm, pod, out)
 
     # ------------------------------------------------------------------ slots
 
@@ -642,7 +646,7 @@ class Allocator:
         if not waiting_jobs:
             return
         candidates = sorted(
-            (tm for tm in self._taskmanagers.values() if tm.free > 0),
+            (tm for tm in self._by_state[TaskManagerState.REGISTERED].values() if tm.free > 0),
             key=lambda tm: (-tm.allocated, tm.order),
         )
         if not candidates:
@@ -690,7 +694,7 @@ class Allocator:
         self._allocate(now, out)
         unmet = self._capped_unmet()
         target = unmet + self._spare_slots()
-        registered = [tm for tm in self._taskmanagers.values() if tm.is_registered]
+        registered = self._in_states(TaskManagerState.REGISTERED)
         free_registered = sum(tm.free for tm in registered)
 
         # Idle TaskManagers past their timeout go, unless demand or the spares need them.
@@ -710,19 +714,20 @@ class Allocator:
                 tm.idle_checked = True
 
         # Pods on their way that demand no longer needs are cancelled.
-        coming = [tm for tm in self._taskmanagers.values() if tm.is_coming and not tm.adopted]
+        coming = [tm for tm in self._in_states(*_COMING) if not tm.adopted]
         supply = free_registered + sum(tm.slots_total for tm in coming)
-        coming.sort(key=lambda tm: tm.order, reverse=True)  # newest first ...
-        coming.sort(key=lambda tm: tm.is_scheduled)  # ... unscheduled before scheduled
-        for tm in coming:
-            if supply - tm.slots_total >= target:
-                supply -= tm.slots_total
-                self._release(tm, ReleaseReason.EXCESS, out=out)
+        if coming and supply - min(tm.slots_total for tm in coming) >= target:
+            coming.sort(key=lambda tm: tm.order, reverse=True)  # newest first ...
+            coming.sort(key=lambda tm: tm.is_scheduled)  # ... unscheduled before scheduled
+            for tm in coming:
+                if supply - tm.slots_total >= target:
+                    supply -= tm.slots_total
+                    self._release(tm, ReleaseReason.EXCESS, out=out)
 
         # Create what is missing; spares only once nothing is waiting to register.
         if supply < unmet:
             shortfall = unmet - supply
-        elif supply < target and not any(tm.is_coming for tm in self._taskmanagers.values()):
+        elif supply < target and not self._count_in(*_COMING):
             shortfall = target - supply
         else:
             return
@@ -731,16 +736,13 @@ class Allocator:
     def _create_pods(self, wanted: int, now: float, out: list[Action]) -> None:
         settings = self._settings
         spt = settings.slots_per_taskmanager
-        live = self._live_taskmanagers()
         if settings.max_slots is not None:
-            used = sum(tm.slots_total for tm in live)
+            used = sum(tm.slots_total for tm in self._live_taskmanagers())
             wanted = min(wanted, max(0, settings.max_slots - used) // spt)
         if settings.max_pending_creates is not None:
-            requested = sum(1 for tm in live if tm.state is TaskManagerState.REQUESTED)
+            requested = self._count_in(TaskManagerState.REQUESTED)
             wanted = min(wanted, max(0, settings.max_pending_creates - requested))
-        allowance = self._limiter.creation_allowance(
-            now=now, in_flight=sum(1 for tm in live if tm.is_coming)
-        )
+        allowance = self._limiter.creation_allowance(now=now, in_flight=self._count_in(*_COMING))
         if allowance is not None:
             wanted = min(wanted, allowance)
         for _ in range(wanted):
@@ -762,45 +764,20 @@ class Allocator:
             created_at=now,
             slots_total=self._settings.slots_per_taskmanager,
         )
-        self._taskmanagers[name] = tm
-        out.append(TaskManagerChanged(name, None, tm.state, "slot demand"))
+        self._add(tm, reason="slot demand", out=out)
         out.append(CreatePod(name))
 
     # ------------------------------------------------------------------ view helpers
 
-    def _shortfalls(self) -> dict[str, _JobShortfall]:
-        """Walk the jobs first-come first-served over what exists, is coming, and may still be
-        created under max_slots; what a job gets from none of it is beyond the cap."""
-        settings = self._settings
-        spt = settings.slots_per_taskmanager
-        live = self._live_taskmanagers()
-        existing = sum(tm.free for tm in live) + sum(
-            tm.slots_total for tm in live if tm.is_coming and not tm.adopted
+    def _shortfalls(self) -> dict[str, JobShortfall]:
+        return job_shortfalls(
+            self._jobs.values(),
+            self._live_taskmanagers(),
+            slots_per_taskmanager=self._settings.slots_per_taskmanager,
+            max_slots=self._settings.max_slots,
         )
-        creatable: float = math.inf
-        if settings.max_slots is not None:
-            used = sum(tm.slots_total for tm in live)
-            creatable = max(0, settings.max_slots - used) // spt * spt
-        result: dict[str, _JobShortfall] = {}
-        for job in self._jobs.values():
-            if not job.unmet:
-                continue
-            from_existing = min(job.unmet, existing)
-            existing -= from_existing
-            uncovered = job.unmet - from_existing
-            from_new = min(uncovered, creatable)
-            creatable -= from_new
-            result[job.job_id] = _JobShortfall(
-                beyond_cap=int(uncovered - from_new), uncovered=uncovered
-            )
-        return result
 
-    def _job_view(self, job: JobRecord, shortfall: _JobShortfall | None) -> JobView:
-        slots: list[SlotView] = []
-        for name in sorted(job.slots, key=lambda name: self._taskmanagers[name].order):
-            address = self._taskmanagers[name].address
-            for index in sorted(job.slots[name]):
-                slots.append(SlotView(slot_id(name, index), name, job.job_id, address))
+    def _job_view(self, job: JobRecord, shortfall: JobShortfall | None) -> JobView:
         reasons: list[str] = []
         problems: list[ProblemView] = []
         if job.unmet and shortfall is not None:
@@ -816,12 +793,12 @@ class Allocator:
             job_id=job.job_id,
             slots_required=job.required,
             slots_allocated=job.allocated,
-            slots=tuple(slots),
+            slots=job_slot_views(job, self._taskmanagers),
             unfulfilled_reason="; ".join(reasons) or None,
             problems=tuple(problems),
         )
 
-    def _waiting_reasons(self, job: JobRecord, shortfall: _JobShortfall) -> Iterable[str]:
+    def _waiting_reasons(self, job: JobRecord, shortfall: JobShortfall) -> Iterable[str]:
         settings = self._settings
         if shortfall.beyond_cap and settings.max_slots is not None:
             yield explain.slot_cap_reason(
@@ -832,7 +809,7 @@ class Allocator:
         now = self._clock.monotonic()
         failures = self._limiter.failures_in_window(now)
         paused_until = self._limiter.paused_until(now)
-        in_flight = sum(1 for tm in self._taskmanagers.values() if tm.is_coming)
+        in_flight = self._count_in(*_COMING)
         if paused_until is not None:
             yield explain.starts_paused_reason(
                 failures=failures, limit=self._limiter.limit, resumes_in=paused_until - now
@@ -848,20 +825,3 @@ class Allocator:
         if last_failure is not None and recent:
             problems.append(last_failure)
         return problems
-
-    def _taskmanager_view(self, tm: TaskManagerRecord) -> TaskManagerView:
-        slots = tuple(
-            SlotView(slot_id(tm.name, index), tm.name, job_id, tm.address)
-            for index, job_id in enumerate(tm.slot_jobs)
-        )
-        return TaskManagerView(
-            taskmanager_id=tm.name,
-            state=tm.state,
-            slots_total=tm.slots_total,
-            slots=slots if tm.is_registered else (),
-            address=tm.address,
-            idle_since=tm.idle_since_wall,
-            problem=tm.problem,
-            pod_phase=tm.pod_phase,
-            node_name=tm.node_name,
-        )

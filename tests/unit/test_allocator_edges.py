@@ -121,10 +121,21 @@ def test_deregister_frees_slots_releases_the_pod_and_replaces_it() -> None:
     assert len(of_type(actions, SlotsFreed)[0].slot_ids) == 4
     assert deleted(actions) == {tm_name(1): ReleaseReason.DEREGISTERED}
     assert of_type(actions, TaskManagerLost) == []
+    assert of_type(actions, StartFailure) == []
     assert created(actions) == [tm_name(2)]
     assert h.allocator.deregister(tm_name(1)) == []  # twice: harmless
     with pytest.raises(UnknownTaskManager):
         h.allocator.deregister("flink-taskmanager-7-7")
+
+
+def test_deregister_before_registering_counts_as_a_failed_start() -> None:
+    h = Harness()
+    h.allocator.declare("j1", 4)
+    h.allocator.create_succeeded(tm_name(1))
+    actions = h.allocator.deregister(tm_name(1))
+    assert [f.taskmanager_id for f in of_type(actions, StartFailure)] == [tm_name(1)]
+    assert deleted(actions) == {tm_name(1): ReleaseReason.DEREGISTERED}
+    assert created(actions) == [tm_name(2)]
 
 
 # ---------------------------------------------------------------------------- orphans and resync

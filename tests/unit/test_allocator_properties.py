@@ -39,7 +39,7 @@ from rmd.core.model import (
 )
 
 CLUSTER = "prop"
-JOBS = ("a", "b", "c")
+JOBS = ("a", "b")
 REGISTERED = TaskManagerState.REGISTERED
 RELEASING = TaskManagerState.RELEASING
 COMING = (TaskManagerState.REQUESTED, TaskManagerState.PENDING)
@@ -166,7 +166,7 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ JobMaster rules
 
-    @rule(job=st.sampled_from(JOBS), slots=st.integers(0, 12))
+    @rule(job=st.sampled_from(JOBS), slots=st.one_of(st.just(0), st.integers(0, 12)))
     def declare(self, job: str, slots: int) -> None:
         self.call(self.allocator.declare, job, slots)
         assert self.allocator.job_view(job).slots_required == slots
@@ -238,6 +238,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         del self.pods[name]
         self.call(self.allocator.pod_deleted, name)
 
+    @precondition(lambda self: self.orphans < 3)
     @rule()
     def stranger_pod_appears(self) -> None:
         self.orphans += 1
@@ -288,6 +289,38 @@ class AllocatorMachine(RuleBasedStateMachine):
         else:
             assert registered
 
+    @precondition(lambda self: self.in_flight_creates or self.views_in(*COMING))
+    @rule(index=st.integers(0, 100))
+    def a_taskmanager_starts(self, index: int) -> None:
+        """The common path in one go: create done, pod scheduled and running, registered."""
+        names = sorted(
+            set(self.in_flight_creates) | {v.taskmanager_id for v in self.views_in(*COMING)}
+        )
+        name = self.pick(names, index)
+        if name in self.in_flight_creates:
+            self.in_flight_creates.remove(name)
+            self.pods[name] = PodObservation(name)
+            self.call(self.allocator.create_succeeded, name)
+        if name not in self.pods:
+            return  # its create is still in flight elsewhere
+        self.pods[name] = PodObservation(name, phase="Running", node_name="n1", pod_ip="10.0.0.3")
+        self.call(self.allocator.pod_observed, self.pods[name])
+        if (
+            self.allocator.is_known_pod(name)
+            and self.allocator.taskmanager_view(name).state in COMING
+        ):
+            self.call(
+                self.allocator.register,
+                name,
+                address="10.0.0.3:6122",
+                slots=self.config.slots_per_taskmanager,
+            )
+
+    @rule()
+    def every_taskmanager_heartbeats(self) -> None:
+        for view in self.views_in(REGISTERED):
+            self.call(self.allocator.heartbeat, view.taskmanager_id)
+
     @precondition(lambda self: self.pods)
     @rule(index=st.integers(0, 100))
     def deregister(self, index: int) -> None:
@@ -302,10 +335,24 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ time
 
-    @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, 10.0, 29.9, 30.0, 45.0, 61.0, 130.0]))
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        self.call(self.allocator.tick)
+    @rule(
+        seconds=st.sampled_from([0.5, 1.0, 3.0, 10.0, 29.9, 30.0, 45.0, 61.0, 130.0]),
+        healthy=st.booleans(),
+    )
+    def advance(self, seconds: float, healthy: bool) -> None:
+        """Time passes; healthy TaskManagers send heartbeats all along."""
+        while seconds > 0:
+            step = min(seconds, 10.0) if healthy else seconds
+            if healthy:
+                self.every_taskmanager_heartbeats()
+            self.clock.advance(step)
+            self.call(self.allocator.tick)
+            seconds -= step
+
+    @rule(job=st.sampled_from(JOBS))
+    def job_scales_down_then_a_quiet_minute(self, job: str) -> None:
+        self.call(self.allocator.declare, job, 0)
+        self.advance(60.0, healthy=True)
 
     @rule()
     def everything_settles(self) -> None:

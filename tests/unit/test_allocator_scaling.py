@@ -161,6 +161,17 @@ def test_scale_down_frees_slots_on_the_least_used_taskmanagers_first() -> None:
     assert h.allocated_on(names[1]) == 1
 
 
+def test_scale_down_empties_an_older_lightly_used_taskmanager_first() -> None:
+    h = Harness(slots_per_taskmanager=4)
+    h.scale_up("a", 4)  # TM1
+    h.scale_up("b", 4)  # TM2
+    h.allocator.remove_job("a")
+    h.allocator.declare("b", 5)  # TM1 (older) gets 1 slot of b, TM2 (newer) has 4
+    actions = h.allocator.declare("b", 4)
+    assert of_type(actions, SlotsFreed)[0].slot_ids == (f"{tm_name(1)}/0",)
+    assert h.allocator.taskmanager_view(tm_name(1)).idle_since is not None
+
+
 def test_scale_down_to_zero_keeps_the_job_and_frees_everything() -> None:
     h = Harness()
     h.scale_up("j1", 8)
