@@ -489,6 +489,24 @@ class Allocator:
         else:
             self._release(tm, delete, out=out)
 
+    def _deleted_from_outside(self, tm: TaskManagerRecord, out: list[Action]) -> None:
+        """Someone else is deleting the pod (kubectl, an eviction, the garbage collector).
+
+        The TaskManager is going whatever its grace period: it is lost now, its slots go back
+        to demand and a replacement is requested at once, instead of after the grace period
+        (Flink waits for the DELETED event). The record stays ``releasing`` until the pod is
+        gone, so the pod is neither counted as supply nor deleted a second time.
+        """
+        was_registered = tm.is_registered
+        jobs = self._free_taskmanager_slots(
+            tm, reason=f"TaskManager {tm.name} lost: {LossReason.POD_DELETED.value}", out=out
+        )
+        out.append(TaskManagerLost(tm.name, LossReason.POD_DELETED, was_registered, jobs))
+        if not was_registered:
+            self._start_failure(tm.name, "pod deleted before the TaskManager registered", out)
+        tm.idle_since = tm.idle_since_wall = None
+        self._set_state(tm, TaskManagerState.RELEASING, reason="pod being deleted", out=out)
+
     def _pod_gone(self, tm: TaskManagerRecord, loss: LossReason, out: list[Action]) -> None:
         if tm.state is TaskManagerState.RELEASING:
             self._forget(tm, reason="pod deleted", out=out)
@@ -541,6 +559,9 @@ class Allocator:
         tm.pod_phase = pod.phase
         tm.node_name = pod.node_name
         if tm.state is TaskManagerState.RELEASING:
+            return
+        if pod.deleting:
+            self._deleted_from_outside(tm, out)
             return
         if pod.finished:
             if pod.phase in ("Failed", "Succeeded"):

@@ -9,13 +9,13 @@ This limiter keeps Flink's trip rule and first pause, and bounds the storm. Once
 tripped, it stays careful until a TaskManager registers again:
 
 * the pods still on their way (created, not registered) count against the limit too:
-  ``failures in the window + in flight + new <= limit``;
-* when that leaves no room, a single probe pod is allowed once nothing is in flight;
+  ``failures in the window + in flight + new <= limit`` — no probe beyond it: a failure must
+  leave the trailing minute before another pod may start;
 * each further trip doubles the pause (``retry_interval``, twice that, four times, ... up to
   the window length).
 
-So with every pod failing, creations per minute stay near the limit (plus what was in flight
-when it first tripped), and one healthy registration brings normal speed back.
+So with every pod failing, creations in any minute stay within the limit (plus what was in
+flight when it first tripped), and one healthy registration brings normal speed back.
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ class StartFailureLimiter:
             return 0
         if not self.careful:
             return None
-        headroom = math.floor(self._limit) - self.failures_in_window(now) - in_flight
-        if headroom > 0:
-            return headroom
-        return 1 if in_flight == 0 else 0
+        # No probe beyond the limit: a failure must leave the window before another pod may
+        # start, so creations per trailing minute stay within the limit while every start
+        # fails (a limit below one still lets one pod start once the window is empty).
+        budget = max(1, math.floor(self._limit))
+        return max(0, budget - self.failures_in_window(now) - in_flight)
 
     def next_deadline(self, now: float) -> float | None:
         """When the allowance can grow by time alone (the pause ends, or — while careful — a

@@ -75,16 +75,16 @@ def test_before_tripping_failures_do_not_slow_creation() -> None:
     assert limiter.next_deadline(9.0) is None
 
 
-def test_after_tripping_pods_in_flight_count_and_one_probe_is_allowed() -> None:
+def test_after_tripping_pods_in_flight_count_and_no_probe_exceeds_the_limit() -> None:
     limiter = make(limit=10, retry=3.0)
     for second in range(10):  # trips at t=9, paused until 12
         limiter.record_failure(float(second))
     assert limiter.careful
     assert limiter.creation_allowance(now=11.0, in_flight=0) == 0  # paused
-    assert limiter.creation_allowance(now=12.0, in_flight=0) == 1  # probe
-    assert limiter.creation_allowance(now=12.0, in_flight=1) == 0
+    assert limiter.creation_allowance(now=12.0, in_flight=0) == 0  # the window is still full
     # Failures leave the window: room for more, minus what is in flight.
     assert limiter.next_deadline(12.0) == pytest.approx(60.0)
+    assert limiter.creation_allowance(now=60.0, in_flight=0) == 1  # the first failure left
     assert limiter.creation_allowance(now=65.0, in_flight=2) == 10 - 4 - 2
     assert limiter.creation_allowance(now=70.0, in_flight=2) == 8
     limiter.record_success()
