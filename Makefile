@@ -46,7 +46,7 @@ dev-cluster-down: $(STAMP)
 	$(BIN)/rmd dev-cluster down
 
 bench: provision
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.scale_out
 
 clean:
 	rm -rf $(VENV) .devcluster

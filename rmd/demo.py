@@ -275,7 +275,10 @@ async def run_demo(workdir: Path) -> int:
             "rmd.taskmanager.supervise-flink": "false",
             "kubernetes.taskmanager.annotations": "emulator.rmd.dev/run:process",
         }
-        argv = [sys.executable, "-m", "rmd", "daemon", "--kubeconfig", str(kubeconfig)]
+        conf_dir = workdir / "conf"  # empty: every setting of the demo is on the command line
+        conf_dir.mkdir()
+        argv = [sys.executable, "-m", "rmd", "daemon", "--kubeconfig", str(kubeconfig),
+                "--conf-dir", str(conf_dir)]  # fmt: skip
         for key, value in overrides.items():
             argv += ["-D", f"{key}={value}"]
         daemon_log = workdir / "daemon.log"

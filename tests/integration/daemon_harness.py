@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import secrets
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -201,8 +203,10 @@ async def running_daemon(
 ) -> AsyncIterator[RunningDaemon]:
     cluster_id = cluster_id or f"flink-{secrets.token_hex(3)}"
     port = free_port()
+    # An empty configuration directory: only the overrides count (not ./conf of the checkout).
+    empty_conf_dir = Path(tempfile.mkdtemp(prefix="rmd-conf-"))
     config = load_daemon_config(
-        conf_dir=None,
+        conf_dir=empty_conf_dir,
         overrides=daemon_overrides(
             cluster_id=cluster_id, namespace=namespace, port=port, extra=extra
         ),
