@@ -32,6 +32,7 @@ integration: provision
 
 lint: $(STAMP)
 	$(BIN)/ruff check rmd tests bench
+	$(BIN)/ruff format --check rmd tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -196,8 +196,9 @@ async def serve(
             )
             for task in done:
                 if task is not stopped and task.exception() is not None:
-                    log.error("background_task_failed", task=task.get_name(),
-                              error=repr(task.exception()))  # fmt: skip
+                    log.error(
+                        "background_task_failed", task=task.get_name(), error=repr(task.exception())
+                    )
             stopped.cancel()
             log.info("daemon_stopping", reason="signal" if stop.is_set() else "task failed")
         finally:

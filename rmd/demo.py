@@ -151,9 +151,16 @@ class JobMaster:
 async def tm_pods(kubeconfig: Path) -> list[str]:
     """TaskManager pods alive (not being deleted), as kubectl sees them."""
     out = await kubectl(
-        kubeconfig, "-n", NAMESPACE, "get", "pods", "-l",
-        f"app={CLUSTER_ID},component=taskmanager", "-o", "json",
-    )  # fmt: skip
+        kubeconfig,
+        "-n",
+        NAMESPACE,
+        "get",
+        "pods",
+        "-l",
+        f"app={CLUSTER_ID},component=taskmanager",
+        "-o",
+        "json",
+    )
     items = json.loads(out)["items"]
     return sorted(
         p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp")
@@ -232,12 +239,18 @@ def summary(demo: Demo, tms: Sequence[dict[str, Any]], metrics: str) -> None:
         slots = f"{tm['slots_allocated']}/{tm['slots_total']}"
         print(f"  {tm['taskmanager_id']:<34}{tm['state']:<12}{slots:<8}{tm['address']}")
     wanted = (
-        "rmd_num_registered_taskmanagers", "rmd_num_pending_taskmanagers",
-        "rmd_task_slots_total", "rmd_task_slots_available", "rmd_pods_created_total",
-        "rmd_pods_deleted_total", "rmd_taskmanagers_lost_total",
-        "rmd_slot_allocation_seconds_count", "rmd_slot_allocation_seconds_sum",
-        "rmd_taskmanager_startup_seconds_count", "rmd_taskmanager_startup_seconds_sum",
-    )  # fmt: skip
+        "rmd_num_registered_taskmanagers",
+        "rmd_num_pending_taskmanagers",
+        "rmd_task_slots_total",
+        "rmd_task_slots_available",
+        "rmd_pods_created_total",
+        "rmd_pods_deleted_total",
+        "rmd_taskmanagers_lost_total",
+        "rmd_slot_allocation_seconds_count",
+        "rmd_slot_allocation_seconds_sum",
+        "rmd_taskmanager_startup_seconds_count",
+        "rmd_taskmanager_startup_seconds_sum",
+    )
     print("\nKey metrics")
     for line in metrics.splitlines():
         labelled_zero = "{" in line and line.endswith(" 0.0")
@@ -277,8 +290,16 @@ async def run_demo(workdir: Path) -> int:
         }
         conf_dir = workdir / "conf"  # empty: every setting of the demo is on the command line
         conf_dir.mkdir()
-        argv = [sys.executable, "-m", "rmd", "daemon", "--kubeconfig", str(kubeconfig),
-                "--conf-dir", str(conf_dir)]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "rmd",
+            "daemon",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--conf-dir",
+            str(conf_dir),
+        ]
         for key, value in overrides.items():
             argv += ["-D", f"{key}={value}"]
         daemon_log = workdir / "daemon.log"

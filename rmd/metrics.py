@@ -39,8 +39,22 @@ __all__ = ["DURATION_BUCKETS", "RmdMetrics"]
 # a new pod takes seconds (p99 ≤ 5 s without image pull), an image pull or a crowded scheduler
 # minutes; the registration timeout is 5 minutes.
 DURATION_BUCKETS: tuple[float, ...] = (
-    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-)  # fmt: skip
+    0.01,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
 
 # Reasons a pod may carry that a human has to fix; pre-created so dashboards see zeros.
 _KNOWN_POD_PROBLEMS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "Unschedulable")
@@ -92,8 +106,15 @@ class _StatusCollector:
             "1 while the start-failure rate limit holds back new TaskManager pods, else 0.",
         )
         families: list[Metric] = [
-            registered, pending, slots_total, slots_available, by_state, jobs, demand, throttled,
-        ]  # fmt: skip
+            registered,
+            pending,
+            slots_total,
+            slots_available,
+            by_state,
+            jobs,
+            demand,
+            throttled,
+        ]
         if status is None:
             return families
         counts = status.taskmanagers

@@ -185,9 +185,10 @@ def parse_wait(values: Sequence[str], *, max_wait: float) -> float | None:
         return None
     if len(values) > 1:
         raise ProblemError(
-            MALFORMED_REQUEST, "The query parameter 'wait' is given twice: give it once.",
+            MALFORMED_REQUEST,
+            "The query parameter 'wait' is given twice: give it once.",
             field="wait",
-        )  # fmt: skip
+        )
     raw = values[0]
     try:
         seconds = float(raw)

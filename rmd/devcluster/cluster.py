@@ -235,8 +235,15 @@ class ControlPlane:
             dir=str(self.dir), server="", etcd_url="", kubeconfig="", node_names=[]
         )
         try:
-            self._up(state, started, bin_dir=bin_dir, etcd=etcd, nodes=nodes,
-                     unpullable_images=unpullable_images, emulator=emulator)  # fmt: skip
+            self._up(
+                state,
+                started,
+                bin_dir=bin_dir,
+                etcd=etcd,
+                nodes=nodes,
+                unpullable_images=unpullable_images,
+                emulator=emulator,
+            )
         except BaseException:
             state.components = started
             self._stop_components(started)
@@ -266,19 +273,29 @@ class ControlPlane:
         etcd_comp = self._start(
             "etcd",
             [
-                str(etcd), "--name", "rmd", "--data-dir", str(data_dir),
-                "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-                "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-                "--initial-cluster", f"rmd=http://127.0.0.1:{peer_port}",
-                "--listen-metrics-urls", f"http://127.0.0.1:{metrics_port}",
+                str(etcd),
+                "--name",
+                "rmd",
+                "--data-dir",
+                str(data_dir),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster",
+                f"rmd=http://127.0.0.1:{peer_port}",
+                "--listen-metrics-urls",
+                f"http://127.0.0.1:{metrics_port}",
             ],
             ports={"client": client_port, "peer": peer_port, "metrics": metrics_port},
-        )  # fmt: skip
+        )
         started.append(etcd_comp)
         self._save(state, started)
-        _wait_http(f"{etcd_url}/health", what="etcd", log=Path(etcd_comp.log),
-                   component=etcd_comp)  # fmt: skip
+        _wait_http(f"{etcd_url}/health", what="etcd", log=Path(etcd_comp.log), component=etcd_comp)
         state.etcd_url = etcd_url
 
         self._phase("kube-apiserver: starting")
@@ -288,12 +305,16 @@ class ControlPlane:
             "kube-apiserver",
             [
                 str(bin_dir / "kube-apiserver"),
-                f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1",
-                f"--secure-port={secure_port}", "--advertise-address=127.0.0.1",
-                "--insecure-port=0", "--endpoint-reconciler-type=none",
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={secure_port}",
+                "--advertise-address=127.0.0.1",
+                "--insecure-port=0",
+                "--endpoint-reconciler-type=none",
                 f"--tls-cert-file={pki.apiserver_crt}",
                 f"--tls-private-key-file={pki.apiserver_key}",
-                f"--client-ca-file={pki.ca_crt}", f"--token-auth-file={pki.tokens_csv}",
+                f"--client-ca-file={pki.ca_crt}",
+                f"--token-auth-file={pki.tokens_csv}",
                 "--authorization-mode=RBAC",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 "--api-audiences=https://kubernetes.default.svc.cluster.local",
@@ -305,12 +326,18 @@ class ControlPlane:
                 f"--cert-dir={self.dir / 'pki' / 'apiserver-certs'}",
             ],
             ports={"secure": secure_port},
-        )  # fmt: skip
+        )
         started.append(api_comp)
         self._save(state, started)
         context = ssl.create_default_context(cafile=str(pki.ca_crt))
-        _wait_http(f"{server}/readyz", what="kube-apiserver", log=Path(api_comp.log),
-                   component=api_comp, context=context, token=token)  # fmt: skip
+        _wait_http(
+            f"{server}/readyz",
+            what="kube-apiserver",
+            log=Path(api_comp.log),
+            component=api_comp,
+            context=context,
+            token=token,
+        )
         state.server = server
 
         kubeconfig = self.dir / "kubeconfig"
@@ -322,25 +349,35 @@ class ControlPlane:
         cm = self._start(
             "kube-controller-manager",
             [
-                str(bin_dir / "kube-controller-manager"), f"--kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1", f"--secure-port={cm_port}", "--port=0",
-                "--leader-elect=false", f"--service-account-private-key-file={pki.sa_key}",
-                f"--root-ca-file={pki.ca_crt}", "--use-service-account-credentials=false",
-                "--controllers=*,-nodelifecycle", "--concurrent-gc-syncs=5",
+                str(bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={cm_port}",
+                "--port=0",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_crt}",
+                "--use-service-account-credentials=false",
+                "--controllers=*,-nodelifecycle",
+                "--concurrent-gc-syncs=5",
                 f"--cert-dir={self.dir / 'pki' / 'cm-certs'}",
             ],
             ports={"secure": cm_port},
-        )  # fmt: skip
+        )
         started.append(cm)
         sched = self._start(
             "kube-scheduler",
             [
-                str(bin_dir / "kube-scheduler"), f"--kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1", f"--secure-port={sched_port}", "--port=0",
-                "--leader-elect=false", f"--cert-dir={self.dir / 'pki' / 'sched-certs'}",
+                str(bin_dir / "kube-scheduler"),
+                f"--kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                "--port=0",
+                "--leader-elect=false",
+                f"--cert-dir={self.dir / 'pki' / 'sched-certs'}",
             ],
             ports={"secure": sched_port},
-        )  # fmt: skip
+        )
         started.append(sched)
         self._save(state, started)
 
@@ -357,10 +394,16 @@ class ControlPlane:
         if emulator and importlib.util.find_spec("rmd.devcluster.emulator") is not None:
             self._phase("node emulator: starting")
             argv = [
-                sys.executable, "-m", "rmd.devcluster.emulator",
-                "--kubeconfig", str(kubeconfig), "--state-dir", str(self.dir / "emulator"),
-                "--nodes", ",".join(node_names),
-            ]  # fmt: skip
+                sys.executable,
+                "-m",
+                "rmd.devcluster.emulator",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--state-dir",
+                str(self.dir / "emulator"),
+                "--nodes",
+                ",".join(node_names),
+            ]
             if unpullable_images:
                 argv += ["--unpullable-images", ",".join(unpullable_images)]
             emu = self._start("node-emulator", argv, ports={})
@@ -424,9 +467,13 @@ def export_line(state: ClusterState) -> str:
 
 
 def describe(state: ClusterState, *, alive: Callable[[Component], bool] = process_alive) -> str:
-    lines = [f"cluster dir: {state.dir}", f"API server:  {state.server}",
-             f"etcd:        {state.etcd_url}", f"nodes:       {', '.join(state.node_names)}",
-             ""]  # fmt: skip
+    lines = [
+        f"cluster dir: {state.dir}",
+        f"API server:  {state.server}",
+        f"etcd:        {state.etcd_url}",
+        f"nodes:       {', '.join(state.node_names)}",
+        "",
+    ]
     lines.append(f"{'COMPONENT':<26}{'PID':>8}  {'STATE':<8}PORTS")
     for comp in state.components:
         ports = ", ".join(f"{k}={v}" for k, v in comp.ports.items()) or "-"

@@ -30,15 +30,34 @@ import aiohttp
 from aiohttp import web
 from kubernetes_asyncio import client
 
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailers", "transfer-encoding", "upgrade", "host", "content-length",
-})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 
 _REASONS = {
-    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-    409: "AlreadyExists", 410: "Expired", 422: "Invalid", 429: "TooManyRequests",
-    500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable", 504: "Timeout",
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "AlreadyExists",
+    410: "Expired",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "Timeout",
 }
 
 
@@ -99,8 +118,14 @@ class _OpenWatch:
 class FaultProxy:
     """See the module docstring. Use as an async context manager."""
 
-    def __init__(self, *, upstream: str, ca_file: Path | str | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        upstream: str,
+        ca_file: Path | str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self._upstream = upstream.rstrip("/")
         self._ca_file = str(ca_file) if ca_file is not None else None
         self._host = host
@@ -191,10 +216,16 @@ class FaultProxy:
         ``in_stream``.
         """
         fault = Fault(
-            method=method, path_regex=re.compile(path_regex), status=status,
-            retry_after=retry_after, times=times,
+            method=method,
+            path_regex=re.compile(path_regex),
+            status=status,
+            retry_after=retry_after,
+            times=times,
             message=message or f"injected by the fault proxy: {status}",
-            delay=delay, watch_only=watch_only, forward_first=forward_first, gate=gate,
+            delay=delay,
+            watch_only=watch_only,
+            forward_first=forward_first,
+            gate=gate,
             query_regex=re.compile(query_regex) if query_regex is not None else None,
             in_stream=in_stream,
         )
@@ -222,42 +253,54 @@ class FaultProxy:
     def open_watches(self) -> int:
         return sum(1 for entry in self._watches.values() if not entry.dropped)
 
-    def requests_matching(self, *, method: str | None = None,
-                          path_regex: str | None = None) -> list[ProxiedRequest]:
+    def requests_matching(
+        self, *, method: str | None = None, path_regex: str | None = None
+    ) -> list[ProxiedRequest]:
         pattern = re.compile(path_regex) if path_regex is not None else None
         return [
-            r for r in self.requests
+            r
+            for r in self.requests
             if (method is None or r.method == method.upper())
             and (pattern is None or pattern.search(r.path))
         ]
 
     # ------------------------------------------------------------------ handling
 
-    def _take_fault(self, *, method: str, path: str, query: str,
-                    is_watch: bool) -> Fault | None:
+    def _take_fault(self, *, method: str, path: str, query: str, is_watch: bool) -> Fault | None:
         for fault in self._faults:
             if fault.matches(method=method, path=path, query=query, is_watch=is_watch):
                 fault.hits += 1
                 return fault
         return None
 
-    def _record(self, request: web.Request, *, status: int, at: float, injected: bool,
-                is_watch: bool) -> None:
-        self.requests.append(ProxiedRequest(
-            method=request.method, path=request.path, query=request.query_string,
-            status=status, at=at, injected=injected, is_watch=is_watch))
+    def _record(
+        self, request: web.Request, *, status: int, at: float, injected: bool, is_watch: bool
+    ) -> None:
+        self.requests.append(
+            ProxiedRequest(
+                method=request.method,
+                path=request.path,
+                query=request.query_string,
+                status=status,
+                at=at,
+                injected=injected,
+                is_watch=is_watch,
+            )
+        )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         is_watch = request.query.get("watch", "").lower() in ("true", "1")
-        fault = self._take_fault(method=request.method, path=request.path,
-                                 query=request.query_string, is_watch=is_watch)
+        fault = self._take_fault(
+            method=request.method, path=request.path, query=request.query_string, is_watch=is_watch
+        )
         if fault is not None:
             return await self._answer_fault(request, fault, arrived=arrived, is_watch=is_watch)
         return await self._forward(request, arrived=arrived, is_watch=is_watch)
 
-    async def _answer_fault(self, request: web.Request, fault: Fault, *, arrived: float,
-                            is_watch: bool) -> web.StreamResponse:
+    async def _answer_fault(
+        self, request: web.Request, fault: Fault, *, arrived: float, is_watch: bool
+    ) -> web.StreamResponse:
         if fault.gate is not None:
             await fault.gate.wait()
         if fault.delay > 0:
@@ -269,9 +312,12 @@ class FaultProxy:
             assert self._session is not None, "FaultProxy is not started"
             forwarded = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
             async with self._session.request(
-                    request.method, self._upstream + request.rel_url.raw_path_qs,
-                    headers=forwarded, data=request_body or None,
-                    allow_redirects=False) as upstream:
+                request.method,
+                self._upstream + request.rel_url.raw_path_qs,
+                headers=forwarded,
+                data=request_body or None,
+                allow_redirects=False,
+            ) as upstream:
                 await upstream.read()
         if fault.status == 0:
             self._record(request, status=0, at=arrived, injected=True, is_watch=is_watch)
@@ -280,8 +326,13 @@ class FaultProxy:
             raise ConnectionResetError("fault proxy: connection closed on purpose")
         reason = _REASONS.get(fault.status, "Unknown")
         body: dict[str, Any] = {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": fault.message, "reason": reason, "code": fault.status,
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": fault.message,
+            "reason": reason,
+            "code": fault.status,
         }
         headers: dict[str, str] = {}
         if fault.retry_after is not None:
@@ -291,26 +342,33 @@ class FaultProxy:
             self._record(request, status=200, at=arrived, injected=True, is_watch=is_watch)
             line = json.dumps({"type": "ERROR", "object": body}) + "\n"
             return web.Response(status=200, text=line, content_type="application/json")
-        self._record(request, status=fault.status, at=arrived, injected=True,
-                     is_watch=is_watch)
-        return web.Response(status=fault.status, text=json.dumps(body),
-                            content_type="application/json", headers=headers)
+        self._record(request, status=fault.status, at=arrived, injected=True, is_watch=is_watch)
+        return web.Response(
+            status=fault.status,
+            text=json.dumps(body),
+            content_type="application/json",
+            headers=headers,
+        )
 
-    async def _forward(self, request: web.Request, *, arrived: float,
-                       is_watch: bool) -> web.StreamResponse:
+    async def _forward(
+        self, request: web.Request, *, arrived: float, is_watch: bool
+    ) -> web.StreamResponse:
         assert self._session is not None, "FaultProxy is not started"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         body = await request.read()
         upstream_url = self._upstream + request.rel_url.raw_path_qs
         try:
             upstream = await self._session.request(
-                request.method, upstream_url, headers=headers, data=body or None,
-                allow_redirects=False)
+                request.method,
+                upstream_url,
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._record(request, status=502, at=arrived, injected=False, is_watch=is_watch)
             return web.Response(status=502, text=f"fault proxy: upstream failed: {exc}")
-        self._record(request, status=upstream.status, at=arrived, injected=False,
-                     is_watch=is_watch)
+        self._record(request, status=upstream.status, at=arrived, injected=False, is_watch=is_watch)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for key, value in upstream.headers.items():
             if key.lower() not in _HOP_BY_HOP:

@@ -77,11 +77,22 @@ def create_pki(root: Path) -> Pki:
         _openssl(["genrsa", "-out", "ca.key", "2048"], cwd=root)
         _openssl(
             [
-                "req", "-x509", "-new", "-nodes", "-key", "ca.key", "-sha256", "-days", "3650",
-                "-subj", "/CN=rmd-dev-cluster-ca", "-out", "ca.crt",
+                "req",
+                "-x509",
+                "-new",
+                "-nodes",
+                "-key",
+                "ca.key",
+                "-sha256",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=rmd-dev-cluster-ca",
+                "-out",
+                "ca.crt",
             ],
             cwd=root,
-        )  # fmt: skip
+        )
     if not pki.apiserver_crt.exists():
         (root / "apiserver.ext").write_text(
             "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
@@ -90,18 +101,39 @@ def create_pki(root: Path) -> Pki:
         )
         _openssl(["genrsa", "-out", "apiserver.key", "2048"], cwd=root)
         _openssl(
-            ["req", "-new", "-key", "apiserver.key", "-subj", "/CN=kube-apiserver",
-             "-out", "apiserver.csr"],
-            cwd=root,
-        )  # fmt: skip
-        _openssl(
             [
-                "x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", "apiserver.ext",
-                "-out", "apiserver.crt",
+                "req",
+                "-new",
+                "-key",
+                "apiserver.key",
+                "-subj",
+                "/CN=kube-apiserver",
+                "-out",
+                "apiserver.csr",
             ],
             cwd=root,
-        )  # fmt: skip
+        )
+        _openssl(
+            [
+                "x509",
+                "-req",
+                "-in",
+                "apiserver.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-sha256",
+                "-extfile",
+                "apiserver.ext",
+                "-out",
+                "apiserver.crt",
+            ],
+            cwd=root,
+        )
     if not pki.sa_key.exists():
         _openssl(["genrsa", "-out", "sa.key", "2048"], cwd=root)
         _openssl(["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], cwd=root)
@@ -109,7 +141,6 @@ def create_pki(root: Path) -> Pki:
         admin = secrets.token_hex(24)
         pki.admin_token_file.write_text(admin + "\n")
         pki.tokens_csv.write_text(f'{admin},admin,admin-uid,"system:masters"\n')
-    for secret in (pki.ca_key, pki.apiserver_key, pki.sa_key, pki.tokens_csv,
-                   pki.admin_token_file):  # fmt: skip
+    for secret in (pki.ca_key, pki.apiserver_key, pki.sa_key, pki.tokens_csv, pki.admin_token_file):
         secret.chmod(0o600)
     return pki

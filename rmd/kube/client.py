@@ -66,8 +66,9 @@ class CredentialSource:
     kubeconfig_paths: str | None
 
 
-def choose_credentials(*, kubeconfig: Path | None, environ: Mapping[str, str],
-                       home: Path) -> CredentialSource:
+def choose_credentials(
+    *, kubeconfig: Path | None, environ: Mapping[str, str], home: Path
+) -> CredentialSource:
     """Pick the credential source the way kubectl does (files are only checked, not read)."""
     if kubeconfig is not None:
         path = kubeconfig.expanduser()
@@ -84,8 +85,11 @@ def choose_credentials(*, kubeconfig: Path | None, environ: Mapping[str, str],
 
     env_paths = environ.get(KUBECONFIG_ENV, "")
     if env_paths:
-        existing = [str(Path(p).expanduser()) for p in env_paths.split(os.pathsep)
-                    if p and Path(p).expanduser().is_file()]
+        existing = [
+            str(Path(p).expanduser())
+            for p in env_paths.split(os.pathsep)
+            if p and Path(p).expanduser().is_file()
+        ]
         if existing:
             return CredentialSource(f"${KUBECONFIG_ENV}", os.pathsep.join(existing))
         tried.append(f"${KUBECONFIG_ENV}={env_paths} (no such file)")
@@ -97,7 +101,8 @@ def choose_credentials(*, kubeconfig: Path | None, environ: Mapping[str, str],
         return CredentialSource("~/.kube/config", str(default_path))
     tried.append(f"{default_path} (no such file)")
     raise KubeConfigError(
-        "no Kubernetes credentials found: tried " + "; ".join(tried)
+        "no Kubernetes credentials found: tried "
+        + "; ".join(tried)
         + ". Run inside a pod with a service account, or set KUBECONFIG to a kubeconfig file"
         + " (e.g. the one `rmd dev-cluster up` prints)."
     )
@@ -106,8 +111,9 @@ def choose_credentials(*, kubeconfig: Path | None, environ: Mapping[str, str],
 async def _from_kubeconfig(paths: str, *, source: str) -> client.Configuration:
     configuration = client.Configuration()
     try:
-        await config.load_kube_config(config_file=paths, client_configuration=configuration,
-                                      persist_config=False)
+        await config.load_kube_config(
+            config_file=paths, client_configuration=configuration, persist_config=False
+        )
     except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise KubeConfigError(
@@ -134,6 +140,10 @@ def _from_service_account(environ: Mapping[str, str]) -> client.Configuration:
             f"[looked in {directory}]. Mount a service-account token (automountServiceAccountToken)"
             f" or set ${SERVICE_ACCOUNT_DIR_ENV} to the directory holding token and ca.crt."
         ) from exc
-    log.info("kube_config_loaded", source="in-cluster", host=configuration.host,
-             service_account_dir=str(directory))
+    log.info(
+        "kube_config_loaded",
+        source="in-cluster",
+        host=configuration.host,
+        service_account_dir=str(directory),
+    )
     return configuration

@@ -15,16 +15,18 @@ from rmd.core.model import PodObservation
 
 # Waiting reasons that do not go away by themselves: a human has to fix the image, the
 # config or the program. (ContainerCreating, PodInitializing are normal and not listed.)
-PROBLEM_WAITING_REASONS = frozenset({
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "CrashLoopBackOff",
-    "RunContainerError",
-})
+PROBLEM_WAITING_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "CrashLoopBackOff",
+        "RunContainerError",
+    }
+)
 
 
 def observe_pod(pod: V1Pod | Mapping[str, Any]) -> PodObservation:
@@ -49,8 +51,11 @@ def observe_pod(pod: V1Pod | Mapping[str, Any]) -> PodObservation:
 
 def _unschedulable_message(conditions: Iterable[Mapping[str, Any]]) -> str | None:
     for condition in conditions:
-        if (condition.get("type") == "PodScheduled" and condition.get("status") == "False"
-                and condition.get("reason") == "Unschedulable"):
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
             return str(condition.get("message") or "Unschedulable")
     return None
 
@@ -68,8 +73,9 @@ def _waiting_problem(statuses: Iterable[Mapping[str, Any]]) -> tuple[str, str] |
     return None
 
 
-def _terminated_exit_code(*, init: Iterable[Mapping[str, Any]],
-                          main: Iterable[Mapping[str, Any]]) -> int | None:
+def _terminated_exit_code(
+    *, init: Iterable[Mapping[str, Any]], main: Iterable[Mapping[str, Any]]
+) -> int | None:
     """The exit code of a terminated container.
 
     Any main container that terminated counts, whatever its code. An init container that

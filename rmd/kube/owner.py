@@ -29,19 +29,29 @@ async def find_owner_reference(
     apps = client.AppsV1Api(api)
 
     async def read() -> client.V1Deployment:
-        return await apps.read_namespaced_deployment(deployment, namespace,
-                                                     _request_timeout=timeout)
+        return await apps.read_namespaced_deployment(
+            deployment, namespace, _request_timeout=timeout
+        )
 
     try:
-        found = await call_with_retries(read, policy=retry,
-                                        what=f"read deployment {namespace}/{deployment}")
+        found = await call_with_retries(
+            read, policy=retry, what=f"read deployment {namespace}/{deployment}"
+        )
     except ApiException as exc:
         if exc.status == 404:
-            log.warning("owner_deployment_missing", namespace=namespace, deployment=deployment,
-                        message=api_error_message(exc),
-                        consequence="TaskManager pods get no owner reference and are not "
-                                    "garbage-collected with the JobManager")
+            log.warning(
+                "owner_deployment_missing",
+                namespace=namespace,
+                deployment=deployment,
+                message=api_error_message(exc),
+                consequence="TaskManager pods get no owner reference and are not "
+                "garbage-collected with the JobManager",
+            )
             return None
         raise
-    return OwnerReference(api_version="apps/v1", kind="Deployment",
-                          name=str(found.metadata.name), uid=str(found.metadata.uid))
+    return OwnerReference(
+        api_version="apps/v1",
+        kind="Deployment",
+        name=str(found.metadata.name),
+        uid=str(found.metadata.uid),
+    )

@@ -47,8 +47,12 @@ class PodApiError(Exception):
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> PodApiError:
-        return cls(api_error_reason(exc), api_error_message(exc),
-                   retriable=is_retriable(exc), status=status_of(exc))
+        return cls(
+            api_error_reason(exc),
+            api_error_message(exc),
+            retriable=is_retriable(exc),
+            status=status_of(exc),
+        )
 
 
 class PodCreateError(PodApiError):
@@ -109,7 +113,8 @@ class PodGateway:
 
         async def post() -> None:
             await self._core.create_namespaced_pod(
-                self._namespace, cast(V1Pod, body), _request_timeout=self._request_timeout)
+                self._namespace, cast(V1Pod, body), _request_timeout=self._request_timeout
+            )
 
         async with self._slots:
             try:
@@ -132,11 +137,15 @@ class PodGateway:
         async def send() -> None:
             if grace_period_seconds is None:
                 await self._core.delete_namespaced_pod(
-                    name, self._namespace, _request_timeout=self._request_timeout)
+                    name, self._namespace, _request_timeout=self._request_timeout
+                )
             else:
                 await self._core.delete_namespaced_pod(
-                    name, self._namespace, grace_period_seconds=grace_period_seconds,
-                    _request_timeout=self._request_timeout)
+                    name,
+                    self._namespace,
+                    grace_period_seconds=grace_period_seconds,
+                    _request_timeout=self._request_timeout,
+                )
 
         async with self._slots:
             try:
@@ -164,11 +173,18 @@ class PodGateway:
             async def fetch(token: str | None = token) -> V1PodList:
                 if token:
                     return await self._core.list_namespaced_pod(
-                        self._namespace, label_selector=label_selector, limit=LIST_PAGE_SIZE,
-                        _continue=token, _request_timeout=self._request_timeout)
+                        self._namespace,
+                        label_selector=label_selector,
+                        limit=LIST_PAGE_SIZE,
+                        _continue=token,
+                        _request_timeout=self._request_timeout,
+                    )
                 return await self._core.list_namespaced_pod(
-                    self._namespace, label_selector=label_selector, limit=LIST_PAGE_SIZE,
-                    _request_timeout=self._request_timeout)
+                    self._namespace,
+                    label_selector=label_selector,
+                    limit=LIST_PAGE_SIZE,
+                    _request_timeout=self._request_timeout,
+                )
 
             try:
                 page = await self._with_retries(fetch, what="list pods")
@@ -187,11 +203,13 @@ class PodGateway:
             if not continue_token:
                 return pods, resource_version
 
-    async def _accept_existing(self, name: str, *, labels: Mapping[str, str],
-                               conflict: ApiException) -> None:
+    async def _accept_existing(
+        self, name: str, *, labels: Mapping[str, str], conflict: ApiException
+    ) -> None:
         async def read() -> V1Pod:
             return await self._core.read_namespaced_pod(
-                name, self._namespace, _request_timeout=self._request_timeout)
+                name, self._namespace, _request_timeout=self._request_timeout
+            )
 
         try:
             existing = await self._with_retries(read, what=f"read pod {name}")
@@ -201,7 +219,9 @@ class PodGateway:
                     "AlreadyExists",
                     f"pod {name} existed a moment ago and is gone now: "
                     + api_error_message(conflict),
-                    retriable=True, status=409) from exc
+                    retriable=True,
+                    status=409,
+                ) from exc
             raise PodCreateError.from_exception(exc) from exc
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             raise PodCreateError.from_exception(exc) from exc
@@ -212,13 +232,20 @@ class PodGateway:
                 "AlreadyExists",
                 f"a pod named {name} exists but is not ours (labels differ: expected "
                 f"{json.dumps(missing, sort_keys=True)}): " + api_error_message(conflict),
-                retriable=False, status=409)
+                retriable=False,
+                status=409,
+            )
         log.info("pod_create_already_done", pod=name, namespace=self._namespace)
 
     async def _with_retries(self, fn: Callable[[], Any], *, what: str) -> Any:
         return await call_with_retries(
-            fn, policy=self._retry, what=what, sleep=self._sleep,
-            on_error=self._on_api_error, rng=self._rng)
+            fn,
+            policy=self._retry,
+            what=what,
+            sleep=self._sleep,
+            on_error=self._on_api_error,
+            rng=self._rng,
+        )
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -250,8 +277,13 @@ async def list_pods_raw(
                 kwargs["_continue"] = token
             try:
                 page = await _get_json(
-                    core.list_namespaced_pod(namespace, _preload_content=False,
-                                             _request_timeout=request_timeout, **kwargs))
+                    core.list_namespaced_pod(
+                        namespace,
+                        _preload_content=False,
+                        _request_timeout=request_timeout,
+                        **kwargs,
+                    )
+                )
             except ApiException as exc:
                 if exc.status == 410 and token:
                     break  # continue token expired: the outer loop starts over

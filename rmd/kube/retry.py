@@ -43,8 +43,9 @@ class RetryPolicy:
             raise ValueError("RetryPolicy delays must not be negative")
 
 
-def backoff_delay(retry_number: int, *, base_delay: float, max_delay: float,
-                  rng: random.Random) -> float:
+def backoff_delay(
+    retry_number: int, *, base_delay: float, max_delay: float, rng: random.Random
+) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(max, base * 2**(n-1))].
 
     ``retry_number`` counts from 1 (the first retry).
@@ -132,8 +133,10 @@ def explain_api_error(exc: BaseException) -> str:
     if status == 403 and "exceeded quota" in message:
         return "a ResourceQuota in the namespace is exhausted: raise it or ask for smaller pods"
     if status == 403:
-        return ("forbidden by RBAC: grant the service account the verb on this resource "
-                "(Role + RoleBinding)")
+        return (
+            "forbidden by RBAC: grant the service account the verb on this resource "
+            "(Role + RoleBinding)"
+        )
     if status == 404:
         return "not found: check the namespace and the object's name"
     if status == 409:
@@ -201,27 +204,47 @@ async def call_with_retries(
                 on_error(status)
             message = api_error_message(exc)
             if not is_retriable(exc):
-                log.warning("kube_call_failed", what=what, status=status,
-                            reason=api_error_reason(exc), message=message,
-                            retrying=False, hint=explain_api_error(exc))
+                log.warning(
+                    "kube_call_failed",
+                    what=what,
+                    status=status,
+                    reason=api_error_reason(exc),
+                    message=message,
+                    retrying=False,
+                    hint=explain_api_error(exc),
+                )
                 raise
             if attempt >= policy.attempts:
-                log.warning("kube_call_failed", what=what, status=status,
-                            reason=api_error_reason(exc), message=message,
-                            retrying=False, hint=f"gave up after {attempt} attempts")
+                log.warning(
+                    "kube_call_failed",
+                    what=what,
+                    status=status,
+                    reason=api_error_reason(exc),
+                    message=message,
+                    retrying=False,
+                    hint=f"gave up after {attempt} attempts",
+                )
                 raise
             delay = _delay_before_retry(exc, retry_number=attempt, policy=policy, rng=chance)
-            log.info("kube_call_retry", what=what, status=status, message=message,
-                     attempt=attempt, delay=round(delay, 3))
+            log.info(
+                "kube_call_retry",
+                what=what,
+                status=status,
+                message=message,
+                attempt=attempt,
+                delay=round(delay, 3),
+            )
             await sleep(delay)
 
 
-def _delay_before_retry(exc: BaseException, *, retry_number: int, policy: RetryPolicy,
-                        rng: random.Random) -> float:
+def _delay_before_retry(
+    exc: BaseException, *, retry_number: int, policy: RetryPolicy, rng: random.Random
+) -> float:
     server_says = retry_after_seconds(exc)
     if server_says is not None:
         # At least what the server asked for; a little jitter so that many callers told
         # the same number do not come back in the same millisecond.
         return min(server_says, policy.max_retry_after) + rng.uniform(0.0, policy.base_delay)
-    return backoff_delay(retry_number, base_delay=policy.base_delay,
-                         max_delay=policy.max_delay, rng=rng)
+    return backoff_delay(
+        retry_number, base_delay=policy.base_delay, max_delay=policy.max_delay, rng=rng
+    )

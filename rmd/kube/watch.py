@@ -170,8 +170,12 @@ class PodWatcher:
                     # server that sends no periodic bookmarks (< 1.27), or a dead connection.
                     # Either way, reconnecting from the last version at once is right.
                     self._restarted("idle")
-                    log.debug("pod_watch_idle", namespace=self._namespace,
-                              read_timeout=self._read_timeout, action="reconnecting")
+                    log.debug(
+                        "pod_watch_idle",
+                        namespace=self._namespace,
+                        read_timeout=self._read_timeout,
+                        action="reconnecting",
+                    )
                     continue
                 failures += 1
                 if verb == "list":
@@ -180,8 +184,12 @@ class PodWatcher:
                     # The resourceVersion is too old (etcd compacted): start from a new LIST.
                     need_list = True
                     self._restarted("gone")
-                    log.info("pod_watch_gone", namespace=self._namespace, verb=verb,
-                             message=api_error_message(exc))
+                    log.info(
+                        "pod_watch_gone",
+                        namespace=self._namespace,
+                        verb=verb,
+                        message=api_error_message(exc),
+                    )
                     if failures > 1:  # 410 again right after a fresh list: slow down
                         await self._sleep(self._backoff(failures - 1))
                     continue
@@ -206,8 +214,11 @@ class PodWatcher:
         self._resync_requested.clear()
         try:
             items, resource_version = await list_pods_raw(
-                self._api, namespace=self._namespace, label_selector=self._label_selector,
-                request_timeout=(self._connect_timeout, self._list_timeout))
+                self._api,
+                namespace=self._namespace,
+                label_selector=self._label_selector,
+                request_timeout=(self._connect_timeout, self._list_timeout),
+            )
             observations = [observe_pod(item) for item in items]
             self._resource_version = resource_version or None
             self._next_resync_at = asyncio.get_running_loop().time() + self._resync_interval
@@ -215,8 +226,12 @@ class PodWatcher:
         finally:
             self._listing = False
         self._set_synced(True)
-        log.info("pod_watch_listed", namespace=self._namespace, pods=len(observations),
-                 resource_version=resource_version)
+        log.info(
+            "pod_watch_listed",
+            namespace=self._namespace,
+            pods=len(observations),
+            resource_version=resource_version,
+        )
         async with self._snapshot_changed:
             self._snapshots_delivered += 1
             self._snapshot_changed.notify_all()
@@ -233,8 +248,9 @@ class PodWatcher:
         streaming = asyncio.create_task(self._stream(), name="pod-watch-stream")
         interrupt = asyncio.create_task(self._wait_for_resync(), name="pod-watch-resync-timer")
         try:
-            done, _ = await asyncio.wait({streaming, interrupt},
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {streaming, interrupt}, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             streaming.cancel()
             interrupt.cancel()
@@ -316,8 +332,9 @@ class PodWatcher:
             self._on_restart(reason)
 
     def _backoff(self, failures: int) -> float:
-        return backoff_delay(failures, base_delay=self._backoff_base,
-                             max_delay=self._backoff_max, rng=self._rng)
+        return backoff_delay(
+            failures, base_delay=self._backoff_base, max_delay=self._backoff_max, rng=self._rng
+        )
 
     @staticmethod
     def _failure_reason(exc: BaseException) -> str:
@@ -347,18 +364,25 @@ class PodWatcher:
             log.error(
                 "pod_watch_forbidden",
                 problem=f"cannot {verb} pods in namespace {self._namespace}: grant get/list/watch"
-                        " on pods to the service account",
-                message=message, attempt=failures)
+                " on pods to the service account",
+                message=message,
+                attempt=failures,
+            )
         elif reason == "unauthorized":
-            log.error("pod_watch_unauthorized",
-                      problem="the API server rejected the credentials: check the token",
-                      message=message, attempt=failures)
+            log.error(
+                "pod_watch_unauthorized",
+                problem="the API server rejected the credentials: check the token",
+                message=message,
+                attempt=failures,
+            )
         elif reason == "error":
-            log.error("pod_watch_failed", verb=verb, message=message, attempt=failures,
-                      exc_info=exc)
+            log.error(
+                "pod_watch_failed", verb=verb, message=message, attempt=failures, exc_info=exc
+            )
         else:
-            log.warning("pod_watch_interrupted", verb=verb, reason=reason, message=message,
-                        attempt=failures)
+            log.warning(
+                "pod_watch_interrupted", verb=verb, reason=reason, message=message, attempt=failures
+            )
 
 
 def _raise_for_http_error(stream_watch: Any, event: object) -> None:
@@ -370,4 +394,3 @@ def _raise_for_http_error(stream_watch: Any, event: object) -> None:
         error = ApiException(status=status, reason=str(detail).strip()[:500])
         error.headers = getattr(response, "headers", None)
         raise error
-

@@ -181,9 +181,7 @@ async def pod_census(
     api: client.ApiClient, *, namespace: str, cluster_id: str
 ) -> AsyncIterator[PodCensus]:
     census = PodCensus()
-    task = asyncio.create_task(
-        _census(api, namespace, f"{TM_SELECTOR},app={cluster_id}", census)
-    )
+    task = asyncio.create_task(_census(api, namespace, f"{TM_SELECTOR},app={cluster_id}", census))
     try:
         yield census
     finally:

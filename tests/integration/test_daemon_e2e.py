@@ -34,8 +34,9 @@ def _check_census(census: PodCensus) -> None:
 async def test_declaring_slots_creates_exactly_the_pods_needed(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
 ) -> None:
-    async with running_daemon(dev_cluster=dev_cluster, kube_api=kube_api,
-                              namespace=namespace) as daemon:  # fmt: skip
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
+    ) as daemon:
         async with pod_census(kube_api, namespace=namespace, cluster_id=daemon.cluster_id) as c:
             c.limit = lambda: math.ceil(9 / SLOTS_PER_TM)
             view = await daemon.put_requirement("job-a", 9)
@@ -77,8 +78,9 @@ async def test_scale_down_and_delete_release_idle_taskmanagers_at_the_timeout(
 ) -> None:
     idle_timeout = 3.0
     extra = {"resourcemanager.taskmanager-timeout": f"{idle_timeout:.0f} s"}
-    async with running_daemon(dev_cluster=dev_cluster, kube_api=kube_api,
-                              namespace=namespace, extra=extra) as daemon:  # fmt: skip
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, extra=extra
+    ) as daemon:
         async with pod_census(kube_api, namespace=namespace, cluster_id=daemon.cluster_id) as c:
             c.limit = lambda: 2
             await daemon.put_requirement("job-a", 8)
@@ -95,9 +97,10 @@ async def test_scale_down_and_delete_release_idle_taskmanagers_at_the_timeout(
             assert len(idle) == 1
             assert idle[0]["idle_since"] is not None
             await eventually(
-                lambda: _deleted(c, idle[0]["taskmanager_id"]), timeout=idle_timeout + 10,
+                lambda: _deleted(c, idle[0]["taskmanager_id"]),
+                timeout=idle_timeout + 10,
                 what="idle TaskManager released",
-            )  # fmt: skip
+            )
             released_after = _delete_time(c, idle[0]["taskmanager_id"]) - scaled_at
             assert idle_timeout - 0.3 <= released_after <= idle_timeout + 1.0, released_after
 
@@ -107,8 +110,11 @@ async def test_scale_down_and_delete_release_idle_taskmanagers_at_the_timeout(
                 assert resp.status == 204
             await daemon.get_json("/v1/jobs/job-a", expect=404)
             last = next(t for t in tms if t["slots_allocated"] > 0)["taskmanager_id"]
-            await eventually(lambda: _deleted(c, last), timeout=idle_timeout + 10,
-                             what="last TaskManager released")  # fmt: skip
+            await eventually(
+                lambda: _deleted(c, last),
+                timeout=idle_timeout + 10,
+                what="last TaskManager released",
+            )
             released_after = _delete_time(c, last) - deleted_at
             assert idle_timeout - 0.3 <= released_after <= idle_timeout + 1.0, released_after
 
@@ -130,14 +136,13 @@ def _delete_time(census: PodCensus, name: str) -> float:
 async def test_a_pod_deleted_from_outside_is_replaced(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
 ) -> None:
-    async with running_daemon(dev_cluster=dev_cluster, kube_api=kube_api,
-                              namespace=namespace) as daemon:  # fmt: skip
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
+    ) as daemon:
         await daemon.put_requirement("job-b", 4)
         view = await daemon.wait_fulfilled("job-b")
         victim = view["slots"][0]["taskmanager_id"]
-        await daemon.core.delete_namespaced_pod(
-            victim, namespace, _request_timeout=REQUEST_TIMEOUT
-        )
+        await daemon.core.delete_namespaced_pod(victim, namespace, _request_timeout=REQUEST_TIMEOUT)
 
         async def replaced() -> bool:
             names = await _registered(daemon)
@@ -158,8 +163,9 @@ async def test_a_taskmanager_that_never_registers_is_replaced_at_the_timeout(
         "kubernetes.taskmanager.annotations": "purpose:never-registers",
         "resourcemanager.taskmanager-registration.timeout": "2 s",
     }
-    async with running_daemon(dev_cluster=dev_cluster, kube_api=kube_api,
-                              namespace=namespace, extra=extra) as daemon:  # fmt: skip
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, extra=extra
+    ) as daemon:
         async with pod_census(kube_api, namespace=namespace, cluster_id=daemon.cluster_id) as c:
             await daemon.put_requirement("job-c", 4)
             first = f"{daemon.cluster_id}-taskmanager-1-1"
@@ -179,8 +185,9 @@ async def test_image_pull_failure_is_visible_in_job_view_and_metrics(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
 ) -> None:
     extra = {"kubernetes.taskmanager.annotations": "emulator.rmd.dev/image-pull-error:true"}
-    async with running_daemon(dev_cluster=dev_cluster, kube_api=kube_api,
-                              namespace=namespace, extra=extra) as daemon:  # fmt: skip
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, extra=extra
+    ) as daemon:
         await daemon.put_requirement("job-d", 4)
 
         async def problem_shown() -> bool:
@@ -200,8 +207,9 @@ async def test_at_the_slot_cap_the_job_waits_with_a_reason_and_no_extra_pod(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
 ) -> None:
     extra = {"slotmanager.number-of-slots.max": "4"}
-    async with running_daemon(dev_cluster=dev_cluster, kube_api=kube_api,
-                              namespace=namespace, extra=extra) as daemon:  # fmt: skip
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, extra=extra
+    ) as daemon:
         async with pod_census(kube_api, namespace=namespace, cluster_id=daemon.cluster_id) as c:
             c.limit = lambda: 1
             await daemon.put_requirement("job-e", 8)
@@ -226,8 +234,9 @@ async def test_crashing_pods_are_created_within_the_failure_rate(
         "resourcemanager.start-worker.max-failure-rate": "3",
         "resourcemanager.start-worker.retry-interval": "1 s",
     }
-    async with running_daemon(dev_cluster=dev_cluster, kube_api=kube_api,
-                              namespace=namespace, extra=extra) as daemon:  # fmt: skip
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, extra=extra
+    ) as daemon:
         async with pod_census(kube_api, namespace=namespace, cluster_id=daemon.cluster_id) as c:
             await daemon.put_requirement("job-f", 4)
 
@@ -242,3 +251,68 @@ async def test_crashing_pods_are_created_within_the_failure_rate(
             view = await daemon.get_json("/v1/jobs/job-f")
             assert view["fulfilled"] is False
             assert view["unfulfilled_reason"]
+
+
+BAD_REQUESTS = [
+    ("PUT", "/v1/jobs/job-x/requirements", b"{not json", 400),
+    ("PUT", "/v1/jobs/job-x/requirements", b'{"slots": "8"}', 400),
+    ("PUT", "/v1/jobs/job-x/requirements", b'{"slots": 8.5}', 400),
+    ("PUT", "/v1/jobs/job-x/requirements", b'{"slots": true}', 400),
+    ("PUT", "/v1/jobs/job-x/requirements", b"[8]", 400),
+    ("PUT", "/v1/jobs/job-x/requirements", b'{"slots": -1}', 422),
+    ("PUT", "/v1/jobs/job-x/requirements", b'{"slots": 10000000000}', 422),
+    ("PUT", "/v1/jobs/bad%20id/requirements", b'{"slots": 1}', 422),
+    ("PUT", "/v1/jobs/" + "j" * 129 + "/requirements", b'{"slots": 1}', 422),
+    ("GET", "/v1/jobs/job-x?wait=soon", b"", 400),
+    ("GET", "/v1/jobs/job-x?wait=-1", b"", 422),
+    ("GET", "/v1/jobs/unknown-job", b"", 404),
+    ("DELETE", "/v1/jobs/unknown-job", b"", 404),
+    (
+        "POST",
+        "/v1/taskmanagers",
+        b'{"taskmanager_id": "not-ours", "address": "1.2.3.4:6122", "slots": 4}',
+        403,
+    ),
+    ("POST", "/v1/taskmanagers", b'{"taskmanager_id": "x", "address": "nohost", "slots": 4}', 422),
+    ("POST", "/v1/taskmanagers", b'{"taskmanager_id": "x", "address": "h:1", "slots": 0}', 422),
+    ("PUT", "/v1/taskmanagers/unknown-tm/heartbeat", b"{}", 404),
+    ("DELETE", "/v1/taskmanagers/unknown-tm", b"", 404),
+    ("PATCH", "/v1/jobs/job-a", b"{}", 405),
+    ("GET", "/v1/nothing-here", b"", 404),
+]
+
+
+async def test_bad_input_gets_problem_json_and_changes_nothing(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
+    ) as daemon:
+        await daemon.put_requirement("job-a", 4)
+        await daemon.wait_fulfilled("job-a")
+
+        async def snapshot() -> tuple[object, ...]:
+            tms = await daemon.taskmanagers()
+            for tm in tms:
+                tm.pop("idle_since", None)
+            return (
+                await daemon.get_json("/v1/jobs"),
+                tms,
+                await daemon.live_pod_names(),
+            )
+
+        before = await snapshot()
+        for method, path, body, status in BAD_REQUESTS:
+            async with daemon.http.request(
+                method,
+                f"{daemon.url}{path}",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as resp:
+                assert resp.status == status, (method, path, resp.status, await resp.text())
+                assert resp.content_type == "application/problem+json", (method, path)
+                problem = await resp.json(content_type=None)
+                assert problem["status"] == status
+                assert problem["title"]
+                assert problem["detail"]
+        assert await snapshot() == before

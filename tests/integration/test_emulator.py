@@ -555,9 +555,16 @@ async def private_node(kube_api: client.ApiClient) -> AsyncIterator[str]:
 
 def emulator_command(cluster: DevClusterInfo, *, node: str, state_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "rmd.devcluster.emulator", "--kubeconfig", str(cluster.kubeconfig),
-        "--state-dir", str(state_dir), "--nodes", node,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "rmd.devcluster.emulator",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--state-dir",
+        str(state_dir),
+        "--nodes",
+        node,
+    ]
 
 
 @contextlib.asynccontextmanager

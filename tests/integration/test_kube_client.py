@@ -19,8 +19,12 @@ from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
 
 pytestmark = pytest.mark.integration
 
-CLEAN_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG",
-             "RMD_SERVICE_ACCOUNT_DIR")
+CLEAN_ENV = (
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "KUBECONFIG",
+    "RMD_SERVICE_ACCOUNT_DIR",
+)
 
 
 @pytest.fixture
@@ -54,8 +58,7 @@ def test_order_is_explicit_then_in_cluster_then_env_then_home(tmp_path: Path) ->
     chosen = choose_credentials(kubeconfig=None, environ=everything, home=home)
     assert chosen.kubeconfig_paths is None
     assert chosen.description == "in-cluster"
-    chosen = choose_credentials(kubeconfig=None, environ={"KUBECONFIG": str(from_env)},
-                                home=home)
+    chosen = choose_credentials(kubeconfig=None, environ={"KUBECONFIG": str(from_env)}, home=home)
     assert chosen.kubeconfig_paths == str(from_env)
     chosen = choose_credentials(kubeconfig=None, environ={}, home=home)
     assert chosen.kubeconfig_paths == str(home / ".kube" / "config")
@@ -65,14 +68,14 @@ def test_kubeconfig_list_skips_missing_files(tmp_path: Path) -> None:
     present = tmp_path / "b"
     present.write_text("{}")
     chosen = choose_credentials(
-        kubeconfig=None, environ={"KUBECONFIG": f"{tmp_path / 'a'}:{present}"}, home=tmp_path)
+        kubeconfig=None, environ={"KUBECONFIG": f"{tmp_path / 'a'}:{present}"}, home=tmp_path
+    )
     assert chosen.kubeconfig_paths == str(present)
 
 
 def test_nothing_found_says_what_was_tried_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(KubeConfigError) as raised:
-        choose_credentials(kubeconfig=None, environ={"KUBECONFIG": "/nope/config"},
-                           home=tmp_path)
+        choose_credentials(kubeconfig=None, environ={"KUBECONFIG": "/nope/config"}, home=tmp_path)
     text = str(raised.value)
     assert "\n" not in text
     assert "KUBERNETES_SERVICE_HOST unset" in text
@@ -96,7 +99,8 @@ async def test_explicit_kubeconfig_works(dev_cluster: DevClusterInfo, clean_env:
 
 
 async def test_kubeconfig_from_the_environment_works(
-        dev_cluster: DevClusterInfo, clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dev_cluster: DevClusterInfo, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KUBECONFIG", str(dev_cluster.kubeconfig))
     assert await can_list_namespaces(await load_kube_configuration())
 
@@ -108,8 +112,8 @@ async def test_home_kubeconfig_works(dev_cluster: DevClusterInfo, clean_env: Pat
 
 
 async def test_in_cluster_service_account_works(
-        dev_cluster: DevClusterInfo, clean_env: Path, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+    dev_cluster: DevClusterInfo, clean_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     account = tmp_path / "serviceaccount"
     account.mkdir()
     (account / "token").write_text(dev_cluster.admin_token)
@@ -126,7 +130,8 @@ async def test_in_cluster_service_account_works(
 
 
 async def test_in_cluster_without_a_token_is_a_clear_error(
-        clean_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     monkeypatch.setenv("RMD_SERVICE_ACCOUNT_DIR", str(tmp_path / "empty"))

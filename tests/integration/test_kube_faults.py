@@ -27,19 +27,21 @@ async def proxy(dev_cluster: DevClusterInfo) -> AsyncIterator[FaultProxy]:
 
 
 @pytest.fixture
-async def proxied_api(proxy: FaultProxy, dev_cluster: DevClusterInfo
-                      ) -> AsyncIterator[client.ApiClient]:
+async def proxied_api(
+    proxy: FaultProxy, dev_cluster: DevClusterInfo
+) -> AsyncIterator[client.ApiClient]:
     async with client.ApiClient(proxy.configuration(token=dev_cluster.admin_token)) as api:
         yield api
 
 
-async def test_429_retry_after_is_honoured(proxy: FaultProxy, proxied_api: client.ApiClient,
-                                           namespace: str) -> None:
-    fault = proxy.inject(method="POST", path_regex=PODS_PATH, status=429, retry_after=1,
-                         times=2)
+async def test_429_retry_after_is_honoured(
+    proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str
+) -> None:
+    fault = proxy.inject(method="POST", path_regex=PODS_PATH, status=429, retry_after=1, times=2)
     errors: list[int] = []
-    pods = PodGateway(proxied_api, namespace=namespace, retry=FAST_RETRY,
-                      on_api_error=errors.append)
+    pods = PodGateway(
+        proxied_api, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append
+    )
     await pods.create(pod_body("c1-taskmanager-1-1"))
     assert fault.hits == 2
     assert errors == [429, 429]
@@ -52,36 +54,42 @@ async def test_429_retry_after_is_honoured(proxy: FaultProxy, proxied_api: clien
     assert [p.metadata.name for p in found] == ["c1-taskmanager-1-1"]
 
 
-async def test_503_then_success(proxy: FaultProxy, proxied_api: client.ApiClient,
-                                namespace: str) -> None:
+async def test_503_then_success(
+    proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str
+) -> None:
     proxy.inject(method="POST", path_regex=PODS_PATH, status=503, times=1)
     errors: list[int] = []
-    pods = PodGateway(proxied_api, namespace=namespace, retry=FAST_RETRY,
-                      on_api_error=errors.append)
+    pods = PodGateway(
+        proxied_api, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append
+    )
     await pods.create(pod_body("c1-taskmanager-1-1"))
     assert errors == [503]
     assert [r.status for r in proxy.requests_matching(method="POST")] == [503, 201]
 
 
 async def test_connection_closed_without_answer_is_retried(
-        proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str) -> None:
+    proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str
+) -> None:
     proxy.inject(method="POST", path_regex=PODS_PATH, status=0, times=1)
     errors: list[int] = []
-    pods = PodGateway(proxied_api, namespace=namespace, retry=FAST_RETRY,
-                      on_api_error=errors.append)
+    pods = PodGateway(
+        proxied_api, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append
+    )
     await pods.create(pod_body("c1-taskmanager-1-1"))
     assert errors == [0]
     assert [r.status for r in proxy.requests_matching(method="POST")] == [0, 201]
 
 
 async def test_lost_answer_to_a_create_that_happened_is_still_one_pod(
-        proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str) -> None:
+    proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str
+) -> None:
     # The API server creates the pod, the client sees 504: the retry meets 409 for our own
     # pod and counts the create as done.
     proxy.inject(method="POST", path_regex=PODS_PATH, status=504, times=1, forward_first=True)
     errors: list[int] = []
-    pods = PodGateway(proxied_api, namespace=namespace, retry=FAST_RETRY,
-                      on_api_error=errors.append)
+    pods = PodGateway(
+        proxied_api, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append
+    )
     await pods.create(pod_body("c1-taskmanager-1-1"))
     assert errors == [504, 409]
     found, _ = await pods.list(label_selector=SELECTOR)
@@ -89,12 +97,19 @@ async def test_lost_answer_to_a_create_that_happened_is_still_one_pod(
 
 
 async def test_persistent_server_errors_give_up_as_retriable(
-        proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str) -> None:
-    proxy.inject(method="POST", path_regex=PODS_PATH, status=500, times=None,
-                 message="etcdserver: request timed out")
+    proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str
+) -> None:
+    proxy.inject(
+        method="POST",
+        path_regex=PODS_PATH,
+        status=500,
+        times=None,
+        message="etcdserver: request timed out",
+    )
     errors: list[int] = []
-    pods = PodGateway(proxied_api, namespace=namespace, retry=FAST_RETRY,
-                      on_api_error=errors.append)
+    pods = PodGateway(
+        proxied_api, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append
+    )
     with pytest.raises(PodCreateError) as raised:
         await pods.create(pod_body("c1-taskmanager-1-1"))
     assert errors == [500] * FAST_RETRY.attempts
@@ -103,12 +118,14 @@ async def test_persistent_server_errors_give_up_as_retriable(
     assert raised.value.status == 500
 
 
-async def test_delete_retries_throttling(proxy: FaultProxy, proxied_api: client.ApiClient,
-                                         namespace: str) -> None:
+async def test_delete_retries_throttling(
+    proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str
+) -> None:
     pods = PodGateway(proxied_api, namespace=namespace, retry=FAST_RETRY)
     await pods.create(pod_body("c1-taskmanager-1-1"))
-    proxy.inject(method="DELETE", path_regex=r"/pods/c1-taskmanager-1-1$", status=429,
-                 retry_after=0, times=1)
+    proxy.inject(
+        method="DELETE", path_regex=r"/pods/c1-taskmanager-1-1$", status=429, retry_after=0, times=1
+    )
     await pods.delete("c1-taskmanager-1-1", grace_period_seconds=0)
     deletes = proxy.requests_matching(method="DELETE")
     assert [r.status for r in deletes] == [429, 200]

@@ -21,8 +21,13 @@ pytestmark = pytest.mark.integration
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.2)
 
 
-def pod_body(name: str, *, cluster: str = "c1", image: str = "flink:1.20",
-             extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+def pod_body(
+    name: str,
+    *,
+    cluster: str = "c1",
+    image: str = "flink:1.20",
+    extra_labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     labels = {"type": "flink-native-kubernetes", "app": cluster, "component": "taskmanager"}
     labels.update(extra_labels or {})
     return {
@@ -58,7 +63,8 @@ async def eventually(check: Any, *, timeout: float = 30.0, what: str) -> None:
 
 
 async def test_create_then_create_again_is_done_not_an_error(
-        kube_api: client.ApiClient, namespace: str) -> None:
+    kube_api: client.ApiClient, namespace: str
+) -> None:
     errors: list[int] = []
     pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append)
     await pods.create(pod_body("c1-taskmanager-1-1"))
@@ -70,12 +76,14 @@ async def test_create_then_create_again_is_done_not_an_error(
 
 
 async def test_create_over_a_foreign_pod_of_the_same_name_fails(
-        kube_api: client.ApiClient, namespace: str) -> None:
+    kube_api: client.ApiClient, namespace: str
+) -> None:
     core = client.CoreV1Api(kube_api)
     foreign = pod_body("c1-taskmanager-1-1")
     foreign["metadata"]["labels"] = {"app": "someone-else"}
-    await core.create_namespaced_pod(namespace, cast(Any, foreign),
-                                    _request_timeout=REQUEST_TIMEOUT)
+    await core.create_namespaced_pod(
+        namespace, cast(Any, foreign), _request_timeout=REQUEST_TIMEOUT
+    )
     pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY)
     with pytest.raises(PodCreateError) as raised:
         await pods.create(pod_body("c1-taskmanager-1-1"))
@@ -86,7 +94,8 @@ async def test_create_over_a_foreign_pod_of_the_same_name_fails(
 
 
 async def test_invalid_pod_is_rejected_with_the_servers_message(
-        kube_api: client.ApiClient, namespace: str) -> None:
+    kube_api: client.ApiClient, namespace: str
+) -> None:
     errors: list[int] = []
     pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append)
     body = pod_body("c1-taskmanager-1-1")
@@ -101,7 +110,8 @@ async def test_invalid_pod_is_rejected_with_the_servers_message(
 
 
 async def test_delete_removes_the_pod_and_a_missing_pod_counts_as_deleted(
-        kube_api: client.ApiClient, namespace: str) -> None:
+    kube_api: client.ApiClient, namespace: str
+) -> None:
     core = client.CoreV1Api(kube_api)
     errors: list[int] = []
     pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append)
@@ -130,13 +140,14 @@ async def test_list_selects_by_label(kube_api: client.ApiClient, namespace: str)
 
 
 async def test_raw_list_pages_through_everything(
-        kube_api: client.ApiClient, namespace: str) -> None:
+    kube_api: client.ApiClient, namespace: str
+) -> None:
     pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY)
     names = [f"c1-taskmanager-1-{i}" for i in range(1, 6)]
     await asyncio.gather(*(pods.create(pod_body(name)) for name in names))
     items, resource_version = await list_pods_raw(
-        kube_api, namespace=namespace, label_selector=SELECTOR, request_timeout=(5, 30),
-        page_size=2)
+        kube_api, namespace=namespace, label_selector=SELECTOR, request_timeout=(5, 30), page_size=2
+    )
     assert sorted(item["metadata"]["name"] for item in items) == names
     assert int(resource_version) > 0
 
@@ -144,17 +155,20 @@ async def test_raw_list_pages_through_everything(
 async def compact_etcd(etcd_url: str) -> int:
     """Compact etcd's history up to its current revision (etcd's v3 JSON gateway)."""
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{etcd_url}/v3/kv/range",
-                                json={"key": "Lw==", "limit": 1, "keys_only": True}) as answer:
+        async with session.post(
+            f"{etcd_url}/v3/kv/range", json={"key": "Lw==", "limit": 1, "keys_only": True}
+        ) as answer:
             revision = int((await answer.json())["header"]["revision"])
-        async with session.post(f"{etcd_url}/v3/kv/compaction",
-                                json={"revision": str(revision), "physical": True}) as answer:
+        async with session.post(
+            f"{etcd_url}/v3/kv/compaction", json={"revision": str(revision), "physical": True}
+        ) as answer:
             assert answer.status == 200, await answer.text()
     return revision
 
 
 async def test_paged_list_starts_over_after_a_real_410(
-        dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str) -> None:
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
     # etcd compacts its history between two pages: the continue token expires (410 Gone from
     # the API server) and the list must start over for a consistent result.
     pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY)
@@ -162,18 +176,32 @@ async def test_paged_list_starts_over_after_a_real_410(
     await asyncio.gather(*(pods.create(pod_body(name)) for name in names))
     async with FaultProxy(upstream=dev_cluster.server, ca_file=dev_cluster.ca_file) as proxy:
         second_page = asyncio.Event()
-        held = proxy.inject(method="GET", path_regex=r"/pods$", query_regex="continue=",
-                            status=None, gate=second_page, times=1)
+        held = proxy.inject(
+            method="GET",
+            path_regex=r"/pods$",
+            query_regex="continue=",
+            status=None,
+            gate=second_page,
+            times=1,
+        )
         async with client.ApiClient(proxy.configuration(token=dev_cluster.admin_token)) as api:
-            listing = asyncio.create_task(list_pods_raw(
-                api, namespace=namespace, label_selector=SELECTOR, request_timeout=(5, 30),
-                page_size=1))
+            listing = asyncio.create_task(
+                list_pods_raw(
+                    api,
+                    namespace=namespace,
+                    label_selector=SELECTOR,
+                    request_timeout=(5, 30),
+                    page_size=1,
+                )
+            )
             await eventually_true(lambda: held.hits == 1, what="the second page to be asked")
             # one more write, so that the first page's revision is strictly below the
             # compaction point (compacting at R keeps R itself readable)
             await client.CoreV1Api(kube_api).create_namespaced_config_map(
-                namespace, cast(Any, {"metadata": {"name": "bump"}}),
-                _request_timeout=REQUEST_TIMEOUT)
+                namespace,
+                cast(Any, {"metadata": {"name": "bump"}}),
+                _request_timeout=REQUEST_TIMEOUT,
+            )
             await compact_etcd(dev_cluster.etcd_url)
             second_page.set()
             items, resource_version = await asyncio.wait_for(listing, 30)
@@ -185,9 +213,11 @@ async def test_paged_list_starts_over_after_a_real_410(
 
 
 async def test_forbidden_create_is_not_retried_and_says_why(
-        namespace: str, limited_api_factory: LimitedApiFactory) -> None:
+    namespace: str, limited_api_factory: LimitedApiFactory
+) -> None:
     limited = await limited_api_factory(
-        namespace, [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}])
+        namespace, [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    )
     errors: list[int] = []
     pods = PodGateway(limited, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append)
     with pytest.raises(PodCreateError) as raised:
@@ -199,16 +229,18 @@ async def test_forbidden_create_is_not_retried_and_says_why(
     assert f'in the namespace "{namespace}"' in raised.value.message
 
 
-async def test_quota_denial_surfaces_unchanged(
-        kube_api: client.ApiClient, namespace: str) -> None:
+async def test_quota_denial_surfaces_unchanged(kube_api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(kube_api)
     await core.create_namespaced_resource_quota(
-        namespace, cast(Any, {"metadata": {"name": "two-pods"}, "spec": {"hard": {"pods": "1"}}}),
-        _request_timeout=REQUEST_TIMEOUT)
+        namespace,
+        cast(Any, {"metadata": {"name": "two-pods"}, "spec": {"hard": {"pods": "1"}}}),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
 
     async def quota_counted() -> bool:
         quota = await core.read_namespaced_resource_quota(
-            "two-pods", namespace, _request_timeout=REQUEST_TIMEOUT)
+            "two-pods", namespace, _request_timeout=REQUEST_TIMEOUT
+        )
         return bool(quota.status and quota.status.hard)
 
     await eventually(quota_counted, what="the quota controller to fill in the quota status")
@@ -221,30 +253,40 @@ async def test_quota_denial_surfaces_unchanged(
     assert raised.value.reason == "QuotaExceeded"
     assert raised.value.retriable is False
     assert raised.value.message.startswith(
-        'pods "c1-taskmanager-1-2" is forbidden: exceeded quota: two-pods')
+        'pods "c1-taskmanager-1-2" is forbidden: exceeded quota: two-pods'
+    )
     assert "limited: pods=1" in raised.value.message
 
 
 async def test_owner_reference_of_the_jobmanager_deployment(
-        kube_api: client.ApiClient, namespace: str) -> None:
+    kube_api: client.ApiClient, namespace: str
+) -> None:
     apps = client.AppsV1Api(kube_api)
-    created = await apps.create_namespaced_deployment(namespace, cast(Any, {
-        "metadata": {"name": "c1"},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": "c1", "component": "jobmanager"}},
-            "template": {
-                "metadata": {"labels": {"app": "c1", "component": "jobmanager"}},
-                "spec": {"containers": [{"name": "jm", "image": "flink:1.20"}]},
+    created = await apps.create_namespaced_deployment(
+        namespace,
+        cast(
+            Any,
+            {
+                "metadata": {"name": "c1"},
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": {"app": "c1", "component": "jobmanager"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "c1", "component": "jobmanager"}},
+                        "spec": {"containers": [{"name": "jm", "image": "flink:1.20"}]},
+                    },
+                },
             },
-        },
-    }), _request_timeout=REQUEST_TIMEOUT)
-    owner = await find_owner_reference(kube_api, namespace=namespace, deployment="c1",
-                                       timeout=10)
-    assert owner == OwnerReference(api_version="apps/v1", kind="Deployment", name="c1",
-                                   uid=created.metadata.uid)
-    missing = await find_owner_reference(kube_api, namespace=namespace,
-                                         deployment=f"nope-{secrets.token_hex(2)}", timeout=10)
+        ),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    owner = await find_owner_reference(kube_api, namespace=namespace, deployment="c1", timeout=10)
+    assert owner == OwnerReference(
+        api_version="apps/v1", kind="Deployment", name="c1", uid=created.metadata.uid
+    )
+    missing = await find_owner_reference(
+        kube_api, namespace=namespace, deployment=f"nope-{secrets.token_hex(2)}", timeout=10
+    )
     assert missing is None
 
 

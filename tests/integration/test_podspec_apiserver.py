@@ -158,5 +158,6 @@ async def test_the_server_rejects_what_the_checks_would_let_through(
     problems = await dry_run_create(
         core, namespace=namespace, case=MisspeltCase(name="misspelt", config=case.config)
     )
-    assert problems == ["misspelt: pod.spec.containers[0].imagePullPolcy: dropped by the server "
-                        "(unknown field?)"]  # fmt: skip
+    assert problems == [
+        "misspelt: pod.spec.containers[0].imagePullPolcy: dropped by the server (unknown field?)"
+    ]

@@ -13,9 +13,14 @@ from rmd.core.model import CreatePod
 from tests.unit.api_fake_engine import InMemoryEngine, make_app, make_engine
 
 JOB_FIELDS = {
-    "job_id", "slots_required", "slots_allocated", "fulfilled", "slots",
-    "unfulfilled_reason", "problems",
-}  # fmt: skip
+    "job_id",
+    "slots_required",
+    "slots_allocated",
+    "fulfilled",
+    "slots",
+    "unfulfilled_reason",
+    "problems",
+}
 
 ClientFactory = Any  # pytest-aiohttp's aiohttp_client fixture
 FIX_HINT = re.compile(r": (send|use|give) ")  # every detail says what to fix

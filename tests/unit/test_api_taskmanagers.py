@@ -14,9 +14,17 @@ from rmd.core.model import DeletePod, ReleaseReason
 from tests.unit.api_fake_engine import InMemoryEngine, make_app, make_engine
 
 TASKMANAGER_FIELDS = {
-    "taskmanager_id", "state", "slots_total", "slots_allocated", "address", "slots",
-    "idle_since", "problem", "pod_phase", "node_name",
-}  # fmt: skip
+    "taskmanager_id",
+    "state",
+    "slots_total",
+    "slots_allocated",
+    "address",
+    "slots",
+    "idle_since",
+    "problem",
+    "pod_phase",
+    "node_name",
+}
 
 ClientFactory = Any
 FIX_HINT = re.compile(r": (send|use|give) ")  # every detail says what to fix

@@ -62,9 +62,7 @@ def test_unreadable_token_file_is_a_configuration_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     missing = tmp_path / "no-token"
-    code = run_daemon(
-        ["-D", "kubernetes.cluster-id=ok", "-D", f"rmd.auth.token-file={missing}"]
-    )
+    code = run_daemon(["-D", "kubernetes.cluster-id=ok", "-D", f"rmd.auth.token-file={missing}"])
     assert code == 2
     err = capsys.readouterr().err
     assert "rmd.auth.token-file" in err

@@ -191,9 +191,14 @@ async def test_workload_ignoring_stop_is_cancelled_after_grace(tmp_path: Path) -
 
 async def test_unknown_workload_cannot_run(tmp_path: Path) -> None:
     runner = CoroutineRunner(
-        name="nope", workload=None, env=ENV, command=[], log_path=tmp_path / "main.log",
-        clock=SystemClock(), known=["sleep"],
-    )  # fmt: skip
+        name="nope",
+        workload=None,
+        env=ENV,
+        command=[],
+        log_path=tmp_path / "main.log",
+        clock=SystemClock(),
+        known=["sleep"],
+    )
     with pytest.raises(CannotRun, match=r'workload "nope" is not registered \(known: sleep\)'):
         await runner.start()
 

@@ -186,9 +186,13 @@ def test_transition_time_is_kept_while_a_condition_does_not_change() -> None:
         ]
     )
     status = build_pod_status(
-        pod, init_states=[], container_states=[Running(T0)], pod_ip="127.1.0.1",
-        start_time=T0, now=T0,
-    )  # fmt: skip
+        pod,
+        init_states=[],
+        container_states=[Running(T0)],
+        pod_ip="127.1.0.1",
+        start_time=T0,
+        now=T0,
+    )
     conditions = conditions_of(status)
     assert conditions["PodScheduled"]["lastTransitionTime"] == earlier
     assert conditions["Ready"]["lastTransitionTime"] == format_time(T0)
@@ -197,17 +201,25 @@ def test_transition_time_is_kept_while_a_condition_does_not_change() -> None:
 def test_one_state_per_container_is_required() -> None:
     with pytest.raises(ValueError, match="one state per container"):
         build_pod_status(
-            make_pod(("a", "b")), init_states=[], container_states=[Running(T0)],
-            pod_ip=None, start_time=T0, now=T0,
-        )  # fmt: skip
+            make_pod(("a", "b")),
+            init_states=[],
+            container_states=[Running(T0)],
+            pod_ip=None,
+            start_time=T0,
+            now=T0,
+        )
 
 
 def test_summary_ignores_times_but_not_states() -> None:
     def build(state: Running | Waiting, now: float) -> dict[str, Any]:
         return build_pod_status(
-            make_pod(), init_states=[], container_states=[state], pod_ip="127.1.0.1",
-            start_time=T0, now=now,
-        )  # fmt: skip
+            make_pod(),
+            init_states=[],
+            container_states=[state],
+            pod_ip="127.1.0.1",
+            start_time=T0,
+            now=now,
+        )
 
     assert status_summary(build(Running(T0), T0)) == status_summary(build(Running(T0), T0 + 9))
     assert status_summary(build(Waiting("ErrImagePull"), T0)) != status_summary(

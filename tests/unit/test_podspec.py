@@ -268,9 +268,15 @@ def test_resources_from_config_always_win_and_other_resources_survive(tmp_path: 
 
 @pytest.mark.parametrize(
     ("cpu", "factor", "cpu_request", "cpu_limit"),
-    [("1", "1", "1", "1"), ("0.5", "1", "500m", "500m"), ("0.25", "3", "250m", "750m"),
-     ("0.1", "3", "100m", "300m"), ("1.0005", "1", "1001m", "1001m"), ("2", "1.75", "2", "3500m")],
-)  # fmt: skip
+    [
+        ("1", "1", "1", "1"),
+        ("0.5", "1", "500m", "500m"),
+        ("0.25", "3", "250m", "750m"),
+        ("0.1", "3", "100m", "300m"),
+        ("1.0005", "1", "1001m", "1001m"),
+        ("2", "1.75", "2", "3500m"),
+    ],
+)
 def test_cpu_quantities(cpu: str, factor: str, cpu_request: str, cpu_limit: str) -> None:
     resources = main_container(
         build(

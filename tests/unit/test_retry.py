@@ -22,12 +22,21 @@ from rmd.kube.retry import (
 )
 
 
-def api_error(status: int, message: str = "", *, reason: str = "",
-              retry_after: str | None = None, details: dict[str, object] | None = None
-              ) -> ApiException:
+def api_error(
+    status: int,
+    message: str = "",
+    *,
+    reason: str = "",
+    retry_after: str | None = None,
+    details: dict[str, object] | None = None,
+) -> ApiException:
     exc = ApiException(status=status, reason=reason or "Error")
-    body: dict[str, object] = {"kind": "Status", "code": status, "message": message,
-                               "reason": reason}
+    body: dict[str, object] = {
+        "kind": "Status",
+        "code": status,
+        "message": message,
+        "reason": reason,
+    }
     if details is not None:
         body["details"] = details
     exc.body = json.dumps(body).encode()
@@ -71,13 +80,16 @@ def test_client_errors_are_not_retriable(status: int) -> None:
     assert not is_retriable(api_error(status))
 
 
-@pytest.mark.parametrize("exc", [
-    aiohttp.ServerDisconnectedError(),
-    aiohttp.ClientPayloadError("cut"),
-    TimeoutError(),
-    aiohttp.ServerTimeoutError("read"),
-    ConnectionResetError(),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientPayloadError("cut"),
+        TimeoutError(),
+        aiohttp.ServerTimeoutError("read"),
+        ConnectionResetError(),
+    ],
+)
 def test_connection_errors_and_timeouts_are_retriable(exc: BaseException) -> None:
     assert is_retriable(exc)
 
@@ -91,8 +103,7 @@ def test_backoff_is_full_jitter_below_an_exponential_ceiling() -> None:
     rng = random.Random(7)
     for retry in range(1, 12):
         ceiling = min(10.0, 0.2 * 2 ** (retry - 1))
-        delays = [backoff_delay(retry, base_delay=0.2, max_delay=10.0, rng=rng)
-                  for _ in range(200)]
+        delays = [backoff_delay(retry, base_delay=0.2, max_delay=10.0, rng=rng) for _ in range(200)]
         assert all(0.0 <= d <= ceiling for d in delays)
         # full jitter spreads over the whole range, not just near the ceiling
         assert min(delays) < ceiling * 0.2
@@ -103,8 +114,14 @@ async def test_transient_errors_are_retried_until_success() -> None:
     sleep = FakeSleep()
     seen: list[int] = []
     fn = Flaky([api_error(503), aiohttp.ServerDisconnectedError(), api_error(500)])
-    result = await call_with_retries(fn, policy=RetryPolicy(), what="test", sleep=sleep,
-                                     on_error=seen.append, rng=random.Random(1))
+    result = await call_with_retries(
+        fn,
+        policy=RetryPolicy(),
+        what="test",
+        sleep=sleep,
+        on_error=seen.append,
+        rng=random.Random(1),
+    )
     assert result == "ok"
     assert fn.calls == 4
     assert seen == [503, 0, 500]
@@ -117,8 +134,9 @@ async def test_gives_up_after_the_configured_attempts_with_the_last_error() -> N
     errors: list[BaseException] = [api_error(500, f"boom {i}") for i in range(10)]
     fn = Flaky(errors)
     with pytest.raises(ApiException) as raised:
-        await call_with_retries(fn, policy=RetryPolicy(attempts=3), what="test", sleep=sleep,
-                                rng=random.Random(1))
+        await call_with_retries(
+            fn, policy=RetryPolicy(attempts=3), what="test", sleep=sleep, rng=random.Random(1)
+        )
     assert fn.calls == 3
     assert len(sleep.delays) == 2
     assert api_error_message(raised.value) == "boom 2"
@@ -128,8 +146,10 @@ async def test_retry_after_on_429_is_honoured_not_the_backoff() -> None:
     sleep = FakeSleep()
     fn = Flaky([api_error(429, retry_after="3"), api_error(429, retry_after="1")])
     policy = RetryPolicy(base_delay=0.2, max_delay=0.5)
-    assert await call_with_retries(fn, policy=policy, what="test", sleep=sleep,
-                                   rng=random.Random(3)) == "ok"
+    assert (
+        await call_with_retries(fn, policy=policy, what="test", sleep=sleep, rng=random.Random(3))
+        == "ok"
+    )
     assert sleep.delays[0] >= 3.0
     assert sleep.delays[0] <= 3.0 + policy.base_delay
     assert 1.0 <= sleep.delays[1] <= 1.0 + policy.base_delay
@@ -139,42 +159,58 @@ async def test_retry_after_on_503_from_status_details_when_header_missing() -> N
     exc = api_error(503, details={"retryAfterSeconds": 2})
     assert retry_after_seconds(exc) == 2.0
     sleep = FakeSleep()
-    await call_with_retries(Flaky([exc]), policy=RetryPolicy(max_delay=0.1), what="t",
-                            sleep=sleep, rng=random.Random(0))
+    await call_with_retries(
+        Flaky([exc]), policy=RetryPolicy(max_delay=0.1), what="t", sleep=sleep, rng=random.Random(0)
+    )
     assert sleep.delays[0] >= 2.0
 
 
 def test_retry_after_is_ignored_on_errors_not_retried_and_on_dates() -> None:
     assert retry_after_seconds(api_error(403, retry_after="5")) is None
     assert retry_after_seconds(api_error(500, retry_after="5")) == 5.0  # e.g. ServerTimeout
-    assert retry_after_seconds(api_error(429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")) \
-        is None
+    assert retry_after_seconds(api_error(429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")) is None
 
 
 async def test_huge_retry_after_is_capped() -> None:
     sleep = FakeSleep()
-    await call_with_retries(Flaky([api_error(429, retry_after="3600")]),
-                            policy=RetryPolicy(max_retry_after=30.0), what="t", sleep=sleep,
-                            rng=random.Random(0))
+    await call_with_retries(
+        Flaky([api_error(429, retry_after="3600")]),
+        policy=RetryPolicy(max_retry_after=30.0),
+        what="t",
+        sleep=sleep,
+        rng=random.Random(0),
+    )
     assert 30.0 <= sleep.delays[0] <= 30.0 + RetryPolicy().base_delay
 
 
-@pytest.mark.parametrize(("status", "message", "hint_part"), [
-    (403, 'pods is forbidden: User "system:serviceaccount:ns:sa" cannot create resource',
-     "RBAC"),
-    (403, 'pods "p" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, '
-          'limited: pods=2', "ResourceQuota"),
-    (422, 'Pod "p" is invalid: spec.containers[0].image: Required value', "invalid"),
-    (401, "Unauthorized", "credentials"),
-])
-async def test_client_errors_raise_at_once_and_log_why(status: int, message: str,
-                                                       hint_part: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "message", "hint_part"),
+    [
+        (
+            403,
+            'pods is forbidden: User "system:serviceaccount:ns:sa" cannot create resource',
+            "RBAC",
+        ),
+        (
+            403,
+            'pods "p" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, '
+            "limited: pods=2",
+            "ResourceQuota",
+        ),
+        (422, 'Pod "p" is invalid: spec.containers[0].image: Required value', "invalid"),
+        (401, "Unauthorized", "credentials"),
+    ],
+)
+async def test_client_errors_raise_at_once_and_log_why(
+    status: int, message: str, hint_part: str
+) -> None:
     sleep = FakeSleep()
     seen: list[int] = []
     fn = Flaky([api_error(status, message)])
     with capture_logs() as logs, pytest.raises(ApiException) as raised:
-        await call_with_retries(fn, policy=RetryPolicy(), what="create pod p", sleep=sleep,
-                                on_error=seen.append)
+        await call_with_retries(
+            fn, policy=RetryPolicy(), what="create pod p", sleep=sleep, on_error=seen.append
+        )
     assert fn.calls == 1
     assert sleep.delays == []
     assert seen == [status]
@@ -208,8 +244,9 @@ async def test_cancellation_is_not_retried() -> None:
     fn = Flaky([asyncio.CancelledError()])
     seen: list[int] = []
     with pytest.raises(asyncio.CancelledError):
-        await call_with_retries(fn, policy=RetryPolicy(), what="t", sleep=sleep,
-                                on_error=seen.append)
+        await call_with_retries(
+            fn, policy=RetryPolicy(), what="t", sleep=sleep, on_error=seen.append
+        )
     assert fn.calls == 1
     assert seen == []
 

@@ -51,8 +51,13 @@ async def test_prints_taskmanagers_and_jobs(
     [header] = [line for line in lines if line.startswith("TASKMANAGER")]
     assert header.split("  ")[0] == "TASKMANAGER"
     assert [cell.strip() for cell in header.split("  ") if cell.strip()] == [
-        "TASKMANAGER", "STATE", "SLOTS", "ADDRESS", "IDLE SINCE", "PROBLEM",
-    ]  # fmt: skip
+        "TASKMANAGER",
+        "STATE",
+        "SLOTS",
+        "ADDRESS",
+        "IDLE SINCE",
+        "PROBLEM",
+    ]
     registered = next(line for line in lines if "10.0.0.7:6122" in line)
     assert registered.split()[1:3] == ["registered", "2/2"]
     assert any(line.split()[1:3] == ["pending", "0/2"] for line in lines)
