@@ -93,6 +93,12 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster
             pytest.fail("; ".join(problems), pytrace=False)
 
 
+def manifest(obj: dict[str, Any]) -> Any:
+    """A Kubernetes object as a plain dict: the client accepts one wherever its stubs ask for a
+    model class (V1Pod, V1Namespace, ...)."""
+    return obj
+
+
 async def _api_client(kubeconfig: Path) -> client.ApiClient:
     cfg = client.Configuration()
     await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
@@ -134,7 +140,7 @@ async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
     core = client.CoreV1Api(kube_api)
     name = f"t-{secrets.token_hex(4)}"
     await core.create_namespace(
-        body={"metadata": {"name": name, "labels": {"rmd.dev/test": "true"}}},
+        body=manifest({"metadata": {"name": name, "labels": {"rmd.dev/test": "true"}}}),
         _request_timeout=REQUEST_TIMEOUT,
     )
     await wait_for_service_account(core, namespace=name)
@@ -160,20 +166,26 @@ async def limited_api_factory(
     async def factory(namespace: str, rules: Sequence[dict[str, Any]]) -> client.ApiClient:
         name = f"limited-{secrets.token_hex(3)}"
         await core.create_namespaced_service_account(
-            namespace, body={"metadata": {"name": name}}, _request_timeout=REQUEST_TIMEOUT
+            namespace, body=manifest({"metadata": {"name": name}}), _request_timeout=REQUEST_TIMEOUT
         )
         await rbac.create_namespaced_role(
             namespace,
-            body={"metadata": {"name": name}, "rules": list(rules)},
+            body=manifest({"metadata": {"name": name}, "rules": list(rules)}),
             _request_timeout=REQUEST_TIMEOUT,
         )
         await rbac.create_namespaced_role_binding(
             namespace,
-            body={
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-            },
+            body=manifest(
+                {
+                    "metadata": {"name": name},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": name,
+                    },
+                    "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+                }
+            ),
             _request_timeout=REQUEST_TIMEOUT,
         )
         account = await wait_for_service_account(core, namespace=namespace, name=name)

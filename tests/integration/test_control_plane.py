@@ -7,16 +7,18 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory
+from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory, manifest
 
 pytestmark = pytest.mark.integration
 
 
-def _pod(name: str, **spec: object) -> dict[str, object]:
+def _pod(name: str, **spec: object) -> Any:
+    """A pod manifest (a plain dict, which the client accepts wherever it types a V1Pod)."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -64,17 +66,19 @@ async def test_deleting_a_deployment_garbage_collects_its_pods(
     labels = {"app": "gc-test"}
     await apps.create_namespaced_deployment(
         namespace,
-        body={
-            "metadata": {"name": "owner"},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+        body=manifest(
+            {
+                "metadata": {"name": "owner"},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+                    },
                 },
-            },
-        },
+            }
+        ),
         _request_timeout=REQUEST_TIMEOUT,
     )
 
@@ -118,7 +122,7 @@ async def test_role_without_create_pods_gets_403(
             namespace, body=_pod("denied"), _request_timeout=REQUEST_TIMEOUT
         )
     assert caught.value.status == 403
-    assert 'cannot create resource "pods"' in json.loads(caught.value.body)["message"]
+    assert 'cannot create resource "pods"' in json.loads(caught.value.body or b"{}")["message"]
 
 
 async def test_resource_quota_rejects_a_pod_over_quota(
@@ -127,7 +131,7 @@ async def test_resource_quota_rejects_a_pod_over_quota(
     core = client.CoreV1Api(kube_api)
     await core.create_namespaced_resource_quota(
         namespace,
-        body={"metadata": {"name": "q"}, "spec": {"hard": {"pods": "1"}}},
+        body=manifest({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "1"}}}),
         _request_timeout=REQUEST_TIMEOUT,
     )
 
@@ -144,7 +148,7 @@ async def test_resource_quota_rejects_a_pod_over_quota(
             namespace, body=_pod("b"), _request_timeout=REQUEST_TIMEOUT
         )
     assert caught.value.status == 403
-    message = json.loads(caught.value.body)["message"]
+    message = json.loads(caught.value.body or b"{}")["message"]
     assert message.startswith('pods "b" is forbidden: exceeded quota: q')
 
 
