@@ -198,7 +198,10 @@ async def running_daemon(
     namespace: str,
     extra: Mapping[str, str] | None = None,
     cluster_id: str | None = None,
+    kubeconfig: Path | None = None,
+    wait_ready: bool = True,
 ) -> AsyncIterator[RunningDaemon]:
+    """The daemon on a free port; ``kubeconfig`` (default: the admin one) is its identity."""
     cluster_id = cluster_id or f"flink-{secrets.token_hex(3)}"
     port = free_port()
     # An empty configuration directory: only the overrides count (not ./conf of the checkout).
@@ -215,7 +218,7 @@ async def running_daemon(
         serve(
             config,
             stop=stop,
-            kubeconfig=dev_cluster.kubeconfig,
+            kubeconfig=kubeconfig or dev_cluster.kubeconfig,
             on_started=lambda _port: started.set(),
         )
     )
@@ -239,7 +242,8 @@ async def running_daemon(
                 return resp.status == 200
 
         try:
-            await eventually(ready, timeout=30, what="daemon /readyz")
+            if wait_ready:
+                await eventually(ready, timeout=30, what="daemon /readyz")
             yield daemon
         finally:
             stop.set()

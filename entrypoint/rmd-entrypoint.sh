@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Entrypoint of the rmd Flink image (docker/Dockerfile): one image, three roles.
+#
+#   rmd-entrypoint.sh jobmanager [args]   the JobManager pod: the rmd daemon and Flink's
+#                                          JobManager side by side; SIGTERM goes to both, and
+#                                          the pod ends when either of them ends.
+#   rmd-entrypoint.sh daemon [args]       the rmd daemon alone (a standalone resource manager).
+#   rmd-entrypoint.sh taskmanager [args]  a TaskManager pod: the rmd agent registers with the
+#                                          daemon and supervises Flink's TaskManager.
+#   anything else                         run as given (e.g. a shell for debugging).
+#
+# Environment: FLINK_CONF_DIR (default /opt/flink/conf) holds config.yaml or flink-conf.yaml;
+# FLINK_ENTRYPOINT (default /docker-entrypoint.sh) is Flink's own image entrypoint;
+# RMD (default: rmd on PATH) is the rmd command.
+set -euo pipefail
+
+FLINK_CONF_DIR="${FLINK_CONF_DIR:-/opt/flink/conf}"
+FLINK_ENTRYPOINT="${FLINK_ENTRYPOINT:-/docker-entrypoint.sh}"
+RMD="${RMD:-rmd}"
+export FLINK_CONF_DIR
+
+role="${1:-jobmanager}"
+[ "$#" -gt 0 ] && shift
+
+case "$role" in
+  daemon)
+    exec "$RMD" daemon --conf-dir "$FLINK_CONF_DIR" "$@"
+    ;;
+  taskmanager)
+    exec "$RMD" taskmanager -- "$FLINK_ENTRYPOINT" taskmanager "$@"
+    ;;
+  jobmanager)
+    "$RMD" daemon --conf-dir "$FLINK_CONF_DIR" &
+    daemon_pid=$!
+    "$FLINK_ENTRYPOINT" jobmanager "$@" &
+    flink_pid=$!
+    stopping=0
+    forward() {
+      stopping=1
+      kill -TERM "$daemon_pid" "$flink_pid" 2>/dev/null || true
+    }
+    trap forward TERM INT
+    # The pod ends when either process ends; the other is asked to stop and waited for.
+    set +e
+    wait -n "$daemon_pid" "$flink_pid"
+    first=$?
+    if [ "$stopping" = 0 ]; then
+      echo "rmd-entrypoint: a JobManager process exited with $first; stopping the other" >&2
+    fi
+    forward
+    wait "$daemon_pid"
+    daemon_status=$?
+    wait "$flink_pid"
+    flink_status=$?
+    if [ "$daemon_status" != 0 ]; then exit "$daemon_status"; fi
+    if [ "$flink_status" != 0 ]; then exit "$flink_status"; fi
+    exit 0
+    ;;
+  *)
+    exec "$role" "$@"
+    ;;
+esac

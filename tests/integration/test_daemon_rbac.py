@@ -1,0 +1,160 @@
+"""The daemon works with exactly the RBAC it ships (conf/kubernetes/rbac.yaml), and says so
+clearly when a permission is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes_asyncio import client
+
+from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest, wait_for_service_account
+from tests.integration.daemon_harness import eventually, running_daemon
+
+pytestmark = pytest.mark.integration
+
+RBAC = Path(__file__).resolve().parents[2] / "conf" / "kubernetes" / "rbac.yaml"
+
+
+async def _token_kubeconfig(
+    core: client.CoreV1Api,
+    dev_cluster: DevClusterInfo,
+    *,
+    namespace: str,
+    account: str,
+    path: Path,
+) -> Path:
+    sa = await wait_for_service_account(core, namespace=namespace, name=account)
+    secret = await core.read_namespaced_secret(
+        sa.secrets[0].name, namespace, _request_timeout=REQUEST_TIMEOUT
+    )
+    token = base64.b64decode(secret.data["token"]).decode()
+    await asyncio.to_thread(
+        path.write_text,
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "dev",
+                        "cluster": {
+                            "server": dev_cluster.server,
+                            "certificate-authority": str(dev_cluster.ca_file),
+                        },
+                    }
+                ],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "sa",
+                        "context": {"cluster": "dev", "user": account, "namespace": namespace},
+                    }
+                ],
+                "current-context": "sa",
+            }
+        ),
+    )
+    return path
+
+
+async def test_the_shipped_least_privilege_role_is_enough(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    applied = await asyncio.to_thread(
+        subprocess.run,
+        ["kubectl", "-n", namespace, "apply", "-f", str(RBAC)],
+        env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    core = client.CoreV1Api(kube_api)
+    kubeconfig = await _token_kubeconfig(
+        core, dev_cluster, namespace=namespace, account="rmd", path=tmp_path / "rmd.kubeconfig"
+    )
+    extra = {"resourcemanager.taskmanager-timeout": "1 s"}
+    async with running_daemon(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        extra=extra,
+        kubeconfig=kubeconfig,
+    ) as daemon:
+        await daemon.put_requirement("job-r", 8)
+        await daemon.wait_fulfilled("job-r")
+        assert len(await daemon.live_pod_names()) == 2
+        async with daemon.http.delete(f"{daemon.url}/v1/jobs/job-r") as resp:
+            assert resp.status == 204
+
+        async def released() -> bool:
+            return not await daemon.live_pod_names()
+
+        await eventually(released, timeout=30, what="idle pods deleted by the limited daemon")
+        metrics = await (await daemon.http.get(f"{daemon.url}/metrics")).text()
+        assert 'rmd_kubernetes_api_errors_total{code="403"}' not in metrics
+
+
+async def test_without_watch_permission_the_daemon_is_not_ready(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    await core.create_namespaced_service_account(
+        namespace, body=manifest({"metadata": {"name": "half"}}), _request_timeout=REQUEST_TIMEOUT
+    )
+    await rbac.create_namespaced_role(
+        namespace,
+        body=manifest(
+            {
+                "metadata": {"name": "half"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}],
+            }
+        ),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    await rbac.create_namespaced_role_binding(
+        namespace,
+        body=manifest(
+            {
+                "metadata": {"name": "half"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": "half",
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": "half", "namespace": namespace}],
+            }
+        ),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    kubeconfig = await _token_kubeconfig(
+        core, dev_cluster, namespace=namespace, account="half", path=tmp_path / "half.kubeconfig"
+    )
+    async with running_daemon(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+        wait_ready=False,
+    ) as daemon:
+
+        async def listed_once() -> bool:
+            metrics = await (await daemon.http.get(f"{daemon.url}/metrics")).text()
+            return 'rmd_watch_restarts_total{reason="forbidden"}' in metrics
+
+        await eventually(listed_once, timeout=30, what="the forbidden list counted")
+        async with daemon.http.get(f"{daemon.url}/readyz") as resp:
+            assert resp.status == 503
+        async with daemon.http.put(
+            f"{daemon.url}/v1/jobs/j/requirements", json={"slots": 1}
+        ) as resp:
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == "1"

@@ -1,0 +1,134 @@
+"""The image entrypoint (entrypoint/rmd-entrypoint.sh), run for real with stand-ins for the
+two programs it starts (rmd and Flink's own entrypoint, which this machine does not have).
+
+The stand-ins record their arguments and the signals they get; they behave like the real
+programs in what the script relies on: they run until SIGTERM and then exit 0, or exit with
+a given code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "entrypoint" / "rmd-entrypoint.sh"
+
+STAND_IN = """\
+#!{python}
+import os, signal, sys, time
+from pathlib import Path
+name = os.path.basename(sys.argv[0])
+log = Path(os.environ["STAND_IN_DIR"]) / name
+log.write_text(" ".join(sys.argv[1:]) + "\\n")
+def term(*_):
+    with log.open("a") as f:
+        f.write("TERM\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+code = os.environ.get(name.upper().replace("-", "_") + "_EXIT_AFTER")
+if code:
+    time.sleep(0.3)
+    sys.exit(int(code))
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.fixture
+def stand_ins(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("rmd", "flink-entrypoint"):
+        path = bin_dir / name
+        path.write_text(STAND_IN.format(python=sys.executable))
+        path.chmod(0o755)
+    return tmp_path
+
+
+def _env(stand_ins: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "STAND_IN_DIR": str(stand_ins),
+        "RMD": str(stand_ins / "bin" / "rmd"),
+        "FLINK_ENTRYPOINT": str(stand_ins / "bin" / "flink-entrypoint"),
+        "FLINK_CONF_DIR": "/etc/flink",
+        **extra,
+    }
+
+
+def _until(check: Callable[[], bool], *, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _record(stand_ins: Path, name: str) -> list[str]:
+    path = stand_ins / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_daemon_role_runs_rmd_daemon_with_the_conf_dir(stand_ins: Path) -> None:
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "daemon", "-D", "kubernetes.cluster-id=x"],
+        env=_env(stand_ins, RMD_EXIT_AFTER="0"),
+    )
+    assert proc.wait(timeout=10) == 0
+    assert _record(stand_ins, "rmd") == ["daemon --conf-dir /etc/flink -D kubernetes.cluster-id=x"]
+
+
+def test_taskmanager_role_wraps_flinks_taskmanager_in_the_agent(stand_ins: Path) -> None:
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "taskmanager", "-Dtaskmanager.numberOfTaskSlots=4"],
+        env=_env(stand_ins, RMD_EXIT_AFTER="7"),
+    )
+    assert proc.wait(timeout=10) == 7  # exec: the agent's exit code is the container's
+    flink = str(stand_ins / "bin" / "flink-entrypoint")
+    assert _record(stand_ins, "rmd") == [
+        f"taskmanager -- {flink} taskmanager -Dtaskmanager.numberOfTaskSlots=4"
+    ]
+
+
+def test_jobmanager_role_forwards_sigterm_to_both_and_exits_0(stand_ins: Path) -> None:
+    proc = subprocess.Popen(["bash", str(SCRIPT), "jobmanager"], env=_env(stand_ins))
+    try:
+        _until(
+            lambda: bool(_record(stand_ins, "rmd") and _record(stand_ins, "flink-entrypoint")),
+            what="both processes started",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    assert _record(stand_ins, "rmd") == ["daemon --conf-dir /etc/flink", "TERM"]
+    assert _record(stand_ins, "flink-entrypoint") == ["jobmanager", "TERM"]
+
+
+def test_jobmanager_role_ends_when_flink_ends_and_stops_the_daemon(stand_ins: Path) -> None:
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "jobmanager"], env=_env(stand_ins, FLINK_ENTRYPOINT_EXIT_AFTER="3")
+    )
+    try:
+        assert proc.wait(timeout=10) == 3
+    finally:
+        proc.kill()
+    assert _record(stand_ins, "rmd") == ["daemon --conf-dir /etc/flink", "TERM"]
+
+
+def test_the_dockerfile_copies_files_that_exist_and_uses_this_entrypoint() -> None:
+    root = SCRIPT.parents[1]
+    dockerfile = (root / "docker" / "Dockerfile").read_text().splitlines()
+    copies = [line.split()[1:-1] for line in dockerfile if line.startswith("COPY ")]
+    assert copies, "the Dockerfile copies nothing"
+    for sources in copies:
+        for source in sources:
+            assert (root / source).exists(), f"docker/Dockerfile copies missing {source}"
+    assert 'ENTRYPOINT ["/rmd-entrypoint.sh"]' in dockerfile
