@@ -4,7 +4,11 @@ TaskManager agents as real processes under the node emulator."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import signal
+from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
@@ -316,3 +320,50 @@ async def test_bad_input_gets_problem_json_and_changes_nothing(
                 assert problem["title"]
                 assert problem["detail"]
         assert await snapshot() == before
+
+
+def _agent_pid(pod_name: str) -> int | None:
+    """The PID of the agent process the node emulator runs for ``pod_name``."""
+    wanted = f"RMD_POD_NAME={pod_name}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ and b"taskmanager" in cmdline:
+            return int(entry.name)
+    return None
+
+
+async def test_a_silent_taskmanager_is_lost_at_the_heartbeat_timeout(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    extra = {"heartbeat.timeout": "3 s"}
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, extra=extra
+    ) as daemon:
+        await daemon.put_requirement("job-h", 4)
+        view = await daemon.wait_fulfilled("job-h")
+        victim = view["slots"][0]["taskmanager_id"]
+        pid = await asyncio.to_thread(_agent_pid, victim)
+        assert pid is not None, f"no agent process found for {victim}"
+        # Freeze the agent: its pod stays Running, but it stops heartbeating.
+        os.kill(pid, signal.SIGSTOP)
+        try:
+
+            async def replaced() -> bool:
+                tms = {t["taskmanager_id"]: t for t in await daemon.taskmanagers()}
+                return victim not in tms or tms[victim]["state"] == "releasing"
+
+            await eventually(replaced, timeout=30, what="silent TaskManager given up")
+            view = await daemon.wait_fulfilled("job-h")
+            assert victim not in {s["taskmanager_id"] for s in view["slots"]}
+            metrics = await (await daemon.http.get(f"{daemon.url}/metrics")).text()
+            assert 'rmd_taskmanagers_lost_total{reason="heartbeat-timeout"} 1.0' in metrics
+            assert 'rmd_pods_deleted_total{reason="heartbeat-timeout"} 1.0' in metrics
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
