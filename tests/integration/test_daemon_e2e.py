@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
+from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest
 from tests.integration.daemon_harness import (
     PodCensus,
     RunningDaemon,
@@ -367,3 +367,52 @@ async def test_a_silent_taskmanager_is_lost_at_the_heartbeat_timeout(
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+async def test_taskmanager_pods_are_owned_by_the_jobmanager_deployment(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    cluster_id = "flink-owned"
+    apps = client.AppsV1Api(kube_api)
+    labels = {"app": cluster_id, "component": "jobmanager"}
+    owner = await apps.create_namespaced_deployment(
+        namespace,
+        body=manifest(
+            {
+                "metadata": {"name": cluster_id},
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"containers": [{"name": "jm", "image": "rmd:dev"}]},
+                    },
+                },
+            }
+        ),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, cluster_id=cluster_id
+    ) as daemon:
+        await daemon.put_requirement("job-o", 8)
+        await daemon.wait_fulfilled("job-o")
+        pods = await daemon.pods()
+        assert len(pods) == 2
+        for pod in pods:
+            (ref,) = pod.metadata.owner_references
+            assert (ref.kind, ref.name, ref.uid) == ("Deployment", cluster_id, owner.metadata.uid)
+            assert ref.controller is True
+            assert ref.block_owner_deletion is True
+            env = {e.name: e.value for e in pod.spec.containers[0].env if e.value}
+            assert env["RMD_RESOURCEMANAGER_URL"] == daemon.url
+
+        # Deleting the JobManager Deployment garbage-collects every TaskManager pod.
+        await apps.delete_namespaced_deployment(
+            cluster_id, namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
+        )
+
+        async def collected() -> bool:
+            return not await daemon.live_pod_names()
+
+        await eventually(collected, timeout=60, what="garbage collection of the TaskManagers")
