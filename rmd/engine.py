@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -38,8 +39,10 @@ from rmd.kube.pods import PodApiError
 
 log = structlog.get_logger("rmd.engine")
 
-# How long a delete that failed waits before it is tried again (the pod stays "releasing").
-DELETE_RETRY_DELAY = 5.0
+# A delete that failed (after the gateway's own retries) is tried again, with exponential
+# backoff and full jitter between these bounds; the TaskManager stays "releasing" meanwhile.
+DELETE_RETRY_BASE = 2.0
+DELETE_RETRY_MAX = 60.0
 MIN_TIMER_DELAY = 0.005
 
 
@@ -72,6 +75,9 @@ class DaemonEngine:
         build_pod: PodBuilder,
         metrics: NoticeSink,
         clock: Clock,
+        delete_retry_base: float = DELETE_RETRY_BASE,
+        delete_retry_max: float = DELETE_RETRY_MAX,
+        rng: random.Random | None = None,
     ) -> None:
         self._allocator = allocator
         self._pods = pods
@@ -84,6 +90,9 @@ class DaemonEngine:
         self._adopted = False
         self._watch_synced: Callable[[], bool] = lambda: False
         self._closing = False
+        self._delete_retry_base = delete_retry_base
+        self._delete_retry_max = delete_retry_max
+        self._rng = rng or random.Random()
 
     # ------------------------------------------------------------------ Engine protocol
     @property
@@ -203,27 +212,30 @@ class DaemonEngine:
         self.apply(self._allocator.create_succeeded(name))
 
     async def _delete(self, name: str, *, reason: str) -> None:
+        failures = 0
         while True:
             try:
                 await self._pods.delete(name)
-            except PodApiError as exc:
-                log.warning(
-                    "pod_delete_failed",
-                    pod=name,
-                    reason=reason,
-                    status=exc.status,
-                    message=exc.message,
-                    retry_in=DELETE_RETRY_DELAY,
-                )
-                await asyncio.sleep(DELETE_RETRY_DELAY)
-                continue
+                break
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("pod_delete_crashed", pod=name, reason=reason)
-                await asyncio.sleep(DELETE_RETRY_DELAY)
-                continue
-            break
+            except Exception as exc:  # PodApiError, or a bug: either way, try again later
+                failures += 1
+                ceiling = min(self._delete_retry_max, self._delete_retry_base * 2 ** (failures - 1))
+                delay = self._rng.uniform(0, ceiling)
+                if isinstance(exc, PodApiError):
+                    log.warning(
+                        "pod_delete_failed",
+                        pod=name,
+                        reason=reason,
+                        status=exc.status,
+                        message=exc.message,
+                        attempt=failures,
+                        retry_in=round(delay, 3),
+                    )
+                else:
+                    log.exception("pod_delete_crashed", pod=name, reason=reason, attempt=failures)
+                await asyncio.sleep(delay)
         self._metrics.pod_deleted(reason=reason)
         log.info("pod_deleted", pod=name, reason=reason)
         # The watch reports DELETED when the pod is really gone; nothing to feed back here.

@@ -1,0 +1,186 @@
+"""The daemon's engine: the real allocator and real metrics, with a fake of the pod gateway
+(the one part that needs an API server) that behaves like the real one: creates and
+deletes are awaited, can fail with the gateway's own error types, and are recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from rmd.core.allocator import Allocator, AllocatorSettings
+from rmd.core.clock import SystemClock
+from rmd.core.model import PodObservation, TaskManagerState
+from rmd.engine import DaemonEngine
+from rmd.kube.pods import PodCreateError, PodDeleteError
+from rmd.metrics import RmdMetrics
+
+
+class FakePodGateway:
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.deleted: list[str] = []
+        self.create_errors: list[PodCreateError] = []
+        self.delete_errors: list[PodDeleteError] = []
+        self.hold_creates = asyncio.Event()
+        self.hold_creates.set()
+
+    async def create(self, body: dict[str, Any]) -> None:
+        await self.hold_creates.wait()
+        if self.create_errors:
+            raise self.create_errors.pop(0)
+        self.created.append(body["metadata"]["name"])
+
+    async def delete(self, name: str, *, grace_period_seconds: int | None = None) -> None:
+        if self.delete_errors:
+            raise self.delete_errors.pop(0)
+        self.deleted.append(name)
+
+
+def make_engine(**settings: Any) -> tuple[DaemonEngine, FakePodGateway, RmdMetrics]:
+    settings.setdefault("slots_per_taskmanager", 2)
+    clock = SystemClock()
+    allocator = Allocator(AllocatorSettings(cluster_id="c", **settings), clock=clock)
+    metrics = RmdMetrics(registry=CollectorRegistry(), status=allocator.status)
+    gateway = FakePodGateway()
+
+    def build_pod(*, pod_name: str) -> dict[str, Any]:
+        return {"metadata": {"name": pod_name}}
+
+    engine = DaemonEngine(
+        allocator=allocator,
+        pods=gateway,
+        build_pod=build_pod,
+        metrics=metrics,
+        clock=clock,
+        delete_retry_base=0.01,
+        delete_retry_max=0.02,
+        rng=random.Random(7),
+    )
+    return engine, gateway, metrics
+
+
+def sample(metrics: RmdMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def until(check: Callable[[], bool], *, what: str, timeout: float = 5.0) -> None:
+    """Wait for a condition with a deadline (the gateway's effects run as tasks)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if check():
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def states(engine: DaemonEngine) -> dict[str, TaskManagerState]:
+    return {v.taskmanager_id: v.state for v in engine.allocator.taskmanager_views()}
+
+
+async def test_creates_are_carried_out_and_reported_back() -> None:
+    engine, gateway, metrics = make_engine()
+    engine.apply(engine.allocator.declare("j", 4))
+    await until(lambda: len(gateway.created) == 2, what="two pods created")
+    await until(lambda: set(states(engine).values()) == {TaskManagerState.PENDING}, what="pending")
+    assert sample(metrics, "rmd_pods_created_total") == 2
+    await engine.close()
+
+
+async def test_a_failed_create_is_a_start_failure_and_is_replaced() -> None:
+    engine, gateway, metrics = make_engine()
+    gateway.create_errors.append(
+        PodCreateError(
+            "Forbidden", "pods is forbidden: exceeded quota", retriable=False, status=403
+        )
+    )
+    engine.apply(engine.allocator.declare("j", 2))
+    await until(lambda: len(gateway.created) == 1, what="the replacement created")
+    assert sample(metrics, "rmd_start_failures_total") == 1
+    assert gateway.created == ["c-taskmanager-1-2"]
+    await engine.close()
+
+
+async def test_a_failed_delete_is_tried_again_until_it_succeeds() -> None:
+    engine, gateway, metrics = make_engine()
+    engine.apply(engine.allocator.declare("j", 2))
+    await until(lambda: bool(gateway.created), what="pod created")
+    name = gateway.created[0]
+    gateway.delete_errors += [
+        PodDeleteError("ServiceUnavailable", "etcd leader changed", retriable=True, status=503),
+        PodDeleteError("ServiceUnavailable", "etcd leader changed", retriable=True, status=503),
+    ]
+    engine.apply(engine.allocator.remove_job("j"))  # the pending pod is cancelled
+    await until(lambda: gateway.deleted == [name], what="delete retried until done")
+    assert sample(metrics, "rmd_pods_deleted_total", reason="excess") == 1
+    await engine.close()
+
+
+async def test_wait_for_wakes_on_the_change_that_makes_it_true() -> None:
+    engine, _, _ = make_engine()
+    engine.apply(engine.allocator.declare("j", 2))
+    waiter = asyncio.create_task(
+        engine.wait_for(lambda: engine.allocator.job_view("j").fulfilled, timeout=5)
+    )
+    await until(lambda: bool(states(engine)), what="TaskManager requested")
+    (name,) = states(engine)
+    engine.apply(engine.allocator.pod_observed(PodObservation(name, "Running", "n", "127.1.0.1")))
+    assert not waiter.done()
+    engine.apply(engine.allocator.register(name, address="127.1.0.1:6122", slots=2))
+    assert await asyncio.wait_for(waiter, 1) is True
+    assert await engine.wait_for(lambda: False, timeout=0.05) is False
+    await engine.close()
+
+
+async def test_timers_release_an_idle_taskmanager_at_the_timeout() -> None:
+    engine, gateway, _ = make_engine(idle_timeout=0.2)
+    timers = asyncio.create_task(engine.run_timers())
+    try:
+        engine.apply(engine.allocator.declare("j", 2))
+        await until(lambda: bool(gateway.created), what="pod created")
+        name = gateway.created[0]
+        engine.apply(engine.allocator.register(name, address="127.1.0.1:6122", slots=2))
+        loop = asyncio.get_running_loop()
+        freed_at = loop.time()
+        engine.apply(engine.allocator.declare("j", 0))
+        await until(lambda: gateway.deleted == [name], what="idle TaskManager released")
+        assert loop.time() - freed_at >= 0.2
+    finally:
+        timers.cancel()
+        await engine.close()
+
+
+async def test_ready_only_after_adoption_and_a_synced_watch() -> None:
+    engine, _, _ = make_engine()
+    synced = False
+    engine.set_watch_synced_probe(lambda: synced)
+    assert not engine.ready
+    engine.on_snapshot([PodObservation("c-taskmanager-4-1", "Running", "n", "127.1.0.9")])
+    assert not engine.ready
+    synced = True
+    assert engine.ready
+    # Adoption took the live pod and moved on to the next attempt.
+    assert states(engine) == {"c-taskmanager-4-1": TaskManagerState.PENDING}
+    assert engine.allocator.attempt == 5
+    await engine.close()
+
+
+@pytest.mark.parametrize("during", ["create"])
+async def test_close_cancels_work_in_flight(during: str) -> None:
+    engine, gateway, _ = make_engine()
+    gateway.hold_creates.clear()
+    engine.apply(engine.allocator.declare("j", 2))
+    await asyncio.sleep(0)  # the create task starts and blocks in the gateway
+    await asyncio.wait_for(engine.close(), 1)
+    assert gateway.created == []
+    engine.apply(engine.allocator.declare("j", 4))  # after close: nothing is started
+    gateway.hold_creates.set()
+    await asyncio.sleep(0.01)
+    assert gateway.created == []
