@@ -8,7 +8,6 @@ the agent's exit code (:mod:`rmd.agent.exit_codes`).
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import os
 import signal
@@ -21,6 +20,7 @@ import structlog
 from rmd.agent.exit_codes import EXIT_OK, EXIT_USAGE
 from rmd.agent.runner import AgentTiming, run_agent_with_settings
 from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
+from rmd.logs import configure_logging
 
 USAGE = "usage: rmd taskmanager [--grace-period SECONDS] [--] [command [args ...]]"
 _GRACE_OPTION = "--grace-period"
@@ -80,28 +80,12 @@ def run_taskmanager(argv: Sequence[str]) -> int:
     except AgentEnvironmentError as error:
         print(f"rmd taskmanager: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if not structlog.is_configured():
-        configure_json_logging()
+    if not structlog.is_configured():  # run in-process by a host that set up logging: keep it
+        configure_logging(level="info")
     timing = (
         AgentTiming() if args.grace_period is None else AgentTiming(grace_period=args.grace_period)
     )
     return asyncio.run(_run_until_signalled(settings, env=env, command=args.command, timing=timing))
-
-
-def configure_json_logging(*, level: int = logging.INFO) -> None:
-    """structlog JSON lines on stderr, one event per line (the container log)."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 async def _run_until_signalled(
