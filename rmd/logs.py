@@ -31,7 +31,11 @@ def _stderr_logger(*_args: object) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
-def configure_logging(*, level: str = "info", json: bool = True) -> None:
+def configure_logging(
+    *, level: str = "info", json: bool = True, library_level: str = "debug"
+) -> None:
+    """structlog events from ``level`` up; stdlib loggers' records (aiohttp,
+    kubernetes_asyncio) from ``level`` or ``library_level``, whichever is higher."""
     numeric = _LEVELS.get(level.lower(), logging.INFO)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -60,6 +64,6 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(max(numeric, logging.INFO) if numeric > logging.DEBUG else logging.DEBUG)
+    root.setLevel(max(numeric, _LEVELS.get(library_level.lower(), logging.DEBUG)))
     # aiohttp's access log is replaced by our own structured one.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -76,7 +76,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import logging
 import os
 import signal
 import sys
@@ -96,6 +95,7 @@ from rmd.devcluster.emulator_plan import parse_image_patterns
 from rmd.devcluster.emulator_pod import EmulatorTimings, PodWorker, WorkerContext
 from rmd.devcluster.emulator_watch import PodFeed
 from rmd.devcluster.emulator_workloads import WORKLOADS, Workload
+from rmd.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 Pod = dict[str, Any]
@@ -298,42 +298,10 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def configure_logging(*, level: str) -> None:
-    """JSON lines on stderr, stdlib loggers (aiohttp, kubernetes_asyncio) included."""
-    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    shared: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.JSONRenderer(),
-            ],
-        )
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(max(numeric, logging.WARNING))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging(level=args.log_level)
+    # JSON lines on stderr; aiohttp and kubernetes_asyncio only from WARNING up.
+    configure_logging(level=args.log_level, library_level="warning")
     args.state_dir = args.state_dir.resolve()
     args.state_dir.mkdir(parents=True, exist_ok=True)
     try:
