@@ -20,6 +20,8 @@ import structlog
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from rmd.kube.retry import api_error_message, backoff_delay, is_retriable, status_of
+
 T = TypeVar("T")
 Json = dict[str, Any]
 
@@ -35,42 +37,6 @@ class ApiTimeouts:
     list_read: float = 60.0
     watch_server: int = 60  # the API server ends a watch after this many seconds
     watch_read: float = 75.0  # longer than watch_server: a silent connection is dead
-
-
-def status_of(error: BaseException) -> int:
-    """The HTTP status of an API error; 0 for lost connections, timeouts and the like."""
-    return int(error.status or 0) if isinstance(error, ApiException) else 0
-
-
-def is_retriable(error: BaseException) -> bool:
-    """429, 5xx, lost connections and timeouts: another try may succeed."""
-    if isinstance(error, ApiException):
-        status = status_of(error)
-        return status == 429 or status >= 500
-    if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        return False
-    return isinstance(
-        error,
-        aiohttp.ClientConnectionError
-        | aiohttp.ClientPayloadError
-        | asyncio.TimeoutError
-        | ConnectionError,
-    )
-
-
-def api_error_message(error: BaseException) -> str:
-    """The API server's own words (its Status ``message``), or the error's text."""
-    if isinstance(error, ApiException):
-        body = error.body
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-            return str(parsed["message"])
-        return text.strip() or str(error.reason or f"HTTP {error.status}")
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def client_timeout(connect_and_read: tuple[float, float]) -> aiohttp.ClientTimeout:
@@ -106,7 +72,14 @@ async def retry_until(
             if not is_retriable(error):
                 raise
             failures += 1
-            delay = chance.uniform(0.5, 1.0) * min(max_delay, base_delay * 2 ** min(failures, 20))
+            # The n-th retry waits between half and all of min(max_delay, base_delay * 2**n).
+            delay = backoff_delay(
+                failures + 1,
+                base_delay=base_delay,
+                max_delay=max_delay,
+                rng=chance,
+                min_fraction=0.5,
+            )
             log.warning(
                 "emulator_api_retry",
                 what=what,

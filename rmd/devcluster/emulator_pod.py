@@ -25,7 +25,7 @@ import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from rmd.core.clock import Clock
-from rmd.devcluster.emulator_api import ApiGaveUp, EmulatorApi, api_error_message, retry_until
+from rmd.devcluster.emulator_api import ApiGaveUp, EmulatorApi, retry_until
 from rmd.devcluster.emulator_env import (
     ApiServerAddress,
     EnvResolutionError,
@@ -75,6 +75,7 @@ from rmd.devcluster.emulator_status import (
     terminated_reason,
 )
 from rmd.devcluster.emulator_workloads import Workload
+from rmd.kube.retry import api_error_message
 
 Pod = dict[str, Any]
 log = structlog.get_logger(__name__)

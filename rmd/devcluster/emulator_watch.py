@@ -15,7 +15,8 @@ from typing import Any
 
 import structlog
 
-from rmd.devcluster.emulator_api import EmulatorApi, api_error_message, status_of
+from rmd.devcluster.emulator_api import EmulatorApi
+from rmd.kube.retry import api_error_message, backoff_delay, status_of
 
 log = structlog.get_logger(__name__)
 Pod = dict[str, Any]
@@ -42,8 +43,13 @@ class PodFeed:
         self.synced = asyncio.Event()  # set after the first successful LIST
 
     def _backoff(self, failures: int) -> float:
-        ceiling = min(self._backoff_max, self._backoff_base * 2 ** min(failures - 1, 20))
-        return self._rng.uniform(ceiling / 2, ceiling)
+        return backoff_delay(
+            failures,
+            base_delay=self._backoff_base,
+            max_delay=self._backoff_max,
+            rng=self._rng,
+            min_fraction=0.5,
+        )
 
     async def run(self) -> None:
         failures = 0

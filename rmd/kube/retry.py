@@ -44,15 +44,21 @@ class RetryPolicy:
 
 
 def backoff_delay(
-    retry_number: int, *, base_delay: float, max_delay: float, rng: random.Random
+    retry_number: int,
+    *,
+    base_delay: float,
+    max_delay: float,
+    rng: random.Random,
+    min_fraction: float = 0.0,
 ) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(max, base * 2**(n-1))].
+    """Exponential backoff with jitter: uniform in [min_fraction * ceiling, ceiling], where
+    ceiling = min(max, base * 2**(n-1)). ``min_fraction`` 0 is full jitter, 0.5 equal jitter.
 
     ``retry_number`` counts from 1 (the first retry).
     """
     exponent = max(retry_number - 1, 0)
     ceiling = min(max_delay, base_delay * (2.0 ** min(exponent, 62)))
-    return rng.uniform(0.0, ceiling)
+    return rng.uniform(min_fraction * ceiling, ceiling)
 
 
 def status_of(exc: BaseException) -> int:

@@ -110,6 +110,19 @@ def test_backoff_is_full_jitter_below_an_exponential_ceiling() -> None:
         assert max(delays) > ceiling * 0.8
 
 
+def test_backoff_with_a_minimum_fraction_stays_in_the_upper_part_of_the_range() -> None:
+    rng = random.Random(7)
+    for retry in range(1, 12):
+        ceiling = min(5.0, 0.2 * 2 ** (retry - 1))
+        delays = [
+            backoff_delay(retry, base_delay=0.2, max_delay=5.0, rng=rng, min_fraction=0.5)
+            for _ in range(200)
+        ]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert min(delays) < ceiling * 0.6
+        assert max(delays) > ceiling * 0.9
+
+
 async def test_transient_errors_are_retried_until_success() -> None:
     sleep = FakeSleep()
     seen: list[int] = []
