@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from rmd.api.access_log import StructlogAccessLogger
 from rmd.api.app import create_app
+from rmd.cli_options import add_configuration_arguments
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, SystemClock
 from rmd.core.flinkconf import ConfigError, FlinkConfiguration
@@ -221,20 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmd daemon", description="Run the resource manager in the foreground."
     )
-    parser.add_argument(
-        "--conf-dir",
-        type=Path,
-        default=None,
-        help="directory with config.yaml or flink-conf.yaml (default: $FLINK_CONF_DIR, ./conf)",
-    )
-    parser.add_argument(
-        "-D",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a configuration key (repeatable)",
-    )
+    add_configuration_arguments(parser)
     parser.add_argument(
         "--kubeconfig", type=Path, default=None, help="kubeconfig file (default: as kubectl)"
     )

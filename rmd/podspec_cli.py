@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import yaml
 
+from rmd.cli_options import add_configuration_arguments
 from rmd.core.flinkconf import ConfigError, FlinkConfiguration
 from rmd.core.settings import RmdSettings
 from rmd.kube.podspec import TaskManagerPodFactory
@@ -28,20 +28,7 @@ def _parser() -> argparse.ArgumentParser:
             "an ownerReference to its JobManager Deployment; everything else is as shown."
         ),
     )
-    parser.add_argument(
-        "--conf-dir",
-        type=Path,
-        default=None,
-        help="directory with config.yaml or flink-conf.yaml (default: $FLINK_CONF_DIR, ./conf)",
-    )
-    parser.add_argument(
-        "-D",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set a configuration option (repeatable; wins over the file)",
-    )
+    add_configuration_arguments(parser)
     parser.add_argument(
         "--name",
         default=None,
