@@ -209,7 +209,8 @@ async def call_with_retries(
             if on_error is not None:
                 on_error(status)
             message = api_error_message(exc)
-            if not is_retriable(exc):
+            retriable = is_retriable(exc)
+            if not retriable or attempt >= policy.attempts:
                 log.warning(
                     "kube_call_failed",
                     what=what,
@@ -217,18 +218,9 @@ async def call_with_retries(
                     reason=api_error_reason(exc),
                     message=message,
                     retrying=False,
-                    hint=explain_api_error(exc),
-                )
-                raise
-            if attempt >= policy.attempts:
-                log.warning(
-                    "kube_call_failed",
-                    what=what,
-                    status=status,
-                    reason=api_error_reason(exc),
-                    message=message,
-                    retrying=False,
-                    hint=f"gave up after {attempt} attempts",
+                    hint=f"gave up after {attempt} attempts"
+                    if retriable
+                    else explain_api_error(exc),
                 )
                 raise
             delay = _delay_before_retry(exc, retry_number=attempt, policy=policy, rng=chance)
