@@ -138,19 +138,7 @@ def require_field_str(body: Mapping[str, Any], key: str, *, meaning: str) -> str
 
 def parse_address(body: Mapping[str, Any], key: str = "address") -> str:
     """A required ``host:port`` string; IPv6 hosts in brackets; port 1..65535."""
-    if key not in body:
-        raise ProblemError(
-            MALFORMED_REQUEST,
-            f"The field {key!r} is missing: send the TaskManager's address as 'host:port'.",
-            field=key,
-        )
-    value = body[key]
-    if not isinstance(value, str):
-        raise ProblemError(
-            MALFORMED_REQUEST,
-            f"The field {key!r} is a JSON {_json_type(value)}: send a string 'host:port'.",
-            field=key,
-        )
+    value = require_field_str(body, key, meaning="the TaskManager's address 'host:port'")
     host, colon, port = value.rpartition(":")
     if not colon or not _valid_host(host) or not _valid_port(port):
         raise ProblemError(
