@@ -17,10 +17,11 @@ from typing import Any, TypeVar, cast
 
 import aiohttp
 import structlog
-from kubernetes_asyncio import client, watch
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from rmd.kube.retry import api_error_message, backoff_delay, is_retriable, status_of
+from rmd.kube.watch import RawWatch
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -89,13 +90,6 @@ async def retry_until(
                 retry_in=round(delay, 2),
             )
             await asyncio.sleep(delay)
-
-
-class _RawWatch(watch.Watch):
-    """A Watch that keeps events as JSON dicts (it still follows resourceVersions)."""
-
-    def get_return_type(self, func: object) -> str:
-        return ""
 
 
 class EmulatorApi:
@@ -217,7 +211,7 @@ class EmulatorApi:
 
         BOOKMARK events come through with an empty pod; a 410 or any error is raised.
         """
-        async with _RawWatch() as stream:
+        async with RawWatch() as stream:
             events = stream.stream(
                 self._core.list_pod_for_all_namespaces,
                 resource_version=resource_version,

@@ -56,7 +56,7 @@ class WatchStreamError(Exception):
         self.status = status
 
 
-class _RawWatch(watch.Watch):
+class RawWatch(watch.Watch):
     """A Watch that keeps events as JSON dicts: no model deserialization per event."""
 
     def get_return_type(self, func: object) -> str:
@@ -277,7 +277,7 @@ class PodWatcher:
         core = client.CoreV1Api(self._api)
         count = 0
         self._requested_watch_timeout = self._watch_timeout_seconds()
-        async with _RawWatch() as stream_watch:
+        async with RawWatch() as stream_watch:
             kwargs: dict[str, Any] = {
                 "label_selector": self._label_selector,
                 "allow_watch_bookmarks": True,
