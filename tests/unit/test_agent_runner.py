@@ -333,6 +333,22 @@ def python_command(source: str) -> list[str]:
     return [sys.executable, "-c", textwrap.dedent(source)]
 
 
+def exits_0_on_sigterm(*, marker: Path, ready: Path) -> list[str]:
+    """A command that writes ``ready`` once it handles SIGTERM, and on SIGTERM writes
+    "got SIGTERM" to ``marker`` and exits 0."""
+    return python_command(
+        f"""
+        import pathlib, signal, sys, time
+        def on_term(signum, frame):
+            pathlib.Path({str(marker)!r}).write_text("got SIGTERM")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+        pathlib.Path({str(ready)!r}).write_text("ready")
+        time.sleep(60)
+        """
+    )
+
+
 # ------------------------------------------------------------------------------ tests
 
 
@@ -393,24 +409,14 @@ async def test_exits_0_and_stops_the_command_when_the_daemon_releases_it(
     fake.releasing_heartbeat = answer
     marker = tmp_path / "sigterm"
     ready = tmp_path / "ready"
-    command = python_command(
-        f"""
-        import pathlib, signal, sys, time
-        def on_term(signum, frame):
-            pathlib.Path({str(marker)!r}).write_text("stopped")
-            sys.exit(0)
-        signal.signal(signal.SIGTERM, on_term)
-        pathlib.Path({str(ready)!r}).write_text("ready")
-        time.sleep(60)
-        """
-    )
+    command = exits_0_on_sigterm(marker=marker, ready=ready)
     agent = start_agent(make_env(url), command)
     await eventually(lambda: ready.exists() and bool(fake.calls_of("PUT")), what="a heartbeat")
 
     fake.release(TM_ID)
 
     assert await agent.result() == 0
-    assert marker.read_text() == "stopped"
+    assert marker.read_text() == "got SIGTERM"
     assert agent.events("agent.released")[0]["answer_to"] == "heartbeat"
     assert not fake.calls_of("DELETE"), "a released TaskManager has nothing to deregister"
     assert len(fake.calls_of("POST")) == 1, "being released is no reason to register again"
@@ -466,17 +472,7 @@ async def test_stop_forwards_sigterm_to_the_command_and_deregisters(
     fake, url = daemon
     marker = tmp_path / "sigterm"
     ready = tmp_path / "ready"
-    command = python_command(
-        f"""
-        import pathlib, signal, sys, time
-        def on_term(signum, frame):
-            pathlib.Path({str(marker)!r}).write_text("got SIGTERM")
-            sys.exit(0)
-        signal.signal(signal.SIGTERM, on_term)
-        pathlib.Path({str(ready)!r}).write_text("ready")
-        time.sleep(60)
-        """
-    )
+    command = exits_0_on_sigterm(marker=marker, ready=ready)
     agent = start_agent(make_env(url), command)
     await eventually(lambda: ready.exists() and bool(fake.calls_of("PUT")), what="a heartbeat")
 
@@ -736,17 +732,7 @@ async def test_the_command_line_agent_stops_on_sigterm(
     fake, url = daemon
     marker = tmp_path / "sigterm"
     ready = tmp_path / "ready"
-    child = python_command(
-        f"""
-        import pathlib, signal, sys, time
-        def on_term(signum, frame):
-            pathlib.Path({str(marker)!r}).write_text("got SIGTERM")
-            sys.exit(0)
-        signal.signal(signal.SIGTERM, on_term)
-        pathlib.Path({str(ready)!r}).write_text("ready")
-        time.sleep(60)
-        """
-    )
+    child = exits_0_on_sigterm(marker=marker, ready=ready)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
