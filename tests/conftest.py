@@ -22,6 +22,7 @@ import pytest
 from kubernetes_asyncio import client, config
 
 from rmd.devcluster.cluster import ClusterState, Component, port_is_free, process_alive
+from rmd.devcluster.faultproxy import FaultProxy
 
 REQUEST_TIMEOUT = (5, 30)
 
@@ -109,6 +110,22 @@ async def _api_client(kubeconfig: Path) -> client.ApiClient:
 async def kube_api(dev_cluster: DevClusterInfo) -> AsyncIterator[client.ApiClient]:
     api = await _api_client(dev_cluster.kubeconfig)
     async with api:
+        yield api
+
+
+@pytest.fixture
+async def proxy(dev_cluster: DevClusterInfo) -> AsyncIterator[FaultProxy]:
+    """A fault-injecting proxy in front of the API server."""
+    async with FaultProxy(upstream=dev_cluster.server, ca_file=dev_cluster.ca_file) as running:
+        yield running
+
+
+@pytest.fixture
+async def proxied_api(
+    proxy: FaultProxy, dev_cluster: DevClusterInfo
+) -> AsyncIterator[client.ApiClient]:
+    """An admin ApiClient that talks to the API server through :func:`proxy`."""
+    async with client.ApiClient(proxy.configuration(token=dev_cluster.admin_token)) as api:
         yield api
 
 

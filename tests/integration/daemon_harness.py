@@ -13,7 +13,7 @@ import contextlib
 import secrets
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from kubernetes_asyncio import client, watch
 from rmd.daemon import load_daemon_config, serve
 from rmd.devcluster.cluster import free_port
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
+from tests.waiting import eventually
 
 TM_SELECTOR = "type=flink-native-kubernetes,component=taskmanager"
 
@@ -102,17 +103,6 @@ class RunningDaemon:
         body = await self.get_json("/v1/taskmanagers")
         tms: list[dict[str, Any]] = body["taskmanagers"]
         return tms
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, what: str
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.1)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory, manifest
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +32,6 @@ def _pod(name: str, **spec: object) -> Any:
     }
 
 
-async def _eventually(check: object, *, timeout: float = 30.0, what: str) -> None:
-    """Await ``check()`` (an async callable returning bool) until true or the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if await check():  # type: ignore[operator]
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.1)
-
-
 async def test_scheduler_binds_a_pod_to_a_fake_node(
     kube_api: client.ApiClient, namespace: str, dev_cluster: DevClusterInfo
 ) -> None:
@@ -53,7 +42,7 @@ async def test_scheduler_binds_a_pod_to_a_fake_node(
         pod = await core.read_namespaced_pod("p1", namespace, _request_timeout=REQUEST_TIMEOUT)
         return bool(pod.spec.node_name)
 
-    await _eventually(bound, what="pod bound by kube-scheduler")
+    await eventually(bound, what="pod bound by kube-scheduler")
     pod = await core.read_namespaced_pod("p1", namespace, _request_timeout=REQUEST_TIMEOUT)
     assert pod.spec.node_name in dev_cluster.node_names
 
@@ -88,7 +77,7 @@ async def test_deleting_a_deployment_garbage_collects_its_pods(
         )
         return len(pods.items) == 2
 
-    await _eventually(pods_exist, what="Deployment → ReplicaSet → 2 pods")
+    await eventually(pods_exist, what="Deployment → ReplicaSet → 2 pods")
     pods = await core.list_namespaced_pod(
         namespace, label_selector="app=gc-test", _request_timeout=REQUEST_TIMEOUT
     )
@@ -105,7 +94,7 @@ async def test_deleting_a_deployment_garbage_collects_its_pods(
         # The garbage collector deletes them; the node emulator finishes bound ones.
         return all(p.metadata.deletion_timestamp for p in left.items) or not left.items
 
-    await _eventually(pods_gone, what="garbage collection of the Deployment's pods")
+    await eventually(pods_gone, what="garbage collection of the Deployment's pods")
 
 
 async def test_role_without_create_pods_gets_403(
@@ -141,7 +130,7 @@ async def test_resource_quota_rejects_a_pod_over_quota(
         )
         return bool(quota.status and quota.status.hard)
 
-    await _eventually(quota_enforced, what="controller-manager fills the quota status")
+    await eventually(quota_enforced, what="controller-manager fills the quota status")
     await core.create_namespaced_pod(namespace, body=_pod("a"), _request_timeout=REQUEST_TIMEOUT)
     with pytest.raises(client.ApiException) as caught:
         await core.create_namespaced_pod(

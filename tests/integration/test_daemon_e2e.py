@@ -17,10 +17,10 @@ from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest
 from tests.integration.daemon_harness import (
     PodCensus,
     RunningDaemon,
-    eventually,
     pod_census,
     running_daemon,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from tests.integration.daemon_harness import (
     TM_SELECTOR,
     RunningDaemon,
     daemon_overrides,
-    eventually,
     pod_census,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ import yaml
 from kubernetes_asyncio import client
 
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest, wait_for_service_account
-from tests.integration.daemon_harness import eventually, running_daemon
+from tests.integration.daemon_harness import running_daemon
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

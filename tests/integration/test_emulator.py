@@ -14,7 +14,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from rmd.devcluster.emulator import Emulator, api_server_address, inherited_envi
 from rmd.devcluster.emulator_api import EmulatorApi
 from rmd.devcluster.nodes import DEFAULT_CAPACITY, node_status
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -60,16 +61,6 @@ def make_pod(
     if grace is not None:
         body["spec"]["terminationGracePeriodSeconds"] = grace
     return body
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, what: str, timeout: float = 30.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.1)
 
 
 def read_text(path: Path) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 
 import pytest
 from kubernetes_asyncio import client
@@ -11,27 +10,12 @@ from kubernetes_asyncio import client
 from rmd.devcluster.faultproxy import FaultProxy
 from rmd.kube.pods import PodCreateError, PodGateway
 from rmd.kube.retry import RetryPolicy
-from tests.conftest import DevClusterInfo
 from tests.integration.test_kube_pods import SELECTOR, pod_body
 
 pytestmark = pytest.mark.integration
 
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.2)
 PODS_PATH = r"/pods$"
-
-
-@pytest.fixture
-async def proxy(dev_cluster: DevClusterInfo) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy(upstream=dev_cluster.server, ca_file=dev_cluster.ca_file) as running:
-        yield running
-
-
-@pytest.fixture
-async def proxied_api(
-    proxy: FaultProxy, dev_cluster: DevClusterInfo
-) -> AsyncIterator[client.ApiClient]:
-    async with client.ApiClient(proxy.configuration(token=dev_cluster.admin_token)) as api:
-        yield api
 
 
 async def test_429_retry_after_is_honoured(

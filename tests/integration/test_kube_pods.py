@@ -15,6 +15,7 @@ from rmd.kube.owner import OwnerReference, find_owner_reference
 from rmd.kube.pods import PodCreateError, PodGateway, list_pods_raw
 from rmd.kube.retry import RetryPolicy
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory
+from tests.waiting import eventually, eventually_true
 
 pytestmark = pytest.mark.integration
 
@@ -42,24 +43,6 @@ def pod_body(
 
 
 SELECTOR = "type=flink-native-kubernetes,app=c1,component=taskmanager"
-
-
-async def eventually_true(condition: Any, *, what: str, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.02)
-
-
-async def eventually(check: Any, *, timeout: float = 30.0, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_create_then_create_again_is_done_not_an_error(

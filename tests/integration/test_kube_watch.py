@@ -16,8 +16,9 @@ from rmd.core.model import PodObservation
 from rmd.devcluster.faultproxy import FaultProxy
 from rmd.kube.pods import PodGateway
 from rmd.kube.watch import PodWatcher
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory
+from tests.conftest import REQUEST_TIMEOUT, LimitedApiFactory
 from tests.integration.test_kube_pods import SELECTOR, pod_body
+from tests.waiting import eventually_true
 
 pytestmark = pytest.mark.integration
 
@@ -75,16 +76,6 @@ class Recorder:
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
 
-async def eventually(condition: Callable[[], bool], *, what: str, timeout: float = WAIT) -> None:
-    """For state outside the recorder (the proxy's): check at a short interval until true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.02)
-
-
 @contextlib.asynccontextmanager
 async def running(watcher: PodWatcher) -> AsyncIterator[PodWatcher]:
     task = asyncio.create_task(watcher.run())
@@ -112,20 +103,6 @@ def make_watcher(
         on_restart=recorder.on_restart,
         **options,
     )
-
-
-@pytest.fixture
-async def proxy(dev_cluster: DevClusterInfo) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy(upstream=dev_cluster.server, ca_file=dev_cluster.ca_file) as running:
-        yield running
-
-
-@pytest.fixture
-async def proxied_api(
-    proxy: FaultProxy, dev_cluster: DevClusterInfo
-) -> AsyncIterator[client.ApiClient]:
-    async with client.ApiClient(proxy.configuration(token=dev_cluster.admin_token)) as api:
-        yield api
 
 
 def watch_requests(proxy: FaultProxy, namespace: str) -> list[dict[str, list[str]]]:
@@ -198,7 +175,7 @@ async def test_stream_end_resumes_from_the_last_version_without_relisting(
             lambda: recorder.saw("ADDED", "c1-taskmanager-1-1"), what="ADDED before the stream ends"
         )
         first_version = watcher.resource_version
-        await eventually(
+        await eventually_true(
             lambda: len(watch_requests(proxy, namespace)) >= 3, what="the watch to be renewed twice"
         )
         await pods.create(pod_body("c1-taskmanager-1-2"))
@@ -252,7 +229,7 @@ async def test_dropped_watch_reconnects_without_losing_events(
         await recorder.wait_for(
             lambda: recorder.saw("ADDED", "c1-taskmanager-1-1"), what="ADDED of the first pod"
         )
-        await eventually(lambda: proxy.open_watches == 1, what="an open watch")
+        await eventually_true(lambda: proxy.open_watches == 1, what="an open watch")
         # The reconnect hangs for 1 s, then fails: the changes below happen while no watch
         # is open, and must still arrive.
         proxy.inject(path_regex=r"/pods$", status=503, watch_only=True, times=1, delay=1.0)
@@ -287,7 +264,7 @@ async def test_in_stream_410_relists_and_continues(
     watcher = make_watcher(proxied_api, namespace, recorder)
     async with running(watcher):
         assert await watcher.wait_synced(WAIT)
-        await eventually(lambda: proxy.open_watches == 1, what="an open watch")
+        await eventually_true(lambda: proxy.open_watches == 1, what="an open watch")
         outage = asyncio.Event()
         proxy.inject(
             path_regex=r"/pods$",
@@ -390,7 +367,7 @@ async def test_persistent_failures_unsync_and_a_list_resyncs(
     watcher = make_watcher(proxied_api, namespace, recorder)
     async with running(watcher):
         assert await watcher.wait_synced(WAIT)
-        await eventually(lambda: proxy.open_watches == 1, what="an open watch")
+        await eventually_true(lambda: proxy.open_watches == 1, what="an open watch")
         outage = proxy.inject(path_regex=r"/pods$", status=503, times=None)
         proxy.drop_watches()
         await recorder.wait_for(

@@ -33,6 +33,7 @@ from rmd.agent.backoff import BackoffPolicy
 from rmd.agent.exit_codes import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_REJECTED, EXIT_USAGE
 from rmd.core import agent_env
 from rmd.core.clock import ManualClock
+from tests.waiting import eventually_true
 
 TM_ID = "flink-1-taskmanager-1-1"
 DEADLINE = 10.0  # seconds any awaited condition may take before the test fails
@@ -222,11 +223,7 @@ async def eventually(
     predicate: Callable[[], bool], *, what: str, timeout: float = DEADLINE
 ) -> None:
     """Wait until ``predicate()`` holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.005)
+    await eventually_true(predicate, what=what, timeout=timeout, interval=0.005)
 
 
 def make_env(

@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,16 +20,9 @@ from rmd.devcluster.emulator_runner import (
     exit_code_of,
 )
 from rmd.devcluster.emulator_workloads import WORKLOADS
+from tests.waiting import eventually_true
 
 ENV = {"PATH": os.environ["PATH"], "ONLY_THIS": "yes"}
-
-
-async def wait_until(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def process(tmp_path: Path, *argv: str) -> ProcessRunner:
@@ -70,7 +63,9 @@ async def test_stop_sends_sigterm_to_the_group_first(tmp_path: Path) -> None:
         tmp_path, "sh", "-c", 'trap "echo bye; exit 0" TERM; echo up; while :; do sleep 0.05; done'
     )
     await runner.start()
-    await wait_until(lambda: "up" in (tmp_path / "main.log").read_text())
+    await eventually_true(
+        lambda: "up" in (tmp_path / "main.log").read_text(), what="up in main.log", timeout=10
+    )
     assert await runner.stop(grace_seconds=10) == 0
     assert "bye" in (tmp_path / "main.log").read_text()
 
@@ -82,7 +77,9 @@ async def test_stop_kills_after_the_grace_period(tmp_path: Path) -> None:
     )
     runner = process(tmp_path, sys.executable, "-c", code)
     await runner.start()
-    await wait_until(lambda: "up" in (tmp_path / "main.log").read_text())
+    await eventually_true(
+        lambda: "up" in (tmp_path / "main.log").read_text(), what="up in main.log", timeout=10
+    )
     began = time.monotonic()
     assert await runner.stop(grace_seconds=0.5) == 137
     elapsed = time.monotonic() - began
@@ -94,7 +91,7 @@ async def test_whatever_the_main_process_leaves_behind_is_killed(tmp_path: Path)
     await runner.start()
     assert await runner.wait() == 0
     child = int((tmp_path / "child.pid").read_text())
-    await wait_until(lambda: not pid_alive(child))
+    await eventually_true(lambda: not pid_alive(child), what="the child gone", timeout=10)
 
 
 async def test_kill_is_sigkill(tmp_path: Path) -> None:
