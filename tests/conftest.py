@@ -23,6 +23,7 @@ from kubernetes_asyncio import client, config
 
 from rmd.devcluster.cluster import ClusterState, Component, port_is_free, process_alive
 from rmd.devcluster.faultproxy import FaultProxy
+from tests.waiting import eventually
 
 REQUEST_TIMEOUT = (5, 30)
 
@@ -150,6 +151,24 @@ async def wait_for_service_account(
         if loop.time() > deadline:
             raise TimeoutError(f"service account {namespace}/{name} has no token after {timeout}s")
         await asyncio.sleep(0.1)
+
+
+async def create_pod_quota(core: client.CoreV1Api, *, namespace: str, name: str, pods: int) -> None:
+    """A ResourceQuota of ``pods`` pods, returned once the controller-manager has filled in its
+    status (only then does admission enforce it)."""
+    await core.create_namespaced_resource_quota(
+        namespace,
+        body=manifest({"metadata": {"name": name}, "spec": {"hard": {"pods": str(pods)}}}),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+
+    async def quota_enforced() -> bool:
+        quota = await core.read_namespaced_resource_quota(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+        return bool(quota.status and quota.status.hard)
+
+    await eventually(quota_enforced, what=f"the controller-manager to fill in quota {name}")
 
 
 @pytest.fixture

@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory, manifest
+from tests.conftest import (
+    REQUEST_TIMEOUT,
+    DevClusterInfo,
+    LimitedApiFactory,
+    create_pod_quota,
+    manifest,
+)
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -118,19 +124,7 @@ async def test_resource_quota_rejects_a_pod_over_quota(
     kube_api: client.ApiClient, namespace: str
 ) -> None:
     core = client.CoreV1Api(kube_api)
-    await core.create_namespaced_resource_quota(
-        namespace,
-        body=manifest({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "1"}}}),
-        _request_timeout=REQUEST_TIMEOUT,
-    )
-
-    async def quota_enforced() -> bool:
-        quota = await core.read_namespaced_resource_quota(
-            "q", namespace, _request_timeout=REQUEST_TIMEOUT
-        )
-        return bool(quota.status and quota.status.hard)
-
-    await eventually(quota_enforced, what="controller-manager fills the quota status")
+    await create_pod_quota(core, namespace=namespace, name="q", pods=1)
     await core.create_namespaced_pod(namespace, body=_pod("a"), _request_timeout=REQUEST_TIMEOUT)
     with pytest.raises(client.ApiException) as caught:
         await core.create_namespaced_pod(

@@ -14,7 +14,7 @@ from rmd.devcluster.faultproxy import FaultProxy
 from rmd.kube.owner import OwnerReference, find_owner_reference
 from rmd.kube.pods import PodCreateError, PodGateway, list_pods_raw
 from rmd.kube.retry import RetryPolicy
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory
+from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory, create_pod_quota
 from tests.waiting import eventually, eventually_true
 
 pytestmark = pytest.mark.integration
@@ -214,19 +214,7 @@ async def test_forbidden_create_is_not_retried_and_says_why(
 
 async def test_quota_denial_surfaces_unchanged(kube_api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(kube_api)
-    await core.create_namespaced_resource_quota(
-        namespace,
-        cast(Any, {"metadata": {"name": "two-pods"}, "spec": {"hard": {"pods": "1"}}}),
-        _request_timeout=REQUEST_TIMEOUT,
-    )
-
-    async def quota_counted() -> bool:
-        quota = await core.read_namespaced_resource_quota(
-            "two-pods", namespace, _request_timeout=REQUEST_TIMEOUT
-        )
-        return bool(quota.status and quota.status.hard)
-
-    await eventually(quota_counted, what="the quota controller to fill in the quota status")
+    await create_pod_quota(core, namespace=namespace, name="two-pods", pods=1)
     errors: list[int] = []
     pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append)
     await pods.create(pod_body("c1-taskmanager-1-1"))
