@@ -36,6 +36,7 @@ from rmd.core.model import (
     TaskManagerRegistered,
 )
 from rmd.kube.pods import PodApiError
+from rmd.kube.retry import backoff_delay
 
 log = structlog.get_logger("rmd.engine")
 
@@ -221,8 +222,12 @@ class DaemonEngine:
                 raise
             except Exception as exc:  # PodApiError, or a bug: either way, try again later
                 failures += 1
-                ceiling = min(self._delete_retry_max, self._delete_retry_base * 2 ** (failures - 1))
-                delay = self._rng.uniform(0, ceiling)
+                delay = backoff_delay(
+                    failures,
+                    base_delay=self._delete_retry_base,
+                    max_delay=self._delete_retry_max,
+                    rng=self._rng,
+                )
                 if isinstance(exc, PodApiError):
                     log.warning(
                         "pod_delete_failed",
