@@ -30,16 +30,25 @@ case "$role" in
     exec "$RMD" taskmanager -- "$FLINK_ENTRYPOINT" taskmanager "$@"
     ;;
   jobmanager)
+    daemon_pid=""
+    flink_pid=""
+    stopping=0
+    signalled=" "
+    forward() {  # each process gets one SIGTERM: a second could catch it halfway through stopping
+      stopping=1
+      for pid in $daemon_pid $flink_pid; do
+        case "$signalled" in *" $pid "*) continue ;; esac
+        signalled="$signalled$pid "
+        kill -TERM "$pid" 2>/dev/null || true
+      done
+    }
+    # The trap is in place before anything starts: a SIGTERM during start-up is forwarded too.
+    trap forward TERM INT
     "$RMD" daemon --conf-dir "$FLINK_CONF_DIR" &
     daemon_pid=$!
     "$FLINK_ENTRYPOINT" jobmanager "$@" &
     flink_pid=$!
-    stopping=0
-    forward() {
-      stopping=1
-      kill -TERM "$daemon_pid" "$flink_pid" 2>/dev/null || true
-    }
-    trap forward TERM INT
+    if [ "$stopping" = 1 ]; then forward; fi  # a SIGTERM came while they were starting
     # The pod ends when either process ends; the other is asked to stop and waited for.
     set +e
     wait -n "$daemon_pid" "$flink_pid"

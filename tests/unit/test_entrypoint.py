@@ -26,12 +26,12 @@ import os, signal, sys, time
 from pathlib import Path
 name = os.path.basename(sys.argv[0])
 log = Path(os.environ["STAND_IN_DIR"]) / name
-log.write_text(" ".join(sys.argv[1:]) + "\\n")
 def term(*_):
     with log.open("a") as f:
         f.write("TERM\\n")
     sys.exit(0)
-signal.signal(signal.SIGTERM, term)
+signal.signal(signal.SIGTERM, term)  # before announcing itself: the test signals right after
+log.write_text(" ".join(sys.argv[1:]) + "\\n")
 code = os.environ.get(name.upper().replace("-", "_") + "_EXIT_AFTER")
 if code:
     time.sleep(0.3)
