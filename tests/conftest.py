@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from kubernetes_asyncio import client, config
 
 from rmd.devcluster.cluster import ClusterState, Component, port_is_free, process_alive
@@ -26,6 +27,12 @@ from rmd.devcluster.faultproxy import FaultProxy
 from tests.waiting import eventually
 
 REQUEST_TIMEOUT = (5, 30)
+
+# CI runs the property tests on a fixed sequence of examples, so a red run can be repeated;
+# locally each run explores new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ def starts_paused_reason(*, failures: int, limit: float, resumes_in: float) -> s
 def starts_limited_reason(*, failures: int, limit: float) -> str:
     return (
         f"TaskManager pod starts are limited: {failures} start failures in the last minute "
-        f"(resourcemanager.start-worker.max-failure-rate = {limit:g}); new pods are created "
-        f"as the ones on their way register or fail; look at the problems of the failing pods"
+        f"(resourcemanager.start-worker.max-failure-rate = {limit:g}); a new pod starts as "
+        f"failures leave that minute or pods on their way register; look at the problems of "
+        f"the failing pods"
     )
 
 

@@ -27,6 +27,7 @@ from rmd.core.model import (
     Action,
     CreatePod,
     DeletePod,
+    JobView,
     PodObservation,
     RegistrationRefused,
     ReleaseReason,
@@ -356,8 +357,12 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     @rule()
     def everything_settles(self) -> None:
-        """Let the edge do everything right; then every job gets what the cap allows."""
-        for _ in range(40):
+        """Let the edge do everything right; then every job gets what the cap allows.
+
+        After a run of failures it can take up to a minute (the failures leaving the
+        start-failure window) plus the pause before pods start again: give it 150 s.
+        """
+        for _ in range(150):
             while self.in_flight_creates:
                 name = self.in_flight_creates.pop(0)
                 self.pods[name] = PodObservation(
@@ -382,10 +387,10 @@ class AllocatorMachine(RuleBasedStateMachine):
                     address="10.0.0.2:6122",
                     slots=self.config.slots_per_taskmanager,
                 )
-            if not (self.in_flight_creates or self.pending_deletes or self.views_in(*COMING)):
-                paused = self.allocator.status().starts_throttled_until
-                if paused is None:
-                    break
+            if not (
+                self.in_flight_creates or self.pending_deletes or self.views_in(*COMING)
+            ) and all(self.settled(job) for job in self.allocator.job_views()):
+                break
             for view in self.views_in(REGISTERED):
                 self.call(self.allocator.heartbeat, view.taskmanager_id)
             self.clock.advance(1.0)
@@ -396,6 +401,11 @@ class AllocatorMachine(RuleBasedStateMachine):
             if not job.fulfilled:
                 assert self.config.max_slots is not None, job
                 assert "slotmanager.number-of-slots.max" in (job.unfulfilled_reason or ""), job
+
+    def settled(self, job: JobView) -> bool:
+        reason = job.unfulfilled_reason or ""
+        capped = self.config.max_slots is not None and "slotmanager.number-of-slots.max" in reason
+        return job.fulfilled or capped
 
     # ------------------------------------------------------------------ invariants
 
