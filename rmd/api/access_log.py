@@ -15,8 +15,19 @@ from rmd.api.middleware import REQUEST_ID_HEADER
 
 __all__ = ["QUIET_PATHS", "StructlogAccessLogger"]
 
-# Probes and scrapes arrive every few seconds: logged at debug level only.
+# Probes, scrapes and heartbeats arrive every few seconds (heartbeats: one per TaskManager
+# per heartbeat.interval): logged at debug level only when they succeed.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _is_quiet(request: web.BaseRequest) -> bool:
+    path = request.path
+    return path in QUIET_PATHS or (
+        request.method == "PUT"
+        and path.startswith("/v1/taskmanagers/")
+        and path.endswith("/heartbeat")
+    )
+
 
 _log = structlog.get_logger("rmd.api.access")
 
@@ -33,7 +44,7 @@ class StructlogAccessLogger(AbstractAccessLogger):
             "request_id": response.headers.get(REQUEST_ID_HEADER),
             "user_agent": request.headers.get("User-Agent"),
         }
-        if request.path in QUIET_PATHS and response.status < 400:
+        if _is_quiet(request) and response.status < 400:
             _log.debug("http_request", **fields)
         else:
             _log.info("http_request", **fields)

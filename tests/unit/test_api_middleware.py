@@ -332,3 +332,25 @@ async def test_access_log_is_structured(
     assert put["duration_ms"] >= 0
     assert probe["path"] == "/healthz"
     assert probe["log_level"] == "debug"
+
+
+async def test_successful_heartbeats_are_logged_at_debug_failed_ones_at_info(
+    aiohttp_server: ServerFactory, aiohttp_client: ClientFactory, engine: InMemoryEngine
+) -> None:
+    CountingAccessLogger.lines_logged = asyncio.Queue()
+    server = await aiohttp_server(make_app(engine), access_log_class=CountingAccessLogger)
+    client = await aiohttp_client(server)
+    engine.apply(engine.allocator.declare("j1", 1))
+    (name,) = engine.start_requested_pods()
+    engine.register(name, slots=2)
+
+    with capture_logs() as logs:
+        await (await client.put(f"/v1/taskmanagers/{name}/heartbeat", json={})).read()
+        await (await client.put("/v1/taskmanagers/gone-tm/heartbeat", json={})).read()
+        async with asyncio.timeout(5):
+            for _ in range(2):
+                await CountingAccessLogger.lines_logged.get()
+
+    [ok, missing] = [log for log in logs if log["event"] == "http_request"]
+    assert (ok["status"], ok["log_level"]) == (200, "debug")
+    assert (missing["status"], missing["log_level"]) == (404, "info")
