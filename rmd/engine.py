@@ -128,8 +128,11 @@ class DaemonEngine:
             if remaining <= 0:
                 return False
             changed = self._changed
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the event is set, and this runs while the state changes a lot.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=remaining)
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
         return True
 
     # ------------------------------------------------------------------ Kubernetes events
@@ -168,7 +171,8 @@ class DaemonEngine:
                 # A deadline that tick() did not clear must not make this loop spin.
                 delay = max(delay, MIN_TIMER_DELAY)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_wakeup.wait(), timeout=delay)
+                async with asyncio.timeout(delay):  # not wait_for: see wait_for() above
+                    await self._timer_wakeup.wait()
 
     async def close(self) -> None:
         """Stop in-flight work. Pods are left as they are for the next start to adopt."""

@@ -181,7 +181,8 @@ class PodWorker:
             await self._deletion.wait()
             return True
         try:
-            await asyncio.wait_for(self._deletion.wait(), timeout=timeout)
+            async with asyncio.timeout(timeout):  # wait_for may swallow a cancel on 3.11
+                await self._deletion.wait()
         except TimeoutError:
             return False
         return True

@@ -127,7 +127,8 @@ class PodWatcher:
         if self._synced:
             return True
         try:
-            await asyncio.wait_for(self._synced_event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # wait_for may swallow a cancel on 3.11
+                await self._synced_event.wait()
         except TimeoutError:
             return self._synced
         return True
@@ -266,7 +267,8 @@ class PodWatcher:
     async def _wait_for_resync(self) -> None:
         remaining = self._next_resync_at - asyncio.get_running_loop().time()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._resync_requested.wait(), max(remaining, 0.0))
+            async with asyncio.timeout(max(remaining, 0.0)):  # wait_for may swallow a cancel
+                await self._resync_requested.wait()
 
     def _watch_timeout_seconds(self) -> int:
         remaining = self._next_resync_at - asyncio.get_running_loop().time()

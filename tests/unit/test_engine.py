@@ -184,3 +184,23 @@ async def test_close_cancels_work_in_flight(during: str) -> None:
     gateway.hold_creates.set()
     await asyncio.sleep(0.01)
     assert gateway.created == []
+
+
+async def test_timers_stop_when_cancelled_just_as_state_changes() -> None:
+    """A cancellation that lands right as the timer task is woken must not be lost (Python
+    3.11's asyncio.wait_for swallows it then; the daemon hung on shutdown that way)."""
+    engine, gateway, _ = make_engine()
+    gateway.hold_creates.clear()
+    engine.apply(engine.allocator.declare("j", 2))  # a registration deadline: timers wait on it
+    assert engine.allocator.next_deadline() is not None
+    for wake_steps in range(4):
+        timers = asyncio.create_task(engine.run_timers())
+        for _ in range(3):
+            await asyncio.sleep(0)  # the timer task is now waiting for a change
+        engine.apply([])  # a change wakes it ...
+        for _ in range(wake_steps):
+            await asyncio.sleep(0)  # ... and the cancellation lands a few steps later
+        timers.cancel()
+        done, _ = await asyncio.wait({timers}, timeout=2)
+        assert timers in done, f"run_timers swallowed its cancellation (after {wake_steps})"
+    await engine.close()
