@@ -454,3 +454,37 @@ async def test_taskmanager_pods_are_owned_by_the_jobmanager_deployment(
             return not await daemon.live_pod_names()
 
         await eventually(collected, timeout=60, what="garbage collection of the TaskManagers")
+
+
+async def test_redundant_taskmanagers_are_kept_warm_while_jobs_run(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    extra = {
+        "slotmanager.redundant-taskmanager-num": "1",
+        "resourcemanager.taskmanager-timeout": "2 s",
+    }
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, extra=extra
+    ) as daemon:
+        async with pod_census(kube_api, namespace=namespace, cluster_id=daemon.cluster_id) as c:
+            c.limit = lambda: 1 + 1  # one for the demand, one spare
+            await daemon.put_requirement("job-w", 4)
+            await daemon.wait_fulfilled("job-w")
+
+            async def spare_registered() -> bool:
+                return len(await _registered(daemon)) == 2
+
+            await eventually(spare_registered, timeout=60, what="the spare TaskManager")
+            # Past the idle timeout the spare is still there: it is needed as a spare.
+            await asyncio.sleep(3.0)  # the interval being observed, not a wait for state
+            assert len(await _registered(daemon)) == 2
+            assert c.left_at == {}
+
+            # With no slot demand left, spares are not needed: both go at the idle timeout.
+            await daemon.put_requirement("job-w", 0)
+
+            async def all_released() -> bool:
+                return not await daemon.live_pod_names()
+
+            await eventually(all_released, timeout=30, what="TaskManagers released")
+            _check_census(c)
