@@ -157,6 +157,7 @@ async def serve(
             on_snapshot=engine.on_snapshot,
             resync_interval=settings.watch_resync_interval,
             on_restart=lambda reason: metrics.watch_restarted(reason=reason),
+            on_list_started=engine.on_list_started,
         )
         engine.set_watch_synced_probe(lambda: watcher.synced)
 

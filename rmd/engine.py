@@ -91,6 +91,7 @@ class DaemonEngine:
         self._adopted = False
         self._watch_synced: Callable[[], bool] = lambda: False
         self._closing = False
+        self._list_started_at: float | None = None
         self._delete_retry_base = delete_retry_base
         self._delete_retry_max = delete_retry_max
         self._rng = rng or random.Random()
@@ -153,11 +154,15 @@ class DaemonEngine:
         else:
             self.apply(self._allocator.pod_observed(pod))
 
+    def on_list_started(self) -> None:
+        """A full LIST is being sent: pods confirmed after now may be missing from it."""
+        self._list_started_at = self._clock.monotonic()
+
     def on_snapshot(self, pods: list[PodObservation]) -> None:
         if not self._adopted:
             self.adopt(pods)
         else:
-            self.apply(self._allocator.resync(pods))
+            self.apply(self._allocator.resync(pods, listed_at=self._list_started_at))
 
     # ------------------------------------------------------------------ timers
     async def run_timers(self) -> None:

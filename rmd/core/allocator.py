@@ -234,9 +234,15 @@ class Allocator:
 
     def create_succeeded(self, name: str) -> list[Action]:
         tm = self._taskmanagers.get(name)
-        if tm is None or tm.state is not TaskManagerState.REQUESTED:
+        if tm is None:
             return []
+        self._confirm(tm)
         out: list[Action] = []
+        if tm.state is TaskManagerState.RELEASING:
+            self._send_deferred_delete(tm, out)
+            return out
+        if tm.state is not TaskManagerState.REQUESTED:
+            return []
         self._set_state(tm, TaskManagerState.PENDING, reason="pod created", out=out)
         self._reconcile(out)
         return out
@@ -277,15 +283,36 @@ class Allocator:
         self._reconcile(out)
         return out
 
-    def resync(self, pods: Sequence[PodObservation]) -> list[Action]:
-        """A full LIST of our pods: whatever is not in it is gone (except creates in flight)."""
-        present = {pod.name for pod in pods}
-        self._orphans_deleting &= present
+    def resync(
+        self, pods: Sequence[PodObservation], *, listed_at: float | None = None
+    ) -> list[Action]:
+        """A full LIST of our pods: whatever is not in it is gone.
+
+        ``listed_at`` (monotonic) is when the LIST request was sent. A pod known to exist only
+        since then may be missing from it without being gone (its create was answered after
+        the list was read), so it is not judged by this list; nor are creates in flight.
+        Releasing TaskManagers whose pod is still listed, not being deleted, get their delete
+        sent again (an earlier one failed or raced the create).
+        """
+        present = {pod.name: pod for pod in pods}
+        self._orphans_deleting &= set(present)
         out: list[Action] = []
         for tm in list(self._taskmanagers.values()):
-            if tm.name not in present and tm.state is not TaskManagerState.REQUESTED:
-                self._pod_gone(tm, LossReason.POD_MISSING, out)
+            if tm.name in present or tm.state is TaskManagerState.REQUESTED:
+                continue
+            if listed_at is not None and (tm.confirmed_at is None or tm.confirmed_at > listed_at):
+                continue
+            self._pod_gone(tm, LossReason.POD_MISSING, out)
         for pod in pods:
+            going = self._taskmanagers.get(pod.name)
+            if (
+                going is not None
+                and going.state is TaskManagerState.RELEASING
+                and going.delete_when_created is None
+                and going.release_reason is not None
+                and not pod.deleting
+            ):
+                out.append(DeletePod(going.name, going.release_reason))
             self._observe_pod(pod, out)
         self._reconcile(out)
         return out
@@ -464,8 +491,22 @@ class Allocator:
         if tm.allocated:
             raise RuntimeError(f"bug: releasing {tm.name} with {tm.allocated} allocated slots")
         tm.idle_since = tm.idle_since_wall = None
+        was_requested = tm.state is TaskManagerState.REQUESTED and tm.confirmed_at is None
         self._set_state(tm, TaskManagerState.RELEASING, reason=reason.value, out=out)
-        out.append(DeletePod(tm.name, reason))
+        tm.release_reason = reason
+        if was_requested:
+            tm.delete_when_created = reason  # sent once the create lands (or dropped if it fails)
+        else:
+            out.append(DeletePod(tm.name, reason))
+
+    def _send_deferred_delete(self, tm: TaskManagerRecord, out: list[Action]) -> None:
+        if tm.delete_when_created is not None:
+            out.append(DeletePod(tm.name, tm.delete_when_created))
+            tm.delete_when_created = None
+
+    def _confirm(self, tm: TaskManagerRecord) -> None:
+        if tm.confirmed_at is None:
+            tm.confirmed_at = self._clock.monotonic()
 
     def _lose(
         self,
@@ -556,9 +597,12 @@ class Allocator:
                 self._orphans_deleting.add(pod.name)
                 out.append(DeletePod(pod.name, ReleaseReason.ORPHAN))
             return
+        self._confirm(tm)
         tm.pod_phase = pod.phase
         tm.node_name = pod.node_name
         if tm.state is TaskManagerState.RELEASING:
+            if not pod.deleting:
+                self._send_deferred_delete(tm, out)
             return
         if pod.deleting:
             self._deleted_from_outside(tm, out)
@@ -607,6 +651,7 @@ class Allocator:
             created_at=now,
             slots_total=self._settings.slots_per_taskmanager,
             adopted=True,
+            confirmed_at=now,
             pod_phase=pod.phase,
             node_name=pod.node_name,
         )
@@ -614,6 +659,7 @@ class Allocator:
             self._add(tm, reason="recovered while deleting", out=out)
         elif delete_reason is not None:
             self._add(tm, reason=f"recovered {delete_reason}", out=out)
+            tm.release_reason = delete_reason
             out.append(DeletePod(tm.name, delete_reason))
         else:
             self._add(tm, reason="recovered", out=out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from rmd.core.model import ProblemView, TaskManagerState
+from rmd.core.model import ProblemView, ReleaseReason, TaskManagerState
 
 
 def slot_id(taskmanager_id: str, index: int) -> str:
@@ -26,6 +26,13 @@ class TaskManagerRecord:
     created_at: float  # monotonic: create sent, or adopted
     slots_total: int  # expected until registration, then what the TaskManager reported
     adopted: bool = False  # recovered on start-up: not counted as supply, never cancelled
+    # Monotonic time the pod was first known to exist (create answered, seen by the watch, or
+    # listed at adoption); a LIST started before it may not show the pod yet.
+    confirmed_at: float | None = None
+    # Cancelled while its create was in flight: the DeletePod waits for the create to land
+    # (a delete sent first would 404 and the pod created after it would leak).
+    delete_when_created: ReleaseReason | None = None
+    release_reason: ReleaseReason | None = None  # why the pod is being deleted (releasing)
     address: str | None = None
     # Registered TaskManagers only: the job holding each slot (None = free).
     slot_jobs: list[str | None] = field(default_factory=list)

@@ -78,6 +78,7 @@ class PodWatcher:
         read_timeout: float = 70,
         resync_interval: float = 300,
         on_restart: Callable[[str], None] | None = None,
+        on_list_started: Callable[[], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         connect_timeout: float = 10,
@@ -94,6 +95,8 @@ class PodWatcher:
         self._read_timeout = read_timeout
         self._resync_interval = resync_interval
         self._on_restart = on_restart
+        # Called as each LIST is sent: a pod created after that may be missing from it.
+        self._on_list_started = on_list_started
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self._connect_timeout = connect_timeout
@@ -213,6 +216,8 @@ class PodWatcher:
     async def _list_and_snapshot(self) -> None:
         self._listing = True
         self._resync_requested.clear()
+        if self._on_list_started is not None:
+            self._on_list_started()
         try:
             items, resource_version = await list_pods_raw(
                 self._api,

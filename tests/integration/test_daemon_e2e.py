@@ -11,8 +11,10 @@ import signal
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes_asyncio import client
 
+from rmd.devcluster.faultproxy import FaultProxy
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest
 from tests.integration.daemon_harness import (
     PodCensus,
@@ -488,3 +490,54 @@ async def test_redundant_taskmanagers_are_kept_warm_while_jobs_run(
 
             await eventually(all_released, timeout=30, what="TaskManagers released")
             _check_census(c)
+
+
+async def test_a_pod_cancelled_while_its_create_hangs_is_deleted_once_created(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    proxy: FaultProxy,
+    tmp_path: Path,
+) -> None:
+    """Demand drops while a create is held by a slow API server: a delete sent at once would
+    404 and the pod created afterwards would leak. It must be deleted once it exists."""
+    kubeconfig = tmp_path / "through-proxy.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "p", "cluster": {"server": proxy.url}}],
+                "users": [{"name": "admin", "user": {"token": dev_cluster.admin_token}}],
+                "contexts": [{"name": "p", "context": {"cluster": "p", "user": "admin"}}],
+                "current-context": "p",
+            }
+        )
+    )
+    gate = asyncio.Event()
+    proxy.inject(method="POST", path_regex=r"/pods$", status=None, gate=gate, times=1)
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, kubeconfig=kubeconfig
+    ) as daemon:
+        await daemon.put_requirement("job-c", 4)
+
+        async def create_held() -> bool:
+            return [t["state"] for t in await daemon.taskmanagers()] == ["requested"]
+
+        await eventually(create_held, timeout=30, what="the create in flight")
+        await daemon.put_requirement("job-c", 0)  # cancelled while its create hangs
+        assert [t["state"] for t in await daemon.taskmanagers()] == ["releasing"]
+        # The window in which a premature delete would reach the API server (and 404):
+        # an observation interval for something that must not happen, not a wait for state.
+        await asyncio.sleep(0.5)
+        assert proxy.requests_matching(method="DELETE", path_regex=r"/pods/") == []
+        gate.set()  # the API server answers at last: the pod now exists
+
+        async def nothing_left() -> bool:
+            return not await daemon.live_pod_names() and not await daemon.taskmanagers()
+
+        await eventually(nothing_left, timeout=30, what="the late pod deleted")
+        metrics = await (await daemon.http.get(f"{daemon.url}/metrics")).text()
+        assert 'rmd_pods_deleted_total{reason="excess"} 1.0' in metrics
+        deletes = proxy.requests_matching(method="DELETE", path_regex=r"/pods/")
+        assert [d.status for d in deletes] == [200]  # one delete, after the pod existed

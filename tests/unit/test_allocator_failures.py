@@ -48,7 +48,56 @@ def test_requested_pod_that_never_confirms_also_times_out() -> None:
     h = Harness(registration_timeout=60.0)
     h.allocator.declare("j1", 1)
     actions = h.advance(60.0)
-    assert deleted(actions) == {tm_name(1): ReleaseReason.REGISTRATION_TIMEOUT}
+    # The create is still in flight: the delete is sent when it lands (a delete sent now
+    # could 404 before the pod exists and leak it).
+    assert deleted(actions) == {}
+    assert h.states()[tm_name(1)] is TaskManagerState.RELEASING
+    late = h.allocator.create_succeeded(tm_name(1))
+    assert deleted(late) == {tm_name(1): ReleaseReason.REGISTRATION_TIMEOUT}
+
+
+def test_a_cancelled_pod_whose_create_fails_is_just_forgotten() -> None:
+    h = Harness(slots_per_taskmanager=1)
+    names = created(h.allocator.declare("j1", 2))
+    h.allocator.declare("j1", 1)  # one of them is cancelled while its create is in flight
+    cancelled = [n for n, s in h.states().items() if s is TaskManagerState.RELEASING]
+    assert len(cancelled) == 1
+    actions = h.allocator.create_failed(cancelled[0], reason="Timeout", message="gave up")
+    assert deleted(actions) == {}
+    assert not h.allocator.is_known_pod(cancelled[0])
+    assert set(h.states()) == set(names) - set(cancelled)
+
+
+def test_a_cancelled_pod_seen_by_the_watch_first_is_deleted_once() -> None:
+    h = Harness(slots_per_taskmanager=1)
+    (name,) = created(h.allocator.declare("j1", 1))
+    h.allocator.declare("j1", 0)
+    assert deleted(h.allocator.pod_observed(running(name))) == {name: ReleaseReason.EXCESS}
+    assert deleted(h.allocator.create_succeeded(name)) == {}  # not a second time
+
+
+def test_resync_does_not_judge_pods_confirmed_after_the_list_was_sent() -> None:
+    h = Harness(slots_per_taskmanager=1)
+    (name,) = created(h.allocator.declare("j1", 1))
+    listed_at = h.now
+    h.clock.advance(1.0)
+    h.allocator.create_succeeded(name)  # answered after the LIST was sent
+    assert of_type(h.allocator.resync([], listed_at=listed_at), TaskManagerLost) == []
+    assert h.states()[name] is TaskManagerState.PENDING
+    # A LIST sent after the pod was known to exist is believed.
+    lost = of_type(h.allocator.resync([], listed_at=h.now), TaskManagerLost)
+    assert [(t.taskmanager_id, t.reason) for t in lost] == [(name, LossReason.POD_MISSING)]
+
+
+def test_resync_sends_the_delete_again_for_a_releasing_pod_still_listed() -> None:
+    h = Harness(slots_per_taskmanager=1, idle_timeout=5.0)
+    h.scale_up("j1", 1)
+    h.allocator.declare("j1", 0)
+    first = h.advance(5.0)
+    assert deleted(first) == {tm_name(1): ReleaseReason.IDLE}
+    # The delete was lost (e.g. it failed for good): the next LIST still shows the pod.
+    again = h.allocator.resync([running(tm_name(1))])
+    assert deleted(again) == {tm_name(1): ReleaseReason.IDLE}
 
 
 def test_registering_just_in_time_stops_the_registration_timer() -> None:

@@ -105,6 +105,12 @@ class AllocatorMachine(RuleBasedStateMachine):
                 self.every_create.append(action.name)
                 self.in_flight_creates.append(action.name)
             elif isinstance(action, DeletePod):
+                previous = before.get(action.name)
+                if previous is not None and previous.state is RELEASING:
+                    # A delete sent again (a resync still lists the pod): not a new decision.
+                    if action.name not in self.pending_deletes:
+                        self.pending_deletes.append(action.name)
+                    continue
                 if action.reason in (ReleaseReason.IDLE, ReleaseReason.EXCESS):
                     held = before[action.name].slots_allocated
                     assert held == 0, f"{action.name} released with {held} slots"

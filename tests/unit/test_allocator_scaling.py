@@ -263,8 +263,12 @@ def test_demand_drop_cancels_unscheduled_pods_first_then_newest() -> None:
     h.allocator.pod_observed(running(names[2], node="n1"))  # scheduled
     # names[3] still requested
     first = h.allocator.declare("j1", 2)
-    assert list(deleted(first)) == [names[3], names[1]]
+    # names[3] and names[1] are cancelled; names[3]'s create is still in flight, so its
+    # delete waits until the create lands.
+    assert list(deleted(first)) == [names[1]]
     assert set(deleted(first).values()) == {ReleaseReason.EXCESS}
+    assert h.states()[names[3]] is TaskManagerState.RELEASING
+    assert deleted(h.allocator.create_succeeded(names[3])) == {names[3]: ReleaseReason.EXCESS}
     second = h.allocator.declare("j1", 0)
     assert list(deleted(second)) == [names[2], names[0]]
 
@@ -275,7 +279,9 @@ def test_registered_idle_taskmanagers_make_pending_ones_excess() -> None:
     h.allocator.declare("b", 4)  # second pod requested
     assert h.states()[tm_name(2)] is REQUESTED
     actions = h.allocator.remove_job("a")  # TM1 idle now covers b ... b got it at once
-    assert deleted(actions) == {tm_name(2): ReleaseReason.EXCESS}
+    assert h.states()[tm_name(2)] is TaskManagerState.RELEASING  # cancelled
+    assert deleted(actions) == {}  # its create is in flight: deleted once it lands
+    assert deleted(h.allocator.create_succeeded(tm_name(2))) == {tm_name(2): ReleaseReason.EXCESS}
     assert h.allocator.job_view("b").fulfilled
 
 
