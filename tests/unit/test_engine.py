@@ -204,3 +204,19 @@ async def test_timers_stop_when_cancelled_just_as_state_changes() -> None:
         done, _ = await asyncio.wait({timers}, timeout=2)
         assert timers in done, f"run_timers swallowed its cancellation (after {wake_steps})"
     await engine.close()
+
+
+async def test_a_list_sent_before_a_create_was_answered_does_not_lose_the_pod() -> None:
+    engine, gateway, _ = make_engine()
+    engine.on_snapshot([])  # adopted: nothing there yet
+    gateway.hold_creates.clear()
+    engine.apply(engine.allocator.declare("j", 2))
+    engine.on_list_started()  # a resync LIST goes out while the create is in flight
+    gateway.hold_creates.set()
+    await until(lambda: set(states(engine).values()) == {TaskManagerState.PENDING}, what="pending")
+    engine.on_snapshot([])  # the LIST could not show the pod yet
+    assert set(states(engine).values()) == {TaskManagerState.PENDING}
+    engine.on_list_started()  # a LIST sent now must show it: its absence means it is gone
+    engine.on_snapshot([])
+    assert TaskManagerState.PENDING not in set(states(engine).values())
+    await engine.close()
