@@ -31,6 +31,7 @@ from rmd.core.flinkconf import FlinkConfiguration
 from rmd.core.settings import RmdSettings
 from rmd.daemon import load_daemon_config, serve
 from rmd.devcluster.cluster import ControlPlane, free_port
+from rmd.devcluster.interrupt import SIGTERM_EXIT_CODE, run_cancellable
 from rmd.kube.podspec import TaskManagerPodFactory
 from rmd.logs import configure_logging
 
@@ -235,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_logging(level="warning")
-    return asyncio.run(run(args.pods, args.rounds, args.cluster_dir))
+    code = run_cancellable(run(args.pods, args.rounds, args.cluster_dir))
+    return SIGTERM_EXIT_CODE if code is None else code
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 
 from rmd.devcluster.cluster import ClusterError, ControlPlane, free_port
+from rmd.devcluster.interrupt import SIGTERM_EXIT_CODE, run_cancellable
 
 NAMESPACE = "rmd-demo"
 CLUSTER_ID = "flink-demo"
@@ -349,7 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="rmd-demo-"))
     try:
-        return asyncio.run(run_demo(workdir))
+        code = run_cancellable(run_demo(workdir))
+        if code is None:
+            print("demo stopped by SIGTERM; what it started has been stopped", file=sys.stderr)
+            return SIGTERM_EXIT_CODE
+        return code
     finally:
         if args.keep:
             print(f"work directory kept: {workdir}")

@@ -44,3 +44,33 @@ async def test_the_demo_plays_every_step_and_cleans_up() -> None:
         check=False,
     )
     assert leftovers.stdout.strip() == "", leftovers.stdout
+
+
+async def test_sigterm_stops_the_demo_and_everything_it_started() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rmd.demo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    work_dir = None
+    try:
+        async with asyncio.timeout(120):
+            while work_dir is None:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "the demo ended before its daemon started"
+                found = re.search(r"log: (/\S+)/daemon\.log", line)
+                work_dir = found.group(1) if found else None
+        proc.terminate()
+        rest = (await asyncio.wait_for(proc.stdout.read(), 60)).decode()
+        assert await proc.wait() == 143, rest[-2000:]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    leftovers = await asyncio.to_thread(
+        subprocess.run, ["pgrep", "-f", work_dir], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout.strip() == "", leftovers.stdout
