@@ -8,6 +8,7 @@ checks that none of its processes remain and that its ports are free. Set
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -193,6 +194,15 @@ async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
         await core.delete_namespace(name, _request_timeout=REQUEST_TIMEOUT)
 
 
+async def service_account_token(core: client.CoreV1Api, *, namespace: str, name: str) -> str:
+    """The bearer token of a service account (its token Secret, made by the controller-manager)."""
+    account = await wait_for_service_account(core, namespace=namespace, name=name)
+    secret = await core.read_namespaced_secret(
+        account.secrets[0].name, namespace, _request_timeout=REQUEST_TIMEOUT
+    )
+    return base64.b64decode(secret.data["token"]).decode()
+
+
 LimitedApiFactory = Callable[[str, Sequence[dict[str, Any]]], Awaitable[client.ApiClient]]
 
 
@@ -231,13 +241,7 @@ async def limited_api_factory(
             ),
             _request_timeout=REQUEST_TIMEOUT,
         )
-        account = await wait_for_service_account(core, namespace=namespace, name=name)
-        secret = await core.read_namespaced_secret(
-            account.secrets[0].name, namespace, _request_timeout=REQUEST_TIMEOUT
-        )
-        import base64
-
-        token = base64.b64decode(secret.data["token"]).decode()
+        token = await service_account_token(core, namespace=namespace, name=name)
         cfg = client.Configuration()
         cfg.host = dev_cluster.server
         cfg.ssl_ca_cert = str(dev_cluster.ca_file)

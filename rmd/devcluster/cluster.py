@@ -111,7 +111,17 @@ def process_alive(component: Component) -> bool:
     return stat[1] == component.start_ticks
 
 
-def _write_kubeconfig(path: Path, *, server: str, ca: Path, token: str) -> None:
+def write_kubeconfig(
+    path: Path,
+    *,
+    server: str,
+    token: str,
+    ca: Path | None = None,
+    user: str = "admin",
+    namespace: str = "default",
+) -> Path:
+    """A kubeconfig with one bearer-token user; ``ca`` None for a plain-HTTP server."""
+    certificate = f"    certificate-authority: {ca}\n" if ca is not None else ""
     path.write_text(
         "apiVersion: v1\n"
         "kind: Config\n"
@@ -119,20 +129,21 @@ def _write_kubeconfig(path: Path, *, server: str, ca: Path, token: str) -> None:
         "- name: rmd-dev\n"
         "  cluster:\n"
         f"    server: {server}\n"
-        f"    certificate-authority: {ca}\n"
+        f"{certificate}"
         "users:\n"
-        "- name: admin\n"
+        f"- name: {user}\n"
         "  user:\n"
         f"    token: {token}\n"
         "contexts:\n"
         "- name: rmd-dev\n"
         "  context:\n"
         "    cluster: rmd-dev\n"
-        "    user: admin\n"
-        "    namespace: default\n"
+        f"    user: {user}\n"
+        f"    namespace: {namespace}\n"
         "current-context: rmd-dev\n"
     )
     path.chmod(0o600)
+    return path
 
 
 def _wait_http(
@@ -341,7 +352,7 @@ class ControlPlane:
         state.server = server
 
         kubeconfig = self.dir / "kubeconfig"
-        _write_kubeconfig(kubeconfig, server=server, ca=pki.ca_crt, token=token)
+        write_kubeconfig(kubeconfig, server=server, ca=pki.ca_crt, token=token)
         state.kubeconfig = str(kubeconfig)
 
         self._phase("kube-controller-manager and kube-scheduler: starting")
@@ -493,4 +504,5 @@ __all__ = [
     "describe",
     "export_line",
     "process_alive",
+    "write_kubeconfig",
 ]

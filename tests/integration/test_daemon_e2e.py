@@ -11,9 +11,9 @@ import signal
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
 
+from rmd.devcluster.cluster import write_kubeconfig
 from rmd.devcluster.faultproxy import FaultProxy
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest
 from tests.integration.daemon_harness import (
@@ -501,18 +501,8 @@ async def test_a_pod_cancelled_while_its_create_hangs_is_deleted_once_created(
 ) -> None:
     """Demand drops while a create is held by a slow API server: a delete sent at once would
     404 and the pod created afterwards would leak. It must be deleted once it exists."""
-    kubeconfig = tmp_path / "through-proxy.kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "p", "cluster": {"server": proxy.url}}],
-                "users": [{"name": "admin", "user": {"token": dev_cluster.admin_token}}],
-                "contexts": [{"name": "p", "context": {"cluster": "p", "user": "admin"}}],
-                "current-context": "p",
-            }
-        )
+    kubeconfig = write_kubeconfig(
+        tmp_path / "through-proxy.kubeconfig", server=proxy.url, token=dev_cluster.admin_token
     )
     gate = asyncio.Event()
     proxy.inject(method="POST", path_regex=r"/pods$", status=None, gate=gate, times=1)

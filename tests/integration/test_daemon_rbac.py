@@ -4,16 +4,15 @@ clearly when a permission is missing."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
 
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest, wait_for_service_account
+from rmd.devcluster.cluster import write_kubeconfig
+from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest, service_account_token
 from tests.integration.daemon_harness import running_daemon
 from tests.waiting import eventually
 
@@ -30,38 +29,17 @@ async def _token_kubeconfig(
     account: str,
     path: Path,
 ) -> Path:
-    sa = await wait_for_service_account(core, namespace=namespace, name=account)
-    secret = await core.read_namespaced_secret(
-        sa.secrets[0].name, namespace, _request_timeout=REQUEST_TIMEOUT
+    """A kubeconfig that authenticates as the service account ``account``."""
+    token = await service_account_token(core, namespace=namespace, name=account)
+    return await asyncio.to_thread(
+        write_kubeconfig,
+        path,
+        server=dev_cluster.server,
+        ca=dev_cluster.ca_file,
+        token=token,
+        user=account,
+        namespace=namespace,
     )
-    token = base64.b64decode(secret.data["token"]).decode()
-    await asyncio.to_thread(
-        path.write_text,
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "dev",
-                        "cluster": {
-                            "server": dev_cluster.server,
-                            "certificate-authority": str(dev_cluster.ca_file),
-                        },
-                    }
-                ],
-                "users": [{"name": account, "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "sa",
-                        "context": {"cluster": "dev", "user": account, "namespace": namespace},
-                    }
-                ],
-                "current-context": "sa",
-            }
-        ),
-    )
-    return path
 
 
 async def test_the_shipped_least_privilege_role_is_enough(
