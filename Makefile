@@ -19,7 +19,7 @@ venv: $(STAMP)
 # Provisions the control plane (apt packages, a one-time ~4 min build of kube-apiserver,
 # kube-controller-manager and kube-scheduler v1.20.2, cached in ~/.cache/rmd) before the tests.
 provision: $(STAMP)
-	$(BIN)/python -m rmd.devcluster.provision
+	$(BIN)/python -m rmd_dev.provision
 
 test: provision lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
@@ -31,14 +31,14 @@ integration: provision
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check rmd tests bench
-	$(BIN)/ruff format --check rmd tests bench
+	$(BIN)/ruff check rmd rmd_dev tests bench
+	$(BIN)/ruff format --check rmd rmd_dev tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 demo: provision
-	$(BIN)/python -m rmd.demo
+	$(BIN)/python -m rmd_dev.demo
 
 dev-cluster-up: provision
 	$(BIN)/rmd dev-cluster up

@@ -30,10 +30,10 @@ from kubernetes_asyncio import client, config, watch
 from rmd.core.flinkconf import FlinkConfiguration
 from rmd.core.settings import RmdSettings
 from rmd.daemon import load_daemon_config, serve
-from rmd.devcluster.cluster import ControlPlane, free_port
-from rmd.devcluster.interrupt import SIGTERM_EXIT_CODE, run_cancellable
 from rmd.kube.podspec import TaskManagerPodFactory
 from rmd.logs import configure_logging
+from rmd_dev.cluster import ControlPlane, free_port
+from rmd_dev.interrupt import SIGTERM_EXIT_CODE, run_cancellable
 
 SLOTS = 2
 TIMEOUT = (5, 60)

@@ -34,8 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_taskmanager(rest)
     if command == "dev-cluster":
-        from rmd.devcluster.cli import main as dev_cluster_main
-
+        try:
+            from rmd_dev.cli import main as dev_cluster_main
+        except ImportError:
+            print(
+                "rmd dev-cluster: the development tools (package rmd_dev) are not installed here;"
+                " install rmd from its source tree (pip install -e .) to use them",
+                file=sys.stderr,
+            )
+            return 2
         return dev_cluster_main(rest)
     if command == "status":
         from rmd.status_cli import run_status

@@ -23,9 +23,9 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from kubernetes_asyncio import client, config
 
-from rmd.devcluster.cluster import ClusterState, Component, port_is_free, process_alive
-from rmd.devcluster.faultproxy import FaultProxy
-from tests.waiting import eventually
+from rmd_dev.cluster import ClusterState, Component, port_is_free, process_alive
+from tests.support.faultproxy import FaultProxy
+from tests.support.waiting import eventually
 
 REQUEST_TIMEOUT = (5, 30)
 
@@ -64,7 +64,7 @@ def _load_info(directory: Path) -> DevClusterInfo:
 
 def _devcluster(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "rmd.devcluster", *args],
+        [sys.executable, "-m", "rmd_dev", *args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,

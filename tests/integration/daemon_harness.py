@@ -22,9 +22,9 @@ import aiohttp
 from kubernetes_asyncio import client, watch
 
 from rmd.daemon import load_daemon_config, serve
-from rmd.devcluster.cluster import free_port
+from rmd_dev.cluster import free_port
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 
 TM_SELECTOR = "type=flink-native-kubernetes,component=taskmanager"
 

@@ -19,7 +19,7 @@ from tests.conftest import (
     create_pod_quota,
     manifest,
 )
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

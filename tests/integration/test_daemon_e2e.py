@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from rmd.devcluster.cluster import write_kubeconfig
-from rmd.devcluster.faultproxy import FaultProxy
+from rmd_dev.cluster import write_kubeconfig
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest
 from tests.integration.daemon_harness import (
     PodCensus,
@@ -22,7 +21,8 @@ from tests.integration.daemon_harness import (
     pod_census,
     running_daemon,
 )
-from tests.waiting import eventually
+from tests.support.faultproxy import FaultProxy
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
-from rmd.devcluster.cluster import free_port
+from rmd_dev.cluster import free_port
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
 from tests.integration.daemon_harness import (
     TM_SELECTOR,
@@ -22,7 +22,7 @@ from tests.integration.daemon_harness import (
     daemon_overrides,
     pod_census,
 )
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

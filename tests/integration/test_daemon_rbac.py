@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from rmd.devcluster.cluster import write_kubeconfig
+from rmd_dev.cluster import write_kubeconfig
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest, service_account_token
 from tests.integration.daemon_harness import running_daemon
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 async def test_the_demo_plays_every_step_and_cleans_up() -> None:
     result = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "rmd.demo"],
+        [sys.executable, "-m", "rmd_dev.demo"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -50,7 +50,7 @@ async def test_sigterm_stops_the_demo_and_everything_it_started() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "rmd.demo",
+        "rmd_dev.demo",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

@@ -22,11 +22,11 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from rmd.devcluster.emulator import Emulator, api_server_address, inherited_environment
-from rmd.devcluster.emulator_api import EmulatorApi
-from rmd.devcluster.nodes import DEFAULT_CAPACITY, node_status
+from rmd_dev.emulator.api import EmulatorApi
+from rmd_dev.emulator.main import Emulator, api_server_address, inherited_environment
+from rmd_dev.nodes import DEFAULT_CAPACITY, node_status
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -548,7 +548,7 @@ def emulator_command(cluster: DevClusterInfo, *, node: str, state_dir: Path) -> 
     return [
         sys.executable,
         "-m",
-        "rmd.devcluster.emulator",
+        "rmd_dev.emulator",
         "--kubeconfig",
         str(cluster.kubeconfig),
         "--state-dir",

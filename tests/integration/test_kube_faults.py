@@ -7,10 +7,10 @@ import itertools
 import pytest
 from kubernetes_asyncio import client
 
-from rmd.devcluster.faultproxy import FaultProxy
 from rmd.kube.pods import PodCreateError, PodGateway
 from rmd.kube.retry import RetryPolicy
 from tests.integration.test_kube_pods import SELECTOR, pod_body
+from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 

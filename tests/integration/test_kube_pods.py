@@ -10,12 +10,12 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
-from rmd.devcluster.faultproxy import FaultProxy
 from rmd.kube.owner import OwnerReference, find_owner_reference
 from rmd.kube.pods import PodCreateError, PodGateway, list_pods_raw
 from rmd.kube.retry import RetryPolicy
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory, create_pod_quota
-from tests.waiting import eventually, eventually_true
+from tests.support.faultproxy import FaultProxy
+from tests.support.waiting import eventually, eventually_true
 
 pytestmark = pytest.mark.integration
 

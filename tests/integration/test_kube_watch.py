@@ -13,12 +13,12 @@ from kubernetes_asyncio import client
 from structlog.testing import capture_logs
 
 from rmd.core.model import PodObservation
-from rmd.devcluster.faultproxy import FaultProxy
 from rmd.kube.pods import PodGateway
 from rmd.kube.watch import PodWatcher
 from tests.conftest import REQUEST_TIMEOUT, LimitedApiFactory
 from tests.integration.test_kube_pods import SELECTOR, pod_body
-from tests.waiting import eventually_true
+from tests.support.faultproxy import FaultProxy
+from tests.support.waiting import eventually_true
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rmd.devcluster.emulator_env import (
+from rmd_dev.emulator.env import (
     ApiServerAddress,
     EnvResolutionError,
     EnvSources,

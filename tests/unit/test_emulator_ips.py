@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmd.devcluster.emulator_ips import AddressesExhausted, PodIpAllocator
+from rmd_dev.emulator.ips import AddressesExhausted, PodIpAllocator
 
 
 def test_first_addresses_come_from_127_1_and_skip_network_address() -> None:

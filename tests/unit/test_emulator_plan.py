@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rmd.devcluster.emulator_plan import RunMode, parse_image_patterns, plan_pod
+from rmd_dev.emulator.plan import RunMode, parse_image_patterns, plan_pod
 
 
 def pod(annotations: dict[str, str] | None = None, *images: str) -> dict[str, Any]:

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from rmd.core.clock import SystemClock
-from rmd.devcluster.emulator_runner import (
+from rmd_dev.emulator.runner import (
     CannotRun,
     CoroutineRunner,
     PauseRunner,
     ProcessRunner,
     exit_code_of,
 )
-from rmd.devcluster.emulator_workloads import WORKLOADS
-from tests.waiting import eventually_true
+from rmd_dev.emulator.workloads import WORKLOADS
+from tests.support.waiting import eventually_true
 
 ENV = {"PATH": os.environ["PATH"], "ONLY_THIS": "yes"}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from rmd.devcluster.emulator_status import (
+from rmd_dev.emulator.status import (
     ContainerState,
     Running,
     Terminated,

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from rmd.devcluster.pki import Pki, create_pki
-from rmd.devcluster.provision import PhaseLog, ProvisionError, etcd_binary, provision
+from rmd_dev.pki import Pki, create_pki
+from rmd_dev.provision import PhaseLog, ProvisionError, etcd_binary, provision
 
 DEFAULT_DIR = Path(".devcluster")
 STARTUP_TIMEOUT = 60.0
@@ -393,7 +393,7 @@ class ControlPlane:
         self._save(state, started)
 
         self._phase(f"nodes: creating {nodes} Ready fake node(s)")
-        from rmd.devcluster import nodes as node_objects
+        from rmd_dev import nodes as node_objects
 
         node_names = [f"rmd-node-{i}" for i in range(1, nodes + 1)]
         asyncio.run(node_objects.setup_cluster(kubeconfig=kubeconfig, node_names=node_names))
@@ -402,12 +402,12 @@ class ControlPlane:
             if not process_alive(comp):
                 raise ClusterError(f"step '{comp.name}': exited; see the log {comp.log}")
 
-        if emulator and importlib.util.find_spec("rmd.devcluster.emulator") is not None:
+        if emulator and importlib.util.find_spec("rmd_dev.emulator.main") is not None:
             self._phase("node emulator: starting")
             argv = [
                 sys.executable,
                 "-m",
-                "rmd.devcluster.emulator",
+                "rmd_dev.emulator",
                 "--kubeconfig",
                 str(kubeconfig),
                 "--state-dir",

@@ -15,8 +15,8 @@ from typing import Any
 
 import structlog
 
-from rmd.devcluster.emulator_api import EmulatorApi
 from rmd.kube.retry import api_error_message, backoff_delay, status_of
+from rmd_dev.emulator.api import EmulatorApi
 
 log = structlog.get_logger(__name__)
 Pod = dict[str, Any]

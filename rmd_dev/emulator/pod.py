@@ -3,7 +3,7 @@
 A :class:`PodWorker` is one asyncio task per pod (by UID). The pod watch hands it every new
 version of the pod (:meth:`PodWorker.observe`) and tells it when the pod is gone; the worker
 reports status with merge-PATCHes (skipping ones that would change nothing), runs the
-containers through :mod:`rmd.devcluster.emulator_runner`, and when the pod is deleted stops
+containers through :mod:`rmd_dev.emulator.runner`, and when the pod is deleted stops
 them within the grace period and deletes the pod with grace period 0 and a UID precondition,
 so nothing stays Terminating. An error in one pod's handling is logged and never reaches the
 other pods or the watch.
@@ -25,8 +25,9 @@ import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from rmd.core.clock import Clock
-from rmd.devcluster.emulator_api import ApiGaveUp, EmulatorApi, retry_until
-from rmd.devcluster.emulator_env import (
+from rmd.kube.retry import api_error_message
+from rmd_dev.emulator.api import ApiGaveUp, EmulatorApi, retry_until
+from rmd_dev.emulator.env import (
     ApiServerAddress,
     EnvResolutionError,
     EnvSources,
@@ -38,8 +39,8 @@ from rmd.devcluster.emulator_env import (
     secret_values,
     service_account_secret_name,
 )
-from rmd.devcluster.emulator_ips import PodIpAllocator
-from rmd.devcluster.emulator_plan import (
+from rmd_dev.emulator.ips import PodIpAllocator
+from rmd_dev.emulator.plan import (
     CRASH_AFTER_ANNOTATION,
     PodPlan,
     RunMode,
@@ -47,7 +48,7 @@ from rmd.devcluster.emulator_plan import (
     init_containers_of,
     plan_pod,
 )
-from rmd.devcluster.emulator_runner import (
+from rmd_dev.emulator.runner import (
     EXIT_KILLED,
     CannotRun,
     ContainerRunner,
@@ -55,7 +56,7 @@ from rmd.devcluster.emulator_runner import (
     PauseRunner,
     ProcessRunner,
 )
-from rmd.devcluster.emulator_status import (
+from rmd_dev.emulator.status import (
     REASON_CANNOT_RUN,
     REASON_CONTAINER_CREATING,
     REASON_CREATE_CONTAINER_CONFIG_ERROR,
@@ -74,8 +75,7 @@ from rmd.devcluster.emulator_status import (
     status_summary,
     terminated_reason,
 )
-from rmd.devcluster.emulator_workloads import Workload
-from rmd.kube.retry import api_error_message
+from rmd_dev.emulator.workloads import Workload
 
 Pod = dict[str, Any]
 log = structlog.get_logger(__name__)

@@ -31,8 +31,8 @@ from typing import Any
 
 import aiohttp
 
-from rmd.devcluster.cluster import ClusterError, ControlPlane, free_port
-from rmd.devcluster.interrupt import SIGTERM_EXIT_CODE, run_cancellable
+from rmd_dev.cluster import ClusterError, ControlPlane, free_port
+from rmd_dev.interrupt import SIGTERM_EXIT_CODE, run_cancellable
 
 NAMESPACE = "rmd-demo"
 CLUSTER_ID = "flink-demo"

@@ -7,7 +7,7 @@ under ``$XDG_CACHE_HOME/rmd/kubernetes-v1.20.2/bin`` so that only the first run 
 build (about four minutes on two cores).
 
 This module uses the standard library only, so it can run before the project is installed:
-``python -m rmd.devcluster.provision``.
+``python -m rmd_dev.provision``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The node emulator: plays the kubelet for pods bound to the dev cluster's fake nodes.
 
-Run as ``python -m rmd.devcluster.emulator --kubeconfig K --state-dir D --nodes
+Run as ``python -m rmd_dev.emulator --kubeconfig K --state-dir D --nodes
 rmd-node-1,rmd-node-2 [--unpullable-images PATTERNS]`` (``rmd dev-cluster up`` does it).
 It logs JSON lines to stderr and, on SIGTERM or SIGINT, stops every process it started and
 exits 0 (pods are left as they are, as when a node goes away).
@@ -21,7 +21,7 @@ What happens to a pod the scheduler binds to one of ``--nodes``:
     stdout+stderr appended to ``D/pods/<ns>/<name>/<container>.log``. A container with
     neither runs nothing.
   - ``"coroutine"``: the workload named by ``emulator.rmd.dev/workload`` (default
-    ``rmd-agent``; see :data:`rmd.devcluster.emulator_workloads.WORKLOADS`) runs inside the
+    ``rmd-agent``; see :data:`rmd_dev.emulator.workloads.WORKLOADS`) runs inside the
     emulator as the pod's first container, for benchmarks with hundreds of pods; its return
     value is the exit code; deleting the pod sets its ``stop`` event. Start, end and
     tracebacks go to the container's log file.
@@ -63,7 +63,7 @@ Simulated trouble:
   whether or not a process was configured.
 * No capacity: a pod that asks for more than any node has, or whose nodeSelector no node
   matches, is never bound by the real scheduler; the emulator only looks at bound pods, so
-  it stays Pending / Unschedulable untouched. (Node sizes: ``rmd.devcluster.nodes``.)
+  it stays Pending / Unschedulable untouched. (Node sizes: ``rmd_dev.nodes``.)
 
 After a restart of the emulator, pods it finds Running without a process of its own are
 kept Running when they run nothing, and are otherwise reported terminated
@@ -88,14 +88,14 @@ import structlog
 from kubernetes_asyncio import client, config
 
 from rmd.core.clock import Clock, SystemClock
-from rmd.devcluster.emulator_api import EmulatorApi
-from rmd.devcluster.emulator_env import INHERITED_VARIABLES, ApiServerAddress
-from rmd.devcluster.emulator_ips import PodIpAllocator
-from rmd.devcluster.emulator_plan import parse_image_patterns
-from rmd.devcluster.emulator_pod import EmulatorTimings, PodWorker, WorkerContext
-from rmd.devcluster.emulator_watch import PodFeed
-from rmd.devcluster.emulator_workloads import WORKLOADS, Workload
 from rmd.logs import configure_logging
+from rmd_dev.emulator.api import EmulatorApi
+from rmd_dev.emulator.env import INHERITED_VARIABLES, ApiServerAddress
+from rmd_dev.emulator.ips import PodIpAllocator
+from rmd_dev.emulator.plan import parse_image_patterns
+from rmd_dev.emulator.pod import EmulatorTimings, PodWorker, WorkerContext
+from rmd_dev.emulator.watch import PodFeed
+from rmd_dev.emulator.workloads import WORKLOADS, Workload
 
 log = structlog.get_logger(__name__)
 Pod = dict[str, Any]
@@ -252,7 +252,7 @@ class Emulator:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m rmd.devcluster.emulator",
+        prog="python -m rmd_dev.emulator",
         description="Play the kubelet for pods bound to the dev cluster's fake nodes.",
     )
     parser.add_argument("--kubeconfig", required=True, type=Path)

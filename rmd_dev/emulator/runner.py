@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Protocol
 
 from rmd.core.clock import Clock
-from rmd.devcluster.emulator_status import cannot_run_message
-from rmd.devcluster.emulator_workloads import Workload
+from rmd_dev.emulator.status import cannot_run_message
+from rmd_dev.emulator.workloads import Workload
 
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126

@@ -1,6 +1,6 @@
 """What the node emulator does with one pod, read from its annotations and spec (pure).
 
-The annotations are described in :mod:`rmd.devcluster.emulator`.
+The annotations are described in :mod:`rmd_dev.emulator`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rmd.devcluster.cluster import DEFAULT_DIR, ClusterError, ControlPlane, describe, export_line
+from rmd_dev.cluster import DEFAULT_DIR, ClusterError, ControlPlane, describe, export_line
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

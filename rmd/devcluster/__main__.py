@@ -1,3 +1,0 @@
-from rmd.devcluster.cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,3 @@
+from rmd_dev.cli import main
+
+raise SystemExit(main())

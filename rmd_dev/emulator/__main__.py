@@ -1,0 +1,3 @@
+from rmd_dev.emulator.main import main
+
+raise SystemExit(main())
