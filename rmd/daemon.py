@@ -37,6 +37,7 @@ from rmd.kube.client import KubeConfigError, load_kube_configuration
 from rmd.kube.owner import find_owner_reference
 from rmd.kube.pods import PodGateway
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
+from rmd.kube.reflector import ReflectorTimings
 from rmd.kube.watch import PodWatcher
 from rmd.logs import configure_logging
 from rmd.metrics import RmdMetrics
@@ -155,7 +156,7 @@ async def serve(
             label_selector=selector_string(config.pods.selector_labels),
             on_event=engine.on_pod_event,
             on_snapshot=engine.on_snapshot,
-            resync_interval=settings.watch_resync_interval,
+            timings=ReflectorTimings(resync_interval=settings.watch_resync_interval),
             on_restart=lambda reason: metrics.watch_restarted(reason=reason),
             on_list_started=engine.on_list_started,
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -36,14 +35,13 @@ from rmd.core.model import (
     TaskManagerRegistered,
 )
 from rmd.kube.pods import PodApiError
-from rmd.kube.retry import backoff_delay
+from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
 
 log = structlog.get_logger("rmd.engine")
 
-# A delete that failed (after the gateway's own retries) is tried again, with exponential
-# backoff and full jitter between these bounds; the TaskManager stays "releasing" meanwhile.
-DELETE_RETRY_BASE = 2.0
-DELETE_RETRY_MAX = 60.0
+# A delete that failed (after the gateway's own retries) is tried again until it succeeds,
+# with exponential backoff and full jitter; the TaskManager stays "releasing" meanwhile.
+DELETE_BACKOFF = Backoff(base=2.0, cap=60.0)
 MIN_TIMER_DELAY = 0.005
 
 
@@ -76,9 +74,8 @@ class DaemonEngine:
         build_pod: PodBuilder,
         metrics: NoticeSink,
         clock: Clock,
-        delete_retry_base: float = DELETE_RETRY_BASE,
-        delete_retry_max: float = DELETE_RETRY_MAX,
-        rng: random.Random | None = None,
+        delete_backoff: Backoff = DELETE_BACKOFF,
+        pacing: Pacing | None = None,
     ) -> None:
         self._allocator = allocator
         self._pods = pods
@@ -92,9 +89,8 @@ class DaemonEngine:
         self._watch_synced: Callable[[], bool] = lambda: False
         self._closing = False
         self._list_started_at: float | None = None
-        self._delete_retry_base = delete_retry_base
-        self._delete_retry_max = delete_retry_max
-        self._rng = rng or random.Random()
+        self._delete_retry = RetryPolicy(backoff=delete_backoff)
+        self._pacing = pacing
 
     # ------------------------------------------------------------------ Engine protocol
     @property
@@ -222,34 +218,33 @@ class DaemonEngine:
         self.apply(self._allocator.create_succeeded(name))
 
     async def _delete(self, name: str, *, reason: str) -> None:
-        failures = 0
-        while True:
-            try:
-                await self._pods.delete(name)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # PodApiError, or a bug: either way, try again later
-                failures += 1
-                delay = backoff_delay(
-                    failures,
-                    base_delay=self._delete_retry_base,
-                    max_delay=self._delete_retry_max,
-                    rng=self._rng,
+        def report(failure: Failure) -> None:
+            exc = failure.error
+            if isinstance(exc, PodApiError):
+                log.warning(
+                    "pod_delete_failed",
+                    pod=name,
+                    reason=reason,
+                    status=exc.status,
+                    message=exc.message,
+                    attempt=failure.attempt,
+                    retry_in=None if failure.delay is None else round(failure.delay, 3),
                 )
-                if isinstance(exc, PodApiError):
-                    log.warning(
-                        "pod_delete_failed",
-                        pod=name,
-                        reason=reason,
-                        status=exc.status,
-                        message=exc.message,
-                        attempt=failures,
-                        retry_in=round(delay, 3),
-                    )
-                else:
-                    log.exception("pod_delete_crashed", pod=name, reason=reason, attempt=failures)
-                await asyncio.sleep(delay)
+            else:  # a bug: try again later all the same
+                log.error(
+                    "pod_delete_crashed",
+                    pod=name,
+                    reason=reason,
+                    attempt=failure.attempt,
+                    exc_info=exc,
+                )
+
+        await retry(
+            lambda: self._pods.delete(name),
+            policy=self._delete_retry,
+            on_failure=report,
+            pacing=self._pacing,
+        )
         self._metrics.pod_deleted(reason=reason)
         log.info("pod_deleted", pod=name, reason=reason)
         # The watch reports DELETED when the pod is really gone; nothing to feed back here.

@@ -37,7 +37,6 @@ import aiohttp
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from rmd.agent.backoff import BackoffPolicy
 from rmd.agent.child import SupervisedProcess, exit_code_of
 from rmd.agent.client import (
     RELEASING,
@@ -59,6 +58,7 @@ from rmd.agent.exit_codes import (
 )
 from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
 from rmd.core.clock import Clock, SystemClock
+from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -71,8 +71,11 @@ class AgentTiming:
     request_timeout: float = 5.0  # each register/heartbeat call, seconds
     deregister_timeout: float = 2.0  # the goodbye call on the way out is best effort
     grace_period: float = 20.0  # SIGTERM → SIGKILL for the supervised command (pod grace: 30)
-    max_retry_after: float = 300.0  # a daemon's Retry-After longer than this is cut to this
-    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # Between failed calls: full jitter up to 0.5 s, 1 s, ... 30 s, never below 0.05 s (no
+    # spin); a daemon's Retry-After exactly, cut to 300 s.
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(base=0.5, cap=30.0, floor=0.05, max_retry_after=300.0)
+    )
 
 
 class Interruption(enum.Enum):
@@ -297,29 +300,40 @@ class _Agent:
         self, call: str, send: Callable[[], Awaitable[Answer]]
     ) -> Accepted | Unknown | Refused | Rejected | Interruption:
         """Send until the daemon gives a real answer; back off between failures."""
-        attempt = 0
-        while True:
-            attempt += 1
+
+        async def attempt() -> Accepted | Unknown | Refused | Rejected | Interruption:
             answer = await self._race(send)
-            if not isinstance(answer, Unavailable):
-                return answer
-            delay = self._retry_delay(answer, attempt=attempt)
+            if isinstance(answer, Unavailable):
+                raise _DaemonUnavailable(answer)
+            return answer
+
+        def report(failure: Failure) -> None:
+            if failure.delay is None:
+                return  # not an unanswered call: a bug, raised as it is
+            unavailable = _unavailable(failure.error)
             self._log.warning(
                 f"agent.{call}_failed",
-                attempt=attempt,
-                delay=round(delay, 3),
-                error=answer.error,
-                retry_after=answer.retry_after,
+                attempt=failure.attempt,
+                delay=round(failure.delay, 3),
+                error=unavailable.error,
+                retry_after=unavailable.retry_after,
             )
-            interruption = await self._pause(delay)
-            if interruption is not None:
-                return interruption
 
-    def _retry_delay(self, failure: Unavailable, *, attempt: int) -> float:
-        backoff = self._timing.backoff
-        if failure.retry_after is not None:
-            return max(backoff.floor, min(failure.retry_after, self._timing.max_retry_after))
-        return backoff.delay(attempt, uniform=self._uniform)
+        try:
+            return await retry(
+                attempt,
+                policy=RetryPolicy(backoff=self._timing.backoff),
+                retriable=lambda error: isinstance(error, _DaemonUnavailable),
+                retry_after=lambda error: _unavailable(error).retry_after,
+                on_failure=report,
+                pacing=Pacing(
+                    sleep=self._pause_or_stop,
+                    uniform=self._uniform,
+                    monotonic=self._clock.monotonic,
+                ),
+            )
+        except _Interrupted as interrupted:
+            return interrupted.interruption
 
     # ------------------------------------------------------------------ interruptible waits
 
@@ -353,6 +367,12 @@ class _Agent:
     async def _pause(self, seconds: float) -> Interruption | None:
         outcome = await self._race(lambda: self._sleep(seconds))
         return outcome if isinstance(outcome, Interruption) else None
+
+    async def _pause_or_stop(self, seconds: float) -> None:
+        """:meth:`_pause` for the retry loop: an interruption ends the loop."""
+        interruption = await self._pause(seconds)
+        if interruption is not None:
+            raise _Interrupted(interruption)
 
     # ------------------------------------------------------------------ the way out
 
@@ -418,6 +438,27 @@ class _Agent:
             self._log.info("agent.deregistered", known=isinstance(answer, Accepted))
             return
         self._log.warning("agent.deregister_failed", error=_describe(answer))
+
+
+class _DaemonUnavailable(Exception):
+    """A call the daemon did not answer (or answered 5xx, 408, 429): worth another try."""
+
+    def __init__(self, answer: Unavailable) -> None:
+        super().__init__(answer.error)
+        self.answer = answer
+
+
+class _Interrupted(Exception):
+    """A stop or the command's exit cut a back-off short."""
+
+    def __init__(self, interruption: Interruption) -> None:
+        super().__init__(interruption.value)
+        self.interruption = interruption
+
+
+def _unavailable(error: Exception) -> Unavailable:
+    assert isinstance(error, _DaemonUnavailable), "only unanswered calls are retried"
+    return error.answer
 
 
 def _ending_of(answer: Unknown | Refused | Rejected | Interruption) -> Ending:

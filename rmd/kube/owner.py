@@ -7,7 +7,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from rmd.kube.podspec import OwnerReference
-from rmd.kube.retry import RetryPolicy, api_error_message, call_with_retries
+from rmd.kube.retry import KUBE_CALL_RETRY, api_error_message, call_with_retries
+from rmd.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -20,7 +21,7 @@ async def find_owner_reference(
     namespace: str,
     deployment: str,
     timeout: float,
-    retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
+    retry: RetryPolicy = KUBE_CALL_RETRY,
 ) -> OwnerReference | None:
     """The apps/v1 Deployment ``deployment`` as an owner, or None if it does not exist.
 

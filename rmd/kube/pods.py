@@ -1,31 +1,37 @@
-"""Creating, deleting and listing TaskManager pods: idempotent, bounded, retried, timed out."""
+"""Creating, deleting and listing TaskManager pods: idempotent, bounded, retried, timed out.
+
+While the API server cannot be reached or answers 429/5xx, a call is retried for up to
+``KUBE_CALL_RETRY.max_elapsed`` (30 s) — long enough to ride out an API server restart or an
+etcd leader election — and then fails with ``api_unavailable=True``: the API was down, the pod
+itself was never judged. A longer ceiling would hold a create slot (and the TaskManager in
+``requested``) through an outage the caller should hear about.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import aiohttp
 import structlog
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client import V1Pod, V1PodList
+from kubernetes_asyncio.client import V1Pod
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from rmd.kube.listwatch import Json, ResourceQuery, list_objects
 from rmd.kube.retry import (
-    RetryPolicy,
+    KUBE_CALL_RETRY,
     api_error_message,
     api_error_reason,
     call_with_retries,
     is_retriable,
     status_of,
 )
+from rmd.retry import Pacing, RetryPolicy
 
 log = structlog.get_logger(__name__)
-
-LIST_PAGE_SIZE = 500
 
 
 class PodApiError(Exception):
@@ -35,23 +41,36 @@ class PodApiError(Exception):
     ``AlreadyExists``, ``TooManyRequests``, ``ConnectionError``, ...); ``message``: the API
     server's own message, unchanged; ``retriable``: the cause was transient (the same call
     may succeed later) rather than a problem a person must fix; ``status``: HTTP status, 0
-    for connection errors.
+    for connection errors; ``api_unavailable``: the API server itself failed (no connection,
+    timeout, 429, 5xx, still so after the retries) — nothing was learnt about the pod, so a
+    create that failed this way is no start failure of the TaskManager.
     """
 
-    def __init__(self, reason: str, message: str, *, retriable: bool, status: int = 0) -> None:
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        retriable: bool,
+        status: int = 0,
+        api_unavailable: bool = False,
+    ) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
         self.retriable = retriable
         self.status = status
+        self.api_unavailable = api_unavailable
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> PodApiError:
+        transient = is_retriable(exc)
         return cls(
             api_error_reason(exc),
             api_error_message(exc),
-            retriable=is_retriable(exc),
+            retriable=transient,
             status=status_of(exc),
+            api_unavailable=transient,
         )
 
 
@@ -79,21 +98,20 @@ class PodGateway:
         namespace: str,
         max_parallel: int = 8,
         request_timeout: float = 30.0,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
+        retry: RetryPolicy = KUBE_CALL_RETRY,
         on_api_error: Callable[[int], None] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
+        self._api = api
         self._core = client.CoreV1Api(api)
         self._namespace = namespace
         self._slots = asyncio.Semaphore(max_parallel)
         self._request_timeout = request_timeout
         self._retry = retry
         self._on_api_error = on_api_error
-        self._sleep = sleep
-        self._rng = rng
+        self._pacing = pacing
 
     @property
     def namespace(self) -> str:
@@ -159,49 +177,23 @@ class PodGateway:
                 raise PodDeleteError.from_exception(exc) from exc
         log.debug("pod_deleted", pod=name, namespace=self._namespace)
 
-    async def list(self, *, label_selector: str) -> tuple[list[V1Pod], str]:
-        """All pods matching ``label_selector`` and the list's resourceVersion (paged).
+    async def list(self, *, label_selector: str) -> tuple[list[Json], str]:
+        """All pods matching ``label_selector`` (raw JSON) and the list's resourceVersion.
 
-        Raises :class:`PodListError` when it fails for good.
+        Paged; a failed page is retried by listing again from the start (one consistent
+        list). Raises :class:`PodListError` when it fails for good.
         """
-        pods: list[V1Pod] = []
-        resource_version = ""
-        continue_token: str | None = None
-        while True:
-            token = continue_token
+        query = ResourceQuery(namespace=self._namespace, label_selector=label_selector)
 
-            async def fetch(token: str | None = token) -> V1PodList:
-                if token:
-                    return await self._core.list_namespaced_pod(
-                        self._namespace,
-                        label_selector=label_selector,
-                        limit=LIST_PAGE_SIZE,
-                        _continue=token,
-                        _request_timeout=self._request_timeout,
-                    )
-                return await self._core.list_namespaced_pod(
-                    self._namespace,
-                    label_selector=label_selector,
-                    limit=LIST_PAGE_SIZE,
-                    _request_timeout=self._request_timeout,
-                )
+        async def fetch() -> tuple[list[Json], str]:
+            timeout = (self._request_timeout, self._request_timeout)
+            return await list_objects(self._api, query, timeout=timeout)
 
-            try:
-                page = await self._with_retries(fetch, what="list pods")
-            except ApiException as exc:
-                if exc.status == 410 and token:
-                    # The continue token expired mid-way: start over for a consistent list.
-                    pods, resource_version, continue_token = [], "", None
-                    continue
-                raise PodListError.from_exception(exc) from exc
-            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-                raise PodListError.from_exception(exc) from exc
-            pods.extend(page.items or [])
-            if not resource_version:
-                resource_version = str(page.metadata.resource_version or "")
-            continue_token = page.metadata._continue or None
-            if not continue_token:
-                return pods, resource_version
+        try:
+            listed: tuple[list[Json], str] = await self._with_retries(fetch, what="list pods")
+        except (ApiException, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            raise PodListError.from_exception(exc) from exc
+        return listed
 
     async def _accept_existing(
         self, name: str, *, labels: Mapping[str, str], conflict: ApiException
@@ -242,74 +234,10 @@ class PodGateway:
             fn,
             policy=self._retry,
             what=what,
-            sleep=self._sleep,
             on_error=self._on_api_error,
-            rng=self._rng,
+            pacing=self._pacing,
         )
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
     return cast(Mapping[str, Any], value) if isinstance(value, Mapping) else {}
-
-
-async def list_pods_raw(
-    api: client.ApiClient,
-    *,
-    namespace: str,
-    label_selector: str,
-    request_timeout: float | tuple[float, float],
-    page_size: int = LIST_PAGE_SIZE,
-) -> tuple[list[dict[str, Any]], str]:
-    """List pods as plain JSON dicts (no model deserialization: cheap for thousands of pods).
-
-    Paged; a continue token that expires mid-way restarts the list. Errors raise
-    ``ApiException`` (with status, body and headers) or aiohttp/timeout errors; no retries
-    here: the caller owns the policy.
-    """
-    core = client.CoreV1Api(api)
-    while True:
-        items: list[dict[str, Any]] = []
-        resource_version = ""
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"label_selector": label_selector, "limit": page_size}
-            if token:
-                kwargs["_continue"] = token
-            try:
-                page = await _get_json(
-                    core.list_namespaced_pod(
-                        namespace,
-                        _preload_content=False,
-                        _request_timeout=request_timeout,
-                        **kwargs,
-                    )
-                )
-            except ApiException as exc:
-                if exc.status == 410 and token:
-                    break  # continue token expired: the outer loop starts over
-                raise
-            items.extend(item for item in page.get("items") or [] if isinstance(item, dict))
-            meta = _mapping(page.get("metadata"))
-            if not resource_version:
-                resource_version = str(meta.get("resourceVersion") or "")
-            token = str(meta.get("continue") or "") or None
-            if not token:
-                return items, resource_version
-
-
-async def _get_json(pending: Any) -> dict[str, Any]:
-    """Await a ``_preload_content=False`` call; raise ``ApiException`` for a non-2xx answer."""
-    response = cast(aiohttp.ClientResponse, await pending)
-    try:
-        data = await response.read()
-        if not 200 <= response.status <= 299:
-            error = ApiException(status=response.status, reason=response.reason)
-            error.body = data
-            error.headers = response.headers
-            raise error
-        parsed = json.loads(data)
-    finally:
-        response.release()
-    if not isinstance(parsed, dict):
-        raise ApiException(status=0, reason="the API server answered a list with a non-object")
-    return parsed

@@ -1,24 +1,24 @@
 """Retrying Kubernetes API calls: which errors are worth another try, and how long to wait.
 
-kubernetes_asyncio has no retries of its own. :func:`call_with_retries` retries what is
-transient (429, 5xx, dropped connections, timeouts) with exponential backoff and full jitter,
-honours ``Retry-After`` (429, 503, and the 500s that carry one, e.g. ServerTimeout), and
-raises every other error at once with a log line that says what to fix (RBAC, quota,
-invalid spec).
+kubernetes_asyncio has no retries of its own. :func:`call_with_retries` (the retry loop of
+:mod:`rmd.retry`) retries what is transient (429, 5xx, dropped connections, timeouts) with
+exponential backoff and full jitter, honours ``Retry-After`` (429, 503, and the 500s that
+carry one, e.g. ServerTimeout), and raises every other error at once with a log line that
+says what to fix (RBAC, quota, invalid spec).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
 
 T = TypeVar("T")
 
@@ -27,38 +27,12 @@ log = structlog.get_logger(__name__)
 CONNECTION_ERROR_STATUS = 0  # what on_error receives for errors without an HTTP status
 
 
-@dataclass(frozen=True, kw_only=True)
-class RetryPolicy:
-    """How often and how patiently to retry a transient API error."""
-
-    attempts: int = 6  # total tries, the first one included
-    base_delay: float = 0.2  # seconds; the n-th retry waits up to base_delay * 2**(n-1)
-    max_delay: float = 10.0  # cap of one computed backoff delay
-    max_retry_after: float = 60.0  # cap of a server's Retry-After
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("RetryPolicy.attempts must be at least 1")
-        if self.base_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
-            raise ValueError("RetryPolicy delays must not be negative")
-
-
-def backoff_delay(
-    retry_number: int,
-    *,
-    base_delay: float,
-    max_delay: float,
-    rng: random.Random,
-    min_fraction: float = 0.0,
-) -> float:
-    """Exponential backoff with jitter: uniform in [min_fraction * ceiling, ceiling], where
-    ceiling = min(max, base * 2**(n-1)). ``min_fraction`` 0 is full jitter, 0.5 equal jitter.
-
-    ``retry_number`` counts from 1 (the first retry).
-    """
-    exponent = max(retry_number - 1, 0)
-    ceiling = min(max_delay, base_delay * (2.0 ** min(exponent, 62)))
-    return rng.uniform(min_fraction * ceiling, ceiling)
+# Kubernetes calls: short first retries, at most 10 s apart, a server's Retry-After honoured
+# up to a minute (with up to 0.2 s of spread, so throttled callers do not return together).
+KUBE_BACKOFF = Backoff(base=0.2, cap=10.0, max_retry_after=60.0, retry_after_jitter=0.2)
+# A call is retried for up to 30 s: long enough to ride out an API server restart or an etcd
+# leader election, short enough that the caller hears of a real outage.
+KUBE_CALL_RETRY = RetryPolicy(backoff=KUBE_BACKOFF, max_elapsed=30.0)
 
 
 def status_of(exc: BaseException) -> int:
@@ -187,62 +161,48 @@ async def call_with_retries(
     *,
     policy: RetryPolicy,
     what: str,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     on_error: Callable[[int], None] | None = None,
-    rng: random.Random | None = None,
+    pacing: Pacing | None = None,
 ) -> T:
     """Await ``fn()``; retry transient errors per ``policy``; raise the last error otherwise.
 
     ``what`` names the operation in log lines ("create pod x"). ``on_error(status)`` is called
     for every failed attempt (0 for connection errors and timeouts), retried or not.
     """
-    chance = rng if rng is not None else random.Random()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await fn()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            status = status_of(exc)
-            if on_error is not None:
-                on_error(status)
-            message = api_error_message(exc)
-            retriable = is_retriable(exc)
-            if not retriable or attempt >= policy.attempts:
-                log.warning(
-                    "kube_call_failed",
-                    what=what,
-                    status=status,
-                    reason=api_error_reason(exc),
-                    message=message,
-                    retrying=False,
-                    hint=f"gave up after {attempt} attempts"
-                    if retriable
-                    else explain_api_error(exc),
-                )
-                raise
-            delay = _delay_before_retry(exc, retry_number=attempt, policy=policy, rng=chance)
-            log.info(
-                "kube_call_retry",
+
+    def report(failure: Failure) -> None:
+        error = failure.error
+        status = status_of(error)
+        if on_error is not None:
+            on_error(status)
+        message = api_error_message(error)
+        if failure.delay is None:
+            log.warning(
+                "kube_call_failed",
                 what=what,
                 status=status,
+                reason=api_error_reason(error),
                 message=message,
-                attempt=attempt,
-                delay=round(delay, 3),
+                retrying=False,
+                hint=f"gave up after {failure.attempt} attempts"
+                if is_retriable(error)
+                else explain_api_error(error),
             )
-            await sleep(delay)
+            return
+        log.info(
+            "kube_call_retry",
+            what=what,
+            status=status,
+            message=message,
+            attempt=failure.attempt,
+            delay=round(failure.delay, 3),
+        )
 
-
-def _delay_before_retry(
-    exc: BaseException, *, retry_number: int, policy: RetryPolicy, rng: random.Random
-) -> float:
-    server_says = retry_after_seconds(exc)
-    if server_says is not None:
-        # At least what the server asked for; a little jitter so that many callers told
-        # the same number do not come back in the same millisecond.
-        return min(server_says, policy.max_retry_after) + rng.uniform(0.0, policy.base_delay)
-    return backoff_delay(
-        retry_number, base_delay=policy.base_delay, max_delay=policy.max_delay, rng=rng
+    return await retry(
+        fn,
+        policy=policy,
+        retriable=is_retriable,
+        retry_after=retry_after_seconds,
+        on_failure=report,
+        pacing=pacing,
     )

@@ -2,26 +2,25 @@
 
 Every call has a timeout; writes (status PATCHes, deletes) share a semaphore so hundreds of
 pods cannot flood the API server at once. :func:`retry_until` retries transient errors
-(429, 5xx, lost connections, timeouts) with capped, jittered exponential backoff until the
-call succeeds or the caller stops caring (the pod is gone); other errors are raised.
+(429, 5xx, lost connections, timeouts; the retry loop of :mod:`rmd.retry`) with capped,
+jittered exponential backoff until the call succeeds or the caller stops caring (the pod is
+gone); other errors are raised. The pod list and watch are :mod:`rmd_dev.emulator.watch`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-import aiohttp
 import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from rmd.kube.retry import api_error_message, backoff_delay, is_retriable, status_of
-from rmd.kube.watch import RawWatch
+from rmd.kube.listwatch import client_timeout
+from rmd.kube.retry import api_error_message, is_retriable, retry_after_seconds, status_of
+from rmd.retry import Abandoned, Backoff, Failure, Pacing, RetryPolicy, retry
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -40,13 +39,8 @@ class ApiTimeouts:
     watch_read: float = 75.0  # longer than watch_server: a silent connection is dead
 
 
-def client_timeout(connect_and_read: tuple[float, float]) -> aiohttp.ClientTimeout:
-    connect, read = connect_and_read
-    return aiohttp.ClientTimeout(connect=connect, sock_connect=connect, sock_read=read)
-
-
-class ApiGaveUp(Exception):
-    """:func:`retry_until` stopped because the caller no longer needs the result."""
+# retry_until stopped because the caller no longer needs the result (the pod is gone).
+ApiGaveUp = Abandoned
 
 
 async def retry_until(
@@ -56,40 +50,34 @@ async def retry_until(
     give_up: Callable[[], bool],
     base_delay: float = 0.2,
     max_delay: float = 5.0,
-    rng: random.Random | None = None,
+    pacing: Pacing | None = None,
 ) -> T:
-    """Await ``call()`` until it succeeds; retry transient errors; raise others at once;
-    raise :class:`ApiGaveUp` when ``give_up()`` turns true between attempts."""
-    chance = rng if rng is not None else random.Random()
-    failures = 0
-    while True:
-        if give_up():
-            raise ApiGaveUp(what)
-        try:
-            return await call()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            if not is_retriable(error):
-                raise
-            failures += 1
-            # The n-th retry waits between half and all of min(max_delay, base_delay * 2**n).
-            delay = backoff_delay(
-                failures + 1,
-                base_delay=base_delay,
-                max_delay=max_delay,
-                rng=chance,
-                min_fraction=0.5,
-            )
-            log.warning(
-                "emulator_api_retry",
-                what=what,
-                status=status_of(error),
-                error=api_error_message(error),
-                failures=failures,
-                retry_in=round(delay, 2),
-            )
-            await asyncio.sleep(delay)
+    """Await ``call()`` until it succeeds; retry transient errors (equal jitter: between half
+    and all of the exponential ceiling); raise others at once; raise :data:`ApiGaveUp` when
+    ``give_up()`` turns true between attempts."""
+
+    def report(failure: Failure) -> None:
+        if failure.delay is None:
+            return  # not transient: raised to the caller, who says what it means
+        log.warning(
+            "emulator_api_retry",
+            what=what,
+            status=status_of(failure.error),
+            error=api_error_message(failure.error),
+            failures=failure.attempt,
+            retry_in=round(failure.delay, 2),
+        )
+
+    backoff = Backoff(base=base_delay, cap=max_delay, min_fraction=0.5)
+    return await retry(
+        call,
+        policy=RetryPolicy(backoff=backoff),
+        retriable=is_retriable,
+        retry_after=retry_after_seconds,
+        on_failure=report,
+        abandon=give_up,
+        pacing=pacing,
+    )
 
 
 class EmulatorApi:
@@ -101,9 +89,12 @@ class EmulatorApi:
         timeouts: ApiTimeouts | None = None,
     ) -> None:
         self._api = api
-        self._core = client.CoreV1Api(api)
         self._writes = asyncio.Semaphore(max_concurrent_writes)
         self.timeouts = timeouts or ApiTimeouts()
+
+    @property
+    def client(self) -> client.ApiClient:
+        return self._api
 
     async def _call(
         self,
@@ -177,52 +168,3 @@ class EmulatorApi:
 
     async def read_node(self, *, name: str) -> Json | None:
         return await self._read_or_none(f"/api/v1/nodes/{name}")
-
-    async def list_pods(self) -> tuple[list[Json], str]:
-        """All pods of all namespaces (paged), and the list's resourceVersion."""
-        while True:
-            items: list[Json] = []
-            resource_version = ""
-            token = ""
-            while True:
-                query: list[tuple[str, Any]] = [("limit", 500)]
-                if token:
-                    query.append(("continue", token))
-                try:
-                    page = await self._call(
-                        "GET",
-                        "/api/v1/pods",
-                        query=query,
-                        timeout=(self.timeouts.request[0], self.timeouts.list_read),
-                    )
-                except ApiException as error:
-                    if error.status == 410 and token:
-                        break  # the continue token expired: list again from the start
-                    raise
-                items.extend(item for item in page.get("items") or [] if isinstance(item, dict))
-                meta = page.get("metadata") or {}
-                resource_version = resource_version or str(meta.get("resourceVersion") or "")
-                token = str(meta.get("continue") or "")
-                if not token:
-                    return items, resource_version
-
-    async def watch_pods(self, *, resource_version: str) -> AsyncIterator[tuple[str, Json, str]]:
-        """``(event type, pod, resourceVersion so far)`` until the server ends the stream.
-
-        BOOKMARK events come through with an empty pod; a 410 or any error is raised.
-        """
-        async with RawWatch() as stream:
-            events = stream.stream(
-                self._core.list_pod_for_all_namespaces,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self.timeouts.watch_server,
-                _request_timeout=(self.timeouts.request[0], self.timeouts.watch_read),
-            )
-            async for event in events:
-                if not isinstance(event, dict):
-                    raise aiohttp.ClientPayloadError(f"not a watch event: {json.dumps(event)}")
-                kind = str(event.get("type", ""))
-                obj = event.get("raw_object")
-                pod = obj if isinstance(obj, dict) and kind != "BOOKMARK" else {}
-                yield kind, pod, str(stream.resource_version or resource_version)

@@ -8,13 +8,16 @@ import pytest
 from kubernetes_asyncio import client
 
 from rmd.kube.pods import PodCreateError, PodGateway
-from rmd.kube.retry import RetryPolicy
+from rmd.retry import Backoff, RetryPolicy
 from tests.integration.test_kube_pods import SELECTOR, pod_body
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 
-FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.2)
+FAST_ATTEMPTS = 4
+FAST_RETRY = RetryPolicy(
+    backoff=Backoff(base=0.05, cap=0.2, retry_after_jitter=0.05), max_attempts=FAST_ATTEMPTS
+)
 PODS_PATH = r"/pods$"
 
 
@@ -35,7 +38,7 @@ async def test_429_retry_after_is_honoured(
     # Retry-After: 1 is honoured although the policy's own backoff tops out at 0.2 s
     assert all(gap >= 1.0 for gap in gaps), gaps
     found, _ = await pods.list(label_selector=SELECTOR)
-    assert [p.metadata.name for p in found] == ["c1-taskmanager-1-1"]
+    assert [p["metadata"]["name"] for p in found] == ["c1-taskmanager-1-1"]
 
 
 async def test_503_then_success(
@@ -77,7 +80,7 @@ async def test_lost_answer_to_a_create_that_happened_is_still_one_pod(
     await pods.create(pod_body("c1-taskmanager-1-1"))
     assert errors == [504, 409]
     found, _ = await pods.list(label_selector=SELECTOR)
-    assert [p.metadata.name for p in found] == ["c1-taskmanager-1-1"]
+    assert [p["metadata"]["name"] for p in found] == ["c1-taskmanager-1-1"]
 
 
 async def test_persistent_server_errors_give_up_as_retriable(
@@ -96,8 +99,9 @@ async def test_persistent_server_errors_give_up_as_retriable(
     )
     with pytest.raises(PodCreateError) as raised:
         await pods.create(pod_body("c1-taskmanager-1-1"))
-    assert errors == [500] * FAST_RETRY.attempts
+    assert errors == [500] * FAST_ATTEMPTS
     assert raised.value.retriable is True
+    assert raised.value.api_unavailable is True  # the API failed, not the pod
     assert raised.value.message == "etcdserver: request timed out"
     assert raised.value.status == 500
 

@@ -10,16 +10,19 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
+from rmd.kube.listwatch import ResourceQuery, list_objects
 from rmd.kube.owner import OwnerReference, find_owner_reference
-from rmd.kube.pods import PodCreateError, PodGateway, list_pods_raw
-from rmd.kube.retry import RetryPolicy
+from rmd.kube.pods import PodCreateError, PodGateway
+from rmd.retry import Backoff, RetryPolicy
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory, create_pod_quota
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually, eventually_true
 
 pytestmark = pytest.mark.integration
 
-FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.2)
+FAST_RETRY = RetryPolicy(
+    backoff=Backoff(base=0.05, cap=0.2, retry_after_jitter=0.05), max_attempts=4
+)
 
 
 def pod_body(
@@ -53,7 +56,7 @@ async def test_create_then_create_again_is_done_not_an_error(
     await pods.create(pod_body("c1-taskmanager-1-1"))
     await pods.create(pod_body("c1-taskmanager-1-1"))  # 409 for our own pod: done
     found, resource_version = await pods.list(label_selector=SELECTOR)
-    assert [p.metadata.name for p in found] == ["c1-taskmanager-1-1"]
+    assert [p["metadata"]["name"] for p in found] == ["c1-taskmanager-1-1"]
     assert int(resource_version) > 0
     assert errors == [409]
 
@@ -88,6 +91,7 @@ async def test_invalid_pod_is_rejected_with_the_servers_message(
     assert raised.value.status == 422
     assert raised.value.reason == "Invalid"
     assert raised.value.retriable is False
+    assert raised.value.api_unavailable is False
     assert "spec.containers[0].image: Required value" in raised.value.message
     assert errors == [422]  # not retried
 
@@ -117,9 +121,9 @@ async def test_list_selects_by_label(kube_api: client.ApiClient, namespace: str)
     await asyncio.gather(*(pods.create(pod_body(name)) for name in ours))
     await pods.create(pod_body("c2-taskmanager-1-1", cluster="c2"))
     found, _ = await pods.list(label_selector=SELECTOR)
-    assert sorted(p.metadata.name for p in found) == ours
+    assert sorted(p["metadata"]["name"] for p in found) == ours
     other, _ = await pods.list(label_selector="app=c2")
-    assert [p.metadata.name for p in other] == ["c2-taskmanager-1-1"]
+    assert [p["metadata"]["name"] for p in other] == ["c2-taskmanager-1-1"]
 
 
 async def test_raw_list_pages_through_everything(
@@ -128,9 +132,8 @@ async def test_raw_list_pages_through_everything(
     pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY)
     names = [f"c1-taskmanager-1-{i}" for i in range(1, 6)]
     await asyncio.gather(*(pods.create(pod_body(name)) for name in names))
-    items, resource_version = await list_pods_raw(
-        kube_api, namespace=namespace, label_selector=SELECTOR, request_timeout=(5, 30), page_size=2
-    )
+    query = ResourceQuery(namespace=namespace, label_selector=SELECTOR)
+    items, resource_version = await list_objects(kube_api, query, timeout=(5, 30), page_size=2)
     assert sorted(item["metadata"]["name"] for item in items) == names
     assert int(resource_version) > 0
 
@@ -168,15 +171,8 @@ async def test_paged_list_starts_over_after_a_real_410(
             times=1,
         )
         async with client.ApiClient(proxy.configuration(token=dev_cluster.admin_token)) as api:
-            listing = asyncio.create_task(
-                list_pods_raw(
-                    api,
-                    namespace=namespace,
-                    label_selector=SELECTOR,
-                    request_timeout=(5, 30),
-                    page_size=1,
-                )
-            )
+            query = ResourceQuery(namespace=namespace, label_selector=SELECTOR)
+            listing = asyncio.create_task(list_objects(api, query, timeout=(5, 30), page_size=1))
             await eventually_true(lambda: held.hits == 1, what="the second page to be asked")
             # one more write, so that the first page's revision is strictly below the
             # compaction point (compacting at R keeps R itself readable)
@@ -223,6 +219,7 @@ async def test_quota_denial_surfaces_unchanged(kube_api: client.ApiClient, names
     assert errors == [403]
     assert raised.value.reason == "QuotaExceeded"
     assert raised.value.retriable is False
+    assert raised.value.api_unavailable is False
     assert raised.value.message.startswith(
         'pods "c1-taskmanager-1-2" is forbidden: exceeded quota: two-pods'
     )

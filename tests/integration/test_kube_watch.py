@@ -14,7 +14,9 @@ from structlog.testing import capture_logs
 
 from rmd.core.model import PodObservation
 from rmd.kube.pods import PodGateway
+from rmd.kube.reflector import ReflectorTimings
 from rmd.kube.watch import PodWatcher
+from rmd.retry import Backoff
 from tests.conftest import REQUEST_TIMEOUT, LimitedApiFactory
 from tests.integration.test_kube_pods import SELECTOR, pod_body
 from tests.support.faultproxy import FaultProxy
@@ -90,10 +92,9 @@ async def running(watcher: PodWatcher) -> AsyncIterator[PodWatcher]:
 
 
 def make_watcher(
-    api: client.ApiClient, namespace: str, recorder: Recorder, **options: Any
+    api: client.ApiClient, namespace: str, recorder: Recorder, **timings: Any
 ) -> PodWatcher:
-    options.setdefault("backoff_base", 0.1)
-    options.setdefault("backoff_max", 0.5)
+    timings.setdefault("backoff", Backoff(base=0.1, cap=0.5))
     return PodWatcher(
         api,
         namespace=namespace,
@@ -101,7 +102,7 @@ def make_watcher(
         on_event=recorder.on_event,
         on_snapshot=recorder.on_snapshot,
         on_restart=recorder.on_restart,
-        **options,
+        timings=ReflectorTimings(**timings),
     )
 
 
@@ -199,7 +200,7 @@ async def test_a_silent_watch_is_renewed_at_once_without_relisting(
     # reads nothing until its server-side timeout, and the read timeout fires first.
     recorder = Recorder()
     watcher = make_watcher(
-        kube_api, namespace, recorder, read_timeout=0.5, backoff_base=5.0, backoff_max=5.0
+        kube_api, namespace, recorder, read_timeout=0.5, backoff=Backoff(base=5.0, cap=5.0)
     )
     async with running(watcher):
         assert await watcher.wait_synced(WAIT)

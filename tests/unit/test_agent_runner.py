@@ -29,10 +29,10 @@ from aiohttp.test_utils import TestServer, unused_port
 from structlog.testing import LogCapture
 
 from rmd.agent import AgentTiming, run_agent
-from rmd.agent.backoff import BackoffPolicy
 from rmd.agent.exit_codes import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_REJECTED, EXIT_USAGE
 from rmd.core import agent_env
 from rmd.core.clock import ManualClock
+from rmd.retry import Backoff
 from tests.support.waiting import eventually_true
 
 TM_ID = "flink-1-taskmanager-1-1"
@@ -41,7 +41,7 @@ FAST = AgentTiming(
     request_timeout=1.0,
     deregister_timeout=1.0,
     grace_period=5.0,
-    backoff=BackoffPolicy(base=0.02, cap=0.1, floor=0.01),
+    backoff=Backoff(base=0.02, cap=0.1, floor=0.01),
 )
 
 # ------------------------------------------------------------------------------ the fake daemon
@@ -538,7 +538,7 @@ async def test_retries_with_backoff_while_the_daemon_is_down_then_registers(
     fake = FakeDaemon()
     clock = ManualClock()
     sleep = RecordingSleep(clock)
-    policy = BackoffPolicy(base=0.5, cap=4.0, floor=0.05)
+    policy = Backoff(base=0.5, cap=4.0, floor=0.05)
     timing = AgentTiming(request_timeout=1.0, deregister_timeout=1.0, backoff=policy)
     agent = start_agent(
         make_env(f"http://127.0.0.1:{port}"),
@@ -570,7 +570,7 @@ async def test_full_jitter_spreads_delays_below_the_exponential_ceiling(
     fake.outage_status = 503
     sleep = RecordingSleep(ManualClock())
     picks = iter([0.9, 0.1, 0.5, 0.0, 0.99] * 100)
-    policy = BackoffPolicy(base=1.0, cap=8.0, floor=0.05)
+    policy = Backoff(base=1.0, cap=8.0, floor=0.05)
     agent = start_agent(
         make_env(url),
         timing=AgentTiming(request_timeout=1.0, backoff=policy),

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rmd.agent.backoff import BackoffPolicy
 from rmd.agent.child import exit_code_of
 from rmd.agent.cli import UsageError, parse_taskmanager_args, run_taskmanager
 from rmd.agent.client import (
@@ -25,6 +24,7 @@ from rmd.agent.client import (
 from rmd.agent.exit_codes import EXIT_USAGE
 from rmd.agent.settings import AgentEnvironmentError, settings_from_env
 from rmd.core import agent_env
+from rmd.retry import Backoff
 
 GOOD_ENV = {
     agent_env.POD_NAME: "flink-taskmanager-1-1",
@@ -153,7 +153,7 @@ def test_cli_bad_option_exits_with_usage(capsys: pytest.CaptureFixture[str]) -> 
     pick=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
 )
 def test_backoff_delay_stays_between_floor_and_ceiling(attempt: int, pick: float) -> None:
-    policy = BackoffPolicy(base=0.5, cap=30.0, floor=0.05)
+    policy = Backoff(base=0.5, cap=30.0, floor=0.05)
 
     delay = policy.delay(attempt, uniform=lambda: pick)
 
@@ -161,7 +161,7 @@ def test_backoff_delay_stays_between_floor_and_ceiling(attempt: int, pick: float
 
 
 def test_backoff_ceiling_doubles_up_to_the_cap() -> None:
-    policy = BackoffPolicy(base=0.5, cap=30.0)
+    policy = Backoff(base=0.5, cap=30.0)
 
     ceilings = [policy.ceiling(attempt) for attempt in range(1, 10)]
 
@@ -170,7 +170,7 @@ def test_backoff_ceiling_doubles_up_to_the_cap() -> None:
 
 def test_backoff_rejects_inconsistent_bounds() -> None:
     with pytest.raises(ValueError, match="floor"):
-        BackoffPolicy(base=1.0, cap=0.5)
+        Backoff(base=1.0, cap=0.5)
 
 
 # ------------------------------------------------------------------------------ answers

@@ -18,6 +18,7 @@ from rmd.core.model import PodObservation, TaskManagerState
 from rmd.engine import DaemonEngine
 from rmd.kube.pods import PodCreateError, PodDeleteError
 from rmd.metrics import RmdMetrics
+from rmd.retry import Backoff, Pacing
 
 
 class FakePodGateway:
@@ -57,9 +58,8 @@ def make_engine(**settings: Any) -> tuple[DaemonEngine, FakePodGateway, RmdMetri
         build_pod=build_pod,
         metrics=metrics,
         clock=clock,
-        delete_retry_base=0.01,
-        delete_retry_max=0.02,
-        rng=random.Random(7),
+        delete_backoff=Backoff(base=0.01, cap=0.02),
+        pacing=Pacing(uniform=random.Random(7).random),
     )
     return engine, gateway, metrics
 

@@ -11,15 +11,33 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from multidict import CIMultiDict, CIMultiDictProxy
 from structlog.testing import capture_logs
 
+from rmd.kube.pods import PodCreateError
 from rmd.kube.retry import (
-    RetryPolicy,
+    KUBE_BACKOFF,
     api_error_message,
     api_error_reason,
-    backoff_delay,
     call_with_retries,
     is_retriable,
     retry_after_seconds,
 )
+from rmd.retry import Backoff, Pacing, RetryPolicy
+
+
+class FakeSleep:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+# What call_with_retries used before it had a time budget: six tries, 0.2 s doubling to 10 s.
+SIX_TRIES = RetryPolicy(backoff=KUBE_BACKOFF, max_attempts=6)
+
+
+def pacing(sleep: FakeSleep, seed: int | None = None) -> Pacing:
+    chance = random.Random(seed)
+    return Pacing(sleep=sleep, uniform=chance.random)
 
 
 def api_error(
@@ -45,14 +63,6 @@ def api_error(
         headers["Retry-After"] = retry_after
     exc.headers = CIMultiDictProxy(headers)
     return exc
-
-
-class FakeSleep:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
 
 
 class Flaky:
@@ -103,7 +113,8 @@ def test_backoff_is_full_jitter_below_an_exponential_ceiling() -> None:
     rng = random.Random(7)
     for retry in range(1, 12):
         ceiling = min(10.0, 0.2 * 2 ** (retry - 1))
-        delays = [backoff_delay(retry, base_delay=0.2, max_delay=10.0, rng=rng) for _ in range(200)]
+        backoff = Backoff(base=0.2, cap=10.0)
+        delays = [backoff.delay(retry, uniform=rng.random) for _ in range(200)]
         assert all(0.0 <= d <= ceiling for d in delays)
         # full jitter spreads over the whole range, not just near the ceiling
         assert min(delays) < ceiling * 0.2
@@ -114,10 +125,8 @@ def test_backoff_with_a_minimum_fraction_stays_in_the_upper_part_of_the_range() 
     rng = random.Random(7)
     for retry in range(1, 12):
         ceiling = min(5.0, 0.2 * 2 ** (retry - 1))
-        delays = [
-            backoff_delay(retry, base_delay=0.2, max_delay=5.0, rng=rng, min_fraction=0.5)
-            for _ in range(200)
-        ]
+        backoff = Backoff(base=0.2, cap=5.0, min_fraction=0.5)
+        delays = [backoff.delay(retry, uniform=rng.random) for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert min(delays) < ceiling * 0.6
         assert max(delays) > ceiling * 0.9
@@ -128,12 +137,7 @@ async def test_transient_errors_are_retried_until_success() -> None:
     seen: list[int] = []
     fn = Flaky([api_error(503), aiohttp.ServerDisconnectedError(), api_error(500)])
     result = await call_with_retries(
-        fn,
-        policy=RetryPolicy(),
-        what="test",
-        sleep=sleep,
-        on_error=seen.append,
-        rng=random.Random(1),
+        fn, policy=SIX_TRIES, what="test", on_error=seen.append, pacing=pacing(sleep, 1)
     )
     assert result == "ok"
     assert fn.calls == 4
@@ -148,7 +152,7 @@ async def test_gives_up_after_the_configured_attempts_with_the_last_error() -> N
     fn = Flaky(errors)
     with pytest.raises(ApiException) as raised:
         await call_with_retries(
-            fn, policy=RetryPolicy(attempts=3), what="test", sleep=sleep, rng=random.Random(1)
+            fn, policy=RetryPolicy(max_attempts=3), what="test", pacing=pacing(sleep, 1)
         )
     assert fn.calls == 3
     assert len(sleep.delays) == 2
@@ -158,23 +162,20 @@ async def test_gives_up_after_the_configured_attempts_with_the_last_error() -> N
 async def test_retry_after_on_429_is_honoured_not_the_backoff() -> None:
     sleep = FakeSleep()
     fn = Flaky([api_error(429, retry_after="3"), api_error(429, retry_after="1")])
-    policy = RetryPolicy(base_delay=0.2, max_delay=0.5)
-    assert (
-        await call_with_retries(fn, policy=policy, what="test", sleep=sleep, rng=random.Random(3))
-        == "ok"
-    )
+    backoff = Backoff(base=0.2, cap=0.5, retry_after_jitter=0.2)
+    policy = RetryPolicy(backoff=backoff, max_attempts=6)
+    assert await call_with_retries(fn, policy=policy, what="test", pacing=pacing(sleep, 3)) == "ok"
     assert sleep.delays[0] >= 3.0
-    assert sleep.delays[0] <= 3.0 + policy.base_delay
-    assert 1.0 <= sleep.delays[1] <= 1.0 + policy.base_delay
+    assert sleep.delays[0] <= 3.0 + backoff.retry_after_jitter
+    assert 1.0 <= sleep.delays[1] <= 1.0 + backoff.retry_after_jitter
 
 
 async def test_retry_after_on_503_from_status_details_when_header_missing() -> None:
     exc = api_error(503, details={"retryAfterSeconds": 2})
     assert retry_after_seconds(exc) == 2.0
     sleep = FakeSleep()
-    await call_with_retries(
-        Flaky([exc]), policy=RetryPolicy(max_delay=0.1), what="t", sleep=sleep, rng=random.Random(0)
-    )
+    policy = RetryPolicy(backoff=Backoff(base=0.1, cap=0.1), max_attempts=6)
+    await call_with_retries(Flaky([exc]), policy=policy, what="t", pacing=pacing(sleep, 0))
     assert sleep.delays[0] >= 2.0
 
 
@@ -186,14 +187,14 @@ def test_retry_after_is_ignored_on_errors_not_retried_and_on_dates() -> None:
 
 async def test_huge_retry_after_is_capped() -> None:
     sleep = FakeSleep()
+    backoff = Backoff(base=0.2, cap=10.0, max_retry_after=30.0, retry_after_jitter=0.2)
     await call_with_retries(
         Flaky([api_error(429, retry_after="3600")]),
-        policy=RetryPolicy(max_retry_after=30.0),
+        policy=RetryPolicy(backoff=backoff),
         what="t",
-        sleep=sleep,
-        rng=random.Random(0),
+        pacing=pacing(sleep, 0),
     )
-    assert 30.0 <= sleep.delays[0] <= 30.0 + RetryPolicy().base_delay
+    assert 30.0 <= sleep.delays[0] <= 30.0 + backoff.retry_after_jitter
 
 
 @pytest.mark.parametrize(
@@ -222,7 +223,11 @@ async def test_client_errors_raise_at_once_and_log_why(
     fn = Flaky([api_error(status, message)])
     with capture_logs() as logs, pytest.raises(ApiException) as raised:
         await call_with_retries(
-            fn, policy=RetryPolicy(), what="create pod p", sleep=sleep, on_error=seen.append
+            fn,
+            policy=SIX_TRIES,
+            what="create pod p",
+            on_error=seen.append,
+            pacing=pacing(sleep),
         )
     assert fn.calls == 1
     assert sleep.delays == []
@@ -258,7 +263,7 @@ async def test_cancellation_is_not_retried() -> None:
     seen: list[int] = []
     with pytest.raises(asyncio.CancelledError):
         await call_with_retries(
-            fn, policy=RetryPolicy(), what="t", sleep=sleep, on_error=seen.append
+            fn, policy=SIX_TRIES, what="t", on_error=seen.append, pacing=pacing(sleep)
         )
     assert fn.calls == 1
     assert seen == []
@@ -266,6 +271,36 @@ async def test_cancellation_is_not_retried() -> None:
 
 def test_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="attempts"):
-        RetryPolicy(attempts=0)
+        RetryPolicy(max_attempts=0)
     with pytest.raises(ValueError, match="negative"):
-        RetryPolicy(base_delay=-1)
+        RetryPolicy(max_elapsed=-1)
+    with pytest.raises(ValueError, match="floor <= base"):
+        Backoff(base=-1)
+    with pytest.raises(ValueError, match="negative"):
+        Backoff(max_retry_after=-1)
+
+
+@pytest.mark.parametrize(
+    ("error", "api_unavailable"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (aiohttp.ClientConnectionError("refused"), True),
+        (aiohttp.ServerDisconnectedError(), True),
+        (TimeoutError(), True),
+        (api_error(429, "slow down"), True),
+        (api_error(500, "etcdserver: request timed out"), True),
+        (api_error(503, "unavailable"), True),
+        (api_error(403, "exceeded quota: q"), False),
+        (api_error(403, "pods is forbidden"), False),
+        (api_error(422, "invalid"), False),
+        (api_error(409, "already exists"), False),
+    ],
+)
+def test_a_pod_error_says_whether_the_api_server_was_unavailable(
+    error: BaseException, api_unavailable: bool
+) -> None:
+    # The allocator counts a create that failed on the pod's own account as a start failure;
+    # one the API server never judged (down, throttled, 5xx) it must not.
+    failed = PodCreateError.from_exception(error)
+    assert failed.api_unavailable is api_unavailable
+    assert failed.retriable is api_unavailable

@@ -1,0 +1,204 @@
+"""The two reads a reflector makes: a paged LIST and one WATCH stream, as raw JSON.
+
+Plain dicts, no model deserialization (cheap for thousands of objects). No retries and no
+policy here: errors raise ``ApiException`` (status, the API server's ``Status`` body,
+headers), aiohttp errors or timeouts, and the caller decides what to do
+(:mod:`rmd.kube.reflector`, :meth:`rmd.kube.pods.PodGateway.list`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+Json = dict[str, Any]
+Timeout = tuple[float, float]  # (connect, read) seconds
+
+LIST_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceQuery:
+    """Which objects to list and watch: a core/v1 resource, in one namespace or all."""
+
+    resource: str = "pods"  # plural, as in the URL
+    namespace: str | None = None  # None: all namespaces
+    label_selector: str = ""
+
+    @property
+    def path(self) -> str:
+        if self.namespace is None:
+            return f"/api/v1/{self.resource}"
+        return f"/api/v1/namespaces/{self.namespace}/{self.resource}"
+
+    def describe(self) -> str:
+        where = "all namespaces" if self.namespace is None else f"namespace {self.namespace}"
+        return f"{self.resource} in {where}"
+
+    def query(self) -> list[tuple[str, str]]:
+        return [("labelSelector", self.label_selector)] if self.label_selector else []
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One line of a watch: ADDED, MODIFIED, DELETED or BOOKMARK, and the object."""
+
+    type: str
+    object: Json
+
+    @property
+    def resource_version(self) -> str:
+        metadata = self.object.get("metadata")
+        return str(metadata.get("resourceVersion") or "") if isinstance(metadata, dict) else ""
+
+
+class WatchStreamError(Exception):
+    """The watch sent something that is not a watch event."""
+
+
+async def list_objects(
+    api: client.ApiClient,
+    query: ResourceQuery,
+    *,
+    timeout: Timeout,
+    page_size: int = LIST_PAGE_SIZE,
+) -> tuple[list[Json], str]:
+    """Every object ``query`` selects, and the list's resourceVersion.
+
+    Paged (``limit`` / ``continue``); a continue token that expires mid-way (410) starts the
+    list over, so the result is one consistent snapshot.
+    """
+    while True:
+        items: list[Json] = []
+        resource_version = ""
+        token = ""
+        while True:
+            params = [*query.query(), ("limit", str(page_size))]
+            if token:
+                params.append(("continue", token))
+            try:
+                async with _get(api, query.path, params=params, timeout=timeout) as response:
+                    page = _json_object(await response.read())
+            except ApiException as error:
+                if error.status == 410 and token:
+                    break  # the continue token expired: list again from the start
+                raise
+            items.extend(item for item in page.get("items") or [] if isinstance(item, dict))
+            metadata = _mapping(page.get("metadata"))
+            resource_version = resource_version or str(metadata.get("resourceVersion") or "")
+            token = str(metadata.get("continue") or "")
+            if not token:
+                return items, resource_version
+
+
+@asynccontextmanager
+async def open_watch(
+    api: client.ApiClient,
+    query: ResourceQuery,
+    *,
+    resource_version: str | None,
+    timeout_seconds: int,
+    timeout: Timeout,
+) -> AsyncIterator[AsyncIterator[WatchEvent]]:
+    """Open one watch (with bookmarks) and yield its events once the server has answered.
+
+    The server ends the stream after ``timeout_seconds``; nothing read for ``timeout[1]``
+    seconds raises a timeout error out of the iteration. An ``ERROR`` event raises
+    ``ApiException`` with the Status it carries (410 when the version is too old).
+    """
+    params = [
+        *query.query(),
+        ("watch", "true"),
+        ("allowWatchBookmarks", "true"),
+        ("timeoutSeconds", str(timeout_seconds)),
+    ]
+    if resource_version:
+        params.append(("resourceVersion", resource_version))
+    async with _get(api, query.path, params=params, timeout=timeout) as response:
+        yield _events(response)
+
+
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[WatchEvent]:
+    while True:
+        line = await response.content.readline()
+        if not line:
+            return  # the server ended the stream (its timeoutSeconds)
+        if not line.strip():
+            continue
+        yield _event(line)
+
+
+def _event(line: bytes) -> WatchEvent:
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        raise WatchStreamError(f"not a watch event: {line[:200]!r}") from None
+    if not isinstance(parsed, dict):
+        raise WatchStreamError(f"not a watch event: {line[:200]!r}")
+    kind = parsed.get("type")
+    obj = parsed.get("object")
+    if not isinstance(kind, str) or not isinstance(obj, dict):
+        raise WatchStreamError(f"watch event without type or object: {line[:200]!r}")
+    if kind == "ERROR":
+        error = ApiException(
+            status=int(obj.get("code") or 500),
+            reason=f"{obj.get('reason') or 'Error'}: {obj.get('message') or ''}",
+        )
+        error.body = json.dumps(obj).encode()
+        raise error
+    return WatchEvent(kind, obj)
+
+
+@asynccontextmanager
+async def _get(
+    api: client.ApiClient, path: str, *, params: list[tuple[str, str]], timeout: Timeout
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """GET ``path``; raise ``ApiException`` for a non-2xx answer, else yield the response."""
+    response = cast(
+        aiohttp.ClientResponse,
+        await api.call_api(
+            path,
+            "GET",
+            query_params=params,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=client_timeout(timeout),
+        ),
+    )
+    try:
+        if not 200 <= response.status <= 299:
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = await response.read()
+            error.headers = response.headers
+            raise error
+        yield response
+    finally:
+        response.release()
+
+
+def client_timeout(connect_and_read: Timeout) -> aiohttp.ClientTimeout:
+    """(connect, read) seconds as aiohttp wants them; read: the longest silence between bytes."""
+    connect, read = connect_and_read
+    return aiohttp.ClientTimeout(connect=connect, sock_connect=connect, sock_read=read)
+
+
+def _json_object(data: bytes) -> Json:
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ApiException(status=0, reason="the API server answered a list with a non-object")
+    return parsed
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return cast(Mapping[str, Any], value) if isinstance(value, Mapping) else {}
