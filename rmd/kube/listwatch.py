@@ -48,15 +48,12 @@ class ResourceQuery:
 
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
-    """One line of a watch: ADDED, MODIFIED, DELETED or BOOKMARK, and the object."""
+    """One line of a watch: ADDED, MODIFIED, DELETED or BOOKMARK, the object, and the
+    object's resourceVersion ("" if it has none)."""
 
     type: str
     object: Json
-
-    @property
-    def resource_version(self) -> str:
-        metadata = self.object.get("metadata")
-        return str(metadata.get("resourceVersion") or "") if isinstance(metadata, dict) else ""
+    resource_version: str
 
 
 class WatchStreamError(Exception):
@@ -153,7 +150,8 @@ def _event(line: bytes) -> WatchEvent:
         )
         error.body = json.dumps(obj).encode()
         raise error
-    return WatchEvent(kind, obj)
+    version = _mapping(obj.get("metadata")).get("resourceVersion")
+    return WatchEvent(kind, obj, str(version or ""))
 
 
 @asynccontextmanager

@@ -27,7 +27,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
@@ -38,7 +37,7 @@ from rmd.kube.listwatch import (
     list_objects,
     open_watch,
 )
-from rmd.kube.retry import api_error_message, retry_after_seconds, status_of
+from rmd.kube.retry import api_error_message, retry_after_seconds, short_reason, status_of
 from rmd.retry import Backoff, Pacing
 
 log = structlog.get_logger(__name__)
@@ -300,7 +299,7 @@ class Reflector:
             if failures > 1:  # 410 again right after a fresh list: slow down
                 await self._pacing.sleep(self._backoff(failures - 1))
             return True
-        reason = failure_reason(error)
+        reason = short_reason(error)
         self._restarted(reason)
         self._log_failure(error, verb=verb, reason=reason, failures=failures)
         if reason in ("forbidden", "unauthorized"):
@@ -362,23 +361,3 @@ class Reflector:
             log.warning(
                 f"{name}_interrupted", verb=verb, reason=reason, message=message, attempt=failures
             )
-
-
-def failure_reason(error: BaseException) -> str:
-    """A short reason for a failed LIST or WATCH, as ``on_restart`` and the metrics get it."""
-    status = status_of(error)
-    if status == 403:
-        return "forbidden"
-    if status == 401:
-        return "unauthorized"
-    if status == 429:
-        return "throttled"
-    if 500 <= status <= 599:
-        return "server-error"
-    if status:
-        return f"http-{status}"
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    if isinstance(error, aiohttp.ClientError | ConnectionError):
-        return "disconnected"
-    return "error"

@@ -42,6 +42,24 @@ def status_of(exc: BaseException) -> int:
     return CONNECTION_ERROR_STATUS
 
 
+_SHORT_REASONS = {401: "unauthorized", 403: "forbidden", 429: "throttled"}
+
+
+def short_reason(exc: BaseException) -> str:
+    """A short reason for a failed call, as a metric label: ``forbidden``, ``unauthorized``,
+    ``throttled``, ``server-error``, ``http-NNN``, ``timeout``, ``disconnected`` or ``error``."""
+    status = status_of(exc)
+    if status:
+        return _SHORT_REASONS.get(status) or (
+            "server-error" if 500 <= status <= 599 else f"http-{status}"
+        )
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientError | ConnectionError):
+        return "disconnected"
+    return "error"
+
+
 def is_retriable(exc: BaseException) -> bool:
     """True for errors that another identical request may not meet: 429, 5xx, lost connections."""
     if isinstance(exc, ApiException):

@@ -9,8 +9,7 @@ routine and never counts against it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from kubernetes_asyncio import client
 
@@ -37,22 +36,13 @@ class PodWatcher(Reflector):
         timings: ReflectorTimings | None = None,
         pacing: Pacing | None = None,
     ) -> None:
-        def snapshot(items: list[dict[str, Any]]) -> None:
-            on_snapshot([observe_pod(item) for item in items])
-
-        def event(kind: str, item: Mapping[str, Any]) -> None:
-            on_event(kind, observe_pod(item))
-
+        query = ResourceQuery(resource="pods", namespace=namespace, label_selector=label_selector)
+        callbacks = ReflectorCallbacks(
+            on_snapshot=lambda items: on_snapshot([observe_pod(item) for item in items]),
+            on_event=lambda kind, item: on_event(kind, observe_pod(item)),
+            on_restart=on_restart,
+            on_list_started=on_list_started,
+        )
         super().__init__(
-            api,
-            ResourceQuery(resource="pods", namespace=namespace, label_selector=label_selector),
-            callbacks=ReflectorCallbacks(
-                on_snapshot=snapshot,
-                on_event=event,
-                on_restart=on_restart,
-                on_list_started=on_list_started,
-            ),
-            timings=timings,
-            pacing=pacing,
-            name="pod_watch",
+            api, query, callbacks=callbacks, timings=timings, pacing=pacing, name="pod_watch"
         )

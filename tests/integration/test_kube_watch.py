@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,6 +21,7 @@ from tests.conftest import REQUEST_TIMEOUT, LimitedApiFactory
 from tests.integration.test_kube_pods import SELECTOR, pod_body
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually_true
+from tests.unit.test_reflector import running
 
 pytestmark = pytest.mark.integration
 
@@ -76,19 +77,6 @@ class Recorder:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-
-
-@contextlib.asynccontextmanager
-async def running(watcher: PodWatcher) -> AsyncIterator[PodWatcher]:
-    task = asyncio.create_task(watcher.run())
-    try:
-        yield watcher
-    finally:
-        assert not task.done(), "PodWatcher.run() returned or raised instead of running on"
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        assert task.cancelled()
 
 
 def make_watcher(

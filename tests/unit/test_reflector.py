@@ -90,12 +90,39 @@ async def running(reflector: Reflector) -> AsyncIterator[Reflector]:
         assert task.cancelled()
 
 
+@contextlib.asynccontextmanager
+async def watching(fake: FakeApiServer, reflector: Reflector) -> AsyncIterator[Reflector]:
+    """:func:`running`, once the first LIST is delivered and the watch is open."""
+    async with running(reflector):
+        assert await reflector.wait_synced(WAIT)
+        await until(lambda: fake.open_watches == 1, "an open watch")
+        yield reflector
+
+
 def make_reflector(
-    api: client.ApiClient, recorder: Recorder, *, name: str = "watch", **timings: Any
+    api: client.ApiClient,
+    recorder: Recorder,
+    *,
+    name: str = "watch",
+    pacing: Pacing | None = None,
+    **timings: Any,
 ) -> Reflector:
     chosen = ReflectorTimings(**{**_fields(QUICK), **timings})
     query = ResourceQuery(resource="pods", namespace=NS, label_selector=SELECTOR)
-    return Reflector(api, query, callbacks=recorder.callbacks(), timings=chosen, name=name)
+    return Reflector(
+        api, query, callbacks=recorder.callbacks(), timings=chosen, pacing=pacing, name=name
+    )
+
+
+class RecordedSleeps:
+    """A sleep that records what it was asked and only yields to the loop."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(0)
 
 
 def _fields(timings: ReflectorTimings) -> dict[str, Any]:
@@ -137,9 +164,7 @@ async def test_a_stream_that_ends_is_resumed_from_the_last_version_without_a_lis
     fake: FakeApiServer, api: client.ApiClient
 ) -> None:
     recorder = Recorder()
-    async with running(make_reflector(api, recorder, min_healthy_stream=0.0)) as reflector:
-        assert await reflector.wait_synced(WAIT)
-        await until(lambda: fake.open_watches == 1, "an open watch")
+    async with watching(fake, make_reflector(api, recorder, min_healthy_stream=0.0)):
         fake.put_pod(NS, "tm-1", labels=OURS)
         await until(lambda: recorder.events == [("ADDED", "tm-1")], "the first event")
         seen = fake.resource_version
@@ -156,20 +181,9 @@ async def test_a_stream_that_ends_at_once_backs_off_and_finally_relists(
     fake: FakeApiServer, api: client.ApiClient
 ) -> None:
     # A proxy that closes every watch at once must not turn the loop into a busy loop.
-    sleeps: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        await asyncio.sleep(0)
-
+    sleeps = RecordedSleeps()
     recorder = Recorder()
-    reflector = Reflector(
-        api,
-        ResourceQuery(namespace=NS),
-        callbacks=recorder.callbacks(),
-        timings=QUICK,
-        pacing=Pacing(sleep=sleep, uniform=lambda: 1.0),
-    )
+    reflector = make_reflector(api, recorder, pacing=Pacing(sleep=sleeps, uniform=lambda: 1.0))
     async with running(reflector):
         assert await reflector.wait_synced(WAIT)
         for _ in range(3):
@@ -177,7 +191,7 @@ async def test_a_stream_that_ends_at_once_backs_off_and_finally_relists(
             fake.end_watches()
         await until(lambda: len(recorder.snapshots) == 2, "a relist after three early ends")
     assert recorder.restarts[:3] == ["ended-early"] * 3
-    assert sleeps[:3] == [0.01, 0.02, 0.04]
+    assert sleeps.delays[:3] == [0.01, 0.02, 0.04]
 
 
 async def test_an_in_stream_410_relists_and_carries_on(
@@ -185,9 +199,7 @@ async def test_an_in_stream_410_relists_and_carries_on(
 ) -> None:
     fake.put_pod(NS, "tm-1", labels=OURS)
     recorder = Recorder()
-    async with running(make_reflector(api, recorder)) as reflector:
-        assert await reflector.wait_synced(WAIT)
-        await until(lambda: fake.open_watches == 1, "an open watch")
+    async with watching(fake, make_reflector(api, recorder)) as reflector:
         # While no watch is open, a pod comes and the history it was in is compacted away:
         # the watch from the old version meets an ERROR event with a 410 Status.
         fake.drop_watches()
@@ -265,9 +277,7 @@ async def test_a_dropped_watch_reconnects_from_its_version_without_losing_events
 ) -> None:
     fake.put_pod(NS, "tm-1", labels=OURS)
     recorder = Recorder()
-    async with running(make_reflector(api, recorder)) as reflector:
-        assert await reflector.wait_synced(WAIT)
-        await until(lambda: fake.open_watches == 1, "an open watch")
+    async with watching(fake, make_reflector(api, recorder)) as reflector:
         fake.fail(503, watch=True)
         assert fake.drop_watches() == 1
         fake.put_pod(NS, "tm-2", labels=OURS)
@@ -284,9 +294,7 @@ async def test_bookmarks_move_the_version_a_reconnect_resumes_from(
     fake: FakeApiServer, api: client.ApiClient
 ) -> None:
     recorder = Recorder()
-    async with running(make_reflector(api, recorder)) as reflector:
-        assert await reflector.wait_synced(WAIT)
-        await until(lambda: fake.open_watches == 1, "an open watch")
+    async with watching(fake, make_reflector(api, recorder)) as reflector:
         fake.put_pod(NS, "not-ours", labels={"app": "c2"})  # moves the version, no event
         fake.bookmark()
         await until(
@@ -303,9 +311,7 @@ async def test_failures_in_a_row_unsync_and_only_a_list_syncs_again(
     fake: FakeApiServer, api: client.ApiClient
 ) -> None:
     recorder = Recorder()
-    async with running(make_reflector(api, recorder)) as reflector:
-        assert await reflector.wait_synced(WAIT)
-        await until(lambda: fake.open_watches == 1, "an open watch")
+    async with watching(fake, make_reflector(api, recorder)) as reflector:
         outage = fake.fail(503, times=None)
         fake.drop_watches()
         await until(lambda: recorder.restarts.count("server-error") >= 4, "failures in a row")
@@ -319,23 +325,12 @@ async def test_failures_in_a_row_unsync_and_only_a_list_syncs_again(
 async def test_retry_after_of_a_throttled_watch_is_honoured(
     fake: FakeApiServer, api: client.ApiClient
 ) -> None:
-    sleeps: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
+    sleeps = RecordedSleeps()
     fake.fail(429, watch=True, retry_after=7)
     recorder = Recorder()
-    reflector = Reflector(
-        api,
-        ResourceQuery(namespace=NS),
-        callbacks=recorder.callbacks(),
-        timings=QUICK,
-        pacing=Pacing(sleep=sleep),
-    )
-    async with running(reflector):
+    async with running(make_reflector(api, recorder, pacing=Pacing(sleep=sleeps))):
         await until(lambda: len(fake.watch_requests()) == 2, "a second watch")
-    assert sleeps == [7.0]
+    assert sleeps.delays == [7.0]
     assert recorder.restarts == ["throttled"]
 
 
@@ -366,9 +361,7 @@ async def test_resync_now_interrupts_the_watch_and_returns_after_a_new_snapshot(
     fake: FakeApiServer, api: client.ApiClient
 ) -> None:
     recorder = Recorder()
-    async with running(make_reflector(api, recorder)) as reflector:
-        assert await reflector.wait_synced(WAIT)
-        await until(lambda: fake.open_watches == 1, "an open watch")
+    async with watching(fake, make_reflector(api, recorder)) as reflector:
         fake.put_pod(NS, "tm-1", labels=OURS)
         async with asyncio.timeout(WAIT):
             await reflector.resync_now()
