@@ -60,6 +60,19 @@ class ReflectorTimings:
     min_healthy_stream: float = 1.0
     unsynced_after_failures: int = 3  # failures in a row after which synced turns False
 
+    def __post_init__(self) -> None:
+        if self.server_timeout < 1:
+            raise ValueError(f"ReflectorTimings.server_timeout must be >= 1 s, got {self}")
+        for name in ("read_timeout", "connect_timeout", "list_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ReflectorTimings.{name} must be positive, got {self}")
+        if self.resync_interval is not None and self.resync_interval <= 0:
+            raise ValueError(
+                f"ReflectorTimings.resync_interval must be positive (None: never), got {self}"
+            )
+        if self.unsynced_after_failures < 1:
+            raise ValueError(f"ReflectorTimings.unsynced_after_failures must be >= 1, got {self}")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReflectorCallbacks:
@@ -202,9 +215,9 @@ class Reflector:
     async def _list_and_snapshot(self) -> None:
         self._listing = True
         self._resync_requested = False
-        if self._callbacks.on_list_started is not None:
-            self._callbacks.on_list_started()
         try:
+            if self._callbacks.on_list_started is not None:
+                self._callbacks.on_list_started()
             items, resource_version = await list_objects(
                 self._api,
                 self._query,

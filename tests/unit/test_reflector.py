@@ -414,3 +414,19 @@ async def test_a_paged_list_starts_over_when_its_continue_token_expires(
     assert version == compactions[0]
     statuses = [(r.status, "continue" in r.query) for r in fake.list_requests()]
     assert statuses == [(200, False), (410, True), (200, False), (200, True)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("server_timeout", 0.5),
+        ("read_timeout", 0.0),
+        ("list_timeout", -1.0),
+        ("resync_interval", 0.0),
+        ("unsynced_after_failures", 0),
+    ],
+)
+def test_nonsense_timings_are_refused_naming_the_field(field: str, value: float) -> None:
+    settings: dict[str, Any] = {field: value}
+    with pytest.raises(ValueError, match=f"ReflectorTimings.{field} must be"):
+        ReflectorTimings(**settings)
