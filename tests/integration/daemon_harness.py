@@ -24,7 +24,7 @@ from kubernetes_asyncio import client, watch
 from rmd.daemon import load_daemon_config, serve
 from rmd_dev.cluster import free_port
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, within
 
 TM_SELECTOR = "type=flink-native-kubernetes,component=taskmanager"
 
@@ -237,7 +237,7 @@ async def running_daemon(
             yield daemon
         finally:
             stop.set()
-            await asyncio.wait_for(task, timeout=30)
+            await within(task, seconds=30, what="the daemon task to stop")
             # Leave nothing behind: remove the TaskManager pods of this daemon.
             await daemon.core.delete_collection_namespaced_pod(
                 namespace,

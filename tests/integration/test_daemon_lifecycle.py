@@ -22,7 +22,7 @@ from tests.integration.daemon_harness import (
     daemon_overrides,
     pod_census,
 )
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, within
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ async def test_sigterm_leaves_pods_and_a_restart_adopts_them(
             assert pods == {f"{cluster_id}-taskmanager-1-1", f"{cluster_id}-taskmanager-1-2"}
 
             first.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(first.wait(), timeout=30)
+            code = await within(first.wait(), seconds=30, what="the first daemon to exit")
             assert code == 0, log.read_text()[-2000:]
 
         # The pods are left running for the next start to adopt.
@@ -108,7 +108,7 @@ async def test_sigterm_leaves_pods_and_a_restart_adopts_them(
             assert await daemon.live_pod_names() == pods | {f"{cluster_id}-taskmanager-2-1"}
 
             second.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(second.wait(), timeout=30) == 0
+            assert await within(second.wait(), seconds=30, what="the second daemon to exit") == 0
 
     await core.delete_collection_namespaced_pod(
         namespace,

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.support.waiting import within
+
 pytestmark = pytest.mark.integration
 
 
@@ -64,7 +66,7 @@ async def test_sigterm_stops_the_demo_and_everything_it_started() -> None:
                 found = re.search(r"log: (/\S+)/daemon\.log", line)
                 work_dir = found.group(1) if found else None
         proc.terminate()
-        rest = (await asyncio.wait_for(proc.stdout.read(), 60)).decode()
+        rest = (await within(proc.stdout.read(), seconds=60, what="the demo's output")).decode()
         assert await proc.wait() == 143, rest[-2000:]
     finally:
         if proc.returncode is None:

@@ -26,7 +26,7 @@ from rmd_dev.emulator.api import EmulatorApi
 from rmd_dev.emulator.main import Emulator, api_server_address, inherited_environment
 from rmd_dev.nodes import DEFAULT_CAPACITY, node_status
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, within
 
 pytestmark = pytest.mark.integration
 
@@ -571,7 +571,7 @@ async def emulator_in_process(
     )
     running = asyncio.create_task(emulator.run())
     try:
-        await asyncio.wait_for(emulator.synced.wait(), timeout=30)
+        await within(emulator.synced.wait(), seconds=30, what="the emulator's first LIST")
         yield emulator
     finally:
         running.cancel()
@@ -613,7 +613,7 @@ async def test_emulator_stops_its_processes_on_sigterm_and_a_new_one_adopts_the_
         assert pid_alive(pid)
 
         first.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(first.wait(), timeout=30) == 0
+        assert await within(first.wait(), seconds=30, what="the first emulator to exit") == 0
     finally:
         if first.returncode is None:
             first.kill()

@@ -16,7 +16,7 @@ from rmd.kube.pods import PodCreateError, PodGateway
 from rmd.retry import Backoff, RetryPolicy
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory, create_pod_quota
 from tests.support.faultproxy import FaultProxy
-from tests.support.waiting import eventually, eventually_true
+from tests.support.waiting import eventually, eventually_true, within
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +183,7 @@ async def test_paged_list_starts_over_after_a_real_410(
             )
             await compact_etcd(dev_cluster.etcd_url)
             second_page.set()
-            items, resource_version = await asyncio.wait_for(listing, 30)
+            items, resource_version = await within(listing, seconds=30, what="the paged LIST")
     assert sorted(item["metadata"]["name"] for item in items) == names
     pages = [(r.status, "continue=" in r.query) for r in proxy.requests]
     assert pages[:2] == [(200, False), (410, True)]  # first page, then the expired token

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 async def eventually(
@@ -37,3 +41,24 @@ async def eventually_true(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
         await asyncio.sleep(interval)
+
+
+async def within(awaitable: Awaitable[T], *, seconds: float, what: str) -> T:
+    """Await ``awaitable`` for at most ``seconds``; fail naming ``what`` when it takes longer.
+
+    Uses ``asyncio.timeout`` rather than ``asyncio.wait_for``, which on Python 3.11 can
+    swallow a cancellation that arrives just as the awaited thing finishes."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        raise AssertionError(f"timed out after {seconds}s waiting for: {what}") from None
+
+
+def until(condition: Callable[[], bool], *, what: str, timeout: float = 10.0) -> None:
+    """:func:`eventually_true` for synchronous tests (blocks the thread between checks)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+        time.sleep(0.02)

@@ -33,7 +33,7 @@ from rmd.agent.exit_codes import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_REJECTED, EX
 from rmd.core import agent_env
 from rmd.core.clock import ManualClock
 from rmd.retry import Backoff
-from tests.support.waiting import eventually_true
+from tests.support.waiting import eventually_true, within
 
 TM_ID = "flink-1-taskmanager-1-1"
 DEADLINE = 10.0  # seconds any awaited condition may take before the test fails
@@ -267,7 +267,7 @@ class RunningAgent:
         return [entry for entry in self.logs.entries if entry["event"] == name]
 
     async def result(self, timeout: float = DEADLINE) -> int:
-        return await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        return await within(asyncio.shield(self.task), seconds=timeout, what="the agent to end")
 
 
 class AgentStarter:

@@ -12,11 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.support.waiting import until
 
 SCRIPT = Path(__file__).resolve().parents[2] / "entrypoint" / "rmd-entrypoint.sh"
 
@@ -63,14 +63,6 @@ def _env(stand_ins: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def _until(check: Callable[[], bool], *, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def _record(stand_ins: Path, name: str) -> list[str]:
     path = stand_ins / name
     return path.read_text().splitlines() if path.exists() else []
@@ -100,7 +92,7 @@ def test_taskmanager_role_wraps_flinks_taskmanager_in_the_agent(stand_ins: Path)
 def test_jobmanager_role_forwards_sigterm_to_both_and_exits_0(stand_ins: Path) -> None:
     proc = subprocess.Popen(["bash", str(SCRIPT), "jobmanager"], env=_env(stand_ins))
     try:
-        _until(
+        until(
             lambda: bool(_record(stand_ins, "rmd") and _record(stand_ins, "flink-entrypoint")),
             what="both processes started",
         )
