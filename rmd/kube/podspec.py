@@ -1,6 +1,6 @@
 """The TaskManager pod manifest, as a Flink user expects it.
 
-:class:`TaskManagerPodFactory` reads the options (``rmd.kube.podoptions``) and the pod
+:class:`TaskManagerPodFactory` reads the options (``rmd.config.podoptions``) and the pod
 template (``rmd.kube.podtemplate``) once, checks them, and assembles a prototype pod; each
 :meth:`TaskManagerPodFactory.build` copies it and fills in the pod name and owner.
 
@@ -27,14 +27,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rmd.core import agent_env
-from rmd.core.flinkconf import FlinkConfiguration
-from rmd.core.settings import RmdSettings
-from rmd.kube.podoptions import (
+from rmd.config import agent_env
+from rmd.config.flinkconf import FlinkConfiguration
+from rmd.config.podoptions import (
     TaskManagerPodOptions,
     cpu_quantity,
     memory_quantity,
 )
+from rmd.config.settings import RmdSettings
 from rmd.kube.podtemplate import (
     MAIN_CONTAINER_NAME,
     PodTemplate,

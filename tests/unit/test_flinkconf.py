@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rmd.core.flinkconf import (
+from rmd.config.flinkconf import (
     ConfigError,
     FlinkConfiguration,
     parse_config_yaml,
@@ -74,7 +74,7 @@ def test_config_yaml_list_of_maps_reads_back_item_by_item() -> None:
     )
     conf = FlinkConfiguration(values)
     items = conf.get_list("kubernetes.taskmanager.tolerations")
-    from rmd.core.values import parse_map
+    from rmd.config.values import parse_map
 
     assert [parse_map(item) for item in items] == [
         {"key": "k1", "operator": "Equal", "value": "v1", "effect": "NoSchedule"},

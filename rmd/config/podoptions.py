@@ -1,7 +1,7 @@
 """Flink's TaskManager pod options, read and checked once: everything the pod spec needs.
 
 :func:`TaskManagerPodOptions.from_configuration` turns the flat Flink configuration into
-typed values and refuses bad input with a :class:`~rmd.core.flinkconf.ConfigError` that
+typed values and refuses bad input with a :class:`~rmd.config.flinkconf.ConfigError` that
 names the key, the value, what was expected and how to fix it. Nothing here builds the pod
 (``rmd.kube.podspec`` does) or reads the pod template (``rmd.kube.podtemplate`` does).
 
@@ -19,9 +19,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
-from rmd.core.flinkconf import ConfigError, FlinkConfiguration
-from rmd.core.settings import RmdSettings
-from rmd.core.values import parse_map
+from rmd.config.flinkconf import ConfigError, FlinkConfiguration
+from rmd.config.settings import RmdSettings
+from rmd.config.values import parse_map
 
 # ---------------------------------------------------------------------------- keys
 

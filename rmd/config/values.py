@@ -2,7 +2,7 @@
 
 Each parser takes the raw text of one value and returns a plain Python value, or raises
 :class:`ValueError` with a sentence that says what was wrong and what is expected. They do
-not know the key the text came from; :mod:`rmd.core.flinkconf` adds that.
+not know the key the text came from; :mod:`rmd.config.flinkconf` adds that.
 
 The syntax follows Flink's own parsers (``TimeUtils.parseDuration``, ``MemorySize.parse``,
 ``StructuredOptionsSplitter``): a non-negative whole number, optional white space, an

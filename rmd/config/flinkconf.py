@@ -1,7 +1,7 @@
 """Flink's configuration, as Flink users write it: flat dotted keys with string values.
 
 :class:`FlinkConfiguration` holds ``key -> raw text`` and parses a value only when asked,
-with Flink's syntax (:mod:`rmd.core.values`). Every bad value becomes a :class:`ConfigError`
+with Flink's syntax (:mod:`rmd.config.values`). Every bad value becomes a :class:`ConfigError`
 whose one-line message names the key, the value, where it was set, and what is expected.
 
 Files (read only by :meth:`FlinkConfiguration.load`):
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from rmd.core.values import (
+from rmd.config.values import (
     parse_bool,
     parse_duration,
     parse_list,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from rmd.core.flinkconf import ConfigError, FlinkConfiguration
-from rmd.core.values import format_duration, format_memory_size, parse_memory_size
+from rmd.config.flinkconf import ConfigError, FlinkConfiguration
+from rmd.config.values import format_duration, format_memory_size, parse_memory_size
 
 # Flink keys.
 CLUSTER_ID = "kubernetes.cluster-id"

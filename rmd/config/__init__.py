@@ -1,0 +1,2 @@
+"""Configuration: Flink's keys and syntax in, validated settings out. Nothing here talks
+to a cluster."""
