@@ -22,13 +22,13 @@ probes, ...) is kept as written.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from rmd.config import agent_env
 from rmd.config.flinkconf import FlinkConfiguration
+from rmd.config.names import is_dns1123_subdomain
 from rmd.config.podoptions import (
     TaskManagerPodOptions,
     cpu_quantity,
@@ -53,8 +53,6 @@ AUTH_TOKEN_SECRET_KEY = "token"  # the key inside rmd.auth.token-secret
 # Flink's own environment names, read by the Flink TaskManager itself.
 FLINK_POD_NODE_ID = "_POD_NODE_ID"
 FLINK_LOG_DIR = "FLINK_LOG_DIR"
-
-_POD_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 JsonDict = dict[str, Any]
 
@@ -124,7 +122,7 @@ class TaskManagerPodFactory:
 
     def build(self, *, pod_name: str, owner: OwnerReference | None) -> JsonDict:
         """The complete Pod manifest for ``pod_name``, JSON-ready (a fresh copy each call)."""
-        if len(pod_name) > 253 or not _POD_NAME_RE.match(pod_name):
+        if not is_dns1123_subdomain(pod_name):
             raise ValueError(
                 f"pod name {pod_name!r} is not a DNS subdomain (lower-case letters, digits, "
                 f"'-' and '.', at most 253 characters)"
