@@ -1,62 +1,36 @@
 """Flink's configuration, as Flink users write it: flat dotted keys with string values.
 
-:class:`FlinkConfiguration` holds ``key -> raw text`` and parses a value only when asked,
-with Flink's syntax (:mod:`rmd.config.values`). Every bad value becomes a :class:`ConfigError`
+:class:`FlinkConfiguration` holds ``key -> raw text`` and parses a value only when asked:
+:meth:`FlinkConfiguration.get` reads an option of the table (:mod:`rmd.config.options`),
+the ``get_*`` methods read a key by name. Every bad value becomes a :class:`ConfigError`
 whose one-line message names the key, the value, where it was set, and what is expected.
 
-Files (read only by :meth:`FlinkConfiguration.load`):
-
-* ``config.yaml`` — standard YAML (Flink >= 1.19). Nested maps flatten to dotted keys
-  (``kubernetes: {cluster-id: x}`` → ``kubernetes.cluster-id``); scalars keep the text as
-  written (``true``, ``010``, ``1.0``); lists become ``;``-joined strings; a map inside a
-  list becomes ``k1:v1,k2:v2`` (how Flink writes list-of-map options).
-* ``flink-conf.yaml`` — the legacy flat format: one ``key: value`` per line (split at the
-  first ``': '``), ``#`` starts a comment, lines that are not ``key: value`` are skipped with
-  a warning, as Flink skips them. A value wrapped in matching quotes loses them.
-
-When a directory holds both, ``config.yaml`` is used and ``flink-conf.yaml`` is ignored
-(with a warning in :attr:`FlinkConfiguration.warnings`). That is Flink 2.x's behaviour (it no
-longer reads ``flink-conf.yaml``); note that Flink 1.19/1.20 instead prefer a
-``flink-conf.yaml`` they find — keep just one file to avoid surprises.
+Each key remembers when it was given: the files first, then each ``-D`` in order. An option
+set under two of its names (``kubernetes.container.image`` and its successor
+``kubernetes.container.image.ref``) takes the value given last — within one source, the
+current name's — and :attr:`FlinkConfiguration.warnings` names both.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-import yaml
+from rmd.config import parsers
+from rmd.config.errors import ConfigError
+from rmd.config.files import parse_overrides, read_conf_dir
+from rmd.config.option import ConfigOption, MapOption, OptionKey
+from rmd.config.options import OPTIONS
+from rmd.config.values import parse_map
 
-from rmd.config.values import (
-    parse_bool,
-    parse_duration,
-    parse_list,
-    parse_map,
-    parse_memory_size,
-)
+__all__ = ["OVERRIDE_ORIGIN", "ConfigError", "FlinkConfiguration"]
 
-CONFIG_YAML = "config.yaml"
-LEGACY_FLINK_CONF_YAML = "flink-conf.yaml"
-CONF_DIR_ENV = "FLINK_CONF_DIR"
 OVERRIDE_ORIGIN = "-D"
 
-
-class ConfigError(ValueError):
-    """A configuration problem, described in one line: key, value, expectation, fix.
-
-    e.g. ``resourcemanager.taskmanager-timeout: '30 parsecs' is not a duration; expected
-    e.g. '30 s', '5 min', '100ms'``. ``key`` is the configuration key at fault, when one is.
-    """
-
-    def __init__(self, message: str, *, key: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.key = key
-
-    def __str__(self) -> str:
-        return self.message
+T = TypeVar("T")
+D = TypeVar("D")
 
 
 class FlinkConfiguration:
@@ -70,11 +44,13 @@ class FlinkConfiguration:
         warnings: Sequence[str] = (),
     ) -> None:
         self._values: dict[str, str] = dict(values or {})
-        # Where each key was set (a file path, or "-D"); used in error messages only.
+        # Where each key was set (a file path, or "-D"); used in messages only.
         self._origins: dict[str, str] = {
             key: origin for key, origin in (origins or {}).items() if key in self._values
         }
-        self.warnings: tuple[str, ...] = tuple(warnings)
+        # When each key was given: 0 for these values, then one more per -D, in order.
+        self._layers: dict[str, int] = dict.fromkeys(self._values, 0)
+        self._file_warnings: tuple[str, ...] = tuple(warnings)
 
     # ------------------------------------------------------------------ loading
 
@@ -88,33 +64,31 @@ class FlinkConfiguration:
     ) -> FlinkConfiguration:
         """Read ``config.yaml`` (or ``flink-conf.yaml``) from a directory, then apply ``-D``s.
 
-        ``conf_dir`` None → ``$FLINK_CONF_DIR``, then ``./conf``; when neither was named
-        explicitly a missing directory or file is an empty configuration. An explicit
-        ``conf_dir`` (or ``$FLINK_CONF_DIR``) that does not exist is a ConfigError.
-        Each override is ``key=value`` (a leading ``-D`` is tolerated); they win over the file.
-        ``environ`` defaults to ``os.environ``.
+        ``conf_dir`` None → ``$FLINK_CONF_DIR``, then ``./conf`` (see
+        :func:`rmd.config.files.read_conf_dir`). Each override is ``key=value`` (a leading
+        ``-D`` is tolerated); they win over the file. ``environ`` defaults to ``os.environ``.
         """
-        environment = os.environ if environ is None else environ
-        directory, explicit = _resolve_conf_dir(conf_dir, environment)
-        warnings: list[str] = []
-        values: dict[str, str] = {}
-        origins: dict[str, str] = {}
-        if directory.is_dir():
-            values, origins = _read_conf_dir(directory, warnings)
-        elif explicit is not None:
-            problem = "is not a directory" if directory.exists() else "does not exist"
-            raise ConfigError(
-                f"configuration directory '{directory}' ({explicit}) {problem}; "
-                "point it at the directory that holds config.yaml or flink-conf.yaml"
-            )
-        loaded = cls(values, origins=origins, warnings=warnings)
+        contents = read_conf_dir(conf_dir, os.environ if environ is None else environ)
+        loaded = cls(contents.values, origins=contents.origins, warnings=contents.warnings)
         return loaded.with_overrides(parse_overrides(overrides))
 
     def with_overrides(self, overrides: Mapping[str, str]) -> FlinkConfiguration:
-        """A copy with ``overrides`` set on top (as ``-D`` does)."""
-        values = {**self._values, **overrides}
-        origins = {**self._origins, **dict.fromkeys(overrides, OVERRIDE_ORIGIN)}
-        return FlinkConfiguration(values, origins=origins, warnings=self.warnings)
+        """A copy with ``overrides`` set on top (as ``-D`` does), each given after the last."""
+        result = FlinkConfiguration(
+            {**self._values, **overrides},
+            origins={**self._origins, **dict.fromkeys(overrides, OVERRIDE_ORIGIN)},
+            warnings=self._file_warnings,
+        )
+        last = max(self._layers.values(), default=0)
+        result._layers = {**self._layers}
+        for offset, key in enumerate(overrides, start=1):
+            result._layers[key] = last + offset
+        return result
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Problems that do not stop start-up: ignored files and lines, options set twice."""
+        return self._file_warnings + tuple(self._alias_warnings())
 
     # ------------------------------------------------------------------ raw access
 
@@ -150,14 +124,38 @@ class FlinkConfiguration:
     def __repr__(self) -> str:
         return f"FlinkConfiguration({self._values!r})"
 
-    # ------------------------------------------------------------------ typed access
+    # ------------------------------------------------------------------ options
+
+    def get(self, option: ConfigOption[T] | MapOption[T]) -> T:
+        """The option's value: its text parsed, or its default parsed when it is not set."""
+        if isinstance(option, MapOption):
+            return self._parsed(option.key, self.get_map(option.key), option.check)
+        found = self._find(_key_groups(option))
+        if found is not None:
+            return self._parsed(*found, option.parse)
+        return option.default_value()
+
+    def get_optional(self, option: ConfigOption[T]) -> T | None:
+        """The option's value, or None when none of its keys is set (the default unused)."""
+        found = self._find(_key_groups(option))
+        return None if found is None else self._parsed(*found, option.parse)
+
+    def key_used(self, option: OptionKey) -> str | None:
+        """The key the option's value is read from, or None when none of its keys is set."""
+        found = self._find(_key_groups(option))
+        return None if found is None else found[0]
+
+    def is_set(self, option: OptionKey) -> bool:
+        """Whether any of the option's keys (older names, fallbacks) is set."""
+        return any(key in self._values for key in option.all_keys)
+
+    # ------------------------------------------------------------------ keys by name
 
     def get_str(
         self, key: str, default: str | None = None, *, fallback_keys: Sequence[str] = ()
     ) -> str | None:
         """The value of ``key`` (or the first of ``fallback_keys`` that is set), stripped."""
-        found = self._find(key, fallback_keys)
-        return default if found is None else found[1].strip()
+        return self._read(key, fallback_keys, default, parsers.text)
 
     def get_int(
         self,
@@ -168,16 +166,8 @@ class FlinkConfiguration:
         max_value: int | None = None,
         fallback_keys: Sequence[str] = (),
     ) -> int | None:
-        found = self._find(key, fallback_keys)
-        if found is None:
-            return default
-        used_key, text = found
-        stripped = text.strip()
-        if not _is_integer(stripped):
-            raise self._invalid(used_key, f"'{text}' is not an integer; expected a whole number")
-        value = int(stripped)
-        _check_range(self, used_key, text, value, min_value=min_value, max_value=max_value)
-        return value
+        parse = parsers.integer(min_value=min_value, max_value=max_value)
+        return self._read(key, fallback_keys, default, parse)
 
     def get_float(
         self,
@@ -187,25 +177,10 @@ class FlinkConfiguration:
         min_value: float | None = None,
         fallback_keys: Sequence[str] = (),
     ) -> float | None:
-        found = self._find(key, fallback_keys)
-        if found is None:
-            return default
-        used_key, text = found
-        stripped = text.strip()
-        if not _is_decimal(stripped):
-            raise self._invalid(used_key, f"'{text}' is not a number; expected e.g. 2 or 0.5")
-        value = float(stripped)
-        _check_range(self, used_key, text, value, min_value=min_value, max_value=None)
-        return value
+        return self._read(key, fallback_keys, default, parsers.number(min_value=min_value))
 
     def get_bool(self, key: str, default: bool) -> bool:
-        text = self.raw(key)
-        if text is None:
-            return default
-        try:
-            return parse_bool(text)
-        except ValueError as error:
-            raise self._invalid(key, str(error)) from None
+        return self._read(key, (), default, parsers.boolean)
 
     def get_duration(
         self,
@@ -216,47 +191,23 @@ class FlinkConfiguration:
         fallback_keys: Sequence[str] = (),
     ) -> float | None:
         """Seconds. A bare number is in ``default_unit`` (Flink: milliseconds)."""
-        found = self._find(key, fallback_keys)
-        if found is None:
-            return default
-        used_key, text = found
-        try:
-            return parse_duration(text, default_unit=default_unit)
-        except ValueError as error:
-            raise self._invalid(used_key, str(error)) from None
+        parse = parsers.duration(default_unit=default_unit)
+        return self._read(key, fallback_keys, default, parse)
 
     def get_memory(self, key: str, default: int | None, *, default_unit: str = "b") -> int | None:
         """Bytes (binary units: 1k = 1024)."""
-        text = self.raw(key)
-        if text is None:
-            return default
-        try:
-            return parse_memory_size(text, default_unit=default_unit)
-        except ValueError as error:
-            raise self._invalid(key, str(error)) from None
+        return self._read(key, (), default, parsers.memory_size(default_unit=default_unit))
 
     def get_list(self, key: str, default: Sequence[str] = (), *, separator: str = ";") -> list[str]:
-        text = self.raw(key)
-        if text is None:
-            return list(default)
-        try:
-            return parse_list(text, separator=separator)
-        except ValueError as error:
-            raise self._invalid(key, str(error)) from None
+        return self._read(key, (), list(default), parsers.text_list(separator=separator))
 
     def get_map(self, key: str, default: Mapping[str, str] | None = None) -> dict[str, str]:
         """``key: k1:v1,k2:v2``, or — when ``key`` itself is not set — prefixed keys
         ``key.k1: v1`` (what a nested YAML map under ``key`` flattens to), as Flink does."""
-        text = self.raw(key)
-        if text is not None:
-            try:
-                return parse_map(text)
-            except ValueError as error:
-                raise self._invalid(key, str(error)) from None
-        prefixed = self.with_prefix(key + ".")
-        if prefixed:
-            return prefixed
-        return dict(default or {})
+        inline = self._read(key, (), None, parse_map)
+        if inline is not None:
+            return inline
+        return self.with_prefix(key + ".") or dict(default or {})
 
     def with_prefix(self, prefix: str) -> dict[str, str]:
         """Every key starting with ``prefix``, the prefix cut off: the remainder → raw value."""
@@ -266,225 +217,62 @@ class FlinkConfiguration:
             if key.startswith(prefix) and len(key) > len(prefix)
         }
 
-    # ------------------------------------------------------------------ helpers
-
-    def _find(self, key: str, fallback_keys: Sequence[str]) -> tuple[str, str] | None:
-        for candidate in (key, *fallback_keys):
-            text = self._values.get(candidate)
-            if text is not None:
-                return candidate, text
-        return None
+    # ------------------------------------------------------------------ errors
 
     def invalid(self, key: str, problem: str) -> ConfigError:
         """A ConfigError for ``key``: ``"<key>: <problem> (set in <origin>)"``."""
-        return self._invalid(key, problem)
+        where = self._where(key)
+        suffix = f" ({where})" if where else ""
+        return ConfigError(f"{key}: {problem}{suffix}", key=key)
 
-    def _invalid(self, key: str, problem: str) -> ConfigError:
+    # ------------------------------------------------------------------ helpers
+
+    def _read(
+        self, key: str, fallback_keys: Sequence[str], default: D, parse: Callable[[str], T]
+    ) -> T | D:
+        found = self._find([(key,), *((fallback,) for fallback in fallback_keys)])
+        return default if found is None else self._parsed(*found, parse)
+
+    def _parsed(self, key: str, raw: T, parse: Callable[[T], D]) -> D:
+        try:
+            return parse(raw)
+        except ValueError as error:
+            raise self.invalid(key, str(error)) from None
+
+    def _find(self, key_groups: Sequence[Sequence[str]]) -> tuple[str, str] | None:
+        """The key to read and its text: the first group with a key set; within a group
+        (one option's names), the key given last, the first named on a tie."""
+        for group in key_groups:
+            given = [key for key in group if key in self._values]
+            if given:
+                used = max(given, key=self._layers.__getitem__)
+                return used, self._values[used]
+        return None
+
+    def _where(self, key: str) -> str:
         origin = self._origins.get(key)
-        where = ""
         if origin == OVERRIDE_ORIGIN:
-            where = " (set with -D)"
-        elif origin is not None:
-            where = f" (set in {origin})"
-        return ConfigError(f"{key}: {problem}{where}", key=key)
+            return "set with -D"
+        return "" if origin is None else f"set in {origin}"
 
-
-# ---------------------------------------------------------------------- numbers
-
-
-_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
-
-
-def _is_integer(text: str) -> bool:
-    body = text[1:] if text[:1] in "+-" else text
-    return body.isascii() and body.isdigit()
-
-
-def _is_decimal(text: str) -> bool:
-    return _DECIMAL.fullmatch(text) is not None
-
-
-def _check_range(
-    conf: FlinkConfiguration,
-    key: str,
-    text: str,
-    value: float,
-    *,
-    min_value: float | None,
-    max_value: float | None,
-) -> None:
-    if min_value is not None and value < min_value:
-        raise conf.invalid(key, f"'{text.strip()}' is too small; expected a value >= {min_value}")
-    if max_value is not None and value > max_value:
-        raise conf.invalid(key, f"'{text.strip()}' is too large; expected a value <= {max_value}")
-
-
-# ---------------------------------------------------------------------- -D overrides
-
-
-def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
-    """``["a=1", "b=x=y"]`` → ``{"a": "1", "b": "x=y"}``; split at the first ``=``."""
-    parsed: dict[str, str] = {}
-    for argument in overrides:
-        text = argument[2:] if argument.startswith("-D") else argument
-        key, equals, value = text.partition("=")
-        key = key.strip()
-        if not equals or not key:
-            raise ConfigError(
-                f"-D '{argument}' is not key=value; write e.g. -D kubernetes.cluster-id=my-flink"
+    def _alias_warnings(self) -> Iterator[str]:
+        for option in OPTIONS:
+            given = [key for key in option.aliases if key in self._values]
+            if len(given) < 2:
+                continue
+            found = self._find([given])
+            assert found is not None
+            used, value = found
+            later = all(self._layers[used] > self._layers[key] for key in given if key != used)
+            why = "given last" if later else "the current name"
+            names = " and ".join(
+                f"{key} ({self._where(key)})" if self._where(key) else key for key in given
             )
-        parsed[key] = value.strip()
-    return parsed
-
-
-# ---------------------------------------------------------------------- files
-
-
-def _resolve_conf_dir(conf_dir: Path | None, environ: Mapping[str, str]) -> tuple[Path, str | None]:
-    """The directory to read, and how it was named explicitly (None: the ./conf default)."""
-    if conf_dir is not None:
-        return conf_dir, "--conf-dir"
-    from_env = environ.get(CONF_DIR_ENV, "").strip()
-    if from_env:
-        return Path(from_env), f"${CONF_DIR_ENV}"
-    return Path("conf"), None
-
-
-def _read_conf_dir(directory: Path, warnings: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """The values in ``directory``'s configuration file, and the file each came from."""
-    standard = directory / CONFIG_YAML
-    legacy = directory / LEGACY_FLINK_CONF_YAML
-    if standard.is_file():
-        if legacy.is_file():
-            warnings.append(
-                f"{legacy} is ignored because {standard} exists "
-                "(Flink 2.x reads only config.yaml); keep one of them"
+            yield (
+                f"{names} name the same option; using {used} = '{value}' ({why}); keep one of them"
             )
-        values = parse_config_yaml(_read_text(standard), source=str(standard))
-        return values, dict.fromkeys(values, str(standard))
-    if legacy.is_file():
-        values = parse_legacy_flink_conf(_read_text(legacy), source=str(legacy), warnings=warnings)
-        return values, dict.fromkeys(values, str(legacy))
-    return {}, {}
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot be read ({error}); check the file") from None
-
-
-class _TextScalarLoader(yaml.SafeLoader):
-    """Safe YAML loading that keeps numbers, booleans and dates as the text written."""
-
-
-def _scalar_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    assert isinstance(node, yaml.ScalarNode)
-    return str(loader.construct_scalar(node))
-
-
-for _tag in ("int", "float", "bool", "timestamp"):
-    _TextScalarLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _scalar_text)
-
-
-def parse_config_yaml(text: str, *, source: str = CONFIG_YAML) -> dict[str, str]:
-    """Flatten a standard-YAML ``config.yaml`` into dotted keys with string values."""
-    try:
-        document = yaml.load(text, Loader=_TextScalarLoader)
-    except yaml.YAMLError as error:
-        raise ConfigError(_yaml_error_message(error, source)) from None
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise ConfigError(
-            f"{source}: the top level is a {type(document).__name__}, not a map; "
-            "write 'key: value' lines, e.g. 'kubernetes.cluster-id: my-flink'"
-        )
-    flat: dict[str, str] = {}
-    _flatten(document, prefix="", into=flat, source=source)
-    return flat
-
-
-def _yaml_error_message(error: yaml.YAMLError, source: str) -> str:
-    where = source
-    problem = str(error).replace("\n", " ")
-    if isinstance(error, yaml.MarkedYAMLError):
-        mark = error.problem_mark or error.context_mark
-        if mark is not None:
-            where = f"{source} line {mark.line + 1}, column {mark.column + 1}"
-        problem = " ".join(part for part in (error.context, error.problem) if part)
-    return f"{where}: invalid YAML: {problem}; fix the syntax (indent with spaces, 'key: value')"
-
-
-def _flatten(
-    node: Mapping[object, object], *, prefix: str, into: dict[str, str], source: str
-) -> None:
-    for raw_key, value in node.items():
-        key = prefix + str(raw_key)
-        if isinstance(value, dict):
-            _flatten(value, prefix=key + ".", into=into, source=source)
-        elif isinstance(value, list):
-            into[key] = ";".join(_list_item_text(item, key=key, source=source) for item in value)
-        elif value is None:
-            continue  # "key:" with no value: unset, as in Flink
-        else:
-            into[key] = str(value)
-
-
-def _list_item_text(item: object, *, key: str, source: str) -> str:
-    if isinstance(item, dict):
-        text = ",".join(
-            f"{_quote(str(k), ',:')}:{_quote(_scalar(v, key=key, source=source), ',:')}"
-            for k, v in item.items()
-        )
-    else:
-        text = _scalar(item, key=key, source=source)
-    return _quote(text, ";")
-
-
-def _scalar(value: object, *, key: str, source: str) -> str:
-    if isinstance(value, dict | list):
-        raise ConfigError(
-            f"{key}: lists and maps nested inside a list are not supported ({source}); "
-            "write the list items as plain values or as one-level maps",
-            key=key,
-        )
-    return "" if value is None else str(value)
-
-
-def _quote(text: str, special: str) -> str:
-    """Single-quote ``text`` when it holds a special character or a quote (Flink's escaping)."""
-    if any(char in text for char in special + "'\""):
-        return "'" + text.replace("'", "''") + "'"
-    return text
-
-
-def parse_legacy_flink_conf(
-    text: str, *, source: str = LEGACY_FLINK_CONF_YAML, warnings: list[str] | None = None
-) -> dict[str, str]:
-    """Parse the legacy flat ``flink-conf.yaml`` as Flink does (not as YAML)."""
-    values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        content = line.split("#", 1)[0].strip()
-        if not content:
-            continue
-        key, separator, value = content.partition(": ")
-        key, value = key.strip(), value.strip()
-        if not separator or not key or not value:
-            if warnings is not None:
-                warnings.append(
-                    f"{source} line {number}: '{content}' is not 'key: value' "
-                    "(a space must follow the colon); the line is ignored"
-                )
-            continue
-        values[key] = _unquote(value)
-    return values
-
-
-def _unquote(value: str) -> str:
-    """``"x"`` / ``'x'`` → ``x``: what a YAML reader sees (Flink's legacy parser keeps the
-    quotes, which only ever breaks the value, e.g. an image name)."""
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value
+def _key_groups(option: OptionKey) -> list[tuple[str, ...]]:
+    """The option's names (one group), then each fallback key (a group of its own)."""
+    return [option.aliases, *((fallback,) for fallback in option.fallback_keys)]

@@ -24,16 +24,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from rmd.config import agent_env
 from rmd.config.flinkconf import FlinkConfiguration
 from rmd.config.names import is_dns1123_subdomain
-from rmd.config.podoptions import (
-    TaskManagerPodOptions,
-    cpu_quantity,
-    memory_quantity,
-)
+from rmd.config.podoptions import TaskManagerPodOptions
 from rmd.config.settings import RmdSettings
 from rmd.kube.podtemplate import (
     MAIN_CONTAINER_NAME,
@@ -395,3 +392,19 @@ def _merge_named(*layers: Iterable[JsonDict]) -> list[JsonDict]:
             merged.pop(name, None)
             merged[name] = entry
     return list(merged.values())
+
+
+def cpu_quantity(cores: Decimal) -> str:
+    """CPU as a Kubernetes quantity: whole cores as ``"2"``, else millicores (``"500m"``).
+
+    Rounded up to the millicore, as the API server would.
+    """
+    millis = (cores * 1000).to_integral_value(rounding=ROUND_CEILING)
+    if millis % 1000 == 0:
+        return str(int(millis // 1000))
+    return f"{int(millis)}m"
+
+
+def memory_quantity(mib: int, factor: Decimal = Decimal(1)) -> str:
+    """Memory in Mi, the limit truncated to whole MiB as Flink does."""
+    return f"{int((mib * factor).to_integral_value(rounding=ROUND_FLOOR))}Mi"

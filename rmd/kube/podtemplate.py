@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from rmd.config.flinkconf import ConfigError
+from rmd.config.errors import ConfigError
 
 MAIN_CONTAINER_NAME = "flink-main-container"
 

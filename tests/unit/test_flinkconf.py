@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rmd.config.flinkconf import (
-    ConfigError,
-    FlinkConfiguration,
-    parse_config_yaml,
-    parse_legacy_flink_conf,
-    parse_overrides,
-)
+from rmd.config.files import parse_config_yaml, parse_legacy_flink_conf, parse_overrides
+from rmd.config.flinkconf import ConfigError, FlinkConfiguration
 
 NO_ENV: dict[str, str] = {}
 
