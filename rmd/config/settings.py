@@ -10,50 +10,66 @@ suggests the closest known key.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from rmd.config import options as opt
 from rmd.config.daemon_parsers import MAX_CLUSTER_ID_LENGTH
 from rmd.config.flinkconf import ConfigError, FlinkConfiguration
+from rmd.config.option import ConfigOption
 from rmd.config.options import KNOWN_RMD_KEYS, RMD_PREFIX
 from rmd.config.values import format_duration, format_memory_size
 
 __all__ = ["KNOWN_RMD_KEYS", "RmdSettings", "check_rmd_keys", "default_resourcemanager_url"]
+
+T = TypeVar("T")
+_OPTION = "option"  # a field's metadata: the option it is read from
+
+
+def _read(option: ConfigOption[T]) -> T:
+    """A field read from ``option``; its default is the option's."""
+    return field(default=option.default_value(), metadata={_OPTION: option})
+
+
+def _read_optional(option: ConfigOption[T]) -> T | None:
+    """A field read from ``option``, which has no default: None when it is not set."""
+    return field(default=None, metadata={_OPTION: option})
 
 
 @dataclass(frozen=True, kw_only=True)
 class RmdSettings:
     """Everything the daemon needs to know, in plain units (seconds, bytes, counts)."""
 
-    # Defaults are the option table's; the option named says which key sets the field.
-    cluster_id: str  # opt.CLUSTER_ID (required)
-    namespace: str = opt.NAMESPACE.default_value()
-    image: str = opt.IMAGE.default_value()
-    slots_per_taskmanager: int = opt.SLOTS.default_value()
-    taskmanager_memory_bytes: int = opt.PROCESS_MEMORY.default_value()
-    taskmanager_cpu: float = 0.0  # opt.CPU_CORES, opt.TASKMANAGER_CPU; 0 here: = the slots
-    idle_timeout: float = opt.IDLE_TIMEOUT.default_value()
-    registration_timeout: float = opt.REGISTRATION_TIMEOUT.default_value()
-    max_start_failures_per_minute: float = opt.MAX_FAILURE_RATE.default_value()
-    start_retry_interval: float = opt.START_RETRY_INTERVAL.default_value()
-    max_slots: int | None = None  # opt.MAX_SLOTS; None: unbounded
-    redundant_taskmanagers: int = opt.REDUNDANT_TASKMANAGERS.default_value()
-    heartbeat_timeout: float = opt.HEARTBEAT_TIMEOUT.default_value()
-    heartbeat_interval: float = opt.HEARTBEAT_INTERVAL.default_value()
-    taskmanager_rpc_port: int = opt.TASKMANAGER_RPC_PORT.default_value()
-    rest_address: str = opt.REST_ADDRESS.default_value()
-    rest_port: int = opt.REST_PORT.default_value()
-    resourcemanager_url: str = ""  # opt.RESOURCEMANAGER_URL; "" here: the default
-    auth_token_file: Path | None = None  # opt.AUTH_TOKEN_FILE; None: no auth
-    auth_token_secret: str | None = None  # opt.AUTH_TOKEN_SECRET
-    max_parallel_creates: int = opt.MAX_PARALLEL_REQUESTS.default_value()
-    watch_resync_interval: float = opt.RESYNC_INTERVAL.default_value()
-    api_request_timeout: float = opt.REQUEST_TIMEOUT.default_value()
-    log_level: str = opt.LOG_LEVEL.default_value()
-    agent_command: tuple[str, ...] = opt.AGENT_COMMAND.default_value()
-    supervise_flink: bool = opt.SUPERVISE_FLINK.default_value()
+    # Each field read from one option says which (its default is the option's); the other
+    # three are worked out from several keys.
+    cluster_id: str  # kubernetes.cluster-id (required)
+    namespace: str = _read(opt.NAMESPACE)
+    image: str = _read(opt.IMAGE)
+    slots_per_taskmanager: int = _read(opt.SLOTS)
+    taskmanager_memory_bytes: int = _read(opt.PROCESS_MEMORY)
+    taskmanager_cpu: float = 0.0  # see _cpu(); 0 here: the number of slots
+    idle_timeout: float = _read(opt.IDLE_TIMEOUT)
+    registration_timeout: float = _read(opt.REGISTRATION_TIMEOUT)
+    max_start_failures_per_minute: float = _read(opt.MAX_FAILURE_RATE)
+    start_retry_interval: float = _read(opt.START_RETRY_INTERVAL)
+    max_slots: int | None = _read_optional(opt.MAX_SLOTS)
+    redundant_taskmanagers: int = _read(opt.REDUNDANT_TASKMANAGERS)
+    heartbeat_timeout: float = _read(opt.HEARTBEAT_TIMEOUT)
+    heartbeat_interval: float = _read(opt.HEARTBEAT_INTERVAL)
+    taskmanager_rpc_port: int = _read(opt.TASKMANAGER_RPC_PORT)
+    rest_address: str = _read(opt.REST_ADDRESS)
+    rest_port: int = _read(opt.REST_PORT)
+    resourcemanager_url: str = ""  # see _resourcemanager_url(); "" here: the default
+    auth_token_file: Path | None = _read_optional(opt.AUTH_TOKEN_FILE)  # noqa: RUF009 - no auth
+    auth_token_secret: str | None = _read_optional(opt.AUTH_TOKEN_SECRET)
+    max_parallel_creates: int = _read(opt.MAX_PARALLEL_REQUESTS)
+    watch_resync_interval: float = _read(opt.RESYNC_INTERVAL)
+    api_request_timeout: float = _read(opt.REQUEST_TIMEOUT)
+    log_level: str = _read(opt.LOG_LEVEL)
+    agent_command: tuple[str, ...] = _read(opt.AGENT_COMMAND)
+    supervise_flink: bool = _read(opt.SUPERVISE_FLINK)
 
     def __post_init__(self) -> None:
         # Derived defaults, so that RmdSettings(cluster_id="x") in code means what the same
@@ -74,47 +90,29 @@ class RmdSettings:
         """Read and validate every setting; raises ConfigError (one line) on the first problem."""
         check_rmd_keys(conf)
         cluster_id = _cluster_id(conf)
-        namespace = conf.get(opt.NAMESPACE)
-        slots = conf.get(opt.SLOTS)
-        rest_port = conf.get(opt.REST_PORT)
-        heartbeat_interval = conf.get(opt.HEARTBEAT_INTERVAL)
-        heartbeat_timeout = conf.get(opt.HEARTBEAT_TIMEOUT)
-        if heartbeat_interval > heartbeat_timeout:
+        # Typed by the fields: _read() ties each field's type to its option's.
+        read: dict[str, Any] = {
+            setting.name: conf.get_optional(option) if option.default is None else conf.get(option)
+            for setting in fields(cls)
+            if (option := setting.metadata.get(_OPTION)) is not None
+        }
+        interval, timeout = read["heartbeat_interval"], read["heartbeat_timeout"]
+        if interval > timeout:
             raise conf.invalid(
                 opt.HEARTBEAT_INTERVAL.key,
-                f"'{format_duration(heartbeat_interval)}' is longer than "
-                f"{opt.HEARTBEAT_TIMEOUT.key} '{format_duration(heartbeat_timeout)}'; "
-                "expected an interval <= the timeout",
+                f"'{format_duration(interval)}' is longer than {opt.HEARTBEAT_TIMEOUT.key} "
+                f"'{format_duration(timeout)}'; expected an interval <= the timeout",
             )
         return cls(
+            **read,
             cluster_id=cluster_id,
-            namespace=namespace,
-            image=conf.get(opt.IMAGE),
-            slots_per_taskmanager=slots,
-            taskmanager_memory_bytes=conf.get(opt.PROCESS_MEMORY),
-            taskmanager_cpu=_cpu(conf, slots),
-            idle_timeout=conf.get(opt.IDLE_TIMEOUT),
-            registration_timeout=conf.get(opt.REGISTRATION_TIMEOUT),
-            max_start_failures_per_minute=conf.get(opt.MAX_FAILURE_RATE),
-            start_retry_interval=conf.get(opt.START_RETRY_INTERVAL),
-            max_slots=conf.get_optional(opt.MAX_SLOTS),
-            redundant_taskmanagers=conf.get(opt.REDUNDANT_TASKMANAGERS),
-            heartbeat_timeout=heartbeat_timeout,
-            heartbeat_interval=heartbeat_interval,
-            taskmanager_rpc_port=conf.get(opt.TASKMANAGER_RPC_PORT),
-            rest_address=conf.get(opt.REST_ADDRESS),
-            rest_port=rest_port,
+            taskmanager_cpu=_cpu(conf, slots=read["slots_per_taskmanager"]),
             resourcemanager_url=_resourcemanager_url(
-                conf, cluster_id=cluster_id, namespace=namespace, rest_port=rest_port
+                conf,
+                cluster_id=cluster_id,
+                namespace=read["namespace"],
+                rest_port=read["rest_port"],
             ),
-            auth_token_file=conf.get_optional(opt.AUTH_TOKEN_FILE),
-            auth_token_secret=conf.get_optional(opt.AUTH_TOKEN_SECRET),
-            max_parallel_creates=conf.get(opt.MAX_PARALLEL_REQUESTS),
-            watch_resync_interval=conf.get(opt.RESYNC_INTERVAL),
-            api_request_timeout=conf.get(opt.REQUEST_TIMEOUT),
-            log_level=conf.get(opt.LOG_LEVEL),
-            agent_command=conf.get(opt.AGENT_COMMAND),
-            supervise_flink=conf.get(opt.SUPERVISE_FLINK),
         )
 
     def describe(self) -> dict[str, str]:
@@ -175,7 +173,7 @@ def _cluster_id(conf: FlinkConfiguration) -> str:
     return conf.get(opt.CLUSTER_ID)
 
 
-def _cpu(conf: FlinkConfiguration, slots: int) -> float:
+def _cpu(conf: FlinkConfiguration, *, slots: int) -> float:
     """Flink's order: taskmanager.cpu.cores; else kubernetes.taskmanager.cpu.amount when > 0
     (Flink's own default there is -1.0, "unset"); else the number of slots."""
     cores = conf.get_optional(opt.CPU_CORES)
