@@ -197,7 +197,7 @@ EXTERNAL_RESOURCES = ConfigOption(
     key="external-resources",
     parse=resources.external_resource_names,
     default_note="none",
-    meaning="names of external resources, `gpu;fpga` (`none`: none)",
+    meaning="names of external resources, `gpu;fpga`, or `none`",
 )
 EXTERNAL_RESOURCE_AMOUNT = ConfigOption(
     key="external-resource.<name>.amount",
