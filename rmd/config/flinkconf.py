@@ -29,8 +29,9 @@ __all__ = ["OVERRIDE_ORIGIN", "ConfigError", "FlinkConfiguration"]
 
 OVERRIDE_ORIGIN = "-D"
 
-T = TypeVar("T")
-D = TypeVar("D")
+T = TypeVar("T")  # a value
+D = TypeVar("D")  # a default
+R = TypeVar("R")  # what a parser reads: the text, or a map's entries
 
 
 class FlinkConfiguration:
@@ -233,7 +234,7 @@ class FlinkConfiguration:
         found = self._find([(key,), *((fallback,) for fallback in fallback_keys)])
         return default if found is None else self._parsed(*found, parse)
 
-    def _parsed(self, key: str, raw: T, parse: Callable[[T], D]) -> D:
+    def _parsed(self, key: str, raw: R, parse: Callable[[R], T]) -> T:
         try:
             return parse(raw)
         except ValueError as error:
@@ -263,14 +264,19 @@ class FlinkConfiguration:
             found = self._find([given])
             assert found is not None
             used, value = found
-            later = all(self._layers[used] > self._layers[key] for key in given if key != used)
-            why = "given last" if later else "the current name"
-            names = " and ".join(
-                f"{key} ({self._where(key)})" if self._where(key) else key for key in given
-            )
+            if all(self._layers[used] > self._layers[key] for key in given if key != used):
+                why = "given last"
+            else:
+                why = "the current name" if used == option.key else "named first"
+            names = " and ".join(self._described(key) for key in given)
             yield (
                 f"{names} name the same option; using {used} = '{value}' ({why}); keep one of them"
             )
+
+    def _described(self, key: str) -> str:
+        """``key (set in <file>)``, ``key (set with -D)``, or just ``key``."""
+        where = self._where(key)
+        return f"{key} ({where})" if where else key
 
 
 def _key_groups(option: OptionKey) -> list[tuple[str, ...]]:
