@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv test unit integration lint typecheck demo dev-cluster-up dev-cluster-down bench clean
+.PHONY: all venv test unit integration lint typecheck demo dev-cluster-up dev-cluster-down bench config-docs clean
 
 all: test
 
@@ -48,6 +48,10 @@ dev-cluster-down: $(STAMP)
 
 bench: provision
 	$(BIN)/python -m bench.scale_out
+
+# README's tables of configuration keys, from rmd/config/options.py (a unit test checks them).
+config-docs: $(STAMP)
+	$(BIN)/python -m rmd_dev.config_docs
 
 clean:
 	rm -rf $(VENV) .devcluster

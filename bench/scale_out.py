@@ -27,8 +27,8 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client, config, watch
 
-from rmd.core.flinkconf import FlinkConfiguration
-from rmd.core.settings import RmdSettings
+from rmd.config.flinkconf import FlinkConfiguration
+from rmd.config.settings import RmdSettings
 from rmd.daemon import load_daemon_config, serve
 from rmd.kube.podspec import TaskManagerPodFactory
 from rmd.logs import configure_logging

@@ -21,5 +21,5 @@ def add_configuration_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="set a configuration key (repeatable; wins over the file)",
+        help="set a configuration key (repeatable; what is given last wins, over the file too)",
     )

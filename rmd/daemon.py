@@ -28,10 +28,10 @@ from prometheus_client import CollectorRegistry
 from rmd.api.access_log import StructlogAccessLogger
 from rmd.api.app import create_app
 from rmd.cli_options import add_configuration_arguments
+from rmd.config.flinkconf import ConfigError, FlinkConfiguration
+from rmd.config.settings import RmdSettings
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, SystemClock
-from rmd.core.flinkconf import ConfigError, FlinkConfiguration
-from rmd.core.settings import RmdSettings
 from rmd.engine import DaemonEngine
 from rmd.kube.client import KubeConfigError, load_kube_configuration
 from rmd.kube.owner import find_owner_reference

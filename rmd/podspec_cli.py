@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import yaml
 
 from rmd.cli_options import add_configuration_arguments
-from rmd.core.flinkconf import ConfigError, FlinkConfiguration
-from rmd.core.settings import RmdSettings
+from rmd.config.flinkconf import ConfigError, FlinkConfiguration
+from rmd.config.settings import RmdSettings
 from rmd.kube.podspec import TaskManagerPodFactory
 
 PROG = "rmd podspec"

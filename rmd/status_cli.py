@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from rmd.core import agent_env
+from rmd.config import agent_env
 
 __all__ = ["DEFAULT_URL", "StatusError", "fetch_status_text", "render", "run_status"]
 

@@ -1,7 +1,7 @@
 """What the TaskManager agent reads from its environment, checked once at start-up.
 
 The pod-spec builder puts these variables into every TaskManager container (names in
-:mod:`rmd.core.agent_env`). A missing or malformed variable is a deployment mistake: the agent
+:mod:`rmd.config.agent_env`). A missing or malformed variable is a deployment mistake: the agent
 says which one in a single line and exits with :data:`rmd.agent.exit_codes.EXIT_USAGE`.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from rmd.core import agent_env
+from rmd.config import agent_env
 
 DEFAULT_HEARTBEAT_INTERVAL = 10.0  # seconds; Flink's heartbeat.interval
 MAX_SLOTS = 10_000  # the daemon refuses registrations with more slots than this

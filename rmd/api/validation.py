@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rmd.api.problems import INVALID_VALUE, MALFORMED_REQUEST, ProblemError
+from rmd.config.names import is_dns1123_subdomain
 
 __all__ = [
     "ID_MAX_LENGTH",
@@ -37,8 +38,6 @@ JOB_SLOTS_MAX = 100_000
 TASKMANAGER_SLOTS_MAX = 10_000
 
 _JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-# A Kubernetes object name (DNS-1123 subdomain): lower-case labels joined by dots.
-_DNS_1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -55,7 +54,7 @@ def parse_job_id(raw: str) -> str:
 
 
 def parse_taskmanager_id(raw: str) -> str:
-    if len(raw) > ID_MAX_LENGTH or _DNS_1123_SUBDOMAIN.fullmatch(raw) is None:
+    if len(raw) > ID_MAX_LENGTH or not is_dns1123_subdomain(raw):
         raise ProblemError(
             INVALID_VALUE,
             f"The TaskManager id {_shorten(raw)!r} is not valid: use the pod name, 1 to "

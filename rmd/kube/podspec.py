@@ -1,6 +1,6 @@
 """The TaskManager pod manifest, as a Flink user expects it.
 
-:class:`TaskManagerPodFactory` reads the options (``rmd.kube.podoptions``) and the pod
+:class:`TaskManagerPodFactory` reads the options (``rmd.config.podoptions``) and the pod
 template (``rmd.kube.podtemplate``) once, checks them, and assembles a prototype pod; each
 :meth:`TaskManagerPodFactory.build` copies it and fills in the pod name and owner.
 
@@ -22,19 +22,16 @@ probes, ...) is kept as written.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
-from rmd.core import agent_env
-from rmd.core.flinkconf import FlinkConfiguration
-from rmd.core.settings import RmdSettings
-from rmd.kube.podoptions import (
-    TaskManagerPodOptions,
-    cpu_quantity,
-    memory_quantity,
-)
+from rmd.config import agent_env
+from rmd.config.flinkconf import FlinkConfiguration
+from rmd.config.names import is_dns1123_subdomain
+from rmd.config.podoptions import TaskManagerPodOptions
+from rmd.config.settings import RmdSettings
 from rmd.kube.podtemplate import (
     MAIN_CONTAINER_NAME,
     PodTemplate,
@@ -53,8 +50,6 @@ AUTH_TOKEN_SECRET_KEY = "token"  # the key inside rmd.auth.token-secret
 # Flink's own environment names, read by the Flink TaskManager itself.
 FLINK_POD_NODE_ID = "_POD_NODE_ID"
 FLINK_LOG_DIR = "FLINK_LOG_DIR"
-
-_POD_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 JsonDict = dict[str, Any]
 
@@ -124,7 +119,7 @@ class TaskManagerPodFactory:
 
     def build(self, *, pod_name: str, owner: OwnerReference | None) -> JsonDict:
         """The complete Pod manifest for ``pod_name``, JSON-ready (a fresh copy each call)."""
-        if len(pod_name) > 253 or not _POD_NAME_RE.match(pod_name):
+        if not is_dns1123_subdomain(pod_name):
             raise ValueError(
                 f"pod name {pod_name!r} is not a DNS subdomain (lower-case letters, digits, "
                 f"'-' and '.', at most 253 characters)"
@@ -397,3 +392,19 @@ def _merge_named(*layers: Iterable[JsonDict]) -> list[JsonDict]:
             merged.pop(name, None)
             merged[name] = entry
     return list(merged.values())
+
+
+def cpu_quantity(cores: Decimal) -> str:
+    """CPU as a Kubernetes quantity: whole cores as ``"2"``, else millicores (``"500m"``).
+
+    Rounded up to the millicore, as the API server would.
+    """
+    millis = (cores * 1000).to_integral_value(rounding=ROUND_CEILING)
+    if millis % 1000 == 0:
+        return str(int(millis // 1000))
+    return f"{int(millis)}m"
+
+
+def memory_quantity(mib: int, factor: Decimal = Decimal(1)) -> str:
+    """Memory in Mi, the limit truncated to whole MiB as Flink does."""
+    return f"{int((mib * factor).to_integral_value(rounding=ROUND_FLOOR))}Mi"

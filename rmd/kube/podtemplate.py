@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from rmd.core.flinkconf import ConfigError
+from rmd.config.errors import ConfigError
 
 MAIN_CONTAINER_NAME = "flink-main-container"
 
@@ -63,9 +63,7 @@ class _Checker:
         self.path = path
 
     def error(self, message: str) -> ConfigError:
-        error = ConfigError(f"{self.key}: pod template file {self.path} {message}")
-        error.key = self.key
-        return error
+        return ConfigError(f"{self.key}: pod template file {self.path} {message}", key=self.key)
 
     def mapping(self, value: object, where: str) -> dict[str, Any]:
         if value is None:

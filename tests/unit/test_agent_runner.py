@@ -30,7 +30,7 @@ from structlog.testing import LogCapture
 
 from rmd.agent import AgentTiming, run_agent
 from rmd.agent.exit_codes import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_REJECTED, EXIT_USAGE
-from rmd.core import agent_env
+from rmd.config import agent_env
 from rmd.core.clock import ManualClock
 from rmd.retry import Backoff
 from tests.support.waiting import eventually_true, within

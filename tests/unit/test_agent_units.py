@@ -23,7 +23,7 @@ from rmd.agent.client import (
 )
 from rmd.agent.exit_codes import EXIT_USAGE
 from rmd.agent.settings import AgentEnvironmentError, settings_from_env
-from rmd.core import agent_env
+from rmd.config import agent_env
 from rmd.retry import Backoff
 
 GOOD_ENV = {

@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rmd.core.flinkconf import (
-    ConfigError,
-    FlinkConfiguration,
-    parse_config_yaml,
-    parse_legacy_flink_conf,
-    parse_overrides,
-)
+from rmd.config.files import parse_config_yaml, parse_legacy_flink_conf, parse_overrides
+from rmd.config.flinkconf import ConfigError, FlinkConfiguration
 
 NO_ENV: dict[str, str] = {}
 
@@ -74,7 +69,7 @@ def test_config_yaml_list_of_maps_reads_back_item_by_item() -> None:
     )
     conf = FlinkConfiguration(values)
     items = conf.get_list("kubernetes.taskmanager.tolerations")
-    from rmd.core.values import parse_map
+    from rmd.config.values import parse_map
 
     assert [parse_map(item) for item in items] == [
         {"key": "k1", "operator": "Equal", "value": "v1", "effect": "NoSchedule"},

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from rmd.core import agent_env
-from rmd.core.flinkconf import FlinkConfiguration
-from rmd.core.settings import RmdSettings
+from rmd.config import agent_env
+from rmd.config.flinkconf import FlinkConfiguration
+from rmd.config.settings import RmdSettings
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
 from rmd.podspec_cli import run_podspec
 from tests.unit.test_podspec_golden import CASES, GOLDEN_DIR

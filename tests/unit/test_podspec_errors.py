@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rmd.core.flinkconf import ConfigError, FlinkConfiguration
-from rmd.core.settings import RmdSettings
+from rmd.config.flinkconf import ConfigError, FlinkConfiguration
+from rmd.config.settings import RmdSettings
 from rmd.kube.podspec import TaskManagerPodFactory
 
 TOLERATIONS = "kubernetes.taskmanager.tolerations"

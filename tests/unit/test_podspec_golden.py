@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rmd.core.flinkconf import FlinkConfiguration
-from rmd.core.settings import RmdSettings
+from rmd.config.flinkconf import FlinkConfiguration
+from rmd.config.settings import RmdSettings
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden" / "podspec"

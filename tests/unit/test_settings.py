@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rmd.core.flinkconf import ConfigError, FlinkConfiguration
-from rmd.core.settings import KNOWN_RMD_KEYS, RmdSettings
+from rmd.config.flinkconf import ConfigError, FlinkConfiguration
+from rmd.config.settings import KNOWN_RMD_KEYS, RmdSettings
 
 REQUIRED = {"kubernetes.cluster-id": "my-flink"}
 

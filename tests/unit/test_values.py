@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rmd.core.values import (
+from rmd.config.values import (
     format_duration,
     format_memory_size,
     parse_bool,

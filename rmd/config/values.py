@@ -2,7 +2,7 @@
 
 Each parser takes the raw text of one value and returns a plain Python value, or raises
 :class:`ValueError` with a sentence that says what was wrong and what is expected. They do
-not know the key the text came from; :mod:`rmd.core.flinkconf` adds that.
+not know the key the text came from; :mod:`rmd.config.flinkconf` adds that.
 
 The syntax follows Flink's own parsers (``TimeUtils.parseDuration``, ``MemorySize.parse``,
 ``StructuredOptionsSplitter``): a non-negative whole number, optional white space, an
@@ -13,6 +13,8 @@ unit. Fractions (``1.5 s``) and negative values are refused, as Flink refuses th
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 _SECONDS_PER_UNIT: dict[str, float] = {}
 
@@ -82,39 +84,50 @@ def _split_number_and_unit(text: str, *, what: str, examples: str) -> tuple[int,
     return value, unit
 
 
+@dataclass(frozen=True)
+class _Units:
+    """A family of unit labels (time or memory) and how messages speak of it."""
+
+    what: str  # "duration"
+    unit_word: str  # "time unit"
+    factors: Mapping[str, float]  # label → size of one unit
+    expected: str  # the labels, for messages
+    examples: str
+
+
+_TIME_LABELS = "d, h, min, s, ms, us, ns (or day(s), hour(s), minute(s), second(s), milli(s), ...)"
+_MEMORY_LABELS = "b, k/kb, m/mb, g/gb, t/tb (binary: 1k = 1024 bytes)"
+_TIME = _Units("duration", "time unit", _SECONDS_PER_UNIT, _TIME_LABELS, DURATION_EXAMPLES)
+_MEMORY = _Units("memory size", "unit", _BYTES_PER_UNIT, _MEMORY_LABELS, MEMORY_EXAMPLES)
+
+
+def _number_and_factor(text: str, units: _Units, *, default_unit: str) -> tuple[int, float]:
+    """The number in ``text`` and the size of its unit (``default_unit`` when it has none)."""
+    factor = units.factors.get(default_unit.lower())
+    if factor is None:
+        raise ValueError(f"unknown default {units.unit_word} '{default_unit}'")
+    value, unit = _split_number_and_unit(text, what=units.what, examples=units.examples)
+    if unit:
+        label_factor = units.factors.get(unit)
+        if label_factor is None:
+            raise ValueError(
+                f"'{text}' is not a {units.what}: unknown {units.unit_word} '{unit}'; "
+                f"expected one of {units.expected}, {units.examples}"
+            )
+        factor = label_factor
+    return value, factor
+
+
 def parse_duration(text: str, *, default_unit: str = "ms") -> float:
     """``'30 s'`` → ``30.0``: a duration in seconds. A bare number is in ``default_unit``."""
-    unit_seconds = _SECONDS_PER_UNIT.get(default_unit.lower())
-    if unit_seconds is None:
-        raise ValueError(f"unknown default time unit '{default_unit}'")
-    value, unit = _split_number_and_unit(text, what="duration", examples=DURATION_EXAMPLES)
-    if unit:
-        label_seconds = _SECONDS_PER_UNIT.get(unit)
-        if label_seconds is None:
-            raise ValueError(
-                f"'{text}' is not a duration: unknown time unit '{unit}'; expected one of "
-                f"d, h, min, s, ms, us, ns (or day(s), hour(s), minute(s), second(s), "
-                f"milli(s), ...), {DURATION_EXAMPLES}"
-            )
-        unit_seconds = label_seconds
-    return value * unit_seconds
+    value, seconds = _number_and_factor(text, _TIME, default_unit=default_unit)
+    return value * seconds
 
 
 def parse_memory_size(text: str, *, default_unit: str = "b") -> int:
     """``'1728m'`` → ``1811939328``: a memory size in bytes (k = 1024). Bare = ``default_unit``."""
-    unit_bytes = _BYTES_PER_UNIT.get(default_unit.lower())
-    if unit_bytes is None:
-        raise ValueError(f"unknown default memory unit '{default_unit}'")
-    value, unit = _split_number_and_unit(text, what="memory size", examples=MEMORY_EXAMPLES)
-    if unit:
-        label_bytes = _BYTES_PER_UNIT.get(unit)
-        if label_bytes is None:
-            raise ValueError(
-                f"'{text}' is not a memory size: unknown unit '{unit}'; expected one of "
-                f"b, k/kb, m/mb, g/gb, t/tb (binary: 1k = 1024 bytes), {MEMORY_EXAMPLES}"
-            )
-        unit_bytes = label_bytes
-    size = value * unit_bytes
+    value, unit_bytes = _number_and_factor(text, _MEMORY, default_unit=default_unit)
+    size = value * int(unit_bytes)
     if size > _LONG_MAX:
         raise ValueError(f"'{text}' is too large for a memory size (numeric overflow)")
     return size

@@ -1,0 +1,80 @@
+"""Parsers of the daemon's own values: names, the image, the port, the agent's command.
+
+Each raises ValueError with what is wrong and what is expected (see :mod:`rmd.config.parsers`).
+"""
+
+from __future__ import annotations
+
+from rmd.config.names import is_dns1035_label, is_dns1123_label, is_dns1123_subdomain
+from rmd.config.parsers import OBJECT_NAME_CHARACTERS, integer, optional_text, require_name
+from rmd.config.values import parse_list
+
+MAX_CLUSTER_ID_LENGTH = 45  # Flink's limit: pod names get "-taskmanager-<a>-<i>" appended
+DEFAULT_IMAGE = "apache/flink:1.20"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVEL_ALIASES = {"warn": "warning"}
+
+_port = integer(min_value=1, max_value=65535)
+
+
+def cluster_id(raw: str) -> str:
+    """``kubernetes.cluster-id``: a DNS-1035 label of at most 45 characters."""
+    value = raw.strip()
+    if len(value) > MAX_CLUSTER_ID_LENGTH:
+        raise ValueError(
+            f"'{value}' is {len(value)} characters long; expected at most "
+            f"{MAX_CLUSTER_ID_LENGTH} (pod names append '-taskmanager-<attempt>-<index>')"
+        )
+    return require_name(
+        value,
+        rule=is_dns1035_label,
+        kind="Kubernetes",
+        expected="lowercase letters, digits and '-', starting with a letter and ending with "
+        "a letter or digit, e.g. 'my-flink'",
+    )
+
+
+def namespace(raw: str) -> str:
+    return require_name(
+        raw.strip(),
+        rule=is_dns1123_label,
+        kind="namespace",
+        expected="at most 63 lowercase letters, digits and '-', e.g. 'default' or 'flink'",
+    )
+
+
+def container_image(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(char.isspace() for char in value):
+        raise ValueError(f"'{value}' is not a container image; expected e.g. '{DEFAULT_IMAGE}'")
+    return value
+
+
+def single_port(raw: str) -> int:
+    """``taskmanager.rpc.port``: Flink allows a range; a pod needs one fixed port."""
+    if not raw.strip().isdigit():
+        raise ValueError(
+            f"'{raw}' is not a single port; on Kubernetes the TaskManager needs a fixed "
+            "port, e.g. 6122"
+        )
+    return _port(raw)
+
+
+def optional_secret_name(raw: str) -> str | None:
+    """A Secret name, or blank (unset)."""
+    value = optional_text(raw)
+    if value is None:
+        return None
+    return require_name(
+        value,
+        rule=is_dns1123_subdomain,
+        kind="Secret",
+        expected=f"{OBJECT_NAME_CHARACTERS}, e.g. 'rmd-token'",
+    )
+
+
+def agent_command(raw: str) -> tuple[str, ...]:
+    command = tuple(parse_list(raw))
+    if not command:
+        raise ValueError("is empty; expected the agent's command, e.g. 'rmd;taskmanager'")
+    return command
