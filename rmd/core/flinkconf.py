@@ -340,6 +340,13 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
 # ---------------------------------------------------------------------- files
 
 
+def configuration_directory(
+    conf_dir: Path | None, *, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The directory :meth:`FlinkConfiguration.load` reads for ``conf_dir`` (it may not exist)."""
+    return _resolve_conf_dir(conf_dir, os.environ if environ is None else environ)[0]
+
+
 def _resolve_conf_dir(conf_dir: Path | None, environ: Mapping[str, str]) -> tuple[Path, str | None]:
     """The directory to read, and how it was named explicitly (None: the ./conf default)."""
     if conf_dir is not None:

@@ -19,6 +19,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
+from rmd.core import agent_env
 from rmd.core.flinkconf import ConfigError, FlinkConfiguration
 from rmd.core.settings import RmdSettings
 from rmd.core.values import parse_map
@@ -48,6 +49,7 @@ SECRETS_KEY = "kubernetes.secrets"
 ENTRY_PATH_KEY = "kubernetes.entry.path"
 ENTRYPOINT_ARGS_KEY = "kubernetes.taskmanager.entrypoint.args"
 LOG_DIR_KEY = "kubernetes.flink.log.dir"
+CONF_DIR_KEY = "kubernetes.flink.conf.dir"
 POD_TEMPLATE_KEY = "kubernetes.pod-template-file.taskmanager"
 POD_TEMPLATE_FALLBACK_KEYS = (
     "kubernetes.pod-template-file.default",
@@ -55,6 +57,7 @@ POD_TEMPLATE_FALLBACK_KEYS = (
 )
 
 DEFAULT_ENTRY_PATH = "/docker-entrypoint.sh"
+DEFAULT_CONF_DIR = "/opt/flink/conf"  # where the flink-config-<cluster-id> ConfigMap is mounted
 DEFAULT_PULL_POLICY = "IfNotPresent"
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 DEFAULT_SERVICE_ACCOUNT = "default"
@@ -187,6 +190,9 @@ class TaskManagerPodOptions:
     secret_env: tuple[SecretEnv, ...]
     secret_mounts: tuple[SecretMount, ...]
     log_dir: str | None
+    # where the Flink configuration ConfigMap is mounted; None: no Flink to configure
+    # (rmd.taskmanager.supervise-flink off)
+    flink_conf_dir: str | None
     # agent
     resourcemanager_url: str
     slots: int
@@ -227,6 +233,7 @@ class TaskManagerPodOptions:
             secret_env=_secret_env(conf),
             secret_mounts=_secret_mounts(conf),
             log_dir=conf.get_str(LOG_DIR_KEY) or None,
+            flink_conf_dir=_flink_conf_dir(conf) if settings.supervise_flink else None,
             resourcemanager_url=settings.resourcemanager_url,
             slots=settings.slots_per_taskmanager,
             heartbeat_interval=settings.heartbeat_interval,
@@ -355,7 +362,36 @@ def _command(conf: FlinkConfiguration, settings: RmdSettings) -> tuple[str, ...]
             ENTRYPOINT_ARGS_KEY,
             f"{raw_args!r} cannot be split into arguments ({exc}); close the quotes",
         ) from None
-    return (*agent, "--", entry_path, "taskmanager", *args)
+    return (*agent, "--", entry_path, "taskmanager", *_flink_arguments(settings), *args)
+
+
+def _flink_arguments(settings: RmdSettings) -> tuple[str, ...]:
+    """Dynamic properties for Flink's TaskManager, written ``-D key=value``.
+
+    Its resource id is the pod name (Flink's own native mode does the same), it binds and
+    advertises the pod IP (``$(VAR)`` is expanded by the kubelet from the container's env),
+    and its port, slots and memory are the ones the pod was sized and registered with.
+    """
+    properties = (
+        f"taskmanager.resource-id=$({agent_env.POD_NAME})",
+        f"taskmanager.host=$({agent_env.POD_IP})",
+        f"taskmanager.bind-host=$({agent_env.POD_IP})",
+        f"taskmanager.rpc.port={settings.taskmanager_rpc_port}",
+        f"taskmanager.numberOfTaskSlots={settings.slots_per_taskmanager}",
+        f"taskmanager.memory.process.size={_memory_mib(settings)}m",
+    )
+    return tuple(word for item in properties for word in ("-D", item))
+
+
+def _flink_conf_dir(conf: FlinkConfiguration) -> str:
+    value = (conf.get_str(CONF_DIR_KEY, DEFAULT_CONF_DIR) or "").strip()
+    if not value.startswith("/"):
+        raise conf.invalid(
+            CONF_DIR_KEY,
+            f"{value!r} is not an absolute path; set where the Flink configuration is mounted "
+            f"in the TaskManager container (default {DEFAULT_CONF_DIR})",
+        )
+    return value.rstrip("/") or "/"
 
 
 def _env(conf: FlinkConfiguration) -> tuple[tuple[str, str], ...]:
