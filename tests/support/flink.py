@@ -262,7 +262,9 @@ def _write_conf_dir(conf_dir: Path, *, flink: FlinkInstall, values: Mapping[str,
     (conf_dir / "config.yaml").write_text(render_config_yaml(values))
 
 
-async def _deployment(core_api: client.ApiClient, *, namespace: str, name: str) -> None:
+async def create_jobmanager_deployment(
+    core_api: client.ApiClient, *, namespace: str, name: str
+) -> None:
     """The JobManager Deployment (0 replicas: the JobManager runs here), owner of the pods
     and the ConfigMap, as in a real cluster."""
     labels = {"app": name, "component": "jobmanager"}
@@ -355,7 +357,7 @@ async def flink_jobmanager(
         extra=extra or {},
     )
     await asyncio.to_thread(_write_conf_dir, conf_dir, flink=flink, values=values)
-    await _deployment(kube_api, namespace=namespace, name=cluster_id)
+    await create_jobmanager_deployment(kube_api, namespace=namespace, name=cluster_id)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
