@@ -501,11 +501,13 @@ def _record_flink(state: ClusterState, flink: FlinkInstall) -> None:
 
 
 def export_line(state: ClusterState) -> str:
-    """``export KUBECONFIG=...``, and the FLINK_HOME/FLINK_ENTRYPOINT lines after ``--flink``."""
-    lines = [f"export KUBECONFIG={state.kubeconfig}"]
+    """``export KUBECONFIG=...``, after ``--flink`` preceded by the FLINK_HOME and
+    FLINK_ENTRYPOINT lines (the KUBECONFIG line stays the last one)."""
+    lines = []
     if state.flink_home:
         lines.append(f"export FLINK_HOME={state.flink_home}")
         lines.append(f"export FLINK_ENTRYPOINT={state.flink_entrypoint}")
+    lines.append(f"export KUBECONFIG={state.kubeconfig}")
     return "\n".join(lines)
 
 
