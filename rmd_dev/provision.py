@@ -28,6 +28,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import zipfile
@@ -403,6 +404,19 @@ def unpack_wheel(wheel: Path, target: Path) -> None:
                 extracted.chmod(extracted.stat().st_mode | 0o755)
 
 
+def unpack_libraries_sdist(sdist: Path, target: Path) -> None:
+    """Flink 1.x publishes ``apache-flink-libraries`` as an sdist only: its
+    ``deps/{lib,opt,plugins,licenses,bin}`` are what its setup.py installs as
+    ``pyflink/{lib,...}``; unpack them there (no build needed)."""
+    with tarfile.open(sdist) as archive:
+        for member in archive.getmembers():
+            parts = Path(member.name).parts
+            if len(parts) < 3 or parts[1] != "deps" or not (member.isfile() or member.isdir()):
+                continue
+            member.name = str(Path("pyflink", *parts[2:]))
+            archive.extract(member, target, filter="data")
+
+
 def provision_flink(*, log: PhaseLog, version: str = DEFAULT_FLINK_VERSION) -> FlinkInstall:
     """JDK plus Flink ``version`` unpacked from its PyPI wheels, cached; a second call with
     the same version only checks."""
@@ -433,17 +447,20 @@ def provision_flink(*, log: PhaseLog, version: str = DEFAULT_FLINK_VERSION) -> F
                     *(f"{name}=={version}" for name in FLINK_DISTRIBUTIONS),
                 ],
             )
-            found = sorted(wheels.glob("*.whl"))
+            found = sorted(wheels.iterdir())
             if len(found) != len(FLINK_DISTRIBUTIONS):
                 raise ProvisionError(
-                    f"step 'pip download flink' gave {len(found)} wheels, expected "
+                    f"step 'pip download flink' gave {len(found)} files, expected "
                     f"{len(FLINK_DISTRIBUTIONS)} (is Flink {version} published for this "
                     f"Python?); see {log.log_path}"
                 )
             log.phase(f"flink {version}: unpacking")
             unpacked = staging / "unpacked"
-            for wheel in found:
-                unpack_wheel(wheel, unpacked)
+            for archive in found:
+                if archive.name.endswith(".tar.gz"):
+                    unpack_libraries_sdist(archive, unpacked)
+                else:
+                    unpack_wheel(archive, unpacked)
             if not (unpacked / "pyflink" / "bin" / "jobmanager.sh").is_file():
                 raise ProvisionError(
                     f"step 'unpack flink': the wheels hold no pyflink/bin/jobmanager.sh; "

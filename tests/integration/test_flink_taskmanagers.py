@@ -95,6 +95,7 @@ async def _all_tasks_running(jm: FlinkJobManager, job_id: str) -> bool:
     return total > 0 and running == total
 
 
+@pytest.mark.timeout(600)  # three rounds of JVM starts under a loaded CI machine
 async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
     dev_cluster: DevClusterInfo,
     kube_api: client.ApiClient,

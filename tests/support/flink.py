@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -456,7 +455,3 @@ async def _delete_taskmanager_pods(
         return not listed.items
 
     await eventually(gone, what=f"TaskManager pods of {cluster_id} gone", timeout=60, interval=0.5)
-
-
-def elapsed_since(started: float) -> float:
-    return round(time.monotonic() - started, 1)

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -13,7 +14,12 @@ import pytest
 
 from rmd_dev.cli import main as dev_cluster_main
 from rmd_dev.cluster import ClusterState, export_line
-from rmd_dev.provision import flink_entrypoint, unpack_wheel, valid_flink_version
+from rmd_dev.provision import (
+    flink_entrypoint,
+    unpack_libraries_sdist,
+    unpack_wheel,
+    valid_flink_version,
+)
 
 
 def _state(*, flink_home: str = "", flink_entrypoint: str = "") -> ClusterState:
@@ -96,3 +102,18 @@ def test_the_entrypoint_refuses_to_run_without_a_flink_home() -> None:
     assert done.returncode == 2
     assert "FLINK_HOME" in done.stderr
     assert "rmd dev-cluster up --flink" in done.stderr
+
+
+def test_a_libraries_sdist_unpacks_its_deps_into_pyflink(tmp_path: Path) -> None:
+    top = tmp_path / "apache-flink-libraries-1.20.3"
+    for relative in ("deps/lib/flink-dist-1.20.3.jar", "deps/bin/bash-java-utils.jar", "setup.py"):
+        (top / relative).parent.mkdir(parents=True, exist_ok=True)
+        (top / relative).write_text(relative)
+    sdist = tmp_path / "libs.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        archive.add(top, arcname=top.name)
+    unpack_libraries_sdist(sdist, tmp_path / "out")
+    home = tmp_path / "out" / "pyflink"
+    assert (home / "lib" / "flink-dist-1.20.3.jar").read_text() == "deps/lib/flink-dist-1.20.3.jar"
+    assert (home / "bin" / "bash-java-utils.jar").is_file()
+    assert not (tmp_path / "out" / "setup.py").exists()
