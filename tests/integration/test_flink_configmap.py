@@ -4,6 +4,7 @@ unchanged, update, and concurrent writers; with exactly the shipped role, at dae
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ async def test_the_shipped_role_lets_the_daemon_publish_and_update_the_configmap
         "apply",
         "-f",
         str(RBAC),
-        env={"KUBECONFIG": str(dev_cluster.kubeconfig), "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
     )
     assert await applied.wait() == 0
     core = client.CoreV1Api(kube_api)
