@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Provisions the control plane (apt packages, a one-time ~4 min build of kube-apiserver,
-# kube-controller-manager and kube-scheduler v1.20.2, cached in ~/.cache/rmd) before the tests.
+# kube-controller-manager and kube-scheduler v1.20.2, cached in ~/.cache/rmd) and real Flink
+# (a JDK from apt, Flink from its PyPI wheels, cached in ~/.cache/rmd/flink-<version>) before
+# the tests.
 provision: $(STAMP)
-	$(BIN)/python -m rmd_dev.provision
+	$(BIN)/python -m rmd_dev.provision --flink
 
 test: provision lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider

@@ -2,8 +2,10 @@
 
 Start-up order: configuration is read and validated completely (a bad value stops here with
 one line, before anything touches the cluster); then the Kubernetes client, the JobManager
-Deployment as owner, the HTTP server (``/healthz`` answers at once, ``/v1`` answers 503 until
-the first pod list has been adopted), the pod watch and the timers. SIGTERM/SIGINT: stop
+Deployment as owner, the ``flink-config-<cluster-id>`` ConfigMap the TaskManagers mount (when
+rmd starts Flink's TaskManagers; :mod:`rmd.kube.flinkconfigmap`), the HTTP server
+(``/healthz`` answers at once, ``/v1`` answers 503 until the first pod list has been
+adopted), the pod watch and the timers. SIGTERM/SIGINT: stop
 accepting, finish in-flight requests, stop the watch, close the Kubernetes session. The
 TaskManager pods are left running for the next start to adopt.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -28,12 +31,20 @@ from prometheus_client import CollectorRegistry
 from rmd.api.access_log import StructlogAccessLogger
 from rmd.api.app import create_app
 from rmd.cli_options import add_configuration_arguments
+from rmd.config.files import configuration_directory
 from rmd.config.flinkconf import ConfigError, FlinkConfiguration
 from rmd.config.settings import RmdSettings
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, SystemClock
 from rmd.engine import DaemonEngine
 from rmd.kube.client import KubeConfigError, load_kube_configuration
+from rmd.kube.flinkconfigmap import (
+    ConfigMapPublishError,
+    FlinkConfigMap,
+    flink_config_map,
+    publish_flink_config_map,
+    read_log_config_files,
+)
 from rmd.kube.owner import find_owner_reference
 from rmd.kube.pods import PodGateway
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
@@ -55,6 +66,9 @@ class DaemonConfig:
     settings: RmdSettings
     pods: TaskManagerPodFactory
     auth_token: str | None
+    # The Flink configuration for the TaskManagers; None when rmd does not start Flink
+    # (rmd.taskmanager.supervise-flink off).
+    flink_config_map: FlinkConfigMap | None = None
 
 
 def allocator_settings(settings: RmdSettings) -> AllocatorSettings:
@@ -96,7 +110,17 @@ def load_daemon_config(*, conf_dir: Path | None, overrides: Sequence[str]) -> Da
     settings = RmdSettings.from_configuration(conf)
     pods = TaskManagerPodFactory.from_configuration(conf, settings)
     token = read_auth_token(settings.auth_token_file)
-    return DaemonConfig(conf=conf, settings=settings, pods=pods, auth_token=token)
+    config_map = None
+    if settings.supervise_flink:
+        config_map = flink_config_map(
+            conf,
+            settings,
+            log_files=read_log_config_files(configuration_directory(conf_dir)),
+            environ=os.environ,
+        )
+    return DaemonConfig(
+        conf=conf, settings=settings, pods=pods, auth_token=token, flink_config_map=config_map
+    )
 
 
 async def serve(
@@ -131,6 +155,19 @@ async def serve(
                 deployment=settings.cluster_id,
                 fix="grant 'get' on deployments.apps to the daemon's service account",
                 consequence="TaskManager pods get no owner reference",
+            )
+        if config.flink_config_map is not None:
+            outcome = await publish_flink_config_map(
+                api,
+                config.flink_config_map,
+                owner=owner,
+                timeout=settings.api_request_timeout,
+            )
+            log.info(
+                "flink_config_published",
+                configmap=config.flink_config_map.name,
+                outcome=outcome,
+                keys=sorted(config.flink_config_map.data),
             )
 
         registry = CollectorRegistry()
@@ -247,6 +284,9 @@ def run_daemon(argv: Sequence[str]) -> int:
     except KubeConfigError as exc:
         print(f"rmd daemon: {exc}", file=sys.stderr)
         return 2
+    except ConfigMapPublishError as exc:
+        print(f"rmd daemon: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"rmd daemon: cannot listen on {config.settings.rest_address}:"

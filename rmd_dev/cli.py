@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rmd_dev.cluster import DEFAULT_DIR, ClusterError, ControlPlane, describe, export_line
+from rmd_dev.provision import DEFAULT_FLINK_VERSION, valid_flink_version
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -22,6 +23,16 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="comma-separated image patterns the emulator fails to pull (ErrImagePull)",
     )
     up.add_argument("--no-emulator", action="store_true", help="do not start the node emulator")
+    up.add_argument(
+        "--flink",
+        action="store_true",
+        help="also provision a JDK and Apache Flink; prints FLINK_HOME and FLINK_ENTRYPOINT",
+    )
+    up.add_argument(
+        "--flink-version",
+        default=None,
+        help=f"the Flink version for --flink (default {DEFAULT_FLINK_VERSION}; 1.20.x works too)",
+    )
     for name, text in (("down", "stop everything 'up' started"), ("status", "what runs where")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="cluster directory")
@@ -34,11 +45,23 @@ def run(args: argparse.Namespace) -> int:
         if args.nodes < 0:
             print("rmd dev-cluster: --nodes must be 0 or more", file=sys.stderr)
             return 2
+        if args.flink_version is not None and not args.flink:
+            print("rmd dev-cluster: --flink-version needs --flink", file=sys.stderr)
+            return 2
+        flink_version = (args.flink_version or DEFAULT_FLINK_VERSION) if args.flink else None
+        if flink_version is not None and not valid_flink_version(flink_version):
+            print(
+                f"rmd dev-cluster: --flink-version {flink_version!r} is not a release number; "
+                f"give e.g. {DEFAULT_FLINK_VERSION} or 1.20.3",
+                file=sys.stderr,
+            )
+            return 2
         try:
             state = plane.up(
                 nodes=args.nodes,
                 unpullable_images=[p for p in args.unpullable_images.split(",") if p],
                 emulator=not args.no_emulator,
+                flink_version=flink_version,
             )
         except ClusterError as exc:
             print(f"rmd dev-cluster: {exc}", file=sys.stderr)

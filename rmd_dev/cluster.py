@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import TextIO
 
 from rmd_dev.pki import Pki, create_pki
-from rmd_dev.provision import PhaseLog, ProvisionError, etcd_binary, provision
+from rmd_dev.provision import (
+    FlinkInstall,
+    PhaseLog,
+    ProvisionError,
+    etcd_binary,
+    provision,
+    provision_flink,
+)
 
 DEFAULT_DIR = Path(".devcluster")
 STARTUP_TIMEOUT = 60.0
@@ -59,6 +66,8 @@ class ClusterState:
     kubeconfig: str
     node_names: list[str]
     components: list[Component] = field(default_factory=list)
+    flink_home: str = ""  # set by ``up --flink``: FLINK_HOME and the entrypoint stand-in
+    flink_entrypoint: str = ""
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -224,14 +233,25 @@ class ControlPlane:
         nodes: int = 2,
         unpullable_images: Sequence[str] = (),
         emulator: bool = True,
+        flink_version: str | None = None,
     ) -> ClusterState:
+        """Start the cluster; with ``flink_version`` also provision a JDK and that Flink."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        flink: FlinkInstall | None = None
+        if flink_version is not None:
+            try:
+                flink = provision_flink(log=self._phases, version=flink_version)
+            except ProvisionError as exc:
+                raise ClusterError(str(exc)) from exc
         existing = state_path(self.dir)
         if existing.exists():
             state = ClusterState.load(existing)
             if all(process_alive(c) for c in state.components):
                 self._phase(f"cluster in {self.dir} is already running")
+                if flink is not None:
+                    _record_flink(state, flink)
+                    state.save(existing)
                 return state
             self._phase("a previous cluster here died: stopping its leftovers")
             self.down()
@@ -245,6 +265,8 @@ class ControlPlane:
         state = ClusterState(
             dir=str(self.dir), server="", etcd_url="", kubeconfig="", node_names=[]
         )
+        if flink is not None:
+            _record_flink(state, flink)
         try:
             self._up(
                 state,
@@ -473,8 +495,20 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def _record_flink(state: ClusterState, flink: FlinkInstall) -> None:
+    state.flink_home = str(flink.home)
+    state.flink_entrypoint = str(flink.entrypoint)
+
+
 def export_line(state: ClusterState) -> str:
-    return f"export KUBECONFIG={state.kubeconfig}"
+    """``export KUBECONFIG=...``, after ``--flink`` preceded by the FLINK_HOME and
+    FLINK_ENTRYPOINT lines (the KUBECONFIG line stays the last one)."""
+    lines = []
+    if state.flink_home:
+        lines.append(f"export FLINK_HOME={state.flink_home}")
+        lines.append(f"export FLINK_ENTRYPOINT={state.flink_entrypoint}")
+    lines.append(f"export KUBECONFIG={state.kubeconfig}")
+    return "\n".join(lines)
 
 
 def describe(state: ClusterState, *, alive: Callable[[Component], bool] = process_alive) -> str:

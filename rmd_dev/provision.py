@@ -6,19 +6,33 @@ and kube-scheduler v1.20.2 are built from Debian bookworm's ``kubernetes`` sourc
 under ``$XDG_CACHE_HOME/rmd/kubernetes-v1.20.2/bin`` so that only the first run pays the
 build (about four minutes on two cores).
 
+With ``--flink`` (``rmd dev-cluster up --flink``) it also provisions real Apache Flink: a
+JDK from Debian's ``openjdk-17-jdk-headless`` when ``java`` or ``javac`` is missing, and
+Flink's own distribution from the PyPI wheels ``apache-flink`` and
+``apache-flink-libraries`` (``pip download --no-deps``, through the index pip is configured
+for), unpacked into ``$XDG_CACHE_HOME/rmd/flink-<version>/`` so that
+``FLINK_HOME=.../pyflink``. See :func:`provision_flink`.
+
 This module uses the standard library only, so it can run before the project is installed:
 ``python -m rmd_dev.provision``.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import fcntl
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -41,6 +55,10 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """
 OPENAPI_EXCLUDED = ("vendor/k8s.io/code-generator", "vendor/k8s.io/sample-apiserver")
+DEFAULT_FLINK_VERSION = "2.3.0"
+JDK_PACKAGE = "openjdk-17-jdk-headless"  # bookworm's only JDK; Flink 1.20 and 2.x run on it
+FLINK_DISTRIBUTIONS = ("apache-flink", "apache-flink-libraries")
+FLINK_COMPLETE_MARKER = ".rmd-complete"
 
 
 class ProvisionError(RuntimeError):
@@ -302,11 +320,190 @@ def provision(*, log: PhaseLog) -> Path:
     return kube_bin_dir()
 
 
-def main() -> int:
+# ---------------------------------------------------------------------------- Flink
+
+
+@dataclass(frozen=True)
+class FlinkInstall:
+    """A provisioned Flink: ``home`` is FLINK_HOME, ``entrypoint`` plays the image's
+    ``/docker-entrypoint.sh`` (see ``rmd_dev/flink/docker-entrypoint.sh``)."""
+
+    version: str
+    home: Path
+    entrypoint: Path
+
+    def export_lines(self) -> list[str]:
+        return [f"export FLINK_HOME={self.home}", f"export FLINK_ENTRYPOINT={self.entrypoint}"]
+
+
+def valid_flink_version(version: str) -> bool:
+    """A release number such as 2.3.0 or 1.20.3 (it names a cache directory and a pip pin)."""
+    return re.fullmatch(r"[0-9]+\.[0-9]+(\.[0-9]+)?", version) is not None
+
+
+def flink_dir(version: str) -> Path:
+    return cache_root() / f"flink-{version}"
+
+
+def flink_home(version: str) -> Path:
+    """FLINK_HOME of ``version`` in the cache (it may not be provisioned yet)."""
+    return flink_dir(version) / "pyflink"
+
+
+def flink_entrypoint() -> Path:
+    """The package's stand-in for the Flink image's ``/docker-entrypoint.sh``."""
+    return Path(__file__).resolve().parent / "flink" / "docker-entrypoint.sh"
+
+
+def flink_present(version: str) -> bool:
+    return (flink_dir(version) / FLINK_COMPLETE_MARKER).is_file()
+
+
+def ensure_jdk(log: PhaseLog) -> None:
+    """``java`` and ``javac`` on PATH, else Debian's JDK through apt-get."""
+    if shutil.which("java") and shutil.which("javac"):
+        log.phase("jdk: java and javac already installed")
+        return
+    _require_root("jdk")
+    log.phase(f"jdk: installing {JDK_PACKAGE}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    log.run("apt-get update", ["apt-get", "update"], env=env)
+    log.run(
+        "apt-get install jdk",
+        ["apt-get", "install", "-y", "--no-install-recommends", JDK_PACKAGE],
+        env=env,
+    )
+    if not (shutil.which("java") and shutil.which("javac")):
+        raise ProvisionError(f"step 'jdk' installed {JDK_PACKAGE} but java/javac are not on PATH")
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """One provisioning of a Flink version at a time, across processes (test sessions)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def unpack_wheel(wheel: Path, target: Path) -> None:
+    """Unzip a wheel keeping the file modes it records (zipfile alone drops them), so
+    Flink's ``bin/*.sh`` stay executable; shell scripts under ``bin/`` are made executable
+    in any case (the libraries wheel records no modes)."""
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            extracted = Path(archive.extract(info, target))
+            mode = (info.external_attr >> 16) & 0o7777
+            if mode and not info.is_dir():
+                extracted.chmod(mode)
+            in_bin = extracted.parent.name == "bin" and extracted.suffix in (".sh", "")
+            if in_bin and extracted.is_file():
+                extracted.chmod(extracted.stat().st_mode | 0o755)
+
+
+def unpack_libraries_sdist(sdist: Path, target: Path) -> None:
+    """Flink 1.x publishes ``apache-flink-libraries`` as an sdist only: its
+    ``deps/{lib,opt,plugins,licenses,bin}`` are what its setup.py installs as
+    ``pyflink/{lib,...}``; unpack them there (no build needed)."""
+    with tarfile.open(sdist) as archive:
+        for member in archive.getmembers():
+            parts = Path(member.name).parts
+            if len(parts) < 3 or parts[1] != "deps" or not (member.isfile() or member.isdir()):
+                continue
+            member.name = str(Path("pyflink", *parts[2:]))
+            archive.extract(member, target, filter="data")
+
+
+def provision_flink(*, log: PhaseLog, version: str = DEFAULT_FLINK_VERSION) -> FlinkInstall:
+    """JDK plus Flink ``version`` unpacked from its PyPI wheels, cached; a second call with
+    the same version only checks."""
+    ensure_jdk(log)
+    install = FlinkInstall(version=version, home=flink_home(version), entrypoint=flink_entrypoint())
+    _make_executable(install.entrypoint)
+    with _exclusive(cache_root() / f"flink-{version}.lock"):
+        if flink_present(version):
+            log.phase(f"flink {version}: using the cached FLINK_HOME {install.home}")
+            return install
+        target = flink_dir(version)
+        staging = Path(tempfile.mkdtemp(prefix=f"flink-{version}-", dir=cache_root()))
+        try:
+            names = ", ".join(FLINK_DISTRIBUTIONS)
+            log.phase(f"flink {version}: downloading the PyPI wheels {names}")
+            wheels = staging / "wheels"
+            log.run(
+                "pip download flink",
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "--dest",
+                    str(wheels),
+                    *(f"{name}=={version}" for name in FLINK_DISTRIBUTIONS),
+                ],
+            )
+            found = sorted(wheels.iterdir())
+            if len(found) != len(FLINK_DISTRIBUTIONS):
+                raise ProvisionError(
+                    f"step 'pip download flink' gave {len(found)} files, expected "
+                    f"{len(FLINK_DISTRIBUTIONS)} (is Flink {version} published for this "
+                    f"Python?); see {log.log_path}"
+                )
+            log.phase(f"flink {version}: unpacking")
+            unpacked = staging / "unpacked"
+            for archive in found:
+                if archive.name.endswith(".tar.gz"):
+                    unpack_libraries_sdist(archive, unpacked)
+                else:
+                    unpack_wheel(archive, unpacked)
+            if not (unpacked / "pyflink" / "bin" / "jobmanager.sh").is_file():
+                raise ProvisionError(
+                    f"step 'unpack flink': the wheels hold no pyflink/bin/jobmanager.sh; "
+                    f"see {log.log_path}"
+                )
+            (unpacked / FLINK_COMPLETE_MARKER).write_text(version + "\n")
+            shutil.rmtree(target, ignore_errors=True)  # a half-finished earlier attempt
+            os.replace(unpacked, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.phase(f"flink {version}: FLINK_HOME {install.home}")
+    return install
+
+
+def _make_executable(path: Path) -> None:
+    mode = path.stat().st_mode
+    wanted = mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+    if mode != wanted:
+        with contextlib.suppress(PermissionError):
+            path.chmod(wanted)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rmd_dev.provision",
+        description="Install and build what the local control plane needs (cached).",
+    )
+    parser.add_argument("--flink", action="store_true", help="also provision a JDK and Flink")
+    parser.add_argument(
+        "--flink-version",
+        default=DEFAULT_FLINK_VERSION,
+        help=f"Flink version with --flink (default {DEFAULT_FLINK_VERSION})",
+    )
+    args = parser.parse_args(argv)
+    if not valid_flink_version(args.flink_version):
+        parser.error(f"--flink-version {args.flink_version!r} is not a release number, e.g. 2.3.0")
     cache_root().mkdir(parents=True, exist_ok=True)
     log = PhaseLog(log_path=cache_root() / "provision.log")
     try:
         provision(log=log)
+        if args.flink:
+            install = provision_flink(log=log, version=args.flink_version)
+            print("\n".join(install.export_lines()))
     except ProvisionError as exc:
         print(f"rmd dev-cluster: {exc}", file=sys.stderr)
         return 1

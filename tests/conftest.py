@@ -24,6 +24,8 @@ from hypothesis import settings as hypothesis_settings
 from kubernetes_asyncio import client, config
 
 from rmd_dev.cluster import ClusterState, Component, port_is_free, process_alive
+from rmd_dev.provision import FlinkInstall
+from tests.support import flink as flink_support
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually
 
@@ -259,3 +261,19 @@ async def limited_api_factory(
 def cluster_state_json(info: DevClusterInfo) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((info.dir / "state.json").read_text())
     return data
+
+
+# ---------------------------------------------------------------------------- real Flink
+
+
+@pytest.fixture(scope="session")
+def flink_install() -> FlinkInstall:
+    """JDK + Flink (``$RMD_TEST_FLINK_VERSION``, default 2.3.0), provisioned as ``rmd
+    dev-cluster up --flink`` does it; cached in ~/.cache/rmd, so only the first run pays."""
+    return flink_support.provision()
+
+
+@pytest.fixture(scope="session")
+def rate_job_jar(flink_install: FlinkInstall) -> Path:
+    """The endless rate-limited test job (tests/support/flinkjob), compiled once and cached."""
+    return flink_support.compile_rate_job(flink_install)

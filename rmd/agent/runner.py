@@ -10,6 +10,10 @@ How it ends (exit codes in :mod:`rmd.agent.exit_codes`):
   the agent deregisters (best effort) and returns 0, or the command's own exit code when it
   exited with one (128 + N when it had to be killed by signal N).
 - the supervised command exits by itself: deregister (best effort), return its exit code.
+
+When the command is Flink's TaskManager (``RMD_SUPERVISE_FLINK=true``) the agent registers
+only once Flink's JobManager lists it (:mod:`rmd.agent.flink`), polling every
+``AgentTiming.flink_poll_interval``; a stop or the command's exit ends the wait.
 - a heartbeat answer says ``"state": "releasing"`` (or is a 404 whose detail says the
   TaskManager is being released): the daemon is deleting the pod; stop the command, return 0.
 - the daemon answers 403: log its detail, stop the command, return 0 when it says the
@@ -56,6 +60,7 @@ from rmd.agent.exit_codes import (
     EXIT_REJECTED,
     EXIT_USAGE,
 )
+from rmd.agent.flink import FlinkTaskManagerProbe, flink_rest_url
 from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
 from rmd.core.clock import Clock, SystemClock
 from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
@@ -76,6 +81,7 @@ class AgentTiming:
     backoff: Backoff = field(
         default_factory=lambda: Backoff(base=0.5, cap=30.0, floor=0.05, max_retry_after=300.0)
     )
+    flink_poll_interval: float = 1.0  # asking Flink's JobManager whether the TaskManager is up
 
 
 class Interruption(enum.Enum):
@@ -152,6 +158,13 @@ async def run_agent_with_settings(
     logger: FilteringBoundLogger = log if log is not None else structlog.get_logger("rmd.agent")
     chosen_timing = timing if timing is not None else AgentTiming()
     chosen_clock = clock if clock is not None else SystemClock()
+    rest_url: str | None = None
+    if settings.supervise_flink and command:
+        try:
+            rest_url = flink_rest_url(env)
+        except AgentEnvironmentError as error:
+            logger.error("agent.environment_invalid", error=str(error))
+            return EXIT_USAGE
     async with _client_session(session) as usable_session:
         client = ResourceManagerClient(
             session=usable_session,
@@ -169,6 +182,16 @@ async def run_agent_with_settings(
             uniform=uniform if uniform is not None else random.random,
             log=logger.bind(taskmanager_id=settings.taskmanager_id),
             timing=chosen_timing,
+            flink_probe=(
+                None
+                if rest_url is None
+                else FlinkTaskManagerProbe(
+                    session=usable_session,
+                    rest_url=rest_url,
+                    resource_id=settings.taskmanager_id,
+                    request_timeout=chosen_timing.request_timeout,
+                )
+            ),
         )
         return await agent.run(command=tuple(command or ()), env=env)
 
@@ -198,8 +221,10 @@ class _Agent:
         uniform: Callable[[], float],
         log: FilteringBoundLogger,
         timing: AgentTiming,
+        flink_probe: FlinkTaskManagerProbe | None = None,
     ) -> None:
         self._settings = settings
+        self._flink_probe = flink_probe
         self._client = client
         self._stop = stop
         self._clock = clock
@@ -238,7 +263,8 @@ class _Agent:
         if self._child is not None:
             self._waiters.append(asyncio.ensure_future(self._child.wait()))
         try:
-            ending = await self._serve()
+            interrupted = await self._until_flink_is_up()
+            ending = interrupted if interrupted is not None else await self._serve()
             return await self._finish(ending)
         finally:
             for waiter in self._waiters:
@@ -266,6 +292,27 @@ class _Agent:
             ending = await self._heartbeat_until_forgotten()
             if ending is not None:
                 return ending
+
+    async def _until_flink_is_up(self) -> Interruption | None:
+        """With Flink's TaskManager as the command: wait until its JobManager lists it."""
+        probe = self._flink_probe
+        if probe is None or self._child is None:
+            return None
+        started = self._clock.monotonic()
+        self._log.info("agent.waiting_for_flink", rest_url=probe.rest_url)
+        while True:
+            listed = await self._race(probe.listed)
+            if isinstance(listed, Interruption):
+                return listed
+            if listed:
+                self._log.info(
+                    "agent.flink_taskmanager_up",
+                    after_seconds=round(self._clock.monotonic() - started, 3),
+                )
+                return None
+            interruption = await self._pause(self._timing.flink_poll_interval)
+            if interruption is not None:
+                return interruption
 
     async def _heartbeat_until_forgotten(self) -> Ending | None:
         """Heartbeat every interval; None when the daemon no longer knows the TaskManager."""

@@ -39,6 +39,8 @@ class AgentSettings:
     port: int  # the TaskManager's RPC port
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     auth_token: str | None = None
+    # The command is Flink's TaskManager: register only once Flink's JobManager lists it.
+    supervise_flink: bool = False
 
     @property
     def address(self) -> str:
@@ -75,7 +77,17 @@ def settings_from_env(env: Mapping[str, str]) -> AgentSettings:
             else DEFAULT_HEARTBEAT_INTERVAL
         ),
         auth_token=token or None,
+        supervise_flink=_flag(agent_env.SUPERVISE_FLINK, env.get(agent_env.SUPERVISE_FLINK, "")),
     )
+
+
+def _flag(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("", "false"):
+        return False
+    if value == "true":
+        return True
+    raise AgentEnvironmentError(f"{name}={text!r} is not a boolean; use true or false")
 
 
 def _base_url(text: str) -> str:

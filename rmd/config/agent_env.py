@@ -16,5 +16,10 @@ TASKMANAGER_SLOTS = "RMD_TASKMANAGER_SLOTS"  # taskmanager.numberOfTaskSlots
 TASKMANAGER_PORT = "RMD_TASKMANAGER_PORT"  # the TaskManager's RPC port (taskmanager.rpc.port)
 HEARTBEAT_INTERVAL = "RMD_HEARTBEAT_INTERVAL"  # heartbeat.interval, in seconds
 AUTH_TOKEN = "RMD_AUTH_TOKEN"  # bearer token for the daemon's /v1 API, when auth is on
+# "true" when the supervised command is Flink's TaskManager (rmd.taskmanager.supervise-flink):
+# the agent registers only once Flink's JobManager lists it.
+SUPERVISE_FLINK = "RMD_SUPERVISE_FLINK"
+# Flink's own: the directory with config.yaml (the mounted flink-config-<cluster-id> ConfigMap).
+FLINK_CONF_DIR = "FLINK_CONF_DIR"
 # Flink's own name for the pod IP (its images read it).
 FLINK_POD_IP = "_POD_IP_ADDRESS"

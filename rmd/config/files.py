@@ -16,6 +16,7 @@ file to avoid surprises.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,13 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------- files
+
+
+def configuration_directory(
+    conf_dir: Path | None, *, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The directory :meth:`FlinkConfiguration.load` reads for ``conf_dir`` (it may not exist)."""
+    return _resolve_conf_dir(conf_dir, os.environ if environ is None else environ)[0]
 
 
 def _resolve_conf_dir(conf_dir: Path | None, environ: Mapping[str, str]) -> tuple[Path, str | None]:

@@ -289,6 +289,12 @@ ENTRYPOINT_ARGS = ConfigOption(
     parse=environment.entrypoint_args,
     meaning="extra arguments of the TaskManager, split as a shell would",
 )
+CONF_DIR = ConfigOption(
+    key="kubernetes.flink.conf.dir",
+    parse=environment.conf_dir,
+    default=environment.DEFAULT_CONF_DIR,
+    meaning="where the `flink-config-<cluster-id>` ConfigMap is mounted (`FLINK_CONF_DIR`)",
+)
 LOG_DIR = ConfigOption(
     key="kubernetes.flink.log.dir",
     parse=optional_text,
@@ -356,6 +362,7 @@ POD_OPTIONS: tuple[OptionKey, ...] = (
     SUPERVISE_FLINK,
     ENTRY_PATH,
     ENTRYPOINT_ARGS,
+    CONF_DIR,
     LOG_DIR,
     RESOURCEMANAGER_URL,
     POD_TEMPLATE,

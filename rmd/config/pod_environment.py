@@ -21,6 +21,7 @@ from rmd.config.parsers import (
 )
 
 DEFAULT_ENTRY_PATH = "/docker-entrypoint.sh"
+DEFAULT_CONF_DIR = "/opt/flink/conf"  # where the flink-config-<cluster-id> ConfigMap is mounted
 SECRET_ENV_EXAMPLE = "env:FOO_ENV,secret:foo_secret,key:foo_key"
 _SECRET_ENV_FIELDS = ("env", "secret", "key")
 
@@ -54,6 +55,18 @@ def entry_path(raw: str) -> str:
             f"is empty; set the image's entrypoint script (default {DEFAULT_ENTRY_PATH})"
         )
     return path
+
+
+def conf_dir(raw: str) -> str:
+    """``kubernetes.flink.conf.dir``: where the Flink configuration is mounted."""
+    value = raw.strip()
+    if not value.startswith("/"):
+        raise ValueError(
+            f"{value!r} is not an absolute path; set where the Flink configuration is mounted in "
+            f"the "
+            f"TaskManager container (default {DEFAULT_CONF_DIR})"
+        )
+    return value.rstrip("/") or "/"
 
 
 def entrypoint_args(raw: str) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from rmd.config import agent_env
 from rmd.config import options as opt
 from rmd.config.flinkconf import FlinkConfiguration
 from rmd.config.pod_environment import SecretEnv, SecretMount, check_env_var_name
@@ -55,6 +56,9 @@ class TaskManagerPodOptions:
     secret_env: tuple[SecretEnv, ...]
     secret_mounts: tuple[SecretMount, ...]
     log_dir: str | None
+    # where the Flink configuration ConfigMap is mounted; None: no Flink to configure
+    # (rmd.taskmanager.supervise-flink off)
+    flink_conf_dir: str | None
     # agent
     resourcemanager_url: str
     slots: int
@@ -97,6 +101,7 @@ class TaskManagerPodOptions:
             secret_env=conf.get_optional(opt.SECRET_ENV) or (),
             secret_mounts=conf.get(opt.SECRETS),
             log_dir=conf.get_optional(opt.LOG_DIR),
+            flink_conf_dir=conf.get(opt.CONF_DIR) if settings.supervise_flink else None,
             resourcemanager_url=settings.resourcemanager_url,
             slots=settings.slots_per_taskmanager,
             heartbeat_interval=settings.heartbeat_interval,
@@ -139,7 +144,25 @@ def _command(conf: FlinkConfiguration, settings: RmdSettings) -> tuple[str, ...]
         return agent
     entry_path = conf.get(opt.ENTRY_PATH)
     args = conf.get_optional(opt.ENTRYPOINT_ARGS) or ()
-    return (*agent, "--", entry_path, "taskmanager", *args)
+    return (*agent, "--", entry_path, "taskmanager", *_flink_arguments(settings), *args)
+
+
+def _flink_arguments(settings: RmdSettings) -> tuple[str, ...]:
+    """Dynamic properties for Flink's TaskManager, written ``-D key=value``.
+
+    Its resource id is the pod name (Flink's own native mode does the same), it binds and
+    advertises the pod IP (``$(VAR)`` is expanded by the kubelet from the container's env),
+    and its port, slots and memory are the ones the pod was sized and registered with.
+    """
+    properties = (
+        f"taskmanager.resource-id=$({agent_env.POD_NAME})",
+        f"taskmanager.host=$({agent_env.POD_IP})",
+        f"taskmanager.bind-host=$({agent_env.POD_IP})",
+        f"taskmanager.rpc.port={settings.taskmanager_rpc_port}",
+        f"taskmanager.numberOfTaskSlots={settings.slots_per_taskmanager}",
+        f"taskmanager.memory.process.size={settings.taskmanager_memory_bytes >> 20}m",
+    )
+    return tuple(word for item in properties for word in ("-D", item))
 
 
 def _env(conf: FlinkConfiguration) -> tuple[tuple[str, str], ...]:

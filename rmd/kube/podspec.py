@@ -50,6 +50,13 @@ AUTH_TOKEN_SECRET_KEY = "token"  # the key inside rmd.auth.token-secret
 # Flink's own environment names, read by the Flink TaskManager itself.
 FLINK_POD_NODE_ID = "_POD_NODE_ID"
 FLINK_LOG_DIR = "FLINK_LOG_DIR"
+# The Flink configuration ConfigMap (rmd.kube.flinkconfigmap publishes it), Flink's names.
+FLINK_CONFIG_VOLUME = "flink-config-volume"
+
+
+def flink_config_map_name(cluster_id: str) -> str:
+    return f"flink-config-{cluster_id}"
+
 
 JsonDict = dict[str, Any]
 
@@ -226,6 +233,7 @@ def _spec(options: TaskManagerPodOptions, source: JsonDict, template: PodTemplat
             {"name": mount.volume_name, "secret": {"secretName": mount.secret}}
             for mount in options.secret_mounts
         ],
+        _flink_config_volumes(options),
     )
 
     defined = {
@@ -289,10 +297,11 @@ def _main_container(
     )
     container["resources"] = _resources(options, source.get("resources") or {})
 
+    ours = {secret.mount_path for secret in options.secret_mounts}
+    if options.flink_conf_dir is not None:
+        ours.add(options.flink_conf_dir)
     mounts = [
-        mount
-        for mount in source.get("volumeMounts") or []
-        if mount.get("mountPath") not in {secret.mount_path for secret in options.secret_mounts}
+        mount for mount in source.get("volumeMounts") or [] if mount.get("mountPath") not in ours
     ]
     mounts = _merge_named(
         mounts,
@@ -300,6 +309,7 @@ def _main_container(
             {"name": secret.volume_name, "mountPath": secret.mount_path, "readOnly": True}
             for secret in options.secret_mounts
         ],
+        _flink_config_mounts(options),
     )
     if mounts:
         container["volumeMounts"] = mounts
@@ -367,7 +377,28 @@ def _internal_env(options: TaskManagerPodOptions) -> list[JsonDict]:
         )
     if options.log_dir:
         env.append({"name": FLINK_LOG_DIR, "value": options.log_dir})
+    if options.flink_conf_dir is not None:
+        env.append({"name": agent_env.FLINK_CONF_DIR, "value": options.flink_conf_dir})
+        env.append({"name": agent_env.SUPERVISE_FLINK, "value": "true"})
     return env
+
+
+def _flink_config_mounts(options: TaskManagerPodOptions) -> list[JsonDict]:
+    if options.flink_conf_dir is None:
+        return []
+    return [{"name": FLINK_CONFIG_VOLUME, "mountPath": options.flink_conf_dir}]
+
+
+def _flink_config_volumes(options: TaskManagerPodOptions) -> list[JsonDict]:
+    """The ConfigMap volume with Flink's configuration, when rmd starts Flink's TaskManager."""
+    if options.flink_conf_dir is None:
+        return []
+    return [
+        {
+            "name": FLINK_CONFIG_VOLUME,
+            "configMap": {"name": flink_config_map_name(options.cluster_id)},
+        }
+    ]
 
 
 def _config_env(options: TaskManagerPodOptions) -> list[JsonDict]:

@@ -75,6 +75,13 @@ from rmd_dev.emulator.status import (
     status_summary,
     terminated_reason,
 )
+from rmd_dev.emulator.volumes import (
+    VolumeError,
+    container_mounts,
+    object_values,
+    pod_volume_sources,
+    volume_files,
+)
 from rmd_dev.emulator.workloads import Workload
 
 Pod = dict[str, Any]
@@ -228,10 +235,10 @@ class PodWorker:
         if plan.unpullable_containers:
             await self._fail_image_pulls(plan, pod_ip=pod_ip)
             return
-        envs = await self._prepare(plan, pod_ip=pod_ip)
-        if envs is None:
+        prepared = await self._prepare(plan, pod_ip=pod_ip)
+        if prepared is None:
             return  # deleted while waiting for its configuration
-        await self._run_containers(plan, pod_ip=pod_ip, envs=envs)
+        await self._run_containers(plan, pod_ip=pod_ip, prepared=prepared)
 
     # ------------------------------------------------------------------ status reports
 
@@ -326,12 +333,15 @@ class PodWorker:
 
     # ------------------------------------------------------------------ configuration
 
-    async def _prepare(self, plan: PodPlan, *, pod_ip: str) -> list[dict[str, str]] | None:
-        """Every container's environment (and the service-account files), waiting with
-        CreateContainerConfigError while a required ConfigMap/Secret is missing."""
+    async def _prepare(self, plan: PodPlan, *, pod_ip: str) -> _Prepared | None:
+        """Every container's environment and volumes (and the service-account files),
+        waiting with CreateContainerConfigError while a ConfigMap/Secret its environment
+        needs is missing, in ContainerCreating while one a volume needs is missing."""
         while not self._deleting():
             try:
-                return await self._resolve_envs(pod_ip=pod_ip)
+                envs = await self._resolve_envs(pod_ip=pod_ip)
+                mounts = await self._materialize_volumes()
+                return _Prepared(envs=envs, mounts=mounts)
             except EnvResolutionError as error:
                 reason = REASON_CREATE_CONTAINER_CONFIG_ERROR
                 message = str(error)
@@ -401,6 +411,41 @@ class PodWorker:
             for container in containers
         ]
 
+    async def _materialize_volumes(self) -> list[list[tuple[Path, str]]]:
+        """Write the configMap and secret volumes the containers mount into the pod
+        directory; per container, the (directory, mount path) pairs to mount."""
+        containers = containers_of(self._pod)
+        sources = pod_volume_sources(self._pod)
+        per_container = [container_mounts(c, sources=sources) for c in containers]
+        for mounts in per_container:
+            for reason in mounts.ignored:
+                self._log.warning("emulator_volume_mount_ignored", reason=reason)
+        root = self.pod_dir / "volumes"
+        fetched: dict[tuple[str, str], dict[str, bytes] | None] = {}
+        for volume in sorted({m.volume for mounts in per_container for m in mounts.mounts}):
+            source = sources[volume]
+            key = (source.kind, source.name)
+            if key not in fetched:
+                read = (
+                    self._ctx.api.read_config_map
+                    if source.kind == "ConfigMap"
+                    else self._ctx.api.read_secret
+                )
+                found = await self._call(
+                    f"{source.kind.lower()} {self.namespace}/{source.name}",
+                    lambda read=read, name=source.name: read(namespace=self.namespace, name=name),
+                )
+                fetched[key] = object_values(found, kind=source.kind) if found else None
+            try:
+                files = volume_files(source, fetched[key])
+            except VolumeError as error:
+                raise _MountError(str(error)) from error
+            _write_volume(root / volume, files)
+        return [
+            [(root / mount.volume, mount.mount_path) for mount in mounts.mounts]
+            for mounts in per_container
+        ]
+
     async def _write_service_account_files(
         self, containers: Sequence[Mapping[str, Any]]
     ) -> Path | None:
@@ -440,7 +485,13 @@ class PodWorker:
     # ------------------------------------------------------------------ running
 
     def _runner_for(
-        self, index: int, container: Mapping[str, Any], *, plan: PodPlan, env: Mapping[str, str]
+        self,
+        index: int,
+        container: Mapping[str, Any],
+        *,
+        plan: PodPlan,
+        env: Mapping[str, str],
+        mounts: Sequence[tuple[Path, str]],
     ) -> ContainerRunner:
         clock = self._ctx.clock
         name = str(container.get("name", f"container-{index}"))
@@ -460,13 +511,17 @@ class PodWorker:
             )
         if plan.run_mode is RunMode.PROCESS and argv:
             return ProcessRunner(
-                argv=argv, env=env, cwd=self.pod_dir, log_path=log_path, clock=clock
+                argv=argv,
+                env=env,
+                cwd=self.pod_dir,
+                log_path=log_path,
+                clock=clock,
+                mounts=mounts,
+                scratch=self.pod_dir / "mountns" / name,
             )
         return PauseRunner(clock=clock)
 
-    async def _run_containers(
-        self, plan: PodPlan, *, pod_ip: str, envs: Sequence[Mapping[str, str]]
-    ) -> None:
+    async def _run_containers(self, plan: PodPlan, *, pod_ip: str, prepared: _Prepared) -> None:
         clock = self._ctx.clock
         containers = containers_of(self._pod)
         init_states: list[ContainerState] = [
@@ -481,8 +536,9 @@ class PodWorker:
         states: list[ContainerState] = []
         waits: dict[asyncio.Task[int], int] = {}
         runner_of: dict[int, ContainerRunner] = {}
-        for index, (container, env) in enumerate(zip(containers, envs, strict=True)):
-            runner = self._runner_for(index, container, plan=plan, env=env)
+        setups = zip(containers, prepared.envs, prepared.mounts, strict=True)
+        for index, (container, env, mounts) in enumerate(setups):
+            runner = self._runner_for(index, container, plan=plan, env=env, mounts=mounts)
             try:
                 await runner.start()
             except CannotRun as error:
@@ -619,6 +675,8 @@ class PodWorker:
             self._log.info("emulator_pod_stopping", grace_seconds=grace)
             await self.stop_runners(grace_seconds=grace)
         shutil.rmtree(self.pod_dir / "serviceaccount", ignore_errors=True)
+        shutil.rmtree(self.pod_dir / "volumes", ignore_errors=True)
+        shutil.rmtree(self.pod_dir / "mountns", ignore_errors=True)
         while not self._gone:
             try:
                 deleted = await retry_until(
@@ -644,6 +702,28 @@ class PodWorker:
 
 class _MountError(Exception):
     """A volume the kubelet would mount is missing (the pod waits in ContainerCreating)."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the containers start with, by container: environment and volume mounts."""
+
+    envs: list[dict[str, str]]
+    mounts: list[list[tuple[Path, str]]]
+
+
+def _write_volume(directory: Path, files: Mapping[str, tuple[bytes, int]]) -> None:
+    """The volume's files in ``directory``, replacing what was there."""
+    staging = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for relative, (content, mode) in files.items():
+        path = staging / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        os.chmod(path, mode)
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.replace(directory)
 
 
 def _done_init(at: float) -> Terminated:

@@ -8,7 +8,10 @@ A process runs in its own session (so its process group can be signalled as a wh
 the pod directory as its working directory and stdout+stderr appended to its log file. When
 the main process ends, whatever it left in its process group is killed, as a container
 runtime tears down the container. ``setpriv --pdeathsig KILL`` (util-linux) makes the process
-die with the emulator even if the emulator is killed without a chance to stop it.
+die with the emulator even if the emulator is killed without a chance to stop it. A process
+with volumes runs in its own mount namespace (``unshare --mount``, as root) where
+:mod:`rmd_dev.emulator.mountns` bind-mounts them at their mount paths before it becomes the
+container's command.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +34,7 @@ from rmd_dev.emulator.workloads import Workload
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 EXIT_KILLED = 128 + signal.SIGKILL
+EXIT_CANNOT_START = 128  # what runtimes report for a container they could not start
 
 
 class CannotRun(Exception):
@@ -97,8 +102,14 @@ class ProcessRunner:
         log_path: Path,
         clock: Clock,
         kill_with_parent: bool = True,
+        mounts: Sequence[tuple[Path, str]] = (),
+        scratch: Path | None = None,
     ) -> None:
+        """``mounts``: (materialized directory, mount path) pairs the process must see,
+        read-only; ``scratch``: where the mount namespace may keep its own files."""
         self._argv = list(argv)
+        self._mounts = list(mounts)
+        self._scratch = scratch or cwd / "mountns"
         self._env = dict(env)
         self._cwd = cwd
         self._log_path = log_path
@@ -126,6 +137,8 @@ class ProcessRunner:
             raise CannotRun(exit_code=EXIT_NOT_FOUND, message=cannot_run_message("", "no command"))
         executable = resolve_executable(self._argv[0], path=self._env.get("PATH"), cwd=self._cwd)
         argv = [executable, *self._argv[1:]]
+        if self._mounts:
+            argv = self._in_mount_namespace(argv)
         setpriv = shutil.which("setpriv") if self._kill_with_parent else None
         if setpriv is not None:
             argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
@@ -148,6 +161,37 @@ class ProcessRunner:
             ) from error
         self._started_at = self._clock.wall()
         self._exit = asyncio.create_task(self._reap(self._process))
+
+    def _in_mount_namespace(self, argv: Sequence[str]) -> list[str]:
+        unshare = shutil.which("unshare")
+        if unshare is None or os.geteuid() != 0:
+            raise CannotRun(
+                exit_code=EXIT_CANNOT_START,
+                message=cannot_run_message(
+                    self._argv[0],
+                    "volumes need a private mount namespace: run the node emulator as root "
+                    "with unshare(1) (util-linux) installed",
+                ),
+            )
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        binds = [
+            word for source, target in self._mounts for word in ("--bind", str(source), target)
+        ]
+        return [
+            unshare,
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            sys.executable,
+            "-m",
+            "rmd_dev.emulator.mountns",
+            "--scratch",
+            str(self._scratch),
+            *binds,
+            "--",
+            *argv,
+        ]
 
     async def _reap(self, process: asyncio.subprocess.Process) -> int:
         returncode = await process.wait()

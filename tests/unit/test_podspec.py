@@ -327,7 +327,14 @@ def test_main_container_command_replaces_the_templates_command_and_args(tmp_path
         "    command: [sleep]\n    args: ['100']\n",
     )
     main = main_container(build({TEMPLATE_KEY: template}))
-    assert main["command"] == ["rmd", "taskmanager", "--", "/docker-entrypoint.sh", "taskmanager"]
+    assert main["command"][:5] == [
+        "rmd",
+        "taskmanager",
+        "--",
+        "/docker-entrypoint.sh",
+        "taskmanager",
+    ]
+    assert "sleep" not in main["command"]
     assert "args" not in main
 
 
@@ -368,7 +375,10 @@ def test_merged_lists_do_not_duplicate(tmp_path: Path) -> None:
         {"key": "k", "operator": "Exists"},
         {"key": "j", "operator": "Exists"},
     ]
-    assert pod["spec"]["volumes"] == [{"name": "certs-volume", "secret": {"secretName": "certs"}}]
+    assert pod["spec"]["volumes"] == [
+        {"name": "certs-volume", "secret": {"secretName": "certs"}},
+        {"name": "flink-config-volume", "configMap": {"name": "flink-config-my-flink"}},
+    ]
 
 
 def test_external_resources_none_and_resources_without_kubernetes_key() -> None:
@@ -485,3 +495,70 @@ def test_podspec_command_exits_2_with_the_config_error(
 def test_podspec_command_rejects_unknown_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_podspec(["--bogus"]) == 2
     assert "--bogus" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- real Flink in the pod
+
+
+def _dynamic_properties(command: list[str]) -> dict[str, str]:
+    """The ``-D key=value`` pairs after the entry point's ``taskmanager`` word."""
+    words = command[command.index("taskmanager", 2) + 1 :]
+    assert words[::2] == ["-D"] * (len(words) // 2), words
+    return dict(item.split("=", 1) for item in words[1::2])
+
+
+def test_flink_taskmanager_gets_the_pod_name_ip_and_the_sizes_rmd_registers() -> None:
+    pod = build(
+        {
+            "taskmanager.numberOfTaskSlots": "2",
+            "taskmanager.memory.process.size": "1g",
+            "taskmanager.rpc.port": "6200",
+        }
+    )
+    main = main_container(pod)
+    assert _dynamic_properties(main["command"]) == {
+        "taskmanager.resource-id": f"$({agent_env.POD_NAME})",
+        "taskmanager.host": f"$({agent_env.POD_IP})",
+        "taskmanager.bind-host": f"$({agent_env.POD_IP})",
+        "taskmanager.rpc.port": "6200",
+        "taskmanager.numberOfTaskSlots": "2",
+        "taskmanager.memory.process.size": "1024m",
+    }
+    assert main["resources"]["requests"]["memory"] == "1024Mi"
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    assert env[agent_env.TASKMANAGER_SLOTS] == "2"
+    assert env[agent_env.TASKMANAGER_PORT] == "6200"
+
+
+def test_flink_configuration_configmap_is_mounted_where_flink_conf_dir_points() -> None:
+    pod = build({"kubernetes.flink.conf.dir": "/etc/flink/"})
+    main = main_container(pod)
+    assert pod["spec"]["volumes"] == [
+        {"name": "flink-config-volume", "configMap": {"name": "flink-config-my-flink"}}
+    ]
+    assert main["volumeMounts"] == [{"name": "flink-config-volume", "mountPath": "/etc/flink"}]
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    assert env[agent_env.FLINK_CONF_DIR] == "/etc/flink"
+    assert env[agent_env.SUPERVISE_FLINK] == "true"
+
+
+def test_a_template_mount_at_the_flink_conf_dir_is_replaced(tmp_path: Path) -> None:
+    template = write_template(
+        tmp_path,
+        "kind: Pod\nspec:\n  containers:\n  - name: flink-main-container\n"
+        "    volumeMounts:\n    - {name: mine, mountPath: /opt/flink/conf}\n"
+        "  volumes:\n  - name: mine\n    emptyDir: {}\n",
+    )
+    main = main_container(build({TEMPLATE_KEY: template}))
+    assert main["volumeMounts"] == [{"name": "flink-config-volume", "mountPath": "/opt/flink/conf"}]
+
+
+def test_without_flink_supervision_there_is_no_flink_configuration() -> None:
+    pod = build({"rmd.taskmanager.supervise-flink": "false"})
+    main = main_container(pod)
+    assert main["command"] == ["rmd", "taskmanager"]
+    assert "volumes" not in pod["spec"]
+    assert "volumeMounts" not in main
+    names = {e["name"] for e in main["env"]}
+    assert agent_env.FLINK_CONF_DIR not in names
+    assert agent_env.SUPERVISE_FLINK not in names

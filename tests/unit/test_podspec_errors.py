@@ -32,6 +32,11 @@ def config_error(config: dict[str, str]) -> ConfigError:
 # (configuration, the key the error must name, words the message must contain)
 OPTION_ERRORS: list[tuple[dict[str, str], str, tuple[str, ...]]] = [
     (
+        {"kubernetes.flink.conf.dir": "conf"},
+        "kubernetes.flink.conf.dir",
+        ("'conf'", "absolute path"),
+    ),
+    (
         {"kubernetes.taskmanager.cpu.limit-factor": "0.5"},
         "kubernetes.taskmanager.cpu.limit-factor",
         ("'0.5'", "at least 1.0"),

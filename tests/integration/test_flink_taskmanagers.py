@@ -1,0 +1,244 @@
+"""Real Flink in the loop: rmd's TaskManager pods run real Flink TaskManagers that join a real
+Flink JobManager, and a real job runs on them.
+
+The JobManager pod is played by local processes (Flink's standalone JobManager and ``rmd
+daemon``, one configuration directory; :mod:`tests.support.flink`); the daemon runs with
+exactly the shipped least-privilege role. Demand is declared through rmd's HTTP API; the
+node emulator runs each pod's agent, which starts Flink's TaskManager through
+``kubernetes.entry.path`` with the ``flink-config-<cluster-id>`` ConfigMap mounted at
+``/opt/flink/conf``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from rmd.config.files import parse_config_yaml
+from rmd_dev.cluster import write_kubeconfig
+from rmd_dev.provision import FlinkInstall
+from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, service_account_token
+from tests.support.flink import TM_SELECTOR, FlinkJobManager, flink_jobmanager
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+RBAC = Path(__file__).resolve().parents[2] / "conf" / "kubernetes" / "rbac.yaml"
+JVM_DEADLINE = 180.0  # TaskManager JVMs start in 10-17 s on an idle machine; CI is not idle
+
+
+async def _least_privilege_kubeconfig(
+    dev_cluster: DevClusterInfo, core: client.CoreV1Api, *, namespace: str, path: Path
+) -> Path:
+    applied = await asyncio.to_thread(
+        subprocess.run,
+        ["kubectl", "-n", namespace, "apply", "-f", str(RBAC)],
+        env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    token = await service_account_token(core, namespace=namespace, name="rmd")
+    return await asyncio.to_thread(
+        write_kubeconfig,
+        path,
+        server=dev_cluster.server,
+        ca=dev_cluster.ca_file,
+        token=token,
+        user="rmd",
+        namespace=namespace,
+    )
+
+
+async def _pods(core: client.CoreV1Api, namespace: str, cluster_id: str) -> list[Any]:
+    listed = await core.list_namespaced_pod(
+        namespace,
+        label_selector=f"{TM_SELECTOR},app={cluster_id}",
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    return [pod for pod in listed.items if not pod.metadata.deletion_timestamp]
+
+
+def _taskmanager_jvms(pod_name: str) -> list[int]:
+    """Pids of Java processes started with ``taskmanager.resource-id=<pod_name>``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                words = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if (
+            words
+            and words[0].endswith(b"java")
+            and (f"taskmanager.resource-id={pod_name}".encode() in words)
+        ):
+            found.append(int(entry))
+    return found
+
+
+async def _all_tasks_running(jm: FlinkJobManager, job_id: str) -> bool:
+    running, total = await jm.running_tasks(job_id)
+    return total > 0 and running == total
+
+
+@pytest.mark.timeout(600)  # three rounds of JVM starts under a loaded CI machine
+async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    flink_install: FlinkInstall,
+    rate_job_jar: Path,
+    tmp_path: Path,
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    cluster_id = "flink-real"
+    rmd_kubeconfig = await _least_privilege_kubeconfig(
+        dev_cluster, core, namespace=namespace, path=tmp_path / "rmd.kubeconfig"
+    )
+    figures: dict[str, float] = {}
+    async with flink_jobmanager(
+        flink=flink_install,
+        kube_api=kube_api,
+        kubeconfig=dev_cluster.kubeconfig,
+        daemon_kubeconfig=rmd_kubeconfig,
+        namespace=namespace,
+        cluster_id=cluster_id,
+        work_dir=tmp_path / "jobmanager",
+    ) as jm:
+        # The daemon published Flink's configuration, owned by the JobManager Deployment.
+        config_map = await core.read_namespaced_config_map(
+            f"flink-config-{cluster_id}", namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+        assert [ref.kind for ref in config_map.metadata.owner_references] == ["Deployment"]
+        published = parse_config_yaml(config_map.data["config.yaml"])
+        assert published["jobmanager.rpc.address"] == "127.0.0.1"
+        assert published["rest.port"] == jm.rest_url.rsplit(":", 1)[1]
+        assert "log4j-console.properties" in config_map.data
+
+        started = time.monotonic()
+        await jm.daemon_json("PUT", "/v1/jobs/j/requirements", {"slots": 4})
+
+        async def two_pods() -> bool:
+            return len(await _pods(core, namespace, cluster_id)) == 2
+
+        await eventually(two_pods, what="2 TaskManager pods", timeout=30)
+        pods = await _pods(core, namespace, cluster_id)
+        names = {pod.metadata.name for pod in pods}
+        figures["pods created"] = time.monotonic() - started
+
+        async def flink_lists_the_pods() -> bool:
+            return await jm.taskmanager_ids() == names
+
+        await eventually(
+            flink_lists_the_pods,
+            what=f"Flink's /taskmanagers == {sorted(names)}",
+            timeout=JVM_DEADLINE,
+            interval=0.5,
+        )
+        figures["Flink lists both TaskManagers"] = time.monotonic() - started
+
+        async def rmd_registered() -> bool:
+            body = await jm.daemon_json("GET", "/v1/taskmanagers")
+            states = {tm["taskmanager_id"]: tm["state"] for tm in body["taskmanagers"]}
+            return states == dict.fromkeys(names, "registered")
+
+        await eventually(rmd_registered, what="both registered with rmd", timeout=30)
+        figures["rmd shows both registered"] = time.monotonic() - started
+        view = await jm.daemon_json("GET", "/v1/jobs/j")
+        assert view["fulfilled"] is True
+
+        # Each TaskManager has the pod's name as id, binds its pod IP, and has 2 slots.
+        pod_ips = {
+            pod.metadata.name: pod.status.pod_ip for pod in await _pods(core, namespace, cluster_id)
+        }
+        for name in names:
+            info = await jm.get(f"/taskmanagers/{name}")
+            assert info["slotsNumber"] == 2
+            assert f"@{pod_ips[name]}:6122/" in info["path"], info["path"]
+        registered = await jm.daemon_json("GET", "/v1/taskmanagers")
+        assert {tm["address"] for tm in registered["taskmanagers"]} == {
+            f"{ip}:6122" for ip in pod_ips.values()
+        }
+
+        jar_id = await jm.upload_jar(rate_job_jar)
+        submitted = time.monotonic()
+        job_id = await jm.submit(jar_id, parallelism=4)
+        await eventually(
+            lambda: _all_tasks_running(jm, job_id),
+            what="every task of the parallelism-4 job RUNNING",
+            timeout=JVM_DEADLINE,
+            interval=0.5,
+        )
+        figures["submit → all tasks RUNNING"] = time.monotonic() - submitted
+        figures["demand → job RUNNING"] = time.monotonic() - started
+
+        # Deleting a TaskManager pod through the API: its JVM stops, the pod goes away.
+        victim = sorted(names)[0]
+        assert _taskmanager_jvms(victim), "no JVM found for the TaskManager"
+        deleted = time.monotonic()
+        await core.delete_namespaced_pod(victim, namespace, _request_timeout=REQUEST_TIMEOUT)
+
+        async def victim_gone() -> bool:
+            listed = await core.list_namespaced_pod(
+                namespace,
+                field_selector=f"metadata.name={victim}",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            return not listed.items and victim not in await jm.taskmanager_ids()
+
+        await eventually(victim_gone, what=f"{victim} gone from the API and from Flink", timeout=60)
+        assert not _taskmanager_jvms(victim), "the deleted pod's TaskManager JVM still runs"
+        figures["pod delete → JVM and pod gone"] = time.monotonic() - deleted
+
+        # The TaskManager dying by itself ends the agent with its exit code (SIGKILL: 137)
+        # and so the pod; the agent deregisters and rmd removes the pod at once.
+        survivor = sorted(names)[1]
+        [jvm] = _taskmanager_jvms(survivor)
+        os.kill(jvm, signal.SIGKILL)
+        container_log = (
+            dev_cluster.dir
+            / "emulator"
+            / "pods"
+            / namespace
+            / survivor
+            / "flink-main-container.log"
+        )
+
+        async def agent_exited() -> bool:
+            text = await asyncio.to_thread(container_log.read_text, errors="replace")
+            return '"exit_code": 137, "event": "agent.command_exited"' in text
+
+        await eventually(agent_exited, what=f"{survivor}'s agent exits with 137", timeout=60)
+        # rmd replaces both; the job runs again on the replacements.
+        recovered = time.monotonic()
+
+        async def job_whole_again() -> bool:
+            live = {p.metadata.name for p in await _pods(core, namespace, cluster_id)}
+            if len(live) != 2 or live & names:
+                return False
+            return await jm.taskmanager_ids() == live and await _all_tasks_running(jm, job_id)
+
+        await eventually(
+            job_whole_again,
+            what="2 replacement TaskManagers, job RUNNING",
+            timeout=JVM_DEADLINE,
+            interval=0.5,
+        )
+        figures["TaskManagers lost → job RUNNING on replacements"] = time.monotonic() - recovered
+        await jm.cancel(job_id)
+    report = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in figures.items())
+    sys.stderr.write(f"\nreal Flink figures: {report}\n")

@@ -1,0 +1,37 @@
+package rmd.testjob;
+
+import org.apache.flink.api.common.eventtime.WatermarkStrategy;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.api.connector.source.util.ratelimit.RateLimiterStrategy;
+import org.apache.flink.connector.datagen.source.DataGeneratorSource;
+import org.apache.flink.connector.datagen.source.GeneratorFunction;
+import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
+import org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink;
+
+/**
+ * An endless, rate-limited streaming job for rmd's tests: generated numbers, keyed, dropped.
+ *
+ * <p>Arguments: [records per second, default 100]. The parallelism is the submitter's
+ * (REST {@code ?parallelism=N}); every operator runs at it, so a job with parallelism N needs
+ * N slots.
+ */
+public final class RateJob {
+
+    private RateJob() {}
+
+    public static void main(String[] args) throws Exception {
+        long perSecond = args.length > 0 ? Long.parseLong(args[0]) : 100L;
+        StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
+        DataGeneratorSource<Long> source =
+                new DataGeneratorSource<>(
+                        (GeneratorFunction<Long, Long>) index -> index,
+                        Long.MAX_VALUE,
+                        RateLimiterStrategy.perSecond(perSecond),
+                        Types.LONG);
+        env.fromSource(source, WatermarkStrategy.noWatermarks(), "generator")
+                .keyBy(value -> value % 128)
+                .sinkTo(new DiscardingSink<>())
+                .name("discard");
+        env.execute("rmd-rate-job");
+    }
+}

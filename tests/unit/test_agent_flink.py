@@ -1,0 +1,130 @@
+"""The agent supervising Flink's TaskManager registers with rmd only once Flink's JobManager
+lists the TaskManager (``GET /taskmanagers/<resource-id>`` → 200)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from rmd.agent.exit_codes import EXIT_USAGE
+from rmd.config import agent_env
+from tests.support.waiting import eventually_true
+from tests.unit.test_agent_runner import (
+    FAST,
+    TM_ID,
+    AgentStarter,
+    FakeDaemon,
+    make_env,
+    python_command,
+)
+
+TIMING = dataclasses.replace(FAST, flink_poll_interval=0.02)
+
+
+@dataclasses.dataclass
+class FakeJobManager:
+    """Flink's REST ``/taskmanagers/<id>``: 404 until the TaskManager is known."""
+
+    known: set[str] = dataclasses.field(default_factory=set)
+    asked: list[str] = dataclasses.field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/taskmanagers/{id}", self._taskmanager)
+        return app
+
+    async def _taskmanager(self, request: web.Request) -> web.Response:
+        taskmanager_id = request.match_info["id"]
+        self.asked.append(taskmanager_id)
+        if taskmanager_id in self.known:
+            return web.json_response({"id": taskmanager_id, "slotsNumber": 4})
+        return web.json_response({"errors": ["Could not find TaskExecutor"]}, status=404)
+
+
+@pytest.fixture
+async def start_agent() -> AsyncIterator[AgentStarter]:
+    starter = AgentStarter()
+    yield starter
+    await starter.close()
+
+
+@pytest.fixture
+async def daemon(aiohttp_server: Callable[..., Any]) -> tuple[FakeDaemon, str]:
+    fake = FakeDaemon()
+    server: TestServer = await aiohttp_server(fake.app())
+    return fake, str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def jobmanager(
+    aiohttp_server: Callable[..., Any], tmp_path: Path
+) -> tuple[FakeJobManager, Path]:
+    """A fake Flink REST endpoint and a FLINK_CONF_DIR whose config.yaml points at it."""
+    fake = FakeJobManager()
+    server: TestServer = await aiohttp_server(fake.app())
+    conf_dir = tmp_path / "flink-conf"
+    conf_dir.mkdir()
+    (conf_dir / "config.yaml").write_text(
+        f"jobmanager.rpc.address: '127.0.0.1'\nrest.port: '{server.port}'\n"
+    )
+    return fake, conf_dir
+
+
+async def wait_until(predicate: Callable[[], bool], *, what: str) -> None:
+    await eventually_true(predicate, what=what, timeout=10.0, interval=0.005)
+
+
+def flink_env(url: str, conf_dir: Path) -> dict[str, str]:
+    return make_env(
+        url, **{agent_env.SUPERVISE_FLINK: "true", agent_env.FLINK_CONF_DIR: str(conf_dir)}
+    )
+
+
+async def test_registers_only_after_flink_lists_the_taskmanager(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+) -> None:
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    agent = start_agent(
+        flink_env(url, conf_dir), python_command("import time; time.sleep(60)"), timing=TIMING
+    )
+    await wait_until(lambda: len(flink.asked) >= 3, what="the agent polls Flink")
+    assert set(flink.asked) == {TM_ID}
+    assert fake.calls_of("POST") == [], "registered before Flink knew the TaskManager"
+    flink.known.add(TM_ID)
+    await wait_until(lambda: TM_ID in fake.registered, what="registration after Flink lists it")
+    assert agent.events("agent.flink_taskmanager_up")
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+async def test_taskmanager_exit_before_it_is_up_ends_the_agent_with_its_code(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+) -> None:
+    fake, url = daemon
+    _, conf_dir = jobmanager
+    command = python_command("import time, sys; time.sleep(0.3); sys.exit(3)")
+    agent = start_agent(flink_env(url, conf_dir), command, timing=TIMING)
+    assert await agent.result() == 3
+    assert fake.calls_of("POST") == []
+
+
+async def test_unreadable_flink_configuration_is_a_usage_error(
+    start_agent: AgentStarter, daemon: tuple[FakeDaemon, str], tmp_path: Path
+) -> None:
+    _, url = daemon
+    (tmp_path / "config.yaml").write_text("rest.port: '8081'\n")  # no jobmanager.rpc.address
+    agent = start_agent(flink_env(url, tmp_path), python_command("pass"), timing=TIMING)
+    assert await agent.result() == EXIT_USAGE
+    [event] = agent.events("agent.environment_invalid")
+    assert "jobmanager.rpc.address" in event["error"]
