@@ -32,7 +32,7 @@ from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, SystemClock
 from rmd.core.flinkconf import ConfigError, FlinkConfiguration
 from rmd.core.settings import RmdSettings
-from rmd.engine import DaemonEngine
+from rmd.driver import DaemonEngine
 from rmd.kube.client import KubeConfigError, load_kube_configuration
 from rmd.kube.owner import find_owner_reference
 from rmd.kube.pods import PodGateway

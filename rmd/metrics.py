@@ -12,6 +12,7 @@ registered), ``taskSlotsTotal`` and ``taskSlotsAvailable`` (slots of registered 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import assert_never
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -25,9 +26,11 @@ from rmd.core.model import (
     PodProblem,
     ReleaseReason,
     SlotsAllocated,
+    SlotsFreed,
     StartFailure,
     StartsThrottled,
     StatusView,
+    TaskManagerChanged,
     TaskManagerLost,
     TaskManagerRegistered,
     TaskManagerState,
@@ -225,8 +228,10 @@ class RmdMetrics:
                 self._start_throttle_trips.inc()
             case PodProblem(reason=reason):
                 self._pod_problems.labels(reason=reason).inc()
+            case TaskManagerChanged() | SlotsFreed():
+                pass  # the state gauges are read at scrape time
             case _:
-                pass
+                assert_never(notice)
 
     def pod_created(self) -> None:
         self._pods_created.inc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 
 class TaskManagerState(enum.StrEnum):
@@ -156,8 +157,10 @@ class StartsThrottled:
     until: float  # wall-clock seconds since the epoch (Clock.wall())
 
 
-Effect = CreatePod | DeletePod
-Notice = (
+Effect: TypeAlias = CreatePod | DeletePod
+# A closed union: the edges map every notice with ``match`` and ``typing.assert_never``, so a
+# new kind of notice that one of them does not handle fails type checking.
+Notice: TypeAlias = (
     TaskManagerChanged
     | TaskManagerLost
     | TaskManagerRegistered
@@ -167,7 +170,7 @@ Notice = (
     | PodProblem
     | StartsThrottled
 )
-Action = Effect | Notice
+Action: TypeAlias = Effect | Notice
 
 
 # ---------------------------------------------------------------------------- errors

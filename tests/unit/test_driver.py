@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import SystemClock
 from rmd.core.model import PodObservation, TaskManagerState
-from rmd.engine import DaemonEngine
+from rmd.driver import DaemonEngine
 from rmd.kube.pods import PodCreateError, PodDeleteError
 from rmd.metrics import RmdMetrics
 
