@@ -143,7 +143,7 @@ class TaskManagerLifecycle:
                 self.lose(
                     tm,
                     LossReason.REGISTRATION_TIMEOUT,
-                    detail=(
+                    start_failure=(
                         f"not registered within {settings.registration_timeout:g} s{waiting_for}"
                     ),
                     pod=ReleaseReason.REGISTRATION_TIMEOUT,
@@ -157,7 +157,7 @@ class TaskManagerLifecycle:
                 self.lose(
                     tm,
                     LossReason.HEARTBEAT_TIMEOUT,
-                    detail=f"no heartbeat for {settings.heartbeat_timeout:g} s",
+                    start_failure=f"no heartbeat for {settings.heartbeat_timeout:g} s",
                     pod=ReleaseReason.HEARTBEAT_TIMEOUT,
                     out=out,
                 )
@@ -202,20 +202,25 @@ class TaskManagerLifecycle:
         tm: TaskManagerRecord,
         loss: LossReason,
         *,
-        detail: str,
+        start_failure: str | None,
         pod: ReleaseReason | PodFate,
         out: list[Action],
     ) -> None:
         """The TaskManager went away without the daemon asking (or is given up): its slots go
-        back to demand, a start failure is counted if it never registered, and its pod is
-        deleted for the ``pod`` reason given, or forgotten when gone, or left to whoever is
-        deleting it (then the TaskManager is lost at once, whatever the pod's grace period, and
-        stays releasing until the pod is gone, neither supply nor deleted a second time)."""
+        back to demand, and its pod is deleted for the ``pod`` reason given, or forgotten when
+        gone, or left to whoever is deleting it (then the TaskManager is lost at once, whatever
+        the pod's grace period, and stays releasing until the pod is gone, neither supply nor
+        deleted a second time).
+
+        ``start_failure`` says what went wrong when a TaskManager that never registered counts
+        as a failed start; None when the loss is not the TaskManager's doing (its pod was
+        deleted: by a user, an eviction, or the daemon itself).
+        """
         was_registered = tm.is_registered
         jobs = self._free_slots(tm, reason=f"TaskManager {tm.name} lost: {loss.value}", out=out)
         out.append(TaskManagerLost(tm.name, loss, was_registered, jobs))
-        if not was_registered:
-            self._start_failure(tm.name, detail, out)
+        if not was_registered and start_failure is not None:
+            self._start_failure(tm.name, start_failure, out)
         if pod is PodFate.GONE:
             out.append(self._taskmanagers.forget(tm, reason=loss.value))
         elif pod is PodFate.BEING_DELETED:
@@ -229,13 +234,12 @@ class TaskManagerLifecycle:
             self.release(tm, pod, out)
 
     def pod_gone(self, tm: TaskManagerRecord, loss: LossReason, out: list[Action]) -> None:
+        """The pod no longer exists (a DELETED event, or absent from a LIST): someone deleted
+        it, which is never a failed start."""
         if tm.state is TaskManagerState.RELEASING:
             out.append(self._taskmanagers.forget(tm, reason="pod deleted"))
             return
-        detail = "pod deleted before the TaskManager registered"
-        if loss is LossReason.POD_MISSING:
-            detail = "pod missing from the pod list before the TaskManager registered"
-        self.lose(tm, loss, detail=detail, pod=PodFate.GONE, out=out)
+        self.lose(tm, loss, start_failure=None, pod=PodFate.GONE, out=out)
 
     def _start_failure(self, name: str, detail: str, out: list[Action]) -> None:
         now = self._clock.monotonic()

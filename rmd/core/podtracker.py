@@ -111,7 +111,7 @@ class PodTracker:
             self._lifecycle.lose(
                 tm,
                 LossReason.CREATE_FAILED,
-                detail=f"pod create failed: {reason}: {message}",
+                start_failure=f"pod create failed: {reason}: {message}",
                 pod=PodFate.GONE,
                 out=out,
             )
@@ -138,9 +138,8 @@ class PodTracker:
                 self._lifecycle.send_deferred_delete(tm, out)
             return
         if pod.deleting:
-            detail = "pod deleted before the TaskManager registered"
             self._lifecycle.lose(
-                tm, LossReason.POD_DELETED, detail=detail, pod=PodFate.BEING_DELETED, out=out
+                tm, LossReason.POD_DELETED, start_failure=None, pod=PodFate.BEING_DELETED, out=out
             )
             return
         if pod.finished:
@@ -149,7 +148,7 @@ class PodTracker:
             else:
                 loss = LossReason.CONTAINER_TERMINATED
                 detail = f"container terminated with exit code {pod.terminated_exit_code}"
-            self._lifecycle.lose(tm, loss, detail=detail, pod=ReleaseReason.FAILED, out=out)
+            self._lifecycle.lose(tm, loss, start_failure=detail, pod=ReleaseReason.FAILED, out=out)
             return
         if tm.state is TaskManagerState.REQUESTED:
             out.append(

@@ -28,10 +28,13 @@ from rmd.core.model import (
     CreatePod,
     DeletePod,
     JobView,
+    LossReason,
     PodObservation,
     RegistrationRefused,
     ReleaseReason,
+    StartFailure,
     StartsThrottled,
+    TaskManagerLost,
     TaskManagerRegistered,
     TaskManagerState,
     TaskManagerView,
@@ -45,6 +48,7 @@ REGISTERED = TaskManagerState.REGISTERED
 RELEASING = TaskManagerState.RELEASING
 COMING = (TaskManagerState.REQUESTED, TaskManagerState.PENDING)
 EPSILON = 1e-6
+DELETIONS = (LossReason.POD_DELETED, LossReason.POD_MISSING)
 
 
 class AllocatorMachine(RuleBasedStateMachine):
@@ -124,6 +128,14 @@ class AllocatorMachine(RuleBasedStateMachine):
                 self.careful = False
         if created:
             self.check_creation_was_allowed()
+        # A deleted pod is no failed start, whoever deleted it.
+        deleted_pods = {
+            a.taskmanager_id
+            for a in actions
+            if isinstance(a, TaskManagerLost) and a.reason in DELETIONS
+        }
+        failed = {a.taskmanager_id for a in actions if isinstance(a, StartFailure)}
+        assert not deleted_pods & failed, deleted_pods & failed
         for action in actions:
             if isinstance(action, DeletePod) and self.allocator.is_known_pod(action.name):
                 # Decided deletes leave nothing behind holding slots.
