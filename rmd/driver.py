@@ -24,6 +24,7 @@ from rmd.core.clock import Clock
 from rmd.core.model import (
     Action,
     CreatePod,
+    CreateRetryScheduled,
     DeletePod,
     Notice,
     PodObservation,
@@ -210,7 +211,13 @@ class DaemonEngine:
                 retriable=exc.retriable,
                 message=exc.message,
             )
-            self.apply(self._allocator.create_failed(name, reason=exc.reason, message=exc.message))
+            # A transient error (no connection, 429, 5xx) says the API server is unavailable,
+            # not that the pod cannot start: the allocator sends the create again later.
+            self.apply(
+                self._allocator.create_failed(
+                    name, reason=exc.reason, message=exc.message, api_unavailable=exc.retriable
+                )
+            )
             return
         except asyncio.CancelledError:
             raise
@@ -294,6 +301,14 @@ class DaemonEngine:
             case StartFailure():
                 log.warning(
                     "start_failure", taskmanager=notice.taskmanager_id, reason=notice.reason
+                )
+            case CreateRetryScheduled():
+                log.warning(
+                    "pod_create_retry",
+                    taskmanager=notice.taskmanager_id,
+                    reason=notice.reason,
+                    retry_in=round(notice.retry_in, 3),
+                    start_failure=False,
                 )
             case PodProblem():
                 log.warning(

@@ -21,6 +21,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from rmd.core.model import (
+    CreateRetryScheduled,
     LossReason,
     Notice,
     PodProblem,
@@ -230,6 +231,8 @@ class RmdMetrics:
                 self._pod_problems.labels(reason=reason).inc()
             case TaskManagerChanged() | SlotsFreed():
                 pass  # the state gauges are read at scrape time
+            case CreateRetryScheduled():
+                pass  # the failed call is counted in rmd_kubernetes_api_errors_total
             case _:
                 assert_never(notice)
 

@@ -27,6 +27,7 @@ cap's arithmetic :mod:`rmd.core.slotcap`, and everything shown to the outside
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 from rmd.core import placement
@@ -53,7 +54,14 @@ __all__ = ["Allocator", "AllocatorSettings"]
 
 
 class Allocator:
-    def __init__(self, settings: AllocatorSettings, *, clock: Clock, attempt: int = 1) -> None:
+    def __init__(
+        self,
+        settings: AllocatorSettings,
+        *,
+        clock: Clock,
+        attempt: int = 1,
+        rng: random.Random | None = None,
+    ) -> None:
         self._settings = settings
         self._cap = settings.slot_cap
         self._clock = clock
@@ -68,6 +76,7 @@ class Allocator:
             attempt=attempt,
             taskmanagers=self._taskmanagers,
             lifecycle=self._lifecycle,
+            rng=rng or random.Random(),
         )
 
     # ------------------------------------------------------------------ identity
@@ -142,9 +151,18 @@ class Allocator:
             self._reconcile(out)
         return out
 
-    def create_failed(self, name: str, *, reason: str, message: str) -> list[Action]:
+    def create_failed(
+        self, name: str, *, reason: str, message: str, api_unavailable: bool = False
+    ) -> list[Action]:
+        """The pod create failed. ``api_unavailable``: the API server could not be reached
+        (a connection error, 429, 5xx): then the pod is not at fault, no start failure is
+        counted, and the same create is sent again after a backoff (see ``next_deadline``);
+        otherwise the TaskManager failed to start and a new one is requested."""
         out: list[Action] = []
-        if self._pods.create_failed(name, reason=reason, message=message, out=out):
+        failed = self._pods.create_failed(
+            name, reason=reason, message=message, api_unavailable=api_unavailable, out=out
+        )
+        if failed:
             self._reconcile(out)
         return out
 
@@ -194,13 +212,15 @@ class Allocator:
         """Fire every timer due at ``clock.monotonic()``."""
         out: list[Action] = []
         self._lifecycle.fire_timeouts(out)
+        self._pods.send_due_creates(out)
         self._reconcile(out)
         return out
 
     def next_deadline(self) -> float | None:
         """Monotonic time of the next timer (idle release, registration or heartbeat
-        timeout, end of a start pause); None when nothing is scheduled."""
-        return min(self._lifecycle.deadlines(), default=None)
+        timeout, end of a start pause, a create to send again); None when nothing is
+        scheduled."""
+        return min([*self._lifecycle.deadlines(), *self._pods.deadlines()], default=None)
 
     # ------------------------------------------------------------------ views
 

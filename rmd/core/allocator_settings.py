@@ -19,6 +19,10 @@ class AllocatorSettings:
     max_slots: int | None = None  # slotmanager.number-of-slots.max (None = unbounded)
     redundant_taskmanagers: int = 0  # slotmanager.redundant-taskmanager-num
     max_pending_creates: int | None = None  # cap on TaskManagers in state requested at once
+    # A pod create that failed because the API server could not be reached is sent again
+    # after a backoff growing from create_retry_base to create_retry_max seconds (jittered).
+    create_retry_base: float = 1.0
+    create_retry_max: float = 10.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -37,6 +41,8 @@ class AllocatorSettings:
             problems.append("redundant_taskmanagers must be >= 0")
         if self.max_pending_creates is not None and self.max_pending_creates < 1:
             problems.append("max_pending_creates must be >= 1 (or None for no limit)")
+        if not 0 < self.create_retry_base <= self.create_retry_max:
+            problems.append("create_retry_base must be > 0 and <= create_retry_max")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -82,6 +82,7 @@ class TaskManagerLifecycle:
                 f"it must not register again"
             )
         now = self._clock.monotonic()
+        tm.confirm(now=now)  # its agent runs: the pod exists
         tm.address = address
         tm.last_heartbeat = now
         if tm.is_registered:
@@ -125,6 +126,7 @@ class TaskManagerLifecycle:
             )
         if tm.state is TaskManagerState.RELEASING:
             return False
+        tm.confirm(now=self._clock.monotonic())  # its agent runs: the pod exists
         if not tm.is_registered:  # gave up before it ever served: a failed start
             self._start_failure(tm.name, "TaskManager said goodbye before registering", out)
         self._free_slots(tm, reason=f"TaskManager {tm.name} deregistered", out=out)
@@ -138,6 +140,8 @@ class TaskManagerLifecycle:
         now = self._clock.monotonic()
         settings = self._settings
         for tm in self._taskmanagers:
+            if tm.awaits_create_retry:
+                continue  # no pod yet: its registration timer starts when the create is sent
             if tm.is_coming and tm.created_at + settings.registration_timeout <= now:
                 waiting_for = f" ({tm.problem.reason}: {tm.problem.message})" if tm.problem else ""
                 self.lose(
@@ -168,7 +172,7 @@ class TaskManagerLifecycle:
         settings = self._settings
         deadlines: list[float] = []
         for tm in self._taskmanagers:
-            if tm.is_coming:
+            if tm.is_coming and not tm.awaits_create_retry:
                 deadlines.append(tm.created_at + settings.registration_timeout)
             elif tm.is_registered:
                 if tm.last_heartbeat is not None:
@@ -183,10 +187,14 @@ class TaskManagerLifecycle:
     # ------------------------------------------------------------------ transitions
 
     def release(self, tm: TaskManagerRecord, reason: ReleaseReason, out: list[Action]) -> None:
-        """Delete the pod (once its create has landed). Its slots must be free."""
+        """Delete the pod (once its create has landed), or just forget the TaskManager when its
+        create waits to be sent again. Its slots must be free."""
         if tm.allocated:
             raise RuntimeError(f"bug: releasing {tm.name} with {tm.allocated} allocated slots")
         tm.stop_idling()
+        if tm.awaits_create_retry:  # no create in flight, no pod known: nothing to delete
+            out.append(self._taskmanagers.forget(tm, reason=reason.value))
+            return
         was_requested = tm.state is TaskManagerState.REQUESTED and tm.confirmed_at is None
         out.append(
             self._taskmanagers.set_state(tm, TaskManagerState.RELEASING, reason=reason.value)

@@ -141,6 +141,18 @@ class StartFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateRetryScheduled:
+    """A pod create failed because the API server could not be reached (connection error,
+    429, 5xx): not the pod's fault, so no start failure; the same create is sent again in
+    ``retry_in`` seconds."""
+
+    taskmanager_id: str
+    reason: str  # e.g. ConnectionError, ServiceUnavailable
+    message: str
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
 class PodProblem:
     """A pod needs a human: image pull errors, unschedulable. Reported once per change."""
 
@@ -167,6 +179,7 @@ Notice: TypeAlias = (
     | SlotsAllocated
     | SlotsFreed
     | StartFailure
+    | CreateRetryScheduled
     | PodProblem
     | StartsThrottled
 )

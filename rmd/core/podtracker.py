@@ -13,6 +13,7 @@ anything changed (the allocator then reconciles).
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 from rmd.core.allocator_settings import AllocatorSettings
@@ -21,6 +22,7 @@ from rmd.core.lifecycle import FAILURE_WINDOW, PodFate, TaskManagerLifecycle
 from rmd.core.model import (
     Action,
     CreatePod,
+    CreateRetryScheduled,
     DeletePod,
     LossReason,
     PodObservation,
@@ -30,7 +32,7 @@ from rmd.core.model import (
     TaskManagerState,
 )
 from rmd.core.naming import PodNameParts, PodNamer
-from rmd.core.records import TaskManagerIndex, TaskManagerRecord
+from rmd.core.records import CreateRetry, TaskManagerIndex, TaskManagerRecord
 
 
 class PodTracker:
@@ -42,8 +44,10 @@ class PodTracker:
         attempt: int,
         taskmanagers: TaskManagerIndex,
         lifecycle: TaskManagerLifecycle,
+        rng: random.Random,
     ) -> None:
         self._settings = settings
+        self._rng = rng  # jitter of the create retries' backoff
         self._clock = clock
         self._names = PodNamer(settings.cluster_id, attempt=attempt)
         self._taskmanagers = taskmanagers
@@ -97,7 +101,9 @@ class PodTracker:
         out.append(self._taskmanagers.set_state(tm, TaskManagerState.PENDING, reason="pod created"))
         return True
 
-    def create_failed(self, name: str, *, reason: str, message: str, out: list[Action]) -> bool:
+    def create_failed(
+        self, name: str, *, reason: str, message: str, api_unavailable: bool, out: list[Action]
+    ) -> bool:
         tm = self._taskmanagers.get(name)
         if tm is None:
             return False
@@ -105,6 +111,10 @@ class PodTracker:
             out.append(
                 self._taskmanagers.forget(tm, reason="pod create failed after it was cancelled")
             )
+        elif tm.confirmed_at is not None:
+            pass  # the watch has seen the pod: it exists, whatever the answer to its create
+        elif api_unavailable:
+            self._retry_create(tm, ProblemView(name, reason, message), out)
         elif tm.is_coming:
             self._last_create_failure = ProblemView(name, reason, message)
             self._last_create_failure_at = self._clock.monotonic()
@@ -116,6 +126,38 @@ class PodTracker:
                 out=out,
             )
         return True
+
+    def _retry_create(self, tm: TaskManagerRecord, error: ProblemView, out: list[Action]) -> None:
+        """Send the same create again after a backoff: the same name, so a create that did
+        get through meanwhile is taken as done (409 for our own pod), never a second pod."""
+        tm.create_retries += 1
+        settings = self._settings
+        ceiling = min(
+            settings.create_retry_max, settings.create_retry_base * 2 ** (tm.create_retries - 1)
+        )
+        delay = ceiling * self._rng.uniform(0.5, 1.0)
+        tm.create_retry = CreateRetry(at=self._clock.monotonic() + delay, error=error)
+        out.append(CreateRetryScheduled(tm.name, error.reason, error.message, retry_in=delay))
+
+    def send_due_creates(self, out: list[Action]) -> None:
+        """Send again the creates whose retry is due, unless pod starts are paused."""
+        now = self._clock.monotonic()
+        if self._lifecycle.limiter.paused_until(now) is not None:
+            return
+        for tm in self._taskmanagers.in_states(TaskManagerState.REQUESTED):
+            if tm.create_retry is not None and tm.create_retry.at <= now:
+                tm.create_retry = None
+                tm.created_at = now  # the registration timeout counts from the create sent
+                out.append(CreatePod(tm.name))
+
+    def deadlines(self) -> list[float]:
+        """When creates are due to be sent again (not before a start pause ends)."""
+        paused_until = self._lifecycle.limiter.paused_until(self._clock.monotonic())
+        return [
+            tm.create_retry.at if paused_until is None else max(tm.create_retry.at, paused_until)
+            for tm in self._taskmanagers.in_states(TaskManagerState.REQUESTED)
+            if tm.create_retry is not None
+        ]
 
     # ------------------------------------------------------------------ the watch
 
@@ -192,8 +234,7 @@ class PodTracker:
             self.pod_observed(pod, out)
 
     def _confirm(self, tm: TaskManagerRecord) -> None:
-        if tm.confirmed_at is None:
-            tm.confirmed_at = self._clock.monotonic()
+        tm.confirm(now=self._clock.monotonic())
 
     def _note_problem(self, tm: TaskManagerRecord, pod: PodObservation, out: list[Action]) -> None:
         if pod.waiting_problem is not None:

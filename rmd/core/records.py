@@ -23,6 +23,14 @@ def slot_id(taskmanager_id: str, index: int) -> str:
     return f"{taskmanager_id}/{index}"
 
 
+@dataclass(frozen=True, slots=True)
+class CreateRetry:
+    """A pod create that could not reach the API server, to be sent again ``at`` (monotonic)."""
+
+    at: float
+    error: ProblemView
+
+
 @dataclass(eq=False, kw_only=True)
 class TaskManagerRecord:
     name: str
@@ -38,6 +46,10 @@ class TaskManagerRecord:
     # Cancelled while its create was in flight: the DeletePod waits for the create to land
     # (a delete sent first would 404 and the pod created after it would leak).
     delete_when_created: ReleaseReason | None = None
+    # Its create failed because the API server could not be reached: no create is in flight
+    # until the retry is due. ``create_retries``: such failures in a row (for the backoff).
+    create_retry: CreateRetry | None = None
+    create_retries: int = 0
     release_reason: ReleaseReason | None = None  # why the pod is being deleted (releasing)
     address: str | None = None
     # Registered TaskManagers only: the job holding each slot (None = free).
@@ -68,6 +80,16 @@ class TaskManagerRecord:
     @property
     def is_scheduled(self) -> bool:
         return self.node_name is not None
+
+    @property
+    def awaits_create_retry(self) -> bool:
+        return self.create_retry is not None
+
+    def confirm(self, *, now: float) -> None:
+        """The pod is known to exist: no create needs to be sent again."""
+        if self.confirmed_at is None:
+            self.confirmed_at = now
+        self.create_retry = None
 
     def take_slot(self, job_id: str) -> int:
         """Give the lowest free slot to ``job_id``; its index."""

@@ -22,7 +22,14 @@ from rmd.core.model import (
     TaskManagerView,
 )
 from rmd.core.ratelimit import StartFailureLimiter
-from rmd.core.records import COMING, JobRecord, TaskManagerIndex, TaskManagerRecord, slot_id
+from rmd.core.records import (
+    COMING,
+    CreateRetry,
+    JobRecord,
+    TaskManagerIndex,
+    TaskManagerRecord,
+    slot_id,
+)
 from rmd.core.slotcap import SlotCap
 
 
@@ -142,6 +149,7 @@ class AllocatorViews:
             ),
             extra={
                 "slots_coming": slots_coming,
+                "creates_awaiting_retry": len(self._create_retries()),
                 "start_failures_last_minute": self.limiter.failures_in_window(now),
                 "orphan_pods_deleting": self.orphans_deleting,
             },
@@ -177,6 +185,14 @@ class AllocatorViews:
             yield explain.slot_cap_reason(
                 short=shortfall.beyond_cap, required=job.required, max_slots=self.cap.max_slots
             )
+        retries = self._create_retries()
+        if retries:
+            first = min(retries, key=lambda retry: retry.at)
+            yield explain.api_unreachable_reason(
+                waiting=len(retries),
+                error=first.error,
+                retry_in=max(0.0, first.at - self.clock.monotonic()),
+            )
         if shortfall.uncovered <= shortfall.beyond_cap:
             return
         now = self.clock.monotonic()
@@ -190,6 +206,11 @@ class AllocatorViews:
             )
         elif limiter.creation_allowance(now=now, in_flight=in_flight) == 0:
             yield explain.starts_limited_reason(failures=failures, limit=limiter.limit)
+
+    def _create_retries(self) -> list[CreateRetry]:
+        """The creates that could not reach the API server and wait to be sent again."""
+        requested = self.taskmanagers.in_states(TaskManagerState.REQUESTED)
+        return [tm.create_retry for tm in requested if tm.create_retry is not None]
 
     def _problems_of_coming_pods(self) -> list[ProblemView]:
         problems = [
