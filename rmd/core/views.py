@@ -24,6 +24,7 @@ from rmd.core.model import (
 from rmd.core.ratelimit import StartFailureLimiter
 from rmd.core.records import (
     COMING,
+    LIVE,
     CreateRetry,
     JobRecord,
     TaskManagerIndex,
@@ -156,7 +157,7 @@ class AllocatorViews:
         )
 
     def _shortfalls(self) -> dict[str, JobShortfall]:
-        live = self.taskmanagers.in_states(*COMING, TaskManagerState.REGISTERED)
+        live = self.taskmanagers.in_states(*LIVE)
         return job_shortfalls(self.jobs.values(), live, cap=self.cap)
 
     def _job_view(self, job: JobRecord, shortfall: JobShortfall | None) -> JobView:
