@@ -36,7 +36,7 @@ from rmd.config.flinkconf import ConfigError, FlinkConfiguration
 from rmd.config.settings import RmdSettings
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, SystemClock
-from rmd.engine import DaemonEngine
+from rmd.driver import DaemonEngine
 from rmd.kube.client import KubeConfigError, load_kube_configuration
 from rmd.kube.flinkconfigmap import (
     ConfigMapPublishError,

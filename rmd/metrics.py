@@ -12,6 +12,7 @@ registered), ``taskSlotsTotal`` and ``taskSlotsAvailable`` (slots of registered 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import assert_never
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -20,14 +21,17 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from rmd.core.model import (
+    CreateRetryScheduled,
     LossReason,
     Notice,
     PodProblem,
     ReleaseReason,
     SlotsAllocated,
+    SlotsFreed,
     StartFailure,
     StartsThrottled,
     StatusView,
+    TaskManagerChanged,
     TaskManagerLost,
     TaskManagerRegistered,
     TaskManagerState,
@@ -225,8 +229,12 @@ class RmdMetrics:
                 self._start_throttle_trips.inc()
             case PodProblem(reason=reason):
                 self._pod_problems.labels(reason=reason).inc()
+            case TaskManagerChanged() | SlotsFreed():
+                pass  # the state gauges are read at scrape time
+            case CreateRetryScheduled():
+                pass  # the failed call is counted in rmd_kubernetes_api_errors_total
             case _:
-                pass
+                assert_never(notice)
 
     def pod_created(self) -> None:
         self._pods_created.inc()

@@ -9,7 +9,6 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from rmd.api import jobs, operations, taskmanagers
-from rmd.api.engine import Engine
 from rmd.api.keys import AUTH_TOKEN, ENGINE, MAX_WAIT, METRICS, OPENAPI_DOCUMENT
 from rmd.api.middleware import (
     auth_middleware,
@@ -17,6 +16,7 @@ from rmd.api.middleware import (
     ready_gate_middleware,
     request_id_middleware,
 )
+from rmd.api.ports import Engine
 from rmd.api.validation import MAX_BODY_BYTES
 from rmd.metrics import RmdMetrics
 

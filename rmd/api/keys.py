@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rmd.api.engine import Engine
+from rmd.api.ports import Engine
 from rmd.metrics import RmdMetrics
 
 __all__ = ["AUTH_TOKEN", "ENGINE", "MAX_WAIT", "METRICS", "OPENAPI_DOCUMENT"]

@@ -41,3 +41,8 @@ class ManualClock:
         if seconds < 0:
             raise ValueError("a clock does not go back")
         self._now += seconds
+
+
+def wall_time(clock: Clock, monotonic: float) -> float:
+    """The wall-clock time of a point on ``clock``'s monotonic scale."""
+    return clock.wall() + (monotonic - clock.monotonic())

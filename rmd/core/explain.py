@@ -42,3 +42,12 @@ def create_failure_reason(problem: ProblemView) -> str:
         f"creating TaskManager pod {problem.taskmanager_id} failed: {problem.reason}: "
         f"{problem.message}"
     )
+
+
+def api_unreachable_reason(*, waiting: int, error: ProblemView, retry_in: float) -> str:
+    creates = "create waits" if waiting == 1 else "creates wait"
+    return (
+        f"the Kubernetes API server cannot be reached ({error.reason}: {error.message}): "
+        f"{waiting} TaskManager pod {creates} to be sent again, the next in {retry_in:.1f} s; "
+        f"this is not the pods' fault: check the API server and the network to it"
+    )

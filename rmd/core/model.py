@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 
 class TaskManagerState(enum.StrEnum):
@@ -140,6 +141,18 @@ class StartFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateRetryScheduled:
+    """A pod create failed because the API server could not be reached (connection error,
+    429, 5xx): not the pod's fault, so no start failure; the same create is sent again in
+    ``retry_in`` seconds."""
+
+    taskmanager_id: str
+    reason: str  # e.g. ConnectionError, ServiceUnavailable
+    message: str
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
 class PodProblem:
     """A pod needs a human: image pull errors, unschedulable. Reported once per change."""
 
@@ -156,18 +169,21 @@ class StartsThrottled:
     until: float  # wall-clock seconds since the epoch (Clock.wall())
 
 
-Effect = CreatePod | DeletePod
-Notice = (
+Effect: TypeAlias = CreatePod | DeletePod
+# A closed union: the edges map every notice with ``match`` and ``typing.assert_never``, so a
+# new kind of notice that one of them does not handle fails type checking.
+Notice: TypeAlias = (
     TaskManagerChanged
     | TaskManagerLost
     | TaskManagerRegistered
     | SlotsAllocated
     | SlotsFreed
     | StartFailure
+    | CreateRetryScheduled
     | PodProblem
     | StartsThrottled
 )
-Action = Effect | Notice
+Action: TypeAlias = Effect | Notice
 
 
 # ---------------------------------------------------------------------------- errors

@@ -1,13 +1,37 @@
-"""Read-only views of the allocator's records, and the arithmetic behind "why does it wait"."""
+"""What the allocator shows: read-only views of its records, and why a job waits.
+
+:class:`AllocatorViews` is assembled by the allocator from its records whenever a view is
+asked for; nothing here changes a record. The sentences themselves are in
+:mod:`rmd.core.explain`.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from rmd.core.model import SlotView, TaskManagerView
-from rmd.core.slots import JobRecord, TaskManagerRecord, slot_id
+from rmd.core import explain
+from rmd.core.clock import Clock, wall_time
+from rmd.core.model import (
+    JobView,
+    ProblemView,
+    SlotView,
+    StatusView,
+    TaskManagerState,
+    TaskManagerView,
+)
+from rmd.core.ratelimit import StartFailureLimiter
+from rmd.core.records import (
+    COMING,
+    LIVE,
+    CreateRetry,
+    JobRecord,
+    TaskManagerIndex,
+    TaskManagerRecord,
+    slot_id,
+)
+from rmd.core.slotcap import SlotCap
 
 
 def taskmanager_view(tm: TaskManagerRecord) -> TaskManagerView:
@@ -29,9 +53,7 @@ def taskmanager_view(tm: TaskManagerRecord) -> TaskManagerView:
     )
 
 
-def job_slot_views(
-    job: JobRecord, taskmanagers: Mapping[str, TaskManagerRecord]
-) -> tuple[SlotView, ...]:
+def job_slot_views(job: JobRecord, taskmanagers: TaskManagerIndex) -> tuple[SlotView, ...]:
     """The job's slots in TaskManager creation order, then slot index."""
     views: list[SlotView] = []
     for name in sorted(job.slots, key=lambda name: taskmanagers[name].order):
@@ -53,32 +75,150 @@ class JobShortfall:
 
 
 def job_shortfalls(
-    jobs: Iterable[JobRecord],
-    live: Sequence[TaskManagerRecord],
-    *,
-    slots_per_taskmanager: int,
-    max_slots: int | None,
+    jobs: Iterable[JobRecord], live: Iterable[TaskManagerRecord], *, cap: SlotCap
 ) -> dict[str, JobShortfall]:
     """Walk the jobs first-come first-served over the free slots that exist, the slots on
     their way, and the slots max_slots still allows to create (whole TaskManagers only).
 
     ``live``: the requested, pending and registered TaskManagers.
     """
+    live = list(live)
+    jobs = [job for job in jobs if job.unmet]
     existing = sum(tm.free for tm in live) + sum(
         tm.slots_total for tm in live if tm.is_coming and not tm.adopted
     )
-    creatable: float = math.inf
-    if max_slots is not None:
-        used = sum(tm.slots_total for tm in live)
-        creatable = max(0, max_slots - used) // slots_per_taskmanager * slots_per_taskmanager
+    per_taskmanager = cap.slots_per_taskmanager
+    creatable = per_taskmanager * cap.taskmanagers_allowed(
+        math.ceil(sum(job.unmet for job in jobs) / per_taskmanager),
+        slots_in_use=sum(tm.slots_total for tm in live),
+    )
     result: dict[str, JobShortfall] = {}
     for job in jobs:
-        if not job.unmet:
-            continue
         from_existing = min(job.unmet, existing)
         existing -= from_existing
         uncovered = job.unmet - from_existing
-        from_new = int(min(uncovered, creatable))
+        from_new = min(uncovered, creatable)
         creatable -= from_new
         result[job.job_id] = JobShortfall(uncovered=uncovered, beyond_cap=uncovered - from_new)
     return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllocatorViews:
+    """The allocator's records at one moment, seen from outside."""
+
+    taskmanagers: TaskManagerIndex
+    jobs: Mapping[str, JobRecord]  # in declaration order
+    limiter: StartFailureLimiter
+    cap: SlotCap
+    clock: Clock
+    orphans_deleting: int
+    # The last pod create that failed, while it is recent enough to be news.
+    recent_create_failure: ProblemView | None
+
+    def job_view(self, job: JobRecord) -> JobView:
+        return self._job_view(job, self._shortfalls().get(job.job_id))
+
+    def job_views(self) -> list[JobView]:
+        shortfalls = self._shortfalls()
+        return [self._job_view(job, shortfalls.get(job.job_id)) for job in self.jobs.values()]
+
+    def taskmanager_views(self) -> list[TaskManagerView]:
+        return [taskmanager_view(tm) for tm in self.taskmanagers.in_creation_order()]
+
+    def status(self) -> StatusView:
+        now = self.clock.monotonic()
+        counts = {state.value: 0 for state in TaskManagerState}
+        slots_total = slots_allocated = slots_coming = 0
+        for tm in self.taskmanagers:
+            counts[tm.state.value] += 1
+            if tm.is_registered:
+                slots_total += tm.slots_total
+                slots_allocated += tm.allocated
+            elif tm.is_coming:
+                slots_coming += tm.slots_total
+        paused_until = self.limiter.paused_until(now)
+        return StatusView(
+            taskmanagers=counts,
+            slots_total=slots_total,
+            slots_free=slots_total - slots_allocated,
+            slots_allocated=slots_allocated,
+            jobs=len(self.jobs),
+            pending_slot_demand=sum(job.unmet for job in self.jobs.values()),
+            starts_throttled_until=(
+                None if paused_until is None else wall_time(self.clock, paused_until)
+            ),
+            extra={
+                "slots_coming": slots_coming,
+                "creates_awaiting_retry": len(self._create_retries()),
+                "start_failures_last_minute": self.limiter.failures_in_window(now),
+                "orphan_pods_deleting": self.orphans_deleting,
+            },
+        )
+
+    def _shortfalls(self) -> dict[str, JobShortfall]:
+        live = self.taskmanagers.in_states(*LIVE)
+        return job_shortfalls(self.jobs.values(), live, cap=self.cap)
+
+    def _job_view(self, job: JobRecord, shortfall: JobShortfall | None) -> JobView:
+        reasons: list[str] = []
+        problems: list[ProblemView] = []
+        if job.unmet and shortfall is not None:
+            reasons.extend(self._waiting_reasons(job, shortfall))
+            problems = self._problems_of_coming_pods()
+            reasons.extend(
+                explain.create_failure_reason(problem)
+                if problem.taskmanager_id not in self.taskmanagers
+                else explain.pod_problem_reason(problem)
+                for problem in problems
+            )
+        return JobView(
+            job_id=job.job_id,
+            slots_required=job.required,
+            slots_allocated=job.allocated,
+            slots=job_slot_views(job, self.taskmanagers),
+            unfulfilled_reason="; ".join(reasons) or None,
+            problems=tuple(problems),
+        )
+
+    def _waiting_reasons(self, job: JobRecord, shortfall: JobShortfall) -> Iterator[str]:
+        if shortfall.beyond_cap and self.cap.max_slots is not None:
+            yield explain.slot_cap_reason(
+                short=shortfall.beyond_cap, required=job.required, max_slots=self.cap.max_slots
+            )
+        retries = self._create_retries()
+        if retries:
+            first = min(retries, key=lambda retry: retry.at)
+            yield explain.api_unreachable_reason(
+                waiting=len(retries),
+                error=first.error,
+                retry_in=max(0.0, first.at - self.clock.monotonic()),
+            )
+        if shortfall.uncovered <= shortfall.beyond_cap:
+            return
+        now = self.clock.monotonic()
+        limiter = self.limiter
+        failures = limiter.failures_in_window(now)
+        paused_until = limiter.paused_until(now)
+        in_flight = self.taskmanagers.count(*COMING)
+        if paused_until is not None:
+            yield explain.starts_paused_reason(
+                failures=failures, limit=limiter.limit, resumes_in=paused_until - now
+            )
+        elif limiter.creation_allowance(now=now, in_flight=in_flight) == 0:
+            yield explain.starts_limited_reason(failures=failures, limit=limiter.limit)
+
+    def _create_retries(self) -> list[CreateRetry]:
+        """The creates that could not reach the API server and wait to be sent again."""
+        requested = self.taskmanagers.in_states(TaskManagerState.REQUESTED)
+        return [tm.create_retry for tm in requested if tm.create_retry is not None]
+
+    def _problems_of_coming_pods(self) -> list[ProblemView]:
+        problems = [
+            tm.problem
+            for tm in self.taskmanagers.in_creation_order()
+            if tm.is_coming and tm.problem is not None
+        ]
+        if self.recent_create_failure is not None:
+            problems.append(self.recent_create_failure)
+        return problems

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import aiohttp
 import structlog
@@ -63,7 +63,7 @@ class PodApiError(Exception):
         self.api_unavailable = api_unavailable
 
     @classmethod
-    def from_exception(cls, exc: BaseException) -> PodApiError:
+    def from_exception(cls, exc: BaseException) -> Self:
         transient = is_retriable(exc)
         return cls(
             api_error_reason(exc),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from rmd.core.model import (
@@ -142,7 +144,7 @@ def test_registration_counts_as_a_heartbeat() -> None:
 # ---------------------------------------------------------------------------- pods lost
 
 
-def test_pod_deleted_while_pending_is_a_start_failure_and_gets_replaced() -> None:
+def test_pod_deleted_while_pending_is_no_start_failure_and_gets_replaced() -> None:
     h = Harness()
     h.allocator.declare("j1", 4)
     h.allocator.create_succeeded(tm_name(1))
@@ -150,10 +152,65 @@ def test_pod_deleted_while_pending_is_a_start_failure_and_gets_replaced() -> Non
     assert of_type(actions, TaskManagerLost) == [
         TaskManagerLost(tm_name(1), LossReason.POD_DELETED, False, ())
     ]
-    assert [f.taskmanager_id for f in of_type(actions, StartFailure)] == [tm_name(1)]
+    assert of_type(actions, StartFailure) == []  # deleted (kubectl delete pod): not its fault
     assert deleted(actions) == {}
     assert created(actions) == [tm_name(2)]
     assert not h.allocator.is_known_pod(tm_name(1))
+
+
+@pytest.mark.parametrize(
+    "delete",
+    [
+        pytest.param(lambda h, name: h.allocator.pod_deleted(name), id="DELETED event"),
+        pytest.param(
+            lambda h, name: h.allocator.pod_observed(
+                PodObservation(name, phase="Pending", node_name="n", deleting=True)
+            ),
+            id="deletionTimestamp",
+        ),
+        pytest.param(
+            lambda h, name: h.allocator.resync([], listed_at=h.now), id="missing from a LIST"
+        ),
+    ],
+)
+def test_deleting_unregistered_taskmanagers_never_trips_the_start_failure_limit(
+    delete: Callable[[Harness, str], list[Action]],
+) -> None:
+    """A user deleting pending pods one after another: each is replaced, none is a failed
+    start, so the limit (2 per minute here) never pauses the replacements."""
+    h = Harness(slots_per_taskmanager=4, max_start_failures_per_minute=2)
+    (name,) = created(h.allocator.declare("j1", 4))
+    for _ in range(5):
+        h.allocator.create_succeeded(name)
+        h.clock.advance(1.0)
+        actions = delete(h, name)
+        assert of_type(actions, StartFailure) == []
+        assert of_type(actions, StartsThrottled) == []
+        (name,) = created(actions)
+    assert h.allocator.status().extra["start_failures_last_minute"] == 0
+    assert h.allocator.job_view("j1").unfulfilled_reason is None
+
+
+def test_lowering_demand_for_pods_on_their_way_counts_no_start_failure() -> None:
+    """The JobMaster scales down before the pods registered: they are cancelled and deleted,
+    their agents say goodbye, their pods go — none of it is a failed start."""
+    h = Harness(slots_per_taskmanager=1, max_start_failures_per_minute=1)
+    names = created(h.allocator.declare("j1", 3))
+    everything: list[Action] = []
+    for name in names:
+        everything += h.allocator.create_succeeded(name)
+        everything += h.allocator.pod_observed(running(name))
+    everything += h.allocator.declare("j1", 0)
+    assert set(deleted(everything)) == set(names)
+    for name in names:
+        everything += h.allocator.deregister(name)  # the agent stops on SIGTERM
+        everything += h.allocator.pod_observed(
+            PodObservation(name, phase="Running", node_name="node-1", deleting=True)
+        )
+        everything += h.allocator.pod_deleted(name)
+    assert of_type(everything, StartFailure) == []
+    assert h.allocator.status().extra["start_failures_last_minute"] == 0
+    assert h.states() == {}
 
 
 def test_pod_deleted_while_registered_returns_slots_without_start_failure() -> None:

@@ -26,12 +26,16 @@ from rmd.core.clock import ManualClock
 from rmd.core.model import (
     Action,
     CreatePod,
+    CreateRetryScheduled,
     DeletePod,
     JobView,
+    LossReason,
     PodObservation,
     RegistrationRefused,
     ReleaseReason,
+    StartFailure,
     StartsThrottled,
+    TaskManagerLost,
     TaskManagerRegistered,
     TaskManagerState,
     TaskManagerView,
@@ -45,6 +49,7 @@ REGISTERED = TaskManagerState.REGISTERED
 RELEASING = TaskManagerState.RELEASING
 COMING = (TaskManagerState.REQUESTED, TaskManagerState.PENDING)
 EPSILON = 1e-6
+DELETIONS = (LossReason.POD_DELETED, LossReason.POD_MISSING)
 
 
 class AllocatorMachine(RuleBasedStateMachine):
@@ -59,6 +64,9 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.pods: dict[str, PodObservation] = {}
         self.pending_deletes: list[str] = []
         self.every_create: list[str] = []
+        # Creates that failed because the API server was unreachable: only these may be sent
+        # again, under the same name.
+        self.may_resend: set[str] = set()
         self.careful = False  # the failure limit tripped since the last registration
         self.orphans = 0
 
@@ -98,12 +106,22 @@ class AllocatorMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ the edge
 
     def apply(self, actions: list[Action], *, before: dict[str, TaskManagerView]) -> None:
-        created = [a.name for a in actions if isinstance(a, CreatePod)]
+        created = [
+            a.name for a in actions if isinstance(a, CreatePod) and a.name not in self.every_create
+        ]
         for action in actions:
             if isinstance(action, CreatePod):
-                assert action.name not in self.every_create, f"name reused: {action.name}"
-                self.every_create.append(action.name)
+                # One create in flight per pod; a name comes back only to resend a create the
+                # API server could not take (never a second pod, never a reused name).
+                assert action.name not in self.in_flight_creates, f"twice: {action.name}"
+                if action.name in self.every_create:
+                    assert action.name in self.may_resend, f"name reused: {action.name}"
+                    self.may_resend.discard(action.name)
+                else:
+                    self.every_create.append(action.name)
                 self.in_flight_creates.append(action.name)
+            elif isinstance(action, CreateRetryScheduled):
+                self.may_resend.add(action.taskmanager_id)
             elif isinstance(action, DeletePod):
                 previous = before.get(action.name)
                 if previous is not None and previous.state is RELEASING:
@@ -124,6 +142,14 @@ class AllocatorMachine(RuleBasedStateMachine):
                 self.careful = False
         if created:
             self.check_creation_was_allowed()
+        # A deleted pod is no failed start, whoever deleted it.
+        deleted_pods = {
+            a.taskmanager_id
+            for a in actions
+            if isinstance(a, TaskManagerLost) and a.reason in DELETIONS
+        }
+        failed = {a.taskmanager_id for a in actions if isinstance(a, StartFailure)}
+        assert not deleted_pods & failed, deleted_pods & failed
         for action in actions:
             if isinstance(action, DeletePod) and self.allocator.is_known_pod(action.name):
                 # Decided deletes leave nothing behind holding slots.
@@ -192,14 +218,31 @@ class AllocatorMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ Kubernetes rules
 
     @precondition(lambda self: self.in_flight_creates)
-    @rule(index=st.integers(0, 100), succeed=st.booleans())
-    def complete_create(self, index: int, succeed: bool) -> None:
+    @rule(
+        index=st.integers(0, 100),
+        outcome=st.sampled_from(["created", "refused", "api down", "api down, pod created"]),
+    )
+    def complete_create(self, index: int, outcome: str) -> None:
         name = self.in_flight_creates.pop(index % len(self.in_flight_creates))
-        if succeed:
+        if name in self.pods:
+            outcome = "created"  # a 409 for our own pod: the gateway takes it as done
+        if outcome == "created":
             self.pods[name] = PodObservation(name)
             self.call(self.allocator.create_succeeded, name)
-        else:
+        elif outcome == "refused":
             self.call(self.allocator.create_failed, name, reason="Forbidden", message="quota")
+        else:
+            if outcome == "api down, pod created":
+                self.pods[name] = PodObservation(name)  # the create got in, its answer was lost
+            actions = self.call(
+                self.allocator.create_failed,
+                name,
+                reason="ConnectionError",
+                message="connection refused",
+                api_unavailable=True,
+            )
+            # The API server's trouble is no pod's failed start.
+            assert not [a for a in actions if isinstance(a, StartFailure | StartsThrottled)]
 
     @precondition(lambda self: self.pending_deletes)
     @rule(index=st.integers(0, 100))
@@ -368,6 +411,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         After a run of failures it can take up to a minute (the failures leaving the
         start-failure window) plus the pause before pods start again: give it 150 s.
         """
+        self.resync()  # the watch reports every pod: pods nobody knows are found
         for _ in range(150):
             while self.in_flight_creates:
                 name = self.in_flight_creates.pop(0)
@@ -403,6 +447,9 @@ class AllocatorMachine(RuleBasedStateMachine):
             self.call(self.allocator.tick)
         assert not self.in_flight_creates
         assert not self.views_in(*COMING)
+        # No pod left behind: even a create whose answer was lost has a known owner or is gone.
+        leaked = [name for name in self.pods if not self.allocator.is_known_pod(name)]
+        assert not leaked, leaked
         for job in self.allocator.job_views():
             if not job.fulfilled:
                 assert self.config.max_slots is not None, job

@@ -9,13 +9,14 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import SystemClock
 from rmd.core.model import PodObservation, TaskManagerState
-from rmd.engine import DaemonEngine
+from rmd.driver import DaemonEngine
 from rmd.kube.pods import PodCreateError, PodDeleteError
 from rmd.metrics import RmdMetrics
 from rmd.retry import Backoff, Pacing
@@ -106,6 +107,24 @@ async def test_a_failed_create_is_a_start_failure_and_is_replaced() -> None:
     assert sample(metrics, "rmd_start_failures_total") == 1
     assert gateway.created == ["c-taskmanager-1-2"]
     await engine.close()
+
+
+async def test_a_create_the_api_server_could_not_take_is_sent_again_not_counted() -> None:
+    engine, gateway, metrics = make_engine(create_retry_base=0.01, create_retry_max=0.02)
+    gateway.create_errors.append(
+        # as the gateway classifies a refused connection (its own from_exception)
+        PodCreateError.from_exception(aiohttp.ClientConnectionError("connection refused"))
+    )
+    timers = asyncio.create_task(engine.run_timers())
+    try:
+        engine.apply(engine.allocator.declare("j", 2))
+        await until(lambda: bool(gateway.created), what="the create sent again")
+        assert gateway.created == ["c-taskmanager-1-1"]  # the same pod, not a replacement
+        assert sample(metrics, "rmd_start_failures_total") == 0
+        assert states(engine) == {"c-taskmanager-1-1": TaskManagerState.PENDING}
+    finally:
+        timers.cancel()
+        await engine.close()
 
 
 async def test_a_failed_delete_is_tried_again_until_it_succeeds() -> None:

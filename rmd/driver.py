@@ -1,4 +1,5 @@
-"""The daemon's engine: feeds events into the pure allocator and carries out its actions.
+"""The driver of the pure allocator in the running daemon (:class:`DaemonEngine`): feeds it
+events and carries out its actions.
 
 Everything the allocator decides comes back as actions. Effects (create or delete a pod)
 run as tasks against the pod gateway, bounded by its concurrency limit, and report their
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 import structlog
 
@@ -22,6 +23,7 @@ from rmd.core.clock import Clock
 from rmd.core.model import (
     Action,
     CreatePod,
+    CreateRetryScheduled,
     DeletePod,
     Notice,
     PodObservation,
@@ -37,7 +39,7 @@ from rmd.core.model import (
 from rmd.kube.pods import PodApiError
 from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
 
-log = structlog.get_logger("rmd.engine")
+log = structlog.get_logger("rmd.driver")
 
 # A delete that failed (after the gateway's own retries) is tried again until it succeeds,
 # with exponential backoff and full jitter; the TaskManager stays "releasing" meanwhile.
@@ -64,7 +66,7 @@ class NoticeSink(Protocol):
 
 
 class DaemonEngine:
-    """Implements :class:`rmd.api.engine.Engine` for the running daemon."""
+    """Implements :class:`rmd.api.ports.Engine` for the running daemon."""
 
     def __init__(
         self,
@@ -202,10 +204,19 @@ class DaemonEngine:
                 pod=name,
                 reason=exc.reason,
                 status=exc.status,
-                retriable=exc.retriable,
+                api_unavailable=exc.api_unavailable,
                 message=exc.message,
             )
-            self.apply(self._allocator.create_failed(name, reason=exc.reason, message=exc.message))
+            # A transient error (no connection, 429, 5xx) says the API server is unavailable,
+            # not that the pod cannot start: the allocator sends the create again later.
+            self.apply(
+                self._allocator.create_failed(
+                    name,
+                    reason=exc.reason,
+                    message=exc.message,
+                    api_unavailable=exc.api_unavailable,
+                )
+            )
             return
         except asyncio.CancelledError:
             raise
@@ -251,50 +262,67 @@ class DaemonEngine:
 
     # ------------------------------------------------------------------ notices
     def _record(self, notice: Notice) -> None:
+        """Metrics and a log event for one notice; every kind of notice must be handled."""
         self._metrics.observe(notice)
-        if isinstance(notice, TaskManagerChanged):
-            log.info(
-                "taskmanager_state",
-                taskmanager=notice.taskmanager_id,
-                old=notice.old and str(notice.old),
-                new=notice.new and str(notice.new),
-                reason=notice.reason,
-            )
-        elif isinstance(notice, TaskManagerLost):
-            log.warning(
-                "taskmanager_lost",
-                taskmanager=notice.taskmanager_id,
-                reason=str(notice.reason),
-                was_registered=notice.was_registered,
-                jobs=list(notice.jobs_affected),
-            )
-        elif isinstance(notice, TaskManagerRegistered):
-            log.info(
-                "taskmanager_registered",
-                taskmanager=notice.taskmanager_id,
-                startup_seconds=round(notice.startup_seconds, 3),
-            )
-        elif isinstance(notice, SlotsAllocated):
-            log.info("slots_allocated", job=notice.job_id, slots=list(notice.slot_ids))
-        elif isinstance(notice, SlotsFreed):
-            log.info(
-                "slots_freed", job=notice.job_id, slots=list(notice.slot_ids), reason=notice.reason
-            )
-        elif isinstance(notice, StartFailure):
-            log.warning("start_failure", taskmanager=notice.taskmanager_id, reason=notice.reason)
-        elif isinstance(notice, PodProblem):
-            log.warning(
-                "pod_problem",
-                taskmanager=notice.taskmanager_id,
-                reason=notice.reason,
-                message=notice.message,
-            )
-        elif isinstance(notice, StartsThrottled):
-            log.warning(
-                "starts_throttled",
-                failures_in_window=notice.failures_in_window,
-                paused_for=round(notice.until - self._clock.wall(), 3),
-            )
+        match notice:
+            case TaskManagerChanged():
+                log.info(
+                    "taskmanager_state",
+                    taskmanager=notice.taskmanager_id,
+                    old=notice.old and str(notice.old),
+                    new=notice.new and str(notice.new),
+                    reason=notice.reason,
+                )
+            case TaskManagerLost():
+                log.warning(
+                    "taskmanager_lost",
+                    taskmanager=notice.taskmanager_id,
+                    reason=str(notice.reason),
+                    was_registered=notice.was_registered,
+                    jobs=list(notice.jobs_affected),
+                )
+            case TaskManagerRegistered():
+                log.info(
+                    "taskmanager_registered",
+                    taskmanager=notice.taskmanager_id,
+                    startup_seconds=round(notice.startup_seconds, 3),
+                )
+            case SlotsAllocated():
+                log.info("slots_allocated", job=notice.job_id, slots=list(notice.slot_ids))
+            case SlotsFreed():
+                log.info(
+                    "slots_freed",
+                    job=notice.job_id,
+                    slots=list(notice.slot_ids),
+                    reason=notice.reason,
+                )
+            case StartFailure():
+                log.warning(
+                    "start_failure", taskmanager=notice.taskmanager_id, reason=notice.reason
+                )
+            case CreateRetryScheduled():
+                log.warning(
+                    "pod_create_retry",
+                    taskmanager=notice.taskmanager_id,
+                    reason=notice.reason,
+                    retry_in=round(notice.retry_in, 3),
+                    start_failure=False,
+                )
+            case PodProblem():
+                log.warning(
+                    "pod_problem",
+                    taskmanager=notice.taskmanager_id,
+                    reason=notice.reason,
+                    message=notice.message,
+                )
+            case StartsThrottled():
+                log.warning(
+                    "starts_throttled",
+                    failures_in_window=notice.failures_in_window,
+                    paused_for=round(notice.until - self._clock.wall(), 3),
+                )
+            case _:
+                assert_never(notice)
 
     def _notify(self) -> None:
         # Wake every waiter (long polls, the timer) and arm a fresh event for the next change.

@@ -1,6 +1,8 @@
-"""What the HTTP API needs from the daemon: the allocator, an outlet for its actions, waiting.
+"""The port the HTTP API needs from the daemon (:class:`Engine`): the allocator, an outlet for
+its actions, waiting.
 
-The daemon implements :class:`Engine`; unit tests use an in-memory one with the real allocator.
+The daemon implements it (:class:`rmd.driver.DaemonEngine`); unit tests use an in-memory one
+with the real allocator.
 Handlers call the allocator synchronously and hand its actions to :meth:`Engine.apply` with no
 ``await`` in between, so no other request or event can interleave.
 """

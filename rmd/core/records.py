@@ -1,20 +1,34 @@
-"""The allocator's mutable records: TaskManagers with their slots, jobs with their demand.
+"""The allocator's mutable records: TaskManagers with their slots, jobs with their demand,
+and the index of TaskManagers by name and by state.
 
 The records keep their own counters consistent (a slot is taken by at most one job, a job's
-waiting demand is exactly ``required - allocated``); the policy — which slot, which job,
-when — lives in :mod:`rmd.core.allocator`.
+waiting demand is exactly ``required - allocated``; the index files every TaskManager under
+exactly its state); the policy — which slot, which job, when — lives in
+:mod:`rmd.core.allocator`.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rmd.core.model import ProblemView, ReleaseReason, TaskManagerState
+from rmd.core.model import ProblemView, ReleaseReason, TaskManagerChanged, TaskManagerState
+
+COMING = (TaskManagerState.REQUESTED, TaskManagerState.PENDING)
+LIVE = (*COMING, TaskManagerState.REGISTERED)
 
 
 def slot_id(taskmanager_id: str, index: int) -> str:
     return f"{taskmanager_id}/{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRetry:
+    """A pod create that could not reach the API server, to be sent again ``at`` (monotonic)."""
+
+    at: float
+    error: ProblemView
 
 
 @dataclass(eq=False, kw_only=True)
@@ -32,6 +46,10 @@ class TaskManagerRecord:
     # Cancelled while its create was in flight: the DeletePod waits for the create to land
     # (a delete sent first would 404 and the pod created after it would leak).
     delete_when_created: ReleaseReason | None = None
+    # Its create failed because the API server could not be reached: no create is in flight
+    # until the retry is due. ``create_retries``: such failures in a row (for the backoff).
+    create_retry: CreateRetry | None = None
+    create_retries: int = 0
     release_reason: ReleaseReason | None = None  # why the pod is being deleted (releasing)
     address: str | None = None
     # Registered TaskManagers only: the job holding each slot (None = free).
@@ -57,11 +75,21 @@ class TaskManagerRecord:
     @property
     def is_coming(self) -> bool:
         """Created (or adopted) and not registered yet."""
-        return self.state in (TaskManagerState.REQUESTED, TaskManagerState.PENDING)
+        return self.state in COMING
 
     @property
     def is_scheduled(self) -> bool:
         return self.node_name is not None
+
+    @property
+    def awaits_create_retry(self) -> bool:
+        return self.create_retry is not None
+
+    def confirm(self, *, now: float) -> None:
+        """The pod is known to exist: no create needs to be sent again."""
+        if self.confirmed_at is None:
+            self.confirmed_at = now
+        self.create_retry = None
 
     def take_slot(self, job_id: str) -> int:
         """Give the lowest free slot to ``job_id``; its index."""
@@ -75,6 +103,20 @@ class TaskManagerRecord:
             raise ValueError(f"slot {slot_id(self.name, index)} is not allocated")
         self.slot_jobs[index] = None
         self.allocated -= 1
+
+    def refresh_idle(self, *, now: float, wall: float) -> None:
+        """Idle means registered with no slot allocated; keep since when (``now``/``wall``)."""
+        if self.is_registered and self.allocated == 0:
+            if self.idle_since is None:
+                self.idle_since = now
+                self.idle_since_wall = wall
+                self.idle_checked = False
+        else:
+            self.stop_idling()
+
+    def stop_idling(self) -> None:
+        self.idle_since = self.idle_since_wall = None
+        self.idle_checked = False
 
 
 @dataclass(eq=False, kw_only=True)
@@ -117,3 +159,63 @@ class JobRecord:
         self.allocated -= 1
         if self.allocated + len(self.waiting) < self.required:
             self.waiting.append(now)
+
+
+class TaskManagerIndex:
+    """Every TaskManager the allocator knows, by name and by state.
+
+    State changes go through :meth:`add`, :meth:`set_state` and :meth:`forget`, which keep
+    both maps in step and describe each change as a :class:`TaskManagerChanged` notice.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, TaskManagerRecord] = {}
+        self._by_state: dict[TaskManagerState, dict[str, TaskManagerRecord]] = {
+            state: {} for state in TaskManagerState
+        }
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[TaskManagerRecord]:
+        """In the order they became known; safe to change the index while iterating."""
+        return iter(list(self._by_name.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def get(self, name: str) -> TaskManagerRecord | None:
+        return self._by_name.get(name)
+
+    def __getitem__(self, name: str) -> TaskManagerRecord:
+        return self._by_name[name]
+
+    def add(self, tm: TaskManagerRecord, *, reason: str) -> TaskManagerChanged:
+        if tm.name in self._by_name:
+            raise ValueError(f"bug: TaskManager {tm.name} is already known")
+        self._by_name[tm.name] = tm
+        self._by_state[tm.state][tm.name] = tm
+        return TaskManagerChanged(tm.name, None, tm.state, reason)
+
+    def set_state(
+        self, tm: TaskManagerRecord, new: TaskManagerState, *, reason: str
+    ) -> TaskManagerChanged:
+        old = tm.state
+        del self._by_state[old][tm.name]
+        tm.state = new
+        self._by_state[new][tm.name] = tm
+        return TaskManagerChanged(tm.name, old, new, reason)
+
+    def forget(self, tm: TaskManagerRecord, *, reason: str) -> TaskManagerChanged:
+        del self._by_name[tm.name]
+        del self._by_state[tm.state][tm.name]
+        return TaskManagerChanged(tm.name, tm.state, None, reason)
+
+    def in_states(self, *states: TaskManagerState) -> list[TaskManagerRecord]:
+        return [tm for state in states for tm in self._by_state[state].values()]
+
+    def count(self, *states: TaskManagerState) -> int:
+        return sum(len(self._by_state[state]) for state in states)
+
+    def in_creation_order(self) -> list[TaskManagerRecord]:
+        return sorted(self._by_name.values(), key=lambda tm: tm.order)
