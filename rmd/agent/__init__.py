@@ -6,7 +6,7 @@ same agent as a coroutine (the node emulator runs many of them in one process).
 """
 
 from rmd.agent.cli import run_taskmanager
-from rmd.agent.runner import AgentTiming, run_agent, run_agent_with_settings
+from rmd.agent.runner import AgentTiming, run_agent
 from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
 
 __all__ = [
@@ -14,7 +14,6 @@ __all__ = [
     "AgentSettings",
     "AgentTiming",
     "run_agent",
-    "run_agent_with_settings",
     "run_taskmanager",
     "settings_from_env",
 ]

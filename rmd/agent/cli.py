@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from rmd.agent.exit_codes import EXIT_OK, EXIT_USAGE
-from rmd.agent.runner import AgentTiming, run_agent_with_settings
+from rmd.agent.runner import AgentTiming, run_agent
 from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
 from rmd.logs import configure_logging
 
@@ -101,8 +101,8 @@ async def _run_until_signalled(
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        return await run_agent_with_settings(
-            settings, env=env, command=command, stop=stop, timing=timing
+        return await run_agent(
+            settings=settings, env=env, command=command, stop=stop, timing=timing
         )
     finally:
         for signum in signals:

@@ -106,6 +106,7 @@ async def run_agent(
     *,
     env: Mapping[str, str],
     command: Sequence[str] | None,
+    settings: AgentSettings | None = None,
     stop: asyncio.Event | None = None,
     clock: Clock | None = None,
     sleep: Sleep | None = None,
@@ -116,55 +117,24 @@ async def run_agent(
 ) -> int:
     """Run one TaskManager agent configured by ``env``; return its exit code.
 
-    ``command`` (may be None or empty) is started and supervised; it gets ``env`` as its
-    environment. ``sleep`` and ``uniform`` (a number in [0, 1) for back-off jitter) replace
-    the real ones in tests; ``session`` may be shared by many agents (it is not closed).
-    A bad environment is logged as one ``agent.environment_invalid`` event: exit code 2.
+    ``settings`` are read from ``env`` unless given (the CLI reads them first). ``command``
+    (may be None or empty) is started and supervised; it gets ``env`` as its environment.
+    ``sleep`` and ``uniform`` (a number in [0, 1) for back-off jitter) replace the real ones
+    in tests; ``session`` may be shared by many agents (it is not closed). A bad environment
+    is logged as one ``agent.environment_invalid`` event: exit code 2.
     """
-    logger: FilteringBoundLogger = log if log is not None else structlog.get_logger("rmd.agent")
-    try:
-        settings = settings_from_env(env)
-    except AgentEnvironmentError as error:
-        logger.error("agent.environment_invalid", error=str(error))
-        return EXIT_USAGE
-    return await run_agent_with_settings(
-        settings,
-        env=env,
-        command=command,
-        stop=stop,
-        clock=clock,
-        sleep=sleep,
-        uniform=uniform,
-        session=session,
-        log=logger,
-        timing=timing,
-    )
-
-
-async def run_agent_with_settings(
-    settings: AgentSettings,
-    *,
-    env: Mapping[str, str],
-    command: Sequence[str] | None,
-    stop: asyncio.Event | None = None,
-    clock: Clock | None = None,
-    sleep: Sleep | None = None,
-    uniform: Callable[[], float] | None = None,
-    session: aiohttp.ClientSession | None = None,
-    log: FilteringBoundLogger | None = None,
-    timing: AgentTiming | None = None,
-) -> int:
-    """:func:`run_agent` for settings already read (the CLI reads them first)."""
     logger: FilteringBoundLogger = log if log is not None else structlog.get_logger("rmd.agent")
     chosen_timing = timing if timing is not None else AgentTiming()
     chosen_clock = clock if clock is not None else SystemClock()
     rest_url: str | None = None
-    if settings.supervise_flink and command:
-        try:
+    try:
+        if settings is None:
+            settings = settings_from_env(env)
+        if settings.supervise_flink and command:
             rest_url = flink_rest_url(env)
-        except AgentEnvironmentError as error:
-            logger.error("agent.environment_invalid", error=str(error))
-            return EXIT_USAGE
+    except AgentEnvironmentError as error:
+        logger.error("agent.environment_invalid", error=str(error))
+        return EXIT_USAGE
     async with _client_session(session) as usable_session:
         client = ResourceManagerClient(
             session=usable_session,

@@ -90,20 +90,9 @@ def parse_json_object(raw: bytes, *, empty_means: dict[str, Any] | None = None) 
 
 def require_int(body: Mapping[str, Any], key: str, *, minimum: int, maximum: int) -> int:
     """A required integer field (a JSON number without fraction; never a bool or a string)."""
-    if key not in body:
-        raise ProblemError(
-            MALFORMED_REQUEST,
-            f"The field {key!r} is missing: send an integer from {minimum} to {maximum}.",
-            field=key,
-        )
-    value = body[key]
+    value = _present(body, key, wanted=f"an integer from {minimum} to {maximum}")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ProblemError(
-            MALFORMED_REQUEST,
-            f"The field {key!r} is a JSON {_json_type(value)}: send an integer from "
-            f"{minimum} to {maximum}.",
-            field=key,
-        )
+        raise _wrong_type(key, value, wanted=f"an integer from {minimum} to {maximum}")
     if not minimum <= value <= maximum:
         raise ProblemError(
             INVALID_VALUE,
@@ -119,20 +108,27 @@ def require_field_str(body: Mapping[str, Any], key: str, *, meaning: str) -> str
 
     ``meaning`` completes the sentence "send ... as a string", e.g. "the pod name".
     """
+    value = _present(body, key, wanted=f"{meaning} as a string")
+    if not isinstance(value, str):
+        raise _wrong_type(key, value, wanted=f"{meaning} as a string")
+    return value
+
+
+def _present(body: Mapping[str, Any], key: str, *, wanted: str) -> Any:
+    """The field's value; a missing field is a malformed request saying what to send."""
     if key not in body:
         raise ProblemError(
-            MALFORMED_REQUEST,
-            f"The field {key!r} is missing: send {meaning} as a string.",
-            field=key,
+            MALFORMED_REQUEST, f"The field {key!r} is missing: send {wanted}.", field=key
         )
-    value = body[key]
-    if not isinstance(value, str):
-        raise ProblemError(
-            MALFORMED_REQUEST,
-            f"The field {key!r} is a JSON {_json_type(value)}: send {meaning} as a string.",
-            field=key,
-        )
-    return value
+    return body[key]
+
+
+def _wrong_type(key: str, value: object, *, wanted: str) -> ProblemError:
+    return ProblemError(
+        MALFORMED_REQUEST,
+        f"The field {key!r} is a JSON {_json_type(value)}: send {wanted}.",
+        field=key,
+    )
 
 
 def parse_address(body: Mapping[str, Any], key: str = "address") -> str:
