@@ -20,7 +20,7 @@ from rmd.core.model import (
     TaskManagerLost,
     TaskManagerState,
 )
-from tests.unit.test_allocator_harness import Harness, created, deleted, of_type, running, tm_name
+from tests.unit.allocator_harness import Harness, created, deleted, of_type, running, tm_name
 
 RELEASING = TaskManagerState.RELEASING
 

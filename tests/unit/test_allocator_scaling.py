@@ -15,7 +15,7 @@ from rmd.core.model import (
     TaskManagerState,
     UnknownJob,
 )
-from tests.unit.test_allocator_harness import Harness, created, deleted, of_type, running, tm_name
+from tests.unit.allocator_harness import Harness, created, deleted, of_type, running, tm_name
 
 REQUESTED = TaskManagerState.REQUESTED
 PENDING = TaskManagerState.PENDING
