@@ -1,10 +1,10 @@
 """Creating, deleting and listing TaskManager pods: idempotent, bounded, retried, timed out.
 
-While the API server cannot be reached or answers 429/5xx, a call is retried for up to
-``KUBE_CALL_RETRY.max_elapsed`` (30 s) — long enough to ride out an API server restart or an
-etcd leader election — and then fails with ``api_unavailable=True``: the API was down, the pod
-itself was never judged. A longer ceiling would hold a create slot (and the TaskManager in
-``requested``) through an outage the caller should hear about.
+While the API server cannot be reached or answers 429/5xx, a delete or a list is retried for
+up to ``KUBE_CALL_RETRY.max_elapsed`` (30 s) — long enough to ride out an API server restart
+or an etcd leader election — and a create for ``KUBE_CREATE_MAX_ELAPSED`` (3 s); then
+the call fails with ``api_unavailable=True``: the API was down, the pod itself was never
+judged. The allocator sends such a create again itself, and says why the job waits.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Self, cast
 
 import aiohttp
@@ -23,6 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from rmd.kube.listwatch import Json, ResourceQuery, list_objects
 from rmd.kube.retry import (
     KUBE_CALL_RETRY,
+    KUBE_CREATE_MAX_ELAPSED,
     api_error_message,
     api_error_reason,
     call_with_retries,
@@ -99,6 +101,7 @@ class PodGateway:
         max_parallel: int = 8,
         request_timeout: float = 30.0,
         retry: RetryPolicy = KUBE_CALL_RETRY,
+        create_max_elapsed: float = KUBE_CREATE_MAX_ELAPSED,
         on_api_error: Callable[[int], None] | None = None,
         pacing: Pacing | None = None,
     ) -> None:
@@ -110,6 +113,14 @@ class PodGateway:
         self._slots = asyncio.Semaphore(max_parallel)
         self._request_timeout = request_timeout
         self._retry = retry
+        # the same retries, within a shorter time: the allocator re-sends a create itself
+        self._create_retry = replace(
+            retry,
+            max_elapsed=min(
+                create_max_elapsed,
+                create_max_elapsed if retry.max_elapsed is None else retry.max_elapsed,
+            ),
+        )
         self._on_api_error = on_api_error
         self._pacing = pacing
 
@@ -136,7 +147,7 @@ class PodGateway:
 
         async with self._slots:
             try:
-                await self._with_retries(post, what=f"create pod {name}")
+                await self._with_retries(post, what=f"create pod {name}", policy=self._create_retry)
             except ApiException as exc:
                 if exc.status == 409:
                     await self._accept_existing(name, labels=labels, conflict=exc)
@@ -229,10 +240,12 @@ class PodGateway:
             )
         log.info("pod_create_already_done", pod=name, namespace=self._namespace)
 
-    async def _with_retries(self, fn: Callable[[], Any], *, what: str) -> Any:
+    async def _with_retries(
+        self, fn: Callable[[], Any], *, what: str, policy: RetryPolicy | None = None
+    ) -> Any:
         return await call_with_retries(
             fn,
-            policy=self._retry,
+            policy=self._retry if policy is None else policy,
             what=what,
             on_error=self._on_api_error,
             pacing=self._pacing,

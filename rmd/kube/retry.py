@@ -33,6 +33,10 @@ KUBE_BACKOFF = Backoff(base=0.2, cap=10.0, max_retry_after=60.0, retry_after_jit
 # A call is retried for up to 30 s: long enough to ride out an API server restart or an etcd
 # leader election, short enough that the caller hears of a real outage.
 KUBE_CALL_RETRY = RetryPolicy(backoff=KUBE_BACKOFF, max_elapsed=30.0)
+# A pod create gives up sooner: the allocator sends it again itself (same name, backing off
+# from 1 s to 10 s), and meanwhile the job's reason can say the API server is unreachable —
+# a create held in the gateway for 30 s would hide that and hold a parallelism slot.
+KUBE_CREATE_MAX_ELAPSED = 3.0
 
 
 def status_of(exc: BaseException) -> int:
