@@ -45,7 +45,7 @@ from rmd.kube.flinkconfigmap import (
     publish_flink_config_map,
     read_log_config_files,
 )
-from rmd.kube.owner import find_owner_reference
+from rmd.kube.owner import find_owner_reference, owner_exists
 from rmd.kube.pods import PodGateway
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
 from rmd.kube.reflector import ReflectorTimings
@@ -184,8 +184,20 @@ async def serve(
         def build_pod(*, pod_name: str) -> dict[str, Any]:
             return config.pods.build(pod_name=pod_name, owner=owner)
 
+        async def owner_still_exists() -> bool:
+            assert owner is not None
+            return await owner_exists(
+                api, namespace=settings.namespace, owner=owner, timeout=settings.api_request_timeout
+            )
+
         engine = DaemonEngine(
-            allocator=allocator, pods=gateway, build_pod=build_pod, metrics=metrics, clock=clock
+            allocator=allocator,
+            pods=gateway,
+            build_pod=build_pod,
+            metrics=metrics,
+            clock=clock,
+            owner_exists=None if owner is None else owner_still_exists,
+            owner_name=None if owner is None else owner.name,
         )
         watcher = PodWatcher(
             api,

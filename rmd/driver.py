@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, assert_never
 
 import structlog
@@ -25,6 +25,7 @@ from rmd.core.model import (
     CreatePod,
     CreateRetryScheduled,
     DeletePod,
+    LossReason,
     Notice,
     PodObservation,
     PodProblem,
@@ -78,6 +79,8 @@ class DaemonEngine:
         clock: Clock,
         delete_backoff: Backoff = DELETE_BACKOFF,
         pacing: Pacing | None = None,
+        owner_exists: Callable[[], Awaitable[bool]] | None = None,
+        owner_name: str | None = None,
     ) -> None:
         self._allocator = allocator
         self._pods = pods
@@ -93,6 +96,12 @@ class DaemonEngine:
         self._list_started_at: float | None = None
         self._delete_retry = RetryPolicy(backoff=delete_backoff)
         self._pacing = pacing
+        # The JobManager Deployment the pods are owned by: asked after pods are deleted from
+        # outside; once it is gone, creates stop (their pods would be garbage-collected at once).
+        self._owner_exists = owner_exists
+        self._owner_name = owner_name
+        self._owner_gone = False
+        self._owner_checking = False
 
     # ------------------------------------------------------------------ Engine protocol
     @property
@@ -195,6 +204,18 @@ class DaemonEngine:
         task.add_done_callback(self._tasks.discard)
 
     async def _create(self, name: str) -> None:
+        if self._owner_gone:
+            # A start failure, so the limiter bounds these; the JobManager pod goes with its
+            # Deployment anyway.
+            self.apply(
+                self._allocator.create_failed(
+                    name,
+                    reason="OwnerDeleted",
+                    message=f"the JobManager Deployment {self._owner_name} was deleted: a "
+                    "TaskManager pod owned by it would be garbage-collected at once",
+                )
+            )
+            return
         try:
             body = self._build_pod(pod_name=name)
             await self._pods.create(body)
@@ -260,6 +281,27 @@ class DaemonEngine:
         log.info("pod_deleted", pod=name, reason=reason)
         # The watch reports DELETED when the pod is really gone; nothing to feed back here.
 
+    def _check_owner(self) -> None:
+        """Ask whether the owner Deployment still exists (one question at a time)."""
+        if self._owner_exists is None or self._owner_gone or self._owner_checking:
+            return
+        self._owner_checking = True
+        self._spawn(self._ask_owner(self._owner_exists), name="owner check")
+
+    async def _ask_owner(self, owner_exists: Callable[[], Awaitable[bool]]) -> None:
+        try:
+            if await owner_exists():
+                return
+        finally:
+            self._owner_checking = False
+        self._owner_gone = True
+        log.error(
+            "owner_deployment_deleted",
+            deployment=self._owner_name,
+            consequence="no more TaskManager pods are created: they would be garbage-collected "
+            "at once; the JobManager pod is deleted with its Deployment",
+        )
+
     # ------------------------------------------------------------------ notices
     def _record(self, notice: Notice) -> None:
         """Metrics and a log event for one notice; every kind of notice must be handled."""
@@ -274,6 +316,8 @@ class DaemonEngine:
                     reason=notice.reason,
                 )
             case TaskManagerLost():
+                if notice.reason in (LossReason.POD_DELETED, LossReason.POD_MISSING):
+                    self._check_owner()
                 log.warning(
                     "taskmanager_lost",
                     taskmanager=notice.taskmanager_id,

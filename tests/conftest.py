@@ -144,23 +144,24 @@ async def wait_for_service_account(
     core: client.CoreV1Api, *, namespace: str, name: str = "default", timeout: float = 30.0
 ) -> Any:
     """Wait until the service account exists and has its token secret (controller-manager)."""
-    import asyncio
+    found: list[Any] = []
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    async def has_token() -> bool:
         try:
             account = await core.read_namespaced_service_account(
                 name, namespace, _request_timeout=REQUEST_TIMEOUT
             )
-            if account.secrets:
-                return account
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
-        if loop.time() > deadline:
-            raise TimeoutError(f"service account {namespace}/{name} has no token after {timeout}s")
-        await asyncio.sleep(0.1)
+            return False
+        found[:] = [account]
+        return bool(account.secrets)
+
+    await eventually(
+        has_token, what=f"service account {namespace}/{name} with its token", timeout=timeout
+    )
+    return found[0]
 
 
 async def create_pod_quota(core: client.CoreV1Api, *, namespace: str, name: str, pods: int) -> None:

@@ -12,7 +12,7 @@ from rmd.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["OwnerReference", "find_owner_reference"]
+__all__ = ["OwnerReference", "find_owner_reference", "owner_exists"]
 
 
 async def find_owner_reference(
@@ -56,3 +56,21 @@ async def find_owner_reference(
         name=str(found.metadata.name),
         uid=str(found.metadata.uid),
     )
+
+
+async def owner_exists(
+    api: client.ApiClient, *, namespace: str, owner: OwnerReference, timeout: float
+) -> bool:
+    """False once the Deployment ``owner`` names is gone (404, or recreated with another uid):
+    pods created with this owner reference would be garbage-collected at once. Any other
+    answer (an error included) counts as still there: only a sure answer stops creates."""
+    apps = client.AppsV1Api(api)
+    try:
+        found = await apps.read_namespaced_deployment(
+            owner.name, namespace, _request_timeout=timeout
+        )
+    except ApiException as exc:
+        return exc.status != 404
+    except Exception:  # no answer: unknown, so the owner counts as present
+        return True
+    return str(found.metadata.uid) == owner.uid

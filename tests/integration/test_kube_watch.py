@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -29,29 +28,25 @@ WAIT = 30.0
 
 
 class Recorder:
-    """Collects what the watcher reports; tests wait on it without polling."""
+    """Collects what the watcher reports; tests wait on it with a deadline."""
 
     def __init__(self, *, fail_first_events: int = 0) -> None:
         self.events: list[tuple[str, PodObservation]] = []
         self.snapshots: list[list[PodObservation]] = []
         self.restarts: list[str] = []
-        self._changed = asyncio.Event()
         self._fail_first_events = fail_first_events
 
     def on_event(self, kind: str, observation: PodObservation) -> None:
         self.events.append((kind, observation))
-        self._changed.set()
         if self._fail_first_events > 0:
             self._fail_first_events -= 1
             raise RuntimeError("consumer bug (on purpose)")
 
     def on_snapshot(self, observations: list[PodObservation]) -> None:
         self.snapshots.append(observations)
-        self._changed.set()
 
     def on_restart(self, reason: str) -> None:
         self.restarts.append(reason)
-        self._changed.set()
 
     def saw(
         self,
@@ -64,19 +59,13 @@ class Recorder:
     async def wait_for(
         self, condition: Callable[[], bool], *, what: str, timeout: float = WAIT
     ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            self._changed.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"timed out after {timeout}s waiting for: {what}; "
-                    f"events={[(k, o.name) for k, o in self.events]} "
-                    f"snapshots={len(self.snapshots)} restarts={self.restarts}"
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+        try:
+            await eventually_true(condition, what=what, timeout=timeout)
+        except AssertionError as failure:
+            raise AssertionError(
+                f"{failure}; events={[(k, o.name) for k, o in self.events]} "
+                f"snapshots={len(self.snapshots)} restarts={self.restarts}"
+            ) from None
 
 
 def make_watcher(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -20,6 +20,7 @@ from rmd.driver import DaemonEngine
 from rmd.kube.pods import PodCreateError, PodDeleteError
 from rmd.metrics import RmdMetrics
 from rmd.retry import Backoff, Pacing
+from tests.support.waiting import eventually_true
 
 
 class FakePodGateway:
@@ -43,7 +44,12 @@ class FakePodGateway:
         self.deleted.append(name)
 
 
-def make_engine(**settings: Any) -> tuple[DaemonEngine, FakePodGateway, RmdMetrics]:
+def make_engine(
+    *,
+    owner_exists: Callable[[], Awaitable[bool]] | None = None,
+    owner_name: str | None = None,
+    **settings: Any,
+) -> tuple[DaemonEngine, FakePodGateway, RmdMetrics]:
     settings.setdefault("slots_per_taskmanager", 2)
     clock = SystemClock()
     allocator = Allocator(AllocatorSettings(cluster_id="c", **settings), clock=clock)
@@ -61,6 +67,8 @@ def make_engine(**settings: Any) -> tuple[DaemonEngine, FakePodGateway, RmdMetri
         clock=clock,
         delete_backoff=Backoff(base=0.01, cap=0.02),
         pacing=Pacing(uniform=random.Random(7).random),
+        owner_exists=owner_exists,
+        owner_name=owner_name,
     )
     return engine, gateway, metrics
 
@@ -72,14 +80,7 @@ def sample(metrics: RmdMetrics, name: str, **labels: str) -> float:
 
 async def until(check: Callable[[], bool], *, what: str, timeout: float = 5.0) -> None:
     """Wait for a condition with a deadline (the gateway's effects run as tasks)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if check():
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
+    await eventually_true(check, what=what, timeout=timeout, interval=0.005)
 
 
 def states(engine: DaemonEngine) -> dict[str, TaskManagerState]:
@@ -239,3 +240,37 @@ async def test_a_list_sent_before_a_create_was_answered_does_not_lose_the_pod() 
     engine.on_snapshot([])
     assert TaskManagerState.PENDING not in set(states(engine).values())
     await engine.close()
+
+
+async def test_once_the_owner_deployment_is_gone_no_more_pods_are_created() -> None:
+    """Pods deleted from outside make the engine ask whether the JobManager Deployment still
+    exists; when it does not, replacements would be garbage-collected at once (an endless
+    create/collect loop), so creates stop and count as start failures."""
+    owner_alive = True
+    questions = 0
+
+    async def owner_exists() -> bool:
+        nonlocal questions
+        questions += 1
+        return owner_alive
+
+    engine, gateway, metrics = make_engine(owner_exists=owner_exists, owner_name="jm")
+    engine.apply(engine.allocator.declare("j", 2))
+    await until(lambda: gateway.created == ["c-taskmanager-1-1"], what="the first pod")
+    await until(lambda: set(states(engine).values()) == {TaskManagerState.PENDING}, what="pending")
+
+    # Deleted from outside while the owner exists: asked once, replaced as usual.
+    engine.on_pod_event("DELETED", PodObservation("c-taskmanager-1-1", "Running", "n", "1.2.3.4"))
+    await until(lambda: questions == 1, what="the owner asked about")
+    await until(lambda: len(gateway.created) == 2, what="the replacement")
+    assert sample(metrics, "rmd_start_failures_total") == 0
+
+    # The Deployment is deleted; garbage collection takes the pod.
+    owner_alive = False
+    engine.on_pod_event("DELETED", PodObservation("c-taskmanager-1-2", "Running", "n", "1.2.3.4"))
+    await until(lambda: questions == 2, what="the owner asked about again")
+    await until(lambda: sample(metrics, "rmd_start_failures_total") >= 1, what="a create refused")
+    assert len(gateway.created) <= 3  # at most the create sent before the answer came
+    created = len(gateway.created)
+    await engine.close()
+    assert len(gateway.created) == created
