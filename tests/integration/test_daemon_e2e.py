@@ -297,9 +297,9 @@ async def test_crashing_pods_are_created_within_the_failure_rate(
                 still knows (one it decides to start is known from that moment)."""
                 return c.seen | {t["taskmanager_id"] for t in await daemon.taskmanagers()}
 
-            before_trip = await started()
+            started_by_trip = await started()
             # 3 failures per minute allowed; +1 for a create in flight when it tripped.
-            assert len(before_trip) <= 3 + 1, sorted(before_trip)
+            assert len(started_by_trip) <= 3 + 1, sorted(started_by_trip)
 
             async def pause_over() -> bool:
                 status = await daemon.get_json("/v1/status")
@@ -312,7 +312,7 @@ async def test_crashing_pods_are_created_within_the_failure_rate(
             view = await daemon.put_requirement("job-f", 4)
             after_pause = await started()
             # No pod started since the limit tripped: not during the pause, nor after it.
-            assert after_pause - before_trip == set(), sorted(after_pause)
+            assert after_pause - started_by_trip == set(), sorted(after_pause)
             assert len(after_pause) <= 3 + 1, sorted(after_pause)
             assert view["fulfilled"] is False
             # Starts stay held back (limited, or paused again) until failures leave the minute.
@@ -549,7 +549,7 @@ async def test_a_pod_cancelled_while_its_create_hangs_is_deleted_once_created(
         await eventually(create_held, timeout=30, what="the create in flight")
         await daemon.put_requirement("job-c", 0)  # cancelled while its create hangs
         # Decided at once, and shown: releasing, its delete held until the create is answered.
-        [tm] = await daemon.taskmanagers()
+        (tm,) = await daemon.taskmanagers()
         assert (tm["state"], tm["delete_waits_for_create"]) == ("releasing", True)
         assert proxy.requests_matching(method="DELETE", path_regex=r"/pods/") == []
         create_let_through_at = time.monotonic()  # the proxy's clock for requests' arrival
