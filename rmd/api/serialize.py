@@ -65,6 +65,8 @@ def taskmanager_json(view: TaskManagerView) -> JsonObject:
         "problem": None if view.problem is None else problem_json(view.problem),
         "pod_phase": view.pod_phase,
         "node_name": view.node_name,
+        "kept_as_spare": view.kept_as_spare,
+        "delete_waits_for_create": view.delete_waits_for_create,
     }
 
 

@@ -254,6 +254,10 @@ class TaskManagerView:
     problem: ProblemView | None = None
     pod_phase: str | None = None
     node_name: str | None = None
+    # Idle past the idle timeout and kept: its free slots are needed as a warm spare.
+    kept_as_spare: bool = False
+    # Releasing while its create is unanswered: the pod delete is sent once the pod exists.
+    delete_waits_for_create: bool = False
 
     @property
     def slots_allocated(self) -> int:

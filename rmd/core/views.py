@@ -50,6 +50,8 @@ def taskmanager_view(tm: TaskManagerRecord) -> TaskManagerView:
         problem=tm.problem,
         pod_phase=tm.pod_phase,
         node_name=tm.node_name,
+        kept_as_spare=tm.is_registered and tm.idle_checked,
+        delete_waits_for_create=tm.delete_when_created is not None,
     )
 
 

@@ -8,6 +8,8 @@ import contextlib
 import math
 import os
 import signal
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -289,12 +291,32 @@ async def test_crashing_pods_are_created_within_the_failure_rate(
                 return status.get("starts_throttled_until") is not None
 
             await eventually(throttled, timeout=30, what="start-failure limit tripped")
-            await asyncio.sleep(5)  # observe a window: this is the measured interval, not a wait
+
+            async def started() -> set[str]:
+                """Every pod started so far: seen by the census, or a TaskManager the daemon
+                still knows (one it decides to start is known from that moment)."""
+                return c.seen | {t["taskmanager_id"] for t in await daemon.taskmanagers()}
+
+            started_by_trip = await started()
             # 3 failures per minute allowed; +1 for a create in flight when it tripped.
-            assert len(c.seen) <= 3 + 1, sorted(c.seen)
-            view = await daemon.get_json("/v1/jobs/job-f")
+            assert len(started_by_trip) <= 3 + 1, sorted(started_by_trip)
+
+            async def pause_over() -> bool:
+                status = await daemon.get_json("/v1/status")
+                return status["starts_throttled_until"] is None
+
+            # The window observed ends once the pause is over (by the daemon's own clock) and
+            # the daemon has decided again: re-declaring the same requirement (harmless) makes
+            # it decide at once.
+            await eventually(pause_over, timeout=30, what="the start pause to end")
+            view = await daemon.put_requirement("job-f", 4)
+            after_pause = await started()
+            # No pod started since the limit tripped: not during the pause, nor after it.
+            assert after_pause - started_by_trip == set(), sorted(after_pause)
+            assert len(after_pause) <= 3 + 1, sorted(after_pause)
             assert view["fulfilled"] is False
-            assert view["unfulfilled_reason"]
+            # Starts stay held back (limited, or paused again) until failures leave the minute.
+            assert "resourcemanager.start-worker.max-failure-rate" in view["unfulfilled_reason"]
 
 
 BAD_REQUESTS = [
@@ -461,9 +483,10 @@ async def test_taskmanager_pods_are_owned_by_the_jobmanager_deployment(
 async def test_redundant_taskmanagers_are_kept_warm_while_jobs_run(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
 ) -> None:
+    idle_timeout = 2.0
     extra = {
         "slotmanager.redundant-taskmanager-num": "1",
-        "resourcemanager.taskmanager-timeout": "2 s",
+        "resourcemanager.taskmanager-timeout": f"{idle_timeout:.0f} s",
     }
     async with running_daemon(
         dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, extra=extra
@@ -477,8 +500,17 @@ async def test_redundant_taskmanagers_are_kept_warm_while_jobs_run(
                 return len(await _registered(daemon)) == 2
 
             await eventually(spare_registered, timeout=60, what="the spare TaskManager")
-            # Past the idle timeout the spare is still there: it is needed as a spare.
-            await asyncio.sleep(3.0)  # the interval being observed, not a wait for state
+
+            async def spare_kept() -> bool:
+                return any(t["kept_as_spare"] for t in await daemon.taskmanagers())
+
+            # The idle check at the spare's deadline ran and kept it: it is needed as a spare.
+            await eventually(spare_kept, timeout=idle_timeout + 10, what="the spare kept idle")
+            (spare,) = [t for t in await daemon.taskmanagers() if t["kept_as_spare"]]
+            assert spare["state"] == "registered"
+            assert spare["slots_allocated"] == 0
+            idle_since = datetime.fromisoformat(spare["idle_since"]).timestamp()
+            assert time.time() >= idle_since + idle_timeout  # kept past its idle timeout
             assert len(await _registered(daemon)) == 2
             assert c.left_at == {}
 
@@ -516,11 +548,11 @@ async def test_a_pod_cancelled_while_its_create_hangs_is_deleted_once_created(
 
         await eventually(create_held, timeout=30, what="the create in flight")
         await daemon.put_requirement("job-c", 0)  # cancelled while its create hangs
-        assert [t["state"] for t in await daemon.taskmanagers()] == ["releasing"]
-        # The window in which a premature delete would reach the API server (and 404):
-        # an observation interval for something that must not happen, not a wait for state.
-        await asyncio.sleep(0.5)
+        # Decided at once, and shown: releasing, its delete held until the create is answered.
+        (tm,) = await daemon.taskmanagers()
+        assert (tm["state"], tm["delete_waits_for_create"]) == ("releasing", True)
         assert proxy.requests_matching(method="DELETE", path_regex=r"/pods/") == []
+        create_let_through_at = time.monotonic()  # the proxy's clock for requests' arrival
         gate.set()  # the API server answers at last: the pod now exists
 
         async def nothing_left() -> bool:
@@ -531,3 +563,5 @@ async def test_a_pod_cancelled_while_its_create_hangs_is_deleted_once_created(
         assert 'rmd_pods_deleted_total{reason="excess"} 1.0' in metrics
         deletes = proxy.requests_matching(method="DELETE", path_regex=r"/pods/")
         assert [d.status for d in deletes] == [200]  # one delete, after the pod existed
+        # ... and none reached the API server during the whole time the create hung.
+        assert deletes[0].at >= create_let_through_at

@@ -268,7 +268,10 @@ def test_demand_drop_cancels_unscheduled_pods_first_then_newest() -> None:
     assert list(deleted(first)) == [names[1]]
     assert set(deleted(first).values()) == {ReleaseReason.EXCESS}
     assert h.states()[names[3]] is TaskManagerState.RELEASING
+    assert h.allocator.taskmanager_view(names[3]).delete_waits_for_create
+    assert not h.allocator.taskmanager_view(names[1]).delete_waits_for_create  # delete sent
     assert deleted(h.allocator.create_succeeded(names[3])) == {names[3]: ReleaseReason.EXCESS}
+    assert not h.allocator.taskmanager_view(names[3]).delete_waits_for_create
     second = h.allocator.declare("j1", 0)
     assert list(deleted(second)) == [names[2], names[0]]
 
@@ -352,12 +355,17 @@ def test_spare_is_kept_past_idle_timeout_while_a_job_runs() -> None:
     spare = created(h.start(created(h.allocator.declare("j1", 4))))
     assert spare == [tm_name(2)]
     h.start(spare)
-    assert h.advance(30) == []
+    assert h.advance(29.9) == []
+    assert not h.allocator.taskmanager_view(spare[0]).kept_as_spare  # not due yet
+    assert h.advance(0.1) == []
     assert h.state(spare[0]) is REGISTERED
+    assert h.allocator.taskmanager_view(spare[0]).kept_as_spare  # the idle check kept it
+    assert not h.allocator.taskmanager_view(tm_name(1)).kept_as_spare  # busy: not idle
     assert h.allocator.next_deadline() != pytest.approx(h.now)  # no busy loop on the kept spare
     # The job goes: the spare is no longer needed and goes at once (its timeout has passed).
     actions = h.allocator.remove_job("j1")
     assert deleted(actions) == {spare[0]: ReleaseReason.IDLE}
+    assert not h.allocator.taskmanager_view(spare[0]).kept_as_spare
 
 
 def test_spare_takes_over_a_lost_taskmanagers_slots_immediately() -> None:

@@ -24,6 +24,8 @@ TASKMANAGER_FIELDS = {
     "problem",
     "pod_phase",
     "node_name",
+    "kept_as_spare",
+    "delete_waits_for_create",
 }
 
 ClientFactory = Any
