@@ -7,7 +7,9 @@ carry out and notices for logs and metrics. After every event the allocator reco
 
 1. allocate free slots of registered TaskManagers to waiting demand (jobs first-come
    first-served, slots packed onto the busiest TaskManagers so the others stay idle);
-2. release TaskManagers idle for ``idle_timeout`` that no demand or spare needs;
+2. release TaskManagers idle for ``idle_timeout`` that no demand or spare needs (with an
+   external usage source, e.g. Flink's REST API, only once it too has reported them idle for
+   ``idle_timeout``: see :meth:`Allocator.observe_external_usage`);
 3. cancel pods on their way that demand no longer needs (unscheduled first, newest first);
 4. create the pods still missing, within ``max_slots``, ``max_pending_creates`` and the
    start-failure rate limit (:mod:`rmd.core.ratelimit`).
@@ -20,7 +22,7 @@ lost, its slots go back to their jobs' demand and a replacement is requested.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rmd.core import explain
@@ -70,6 +72,9 @@ class AllocatorSettings:
     max_slots: int | None = None  # slotmanager.number-of-slots.max (None = unbounded)
     redundant_taskmanagers: int = 0  # slotmanager.redundant-taskmanager-num
     max_pending_creates: int | None = None  # cap on TaskManagers in state requested at once
+    # An external usage source (Flink's REST API) has the last word on idleness: an idle
+    # TaskManager is released only after it has also reported it idle for idle_timeout.
+    external_usage_gate: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -230,6 +235,36 @@ class Allocator:
         self._reconcile(out)
         return out
 
+    # ------------------------------------------------------------------ external usage
+
+    def observe_external_usage(self, busy: Mapping[str, bool]) -> list[Action]:
+        """A full report of the external usage source: TaskManager id -> busy.
+
+        Only with ``external_usage_gate``. A registered TaskManager's release timer runs from
+        the later of "no slot allocated here" and "reported idle without a break since"; a
+        busy report stops it, and a TaskManager missing from the report counts as unknown (no
+        timer). Ids the allocator does not know are ignored.
+        """
+        self._require_gate()
+        now = self._clock.monotonic()
+        for tm in self._by_state[TaskManagerState.REGISTERED].values():
+            reported_idle = tm.name in busy and not busy[tm.name]
+            if not reported_idle:
+                self._set_externally_idle(tm, None)
+            elif tm.externally_idle_since is None:
+                self._set_externally_idle(tm, now)
+        out: list[Action] = []
+        self._reconcile(out)
+        return out
+
+    def external_usage_unknown(self) -> list[Action]:
+        """The external usage source cannot be read: every release timer stops until it
+        reports again (and then starts from that report)."""
+        self._require_gate()
+        for tm in self._by_state[TaskManagerState.REGISTERED].values():
+            self._set_externally_idle(tm, None)
+        return []
+
     # ------------------------------------------------------------------ Kubernetes side
 
     def create_succeeded(self, name: str) -> list[Action]:
@@ -388,8 +423,9 @@ class Allocator:
             elif tm.is_registered:
                 if tm.last_heartbeat is not None:
                     deadlines.append(tm.last_heartbeat + settings.heartbeat_timeout)
-                if tm.idle_since is not None and not tm.idle_checked:
-                    deadlines.append(tm.idle_since + settings.idle_timeout)
+                release_at = self._idle_release_at(tm)
+                if release_at is not None and not tm.idle_checked:
+                    deadlines.append(release_at)
         limiter_deadline = self._limiter.next_deadline(self._clock.monotonic())
         if limiter_deadline is not None:
             deadlines.append(limiter_deadline)
@@ -579,6 +615,31 @@ class Allocator:
             tm.idle_since = tm.idle_since_wall = None
             tm.idle_checked = False
 
+    def _idle_release_at(self, tm: TaskManagerRecord) -> float | None:
+        """When an idle TaskManager may be released; None while it is not idle (to rmd, or to
+        the external usage source when the gate is on)."""
+        if tm.idle_since is None:
+            return None
+        start = tm.idle_since
+        if self._settings.external_usage_gate:
+            if tm.externally_idle_since is None:
+                return None
+            start = max(start, tm.externally_idle_since)
+        return start + self._settings.idle_timeout
+
+    def _idle_due(self, tm: TaskManagerRecord, now: float) -> bool:
+        release_at = self._idle_release_at(tm)
+        return release_at is not None and release_at <= now
+
+    def _set_externally_idle(self, tm: TaskManagerRecord, since: float | None) -> None:
+        if tm.externally_idle_since != since:
+            tm.externally_idle_since = since
+            tm.idle_checked = False  # a new deadline: check it again
+
+    def _require_gate(self) -> None:
+        if not self._settings.external_usage_gate:
+            raise RuntimeError("external usage reports need AllocatorSettings.external_usage_gate")
+
     # ------------------------------------------------------------------ pods
 
     def _reserve_name(self, parts: PodNameParts) -> None:
@@ -766,11 +827,7 @@ class Allocator:
 
         # Idle TaskManagers past their timeout go, unless demand or the spares need them.
         idle_due = sorted(
-            (
-                tm
-                for tm in registered
-                if tm.idle_since is not None and tm.idle_since + self._settings.idle_timeout <= now
-            ),
+            (tm for tm in registered if self._idle_due(tm, now)),
             key=lambda tm: (tm.idle_since, tm.order),
         )
         for tm in idle_due:

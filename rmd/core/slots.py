@@ -40,6 +40,9 @@ class TaskManagerRecord:
     idle_since: float | None = None  # monotonic; registered with no allocated slot
     idle_since_wall: float | None = None
     idle_checked: bool = False  # idle deadline passed and the TaskManager was kept
+    # Monotonic: since when the external usage source (with the gate on) has reported this
+    # TaskManager idle without a break; None = busy or unknown.
+    externally_idle_since: float | None = None
     last_heartbeat: float | None = None
     pod_phase: str | None = None
     node_name: str | None = None
