@@ -51,6 +51,9 @@ REQUEST_TIMEOUT = "rmd.kubernetes.request-timeout"
 LOG_LEVEL = "rmd.log.level"
 AGENT_COMMAND = "rmd.taskmanager.agent-command"
 SUPERVISE_FLINK = "rmd.taskmanager.supervise-flink"
+FLINK_REST_URL = "rmd.flink.rest-url"
+FLINK_POLL_INTERVAL = "rmd.flink.poll-interval"
+FLINK_REQUEST_TIMEOUT = "rmd.flink.request-timeout"
 
 KNOWN_RMD_KEYS: frozenset[str] = frozenset(
     {
@@ -65,6 +68,9 @@ KNOWN_RMD_KEYS: frozenset[str] = frozenset(
         LOG_LEVEL,
         AGENT_COMMAND,
         SUPERVISE_FLINK,
+        FLINK_REST_URL,
+        FLINK_POLL_INTERVAL,
+        FLINK_REQUEST_TIMEOUT,
     }
 )
 
@@ -109,6 +115,9 @@ class RmdSettings:
     log_level: str = "info"  # rmd.log.level
     agent_command: tuple[str, ...] = DEFAULT_AGENT_COMMAND  # rmd.taskmanager.agent-command
     supervise_flink: bool = True  # rmd.taskmanager.supervise-flink
+    flink_rest_url: str | None = None  # rmd.flink.rest-url (None: demand only over HTTP)
+    flink_poll_interval: float = 2.0  # rmd.flink.poll-interval
+    flink_request_timeout: float = 5.0  # rmd.flink.request-timeout
 
     def __post_init__(self) -> None:
         # Derived defaults, so that RmdSettings(cluster_id="x") in code means what the same
@@ -171,6 +180,9 @@ class RmdSettings:
             log_level=_log_level(conf),
             agent_command=_agent_command(conf),
             supervise_flink=conf.get_bool(SUPERVISE_FLINK, True),
+            flink_rest_url=_flink_rest_url(conf),
+            flink_poll_interval=_positive_duration(conf, FLINK_POLL_INTERVAL, 2.0),
+            flink_request_timeout=_positive_duration(conf, FLINK_REQUEST_TIMEOUT, 5.0),
         )
 
     def describe(self) -> dict[str, str]:
@@ -197,6 +209,8 @@ _DURATION_FIELDS = frozenset(
         "heartbeat_interval",
         "watch_resync_interval",
         "api_request_timeout",
+        "flink_poll_interval",
+        "flink_request_timeout",
     }
 )
 
@@ -363,6 +377,27 @@ def _resourcemanager_url(
     except ValueError:
         raise conf.invalid(
             RESOURCEMANAGER_URL, f"'{value}' has an invalid port; expected e.g. '{default}'"
+        ) from None
+    return value.rstrip("/")
+
+
+def _flink_rest_url(conf: FlinkConfiguration) -> str | None:
+    value = conf.get_str(FLINK_REST_URL)
+    if not value:
+        return None
+    example = "http://localhost:8081"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise conf.invalid(
+            FLINK_REST_URL,
+            f"'{value}' is not an http(s) URL; expected the JobManager's REST endpoint, "
+            f"e.g. '{example}'",
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise conf.invalid(
+            FLINK_REST_URL, f"'{value}' has an invalid port; expected e.g. '{example}'"
         ) from None
     return value.rstrip("/")
 

@@ -9,7 +9,7 @@ exactly Flink's. Tests set the state::
         flink.add_job("b" * 32, parallelism=2, scheduler="Adaptive", groups=2)
         flink.add_taskmanager("flink-taskmanager-1-1", slots=4, jobs=["a" * 32])
         flink.jobs["a" * 32].state = "CANCELED"
-        flink.malformed["/jobs/overview"] = {"jobs": "nope"}      # a bad answer
+        flink.overrides["/jobs/overview"] = (200, {"jobs": "nope"})  # a bad answer
         await flink.down(); await flink.up()                      # connection refused, back
 
 ``requests`` lists every path asked, in order.
@@ -60,7 +60,7 @@ class FakeFlink:
     def __init__(self) -> None:
         self.jobs: dict[str, FakeJob] = {}
         self.taskmanagers: dict[str, FakeTaskManager] = {}
-        self.malformed: dict[str, object] = {}  # path -> body answered with status 200
+        self.overrides: dict[str, tuple[int, object]] = {}  # path -> (status, body) answered
         self.requests: list[str] = []
         self._port = 0
         self._runner: web.AppRunner | None = None
@@ -138,8 +138,8 @@ class FakeFlink:
 
     def _answer(self, request: web.Request, body: object, *, status: int = 200) -> web.Response:
         self.requests.append(request.path)
-        if request.path in self.malformed:
-            body, status = self.malformed[request.path], 200
+        if request.path in self.overrides:
+            status, body = self.overrides[request.path]
         return web.json_response(body, status=status)
 
     async def _jobs_overview(self, request: web.Request) -> web.Response:
