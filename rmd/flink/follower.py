@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import structlog
 
+from rmd.api.validation import JOB_SLOTS_MAX
 from rmd.core.allocator import Allocator
 from rmd.core.clock import Clock
 from rmd.core.model import Action, UnknownJob
@@ -59,7 +60,7 @@ from rmd.flink.status import FollowerState, FollowerStatus
 from rmd.flink.usage import needs_details, usage_report
 from rmd.kube.retry import backoff_delay
 
-__all__ = ["FlinkFollower", "FollowerEngine", "FollowerMetrics", "retry_delay"]
+__all__ = ["FlinkFollower", "FollowerEngine", "FollowerMetrics", "PollOutcome", "retry_delay"]
 
 log = structlog.get_logger("rmd.flink")
 
@@ -93,24 +94,25 @@ class FollowerMetrics(Protocol):
     def taskmanagers(self, *, busy: int, idle: int, unmanaged: int) -> None: ...
 
 
-class _PollErrors:
-    """What went wrong during one poll."""
+class PollOutcome:
+    """What went wrong during one poll (nothing: ``ok``)."""
 
     def __init__(self) -> None:
-        self.first: FlinkRestError | MalformedAnswer | None = None
-        self.unreachable = False
-        self.answered = False
-        self.retry_after: float | None = None
+        self.first: FlinkRestError | MalformedAnswer | None = None  # logged and shown
+        self.answered = False  # some failed request did get an answer (a bad one)
+        self.retry_after: float | None = None  # the last Retry-After Flink sent
+
+    @property
+    def ok(self) -> bool:
+        return self.first is None
 
     def add(self, error: FlinkRestError | MalformedAnswer) -> None:
         if self.first is None:
             self.first = error
-        if isinstance(error, FlinkRestError) and error.reason in (
+        if isinstance(error, MalformedAnswer) or error.reason not in (
             FailureReason.UNREACHABLE,
             FailureReason.TIMEOUT,
         ):
-            self.unreachable = True
-        else:
             self.answered = True
 
 
@@ -178,9 +180,9 @@ class FlinkFollower:
                     log.exception("flink_poll_crashed", url=self._rest.base_url)
             await asyncio.sleep(delay)
 
-    async def poll_once(self) -> _PollErrors:
+    async def poll_once(self) -> PollOutcome:
         """One complete poll: jobs, then TaskManagers. Never raises for what Flink answers."""
-        errors = _PollErrors()
+        errors = PollOutcome()
         await self._follow_jobs(errors)
         await self._follow_usage(errors)
         self._record_outcome(errors)
@@ -188,7 +190,7 @@ class FlinkFollower:
 
     # ------------------------------------------------------------------ jobs
 
-    async def _follow_jobs(self, errors: _PollErrors) -> None:
+    async def _follow_jobs(self, errors: PollOutcome) -> None:
         try:
             jobs = parse_jobs_overview((await self._get("/jobs/overview", errors)).body)
         except (FlinkRestError, MalformedAnswer) as exc:
@@ -199,7 +201,11 @@ class FlinkFollower:
         plan = plan_follow(
             followed=self._followed,
             jobs=jobs,
-            demands={job.job_id: d for job, d in zip(live, demands, strict=True) if d is not None},
+            demands={
+                job.job_id: slots
+                for job, slots in zip(live, demands, strict=True)
+                if slots is not None and self._plausible(job.job_id, slots)
+            },
         )
         allocator = self._engine.allocator
         for job_id, why in plan.remove.items():
@@ -222,7 +228,7 @@ class FlinkFollower:
         if self._metrics is not None:
             self._metrics.jobs_followed(len(self._followed))
 
-    async def _job_demand(self, job: JobSummary, errors: _PollErrors) -> int | None:
+    async def _job_demand(self, job: JobSummary, errors: PollOutcome) -> int | None:
         """The job's slot demand now; None when it cannot be read this time."""
         try:
             details = await self._job_details(job, errors)
@@ -249,7 +255,7 @@ class FlinkFollower:
             self._report(JobProblem(job.job_id, ProblemReason.MALFORMED, str(exc)))
         return None
 
-    async def _job_details(self, job: JobSummary, errors: _PollErrors) -> JobDetails | None:
+    async def _job_details(self, job: JobSummary, errors: PollOutcome) -> JobDetails | None:
         details = self._details.get(job.job_id)
         if details is not None:
             return details
@@ -271,7 +277,7 @@ class FlinkFollower:
         details: JobDetails,
         *,
         source: RequirementsSource,
-        errors: _PollErrors,
+        errors: PollOutcome,
     ) -> int | None:
         path = f"/jobs/{quote(job.job_id, safe='')}/resource-requirements"
         answer = await self._rest.get(path)
@@ -296,6 +302,20 @@ class FlinkFollower:
         )
         return slots_needed(details.vertices)
 
+    def _plausible(self, job_id: str, slots: int) -> bool:
+        """The HTTP API's bound on one job's slots holds for Flink's jobs too."""
+        if slots <= JOB_SLOTS_MAX:
+            return True
+        self._report(
+            JobProblem(
+                job_id,
+                ProblemReason.MALFORMED,
+                f"Flink job {job_id} would need {slots} slots, more than any job may ask for "
+                f"({JOB_SLOTS_MAX}); not declared: check its parallelism",
+            )
+        )
+        return False
+
     def _forget_jobs_not_in(self, live: set[str]) -> None:
         for job_id in [job_id for job_id in self._details if job_id not in live]:
             del self._details[job_id]
@@ -319,7 +339,7 @@ class FlinkFollower:
 
     # ------------------------------------------------------------------ TaskManagers
 
-    async def _follow_usage(self, errors: _PollErrors) -> None:
+    async def _follow_usage(self, errors: PollOutcome) -> None:
         allocator = self._engine.allocator
         try:
             listed = parse_taskmanagers((await self._get("/taskmanagers", errors)).body)
@@ -342,7 +362,7 @@ class FlinkFollower:
                 busy=busy, idle=len(report) - busy, unmanaged=len(listed) - len(ours)
             )
 
-    async def _taskmanager(self, name: str, errors: _PollErrors) -> TaskManagerUsage | None:
+    async def _taskmanager(self, name: str, errors: PollOutcome) -> TaskManagerUsage | None:
         path = f"/taskmanagers/{quote(name, safe='')}"
         try:
             answer = await self._rest.get(path)
@@ -368,7 +388,7 @@ class FlinkFollower:
 
     # ------------------------------------------------------------------ plumbing
 
-    async def _get(self, path: str, errors: _PollErrors) -> RestAnswer:
+    async def _get(self, path: str, errors: PollOutcome) -> RestAnswer:
         answer = await self._rest.get(path)
         if answer.retry_after is not None:
             errors.retry_after = answer.retry_after
@@ -384,49 +404,57 @@ class FlinkFollower:
 
         return list(await asyncio.gather(*(one(call) for call in calls)))
 
-    def _record_outcome(self, errors: _PollErrors) -> None:
+    def _record_outcome(self, outcome: PollOutcome) -> None:
         now = self._clock.monotonic()
-        if errors.first is None:
-            if self._state is FollowerState.FAILING:
-                log.info(
-                    "flink_rest_recovered",
-                    url=self._rest.base_url,
-                    failed_for=round(now - (self._failing_since or now), 3),
-                )
-            self._state = FollowerState.FOLLOWING
-            self._reachable = True
-            self._failing_since = None
-            self._last_poll = now
-            self._last_error = None
-            self._failures_in_row = 0
+        if outcome.first is None:
+            self._record_success(now)
         else:
-            message = str(errors.first)
-            if self._state is not FollowerState.FAILING or message != self._last_error:
-                log.warning(
-                    "flink_rest_failing",
-                    url=self._rest.base_url,
-                    error=message,
-                    consequence="last demand kept; no TaskManager released as idle",
-                )
-            if self._state is not FollowerState.FAILING:
-                self._failing_since = now
-            self._state = FollowerState.FAILING
-            self._reachable = errors.answered or not errors.unreachable
-            self._last_error = message
-            self._failures_in_row += 1
-            if self._metrics is not None:
-                self._metrics.poll_failed(reason=_failure_reason(errors.first))
+            self._record_failure(outcome.first, answered=outcome.answered, now=now)
         if self._metrics is not None:
             self._metrics.rest_reachable(bool(self._reachable))
 
-    def _next_delay(self, errors: _PollErrors) -> float:
-        if errors.first is None:
+    def _record_success(self, now: float) -> None:
+        if self._state is FollowerState.FAILING:
+            log.info(
+                "flink_rest_recovered",
+                url=self._rest.base_url,
+                failed_for=round(now - (self._failing_since or now), 3),
+            )
+        self._state = FollowerState.FOLLOWING
+        self._reachable = True
+        self._failing_since = None
+        self._last_poll = now
+        self._last_error = None
+        self._failures_in_row = 0
+
+    def _record_failure(
+        self, error: FlinkRestError | MalformedAnswer, *, answered: bool, now: float
+    ) -> None:
+        message = str(error)
+        if self._state is not FollowerState.FAILING or message != self._last_error:
+            log.warning(
+                "flink_rest_failing",
+                url=self._rest.base_url,
+                error=message,
+                consequence="last demand kept; no TaskManager released as idle",
+            )
+        if self._state is not FollowerState.FAILING:
+            self._failing_since = now
+        self._state = FollowerState.FAILING
+        self._reachable = answered  # some request got an answer, if a bad one
+        self._last_error = message
+        self._failures_in_row += 1
+        if self._metrics is not None:
+            self._metrics.poll_failed(reason=_failure_reason(error))
+
+    def _next_delay(self, outcome: PollOutcome) -> float:
+        if outcome.ok:
             return self._interval
         return retry_delay(
             self._failures_in_row,
             interval=self._interval,
             max_backoff=self._max_backoff,
-            retry_after=errors.retry_after,
+            retry_after=outcome.retry_after,
             rng=self._rng,
         )
 

@@ -23,7 +23,7 @@ from rmd.flink.follower import FlinkFollower, retry_delay
 from rmd.flink.rest import FlinkRestClient
 from rmd.flink.status import FollowerState
 from rmd.metrics import FlinkMetrics
-from tests.support.fake_flink import FakeFlink
+from tests.support.fake_flink import FakeFlink, FakeVertex
 from tests.support.waiting import eventually_true
 from tests.unit.api_fake_engine import InMemoryEngine, make_metrics
 
@@ -422,6 +422,18 @@ async def test_demand_above_the_slot_cap_is_declared_logged_and_counted(
     assert rig.metric("rmd_flink_job_problems_total", reason="above-slot-cap") == 1
     [problem] = [e for e in logs if e["event"] == "flink_job_problem"]
     assert "needs 6 slots, more than slotmanager.number-of-slots.max 4" in problem["detail"]
+
+
+async def test_an_absurd_demand_is_not_declared(rig: Rig) -> None:
+    job = rig.flink.add_job(A, parallelism=30_000, groups=2)
+    job.vertices.append(FakeVertex("third", 50_000, "a-third-group"))  # 110,000 slots
+    rig.flink.add_job(B, parallelism=2)
+
+    outcome = await rig.follower.poll_once()
+
+    assert outcome.ok  # Flink answered well; the job is what is wrong
+    assert rig.follower.followed_jobs == {B: 2}
+    assert rig.metric("rmd_flink_job_problems_total", reason="malformed-answer") == 1
 
 
 async def test_an_adaptive_job_whose_requirements_fail_falls_back_to_its_parallelism(
