@@ -1,17 +1,17 @@
 """What happens to each TaskManager: the life cycle requested → pending → registered →
 releasing → gone, and the transitions between its states.
 
-:class:`TaskManagerLifecycle` takes the agent's events (registration, heartbeats, goodbye),
-the external usage source's reports (with ``external_usage_gate``: Flink's view of which
-TaskManagers are idle) and the timeouts, and carries out the transitions that the allocator
-and the
+:class:`TaskManagerLifecycle` takes the agent's events (registration, heartbeats, goodbye)
+and the timeouts, and carries out the transitions that the allocator and the
 :class:`~rmd.core.podtracker.PodTracker` decide: release a TaskManager (delete its pod), lose
 one (its slots back to demand, a start failure if it never registered). It owns the
-start-failure rate limit. It never decides how many TaskManagers there should be: that is
+start-failure rate limit and the idle timer: with ``external_usage_gate`` that timer also
+waits for the external usage source (Flink's view of which TaskManagers are idle) to report
+a TaskManager idle. It never decides how many TaskManagers there should be: that is
 :class:`rmd.core.allocator.Allocator`'s reconciliation, which runs after every event method
 here that returns True (something changed).
 
-Every method appends the actions it takes to ``out``.
+Every method that takes ``out`` appends the actions it takes to it.
 """
 
 from __future__ import annotations
