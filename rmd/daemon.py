@@ -5,7 +5,8 @@ one line, before anything touches the cluster); then the Kubernetes client, the 
 Deployment as owner, the ``flink-config-<cluster-id>`` ConfigMap the TaskManagers mount (when
 rmd starts Flink's TaskManagers; :mod:`rmd.kube.flinkconfigmap`), the HTTP server
 (``/healthz`` answers at once, ``/v1`` answers 503 until the first pod list has been
-adopted), the pod watch and the timers. SIGTERM/SIGINT: stop
+adopted), the pod watch, the timers and, with ``rmd.flink.rest-url``, the follower of Flink's
+REST API (:mod:`rmd.flink.follower`). SIGTERM/SIGINT: stop
 accepting, finish in-flight requests, stop the watch, close the Kubernetes session. The
 TaskManager pods are left running for the next start to adopt.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 from kubernetes_asyncio import client
@@ -37,6 +39,8 @@ from rmd.config.settings import RmdSettings
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, SystemClock
 from rmd.driver import DaemonEngine
+from rmd.flink.follower import FlinkFollower
+from rmd.flink.rest import FlinkRestClient
 from rmd.kube.client import KubeConfigError, load_kube_configuration
 from rmd.kube.flinkconfigmap import (
     ConfigMapPublishError,
@@ -51,7 +55,7 @@ from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_str
 from rmd.kube.reflector import ReflectorTimings
 from rmd.kube.watch import PodWatcher
 from rmd.logs import configure_logging
-from rmd.metrics import RmdMetrics
+from rmd.metrics import FlinkMetrics, RmdMetrics
 
 log = structlog.get_logger("rmd.daemon")
 
@@ -82,6 +86,8 @@ def allocator_settings(settings: RmdSettings) -> AllocatorSettings:
         start_retry_interval=settings.start_retry_interval,
         max_slots=settings.max_slots,
         redundant_taskmanagers=settings.redundant_taskmanagers,
+        # Following Flink: a TaskManager goes only when Flink, too, says it is idle.
+        external_usage_gate=settings.flink_rest_url is not None,
     )
 
 
@@ -210,6 +216,9 @@ async def serve(
             on_list_started=engine.on_list_started,
         )
         engine.set_watch_synced_probe(lambda: watcher.synced)
+        flink_session, follower = _flink_follower(
+            settings, engine=engine, clock=clock, registry=registry
+        )
 
         # Until the first pod list is adopted, /v1 answers 503 with Retry-After, so that
         # neither a declaration nor a registration races recovery.
@@ -218,6 +227,7 @@ async def serve(
             metrics=metrics,
             auth_token=config.auth_token,
             refuse_v1_until_ready=True,
+            flink_status=None if follower is None else follower.status,
         )
         runner = web.AppRunner(
             app, access_log_class=StructlogAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT
@@ -240,6 +250,8 @@ async def serve(
                 asyncio.create_task(watcher.run(), name="pod-watch"),
                 asyncio.create_task(engine.run_timers(), name="timers"),
             ]
+            if follower is not None:
+                background.append(asyncio.create_task(follower.run(), name="flink-follower"))
             if on_started is not None:
                 on_started(port)
             stopped = asyncio.create_task(stop.wait())
@@ -259,7 +271,29 @@ async def serve(
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await engine.close()
+            if flink_session is not None:
+                await flink_session.close()
             log.info("daemon_stopped", taskmanagers_left=len(allocator.taskmanager_views()))
+
+
+def _flink_follower(
+    settings: RmdSettings, *, engine: DaemonEngine, clock: Clock, registry: CollectorRegistry
+) -> tuple[aiohttp.ClientSession | None, FlinkFollower | None]:
+    """The follower of Flink's REST API and its HTTP session, when rmd.flink.rest-url is set."""
+    if settings.flink_rest_url is None:
+        return None, None
+    session = aiohttp.ClientSession()
+    rest = FlinkRestClient(
+        session, base_url=settings.flink_rest_url, request_timeout=settings.flink_request_timeout
+    )
+    follower = FlinkFollower(
+        engine=engine,
+        rest=rest,
+        clock=clock,
+        poll_interval=settings.flink_poll_interval,
+        metrics=FlinkMetrics(registry=registry),
+    )
+    return session, follower
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

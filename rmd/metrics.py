@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import assert_never
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -36,8 +36,10 @@ from rmd.core.model import (
     TaskManagerRegistered,
     TaskManagerState,
 )
+from rmd.flink.demand import ProblemReason
+from rmd.flink.rest import FailureReason
 
-__all__ = ["DURATION_BUCKETS", "RmdMetrics"]
+__all__ = ["DURATION_BUCKETS", "FlinkMetrics", "RmdMetrics"]
 
 # Seconds to minutes: a slot on an idle registered TaskManager is handed out in milliseconds,
 # a new pod takes seconds (p99 ≤ 5 s without image pull), an image pull or a crowded scheduler
@@ -248,3 +250,61 @@ class RmdMetrics:
 
     def watch_restarted(self, *, reason: str) -> None:
         self._watch_restarts.labels(reason=reason).inc()
+
+
+class FlinkMetrics:
+    """The Flink follower's metrics; registered only when ``rmd.flink.rest-url`` is set."""
+
+    def __init__(self, *, registry: CollectorRegistry) -> None:
+        self._reachable = Gauge(
+            "rmd_flink_rest_reachable",
+            "1 while the Flink JobManager's REST API answers, else 0.",
+            registry=registry,
+        )
+        self._poll_failures = Counter(
+            "rmd_flink_poll_failures",
+            "Polls of Flink's REST API that could not read everything, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self._job_problems = Counter(
+            "rmd_flink_job_problems",
+            "Bad input from Flink about a job (demand above the slot cap, unknown scheduler "
+            "answers, malformed answers), by reason; each reported once per job.",
+            ["reason"],
+            registry=registry,
+        )
+        self._jobs_followed = Gauge(
+            "rmd_flink_jobs_followed",
+            "Flink jobs whose slot demand rmd declared from the REST API.",
+            registry=registry,
+        )
+        self._taskmanagers = Gauge(
+            "rmd_flink_taskmanagers",
+            "TaskManagers as Flink's REST API shows them: rmd's busy or idle ones, and "
+            "unmanaged ones (not started by rmd).",
+            ["usage"],
+            registry=registry,
+        )
+        for failure in FailureReason:
+            self._poll_failures.labels(reason=failure.value)
+        for problem in ProblemReason:
+            self._job_problems.labels(reason=problem.value)
+        self.taskmanagers(busy=0, idle=0, unmanaged=0)
+
+    def poll_failed(self, *, reason: str) -> None:
+        self._poll_failures.labels(reason=reason).inc()
+
+    def job_problem(self, *, reason: str) -> None:
+        self._job_problems.labels(reason=reason).inc()
+
+    def rest_reachable(self, reachable: bool) -> None:
+        self._reachable.set(1 if reachable else 0)
+
+    def jobs_followed(self, count: int) -> None:
+        self._jobs_followed.set(count)
+
+    def taskmanagers(self, *, busy: int, idle: int, unmanaged: int) -> None:
+        self._taskmanagers.labels(usage="busy").set(busy)
+        self._taskmanagers.labels(usage="idle").set(idle)
+        self._taskmanagers.labels(usage="unmanaged").set(unmanaged)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from importlib import resources
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from rmd.api import jobs, operations, taskmanagers
-from rmd.api.keys import AUTH_TOKEN, ENGINE, MAX_WAIT, METRICS, OPENAPI_DOCUMENT
+from rmd.api.keys import AUTH_TOKEN, ENGINE, FLINK_STATUS, MAX_WAIT, METRICS, OPENAPI_DOCUMENT
 from rmd.api.middleware import (
     auth_middleware,
     problem_middleware,
@@ -18,6 +19,7 @@ from rmd.api.middleware import (
 )
 from rmd.api.ports import Engine
 from rmd.api.validation import MAX_BODY_BYTES
+from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
 
 __all__ = ["create_app", "openapi_document"]
@@ -35,6 +37,7 @@ def create_app(
     auth_token: str | None = None,
     max_wait: float = 300.0,
     refuse_v1_until_ready: bool = False,
+    flink_status: Callable[[], FollowerStatus] | None = None,
 ) -> web.Application:
     """The daemon's HTTP application.
 
@@ -42,7 +45,8 @@ def create_app(
     needs ``Authorization: Bearer <auth_token>``. ``max_wait``: the longest long poll
     (``GET /v1/jobs/{id}?wait=``) in seconds. ``refuse_v1_until_ready``: answer every /v1
     call (after authentication) with 503 + Retry-After while ``engine.ready`` is false.
-    Serve it with ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
+    ``flink_status``: the Flink follower's status, shown by /readyz. Serve it with
+    ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
     structured access logs.
     """
     if auth_token is not None and not auth_token.strip():
@@ -58,6 +62,7 @@ def create_app(
     app[AUTH_TOKEN] = None if auth_token is None else auth_token.strip().encode("utf-8")
     app[MAX_WAIT] = float(max_wait)
     app[OPENAPI_DOCUMENT] = openapi_document()
+    app[FLINK_STATUS] = flink_status
     app.add_routes(jobs.routes)
     app.add_routes(taskmanagers.routes)
     app.add_routes(operations.routes)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from rmd.api.ports import Engine
+from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
 
-__all__ = ["AUTH_TOKEN", "ENGINE", "MAX_WAIT", "METRICS", "OPENAPI_DOCUMENT"]
+__all__ = ["AUTH_TOKEN", "ENGINE", "FLINK_STATUS", "MAX_WAIT", "METRICS", "OPENAPI_DOCUMENT"]
 
 ENGINE = web.AppKey("rmd_engine", Engine)
 METRICS = web.AppKey("rmd_metrics", RmdMetrics)
@@ -17,3 +20,5 @@ AUTH_TOKEN: web.AppKey[bytes | None] = web.AppKey("rmd_auth_token")
 MAX_WAIT = web.AppKey("rmd_max_wait", float)
 # The OpenAPI document as served (bytes of rmd/api/openapi.json).
 OPENAPI_DOCUMENT = web.AppKey("rmd_openapi_document", bytes)
+# How the Flink follower does (rmd.flink.rest-url), shown by /readyz; None = not following.
+FLINK_STATUS: web.AppKey[Callable[[], FollowerStatus] | None] = web.AppKey("rmd_flink_status")

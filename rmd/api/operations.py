@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rmd.api import serialize
-from rmd.api.keys import ENGINE, OPENAPI_DOCUMENT
+from rmd.api.keys import ENGINE, FLINK_STATUS, OPENAPI_DOCUMENT
 from rmd.api.problems import NOT_READY, ProblemError
 from rmd.api.responses import json_ok
 
@@ -28,7 +28,13 @@ async def readyz(request: web.Request) -> web.Response:
             "shortly; if it stays unready, check the daemon's log for Kubernetes API errors.",
             headers={"Retry-After": "1"},
         )
-    return json_ok({"status": "ready"})
+    body: dict[str, object] = {"status": "ready"}
+    flink_status = request.app[FLINK_STATUS]
+    if flink_status is not None:
+        # Ready even while Flink cannot be read: the TaskManagers still need rmd (and the
+        # last demand is kept); the detail says what rmd does meanwhile.
+        body["flink"] = flink_status().as_json()
+    return json_ok(body)
 
 
 @routes.get("/v1/status")

@@ -1,9 +1,12 @@
-"""Parsers of the daemon's own values: names, the image, the port, the agent's command.
+"""Parsers of the daemon's own values: names, the image, the port, the agent's command, the
+Flink REST endpoint it follows.
 
 Each raises ValueError with what is wrong and what is expected (see :mod:`rmd.config.parsers`).
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from rmd.config.names import is_dns1035_label, is_dns1123_label, is_dns1123_subdomain
 from rmd.config.parsers import OBJECT_NAME_CHARACTERS, integer, optional_text, require_name
@@ -13,6 +16,7 @@ MAX_CLUSTER_ID_LENGTH = 45  # Flink's limit: pod names get "-taskmanager-<a>-<i>
 DEFAULT_IMAGE = "apache/flink:1.20"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_LEVEL_ALIASES = {"warn": "warning"}
+FLINK_REST_URL_EXAMPLE = "http://localhost:8081"
 
 _port = integer(min_value=1, max_value=65535)
 
@@ -78,3 +82,23 @@ def agent_command(raw: str) -> tuple[str, ...]:
     if not command:
         raise ValueError("is empty; expected the agent's command, e.g. 'rmd;taskmanager'")
     return command
+
+
+def flink_rest_url(raw: str) -> str | None:
+    """``rmd.flink.rest-url``: the JobManager's REST endpoint, an http(s) URL without a trailing
+    slash; blank is None (not following Flink)."""
+    value = optional_text(raw)
+    if value is None:
+        return None
+    example = FLINK_REST_URL_EXAMPLE
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"'{value}' is not an http(s) URL; expected the JobManager's REST endpoint, "
+            f"e.g. '{example}'"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"'{value}' has an invalid port; expected e.g. '{example}'") from None
+    return value.rstrip("/")

@@ -141,6 +141,25 @@ LOG_LEVEL = ConfigOption(
     default="info",
     meaning="`debug`, `info`, `warning`, `error`",
 )
+FLINK_REST_URL = ConfigOption(
+    key="rmd.flink.rest-url",
+    parse=daemon.flink_rest_url,
+    meaning="Flink JobManager REST endpoint to follow (in the JobManager pod "
+    "`http://localhost:8081`); see below",
+)
+FLINK_POLL_INTERVAL = ConfigOption(
+    key="rmd.flink.poll-interval",
+    parse=positive_duration,
+    default="2 s",
+    meaning="how often rmd reads Flink's jobs and TaskManagers (backoff with jitter after "
+    "failures, up to 30 s)",
+)
+FLINK_REQUEST_TIMEOUT = ConfigOption(
+    key="rmd.flink.request-timeout",
+    parse=positive_duration,
+    default="5 s",
+    meaning="timeout of one request to Flink's REST API",
+)
 
 # ---------------------------------------------------------------------------- the TaskManager pod
 
@@ -335,6 +354,9 @@ DAEMON_OPTIONS: tuple[OptionKey, ...] = (
     RESYNC_INTERVAL,
     REQUEST_TIMEOUT,
     LOG_LEVEL,
+    FLINK_REST_URL,
+    FLINK_POLL_INTERVAL,
+    FLINK_REQUEST_TIMEOUT,
 )
 POD_OPTIONS: tuple[OptionKey, ...] = (
     IMAGE,

@@ -70,6 +70,9 @@ class RmdSettings:
     log_level: str = _read(opt.LOG_LEVEL)
     agent_command: tuple[str, ...] = _read(opt.AGENT_COMMAND)
     supervise_flink: bool = _read(opt.SUPERVISE_FLINK)
+    flink_rest_url: str | None = _read_optional(opt.FLINK_REST_URL)  # None: demand only over HTTP
+    flink_poll_interval: float = _read(opt.FLINK_POLL_INTERVAL)
+    flink_request_timeout: float = _read(opt.FLINK_REQUEST_TIMEOUT)
 
     def __post_init__(self) -> None:
         # Derived defaults, so that RmdSettings(cluster_id="x") in code means what the same
@@ -139,6 +142,8 @@ _DURATION_FIELDS = frozenset(
         "heartbeat_interval",
         "watch_resync_interval",
         "api_request_timeout",
+        "flink_poll_interval",
+        "flink_request_timeout",
     }
 )
 

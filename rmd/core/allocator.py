@@ -7,7 +7,9 @@ carry out and notices for logs and metrics. After every event the allocator reco
 
 1. allocate free slots of registered TaskManagers to waiting demand (jobs first-come
    first-served, slots packed onto the busiest TaskManagers so the others stay idle);
-2. release TaskManagers idle for ``idle_timeout`` that no demand or spare needs;
+2. release TaskManagers idle for ``idle_timeout`` that no demand or spare needs (with an
+   external usage source, e.g. Flink's REST API, only once it too has reported them idle for
+   ``idle_timeout``: see :meth:`Allocator.observe_external_usage`);
 3. cancel pods on their way that demand no longer needs (unscheduled first, newest first);
 4. create the pods still missing, within ``max_slots``, ``max_pending_creates`` and the
    start-failure rate limit (:mod:`rmd.core.ratelimit`).
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rmd.core import placement
 from rmd.core.allocator_settings import AllocatorSettings
@@ -142,6 +144,33 @@ class Allocator:
         if self._lifecycle.deregister(taskmanager_id, out):
             self._reconcile(out)
         return out
+
+    # ------------------------------------------------------------------ external usage
+
+    def observe_external_usage(self, busy: Mapping[str, bool]) -> list[Action]:
+        """A full report of the external usage source: TaskManager id -> busy.
+
+        Only with ``external_usage_gate``. A registered TaskManager's release timer runs from
+        the later of "no slot allocated here" and "reported idle without a break since"; a
+        busy report stops it, and a TaskManager missing from the report counts as unknown (no
+        timer). Ids the allocator does not know are ignored.
+        """
+        self._require_gate()
+        self._lifecycle.observe_external_usage(busy)
+        out: list[Action] = []
+        self._reconcile(out)
+        return out
+
+    def external_usage_unknown(self) -> list[Action]:
+        """The external usage source cannot be read: every release timer stops until it
+        reports again (and then starts from that report)."""
+        self._require_gate()
+        self._lifecycle.external_usage_unknown()
+        return []
+
+    def _require_gate(self) -> None:
+        if not self._settings.external_usage_gate:
+            raise RuntimeError("external usage reports need AllocatorSettings.external_usage_gate")
 
     # ------------------------------------------------------------------ Kubernetes side
 
@@ -308,11 +337,7 @@ class Allocator:
 
         # Idle TaskManagers past their timeout go, unless demand or the spares need them.
         idle_due = sorted(
-            (
-                tm
-                for tm in registered
-                if tm.idle_since is not None and tm.idle_since + self._settings.idle_timeout <= now
-            ),
+            (tm for tm in registered if self._lifecycle.idle_due(tm, now=now)),
             key=lambda tm: (tm.idle_since, tm.order),
         )
         for tm in idle_due:

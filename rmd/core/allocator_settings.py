@@ -23,6 +23,9 @@ class AllocatorSettings:
     # after a backoff growing from create_retry_base to create_retry_max seconds (jittered).
     create_retry_base: float = 1.0
     create_retry_max: float = 10.0
+    # An external usage source (Flink's REST API) has the last word on idleness: an idle
+    # TaskManager is released only after it has also reported it idle for idle_timeout.
+    external_usage_gate: bool = False
 
     def __post_init__(self) -> None:
         problems = []

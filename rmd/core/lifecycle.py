@@ -5,11 +5,13 @@ releasing → gone, and the transitions between its states.
 and the timeouts, and carries out the transitions that the allocator and the
 :class:`~rmd.core.podtracker.PodTracker` decide: release a TaskManager (delete its pod), lose
 one (its slots back to demand, a start failure if it never registered). It owns the
-start-failure rate limit. It never decides how many TaskManagers there should be: that is
+start-failure rate limit and the idle timer: with ``external_usage_gate`` that timer also
+waits for the external usage source (Flink's view of which TaskManagers are idle) to report
+a TaskManager idle. It never decides how many TaskManagers there should be: that is
 :class:`rmd.core.allocator.Allocator`'s reconciliation, which runs after every event method
 here that returns True (something changed).
 
-Every method appends the actions it takes to ``out``.
+Every method that takes ``out`` appends the actions it takes to it.
 """
 
 from __future__ import annotations
@@ -133,6 +135,42 @@ class TaskManagerLifecycle:
         self.release(tm, ReleaseReason.DEREGISTERED, out)
         return True
 
+    # ------------------------------------------------------------------ external usage
+
+    def observe_external_usage(self, busy: Mapping[str, bool]) -> None:
+        """A full report of the external usage source: TaskManager id -> busy. A registered
+        TaskManager reported idle keeps the time of the first such report in a row; a busy
+        report, or no word on it, stops its idle timer. Ids not registered here are ignored."""
+        now = self._clock.monotonic()
+        for tm in self._taskmanagers.in_states(TaskManagerState.REGISTERED):
+            if busy.get(tm.name, True):
+                tm.set_externally_idle(None)
+            elif tm.externally_idle_since is None:
+                tm.set_externally_idle(now)
+
+    def external_usage_unknown(self) -> None:
+        """The external usage source cannot be read: every idle timer stops until it reports
+        again (and then starts from that report)."""
+        for tm in self._taskmanagers.in_states(TaskManagerState.REGISTERED):
+            tm.set_externally_idle(None)
+
+    def idle_release_at(self, tm: TaskManagerRecord) -> float | None:
+        """When an idle TaskManager may be released: ``idle_timeout`` after it became idle to
+        rmd or, with ``external_usage_gate``, after the later of that and the first of the
+        external source's unbroken idle reports. None while it is not idle (to either)."""
+        if tm.idle_since is None:
+            return None
+        start = tm.idle_since
+        if self._settings.external_usage_gate:
+            if tm.externally_idle_since is None:
+                return None
+            start = max(start, tm.externally_idle_since)
+        return start + self._settings.idle_timeout
+
+    def idle_due(self, tm: TaskManagerRecord, *, now: float) -> bool:
+        release_at = self.idle_release_at(tm)
+        return release_at is not None and release_at <= now
+
     # ------------------------------------------------------------------ time
 
     def fire_timeouts(self, out: list[Action]) -> None:
@@ -177,8 +215,9 @@ class TaskManagerLifecycle:
             elif tm.is_registered:
                 if tm.last_heartbeat is not None:
                     deadlines.append(tm.last_heartbeat + settings.heartbeat_timeout)
-                if tm.idle_since is not None and not tm.idle_checked:
-                    deadlines.append(tm.idle_since + settings.idle_timeout)
+                release_at = self.idle_release_at(tm)
+                if release_at is not None and not tm.idle_checked:
+                    deadlines.append(release_at)
         limiter_deadline = self.limiter.next_deadline(self._clock.monotonic())
         if limiter_deadline is not None:
             deadlines.append(limiter_deadline)

@@ -58,6 +58,9 @@ class TaskManagerRecord:
     idle_since: float | None = None  # monotonic; registered with no allocated slot
     idle_since_wall: float | None = None
     idle_checked: bool = False  # idle deadline passed and the TaskManager was kept
+    # Monotonic: since when the external usage source (with the gate on) has reported this
+    # TaskManager idle without a break; None = busy or unknown.
+    externally_idle_since: float | None = None
     last_heartbeat: float | None = None
     pod_phase: str | None = None
     node_name: str | None = None
@@ -117,6 +120,13 @@ class TaskManagerRecord:
     def stop_idling(self) -> None:
         self.idle_since = self.idle_since_wall = None
         self.idle_checked = False
+
+    def set_externally_idle(self, since: float | None) -> None:
+        """Since when the external usage source has reported this TaskManager idle without a
+        break (monotonic); None: busy or unknown. A change is a new deadline, checked again."""
+        if self.externally_idle_since != since:
+            self.externally_idle_since = since
+            self.idle_checked = False
 
 
 @dataclass(eq=False, kw_only=True)

@@ -212,10 +212,12 @@ def jobmanager_configuration(
     ports: Mapping[str, int],
     scheduler: Scheduler,
     extra: Mapping[str, str],
+    follow_flink: bool = False,
 ) -> dict[str, str]:
     """The shared config.yaml of the JobManager pod: Flink's stock JVM options, small memory,
     loopback addresses, free ports, the chosen scheduler, a fixed-delay restart strategy, and
-    rmd's keys for TaskManager pods that run real Flink under the node emulator."""
+    rmd's keys for TaskManager pods that run real Flink under the node emulator; with
+    ``follow_flink``, ``rmd.flink.rest-url`` pointing at this JobManager's REST API."""
     stock = parse_config_yaml((flink.home / "conf" / "config.yaml").read_text())
     values = {
         "env.java.opts.all": stock.get("env.java.opts.all", ""),
@@ -249,6 +251,8 @@ def jobmanager_configuration(
         "rmd.taskmanager.supervise-flink": "true",
         "rmd.kubernetes.resync-interval": "30 s",
     }
+    if follow_flink:
+        values["rmd.flink.rest-url"] = f"http://127.0.0.1:{ports['rest']}"
     values.update(extra)
     return values
 
@@ -337,12 +341,15 @@ async def flink_jobmanager(
     extra: Mapping[str, str] | None = None,
     daemon_kubeconfig: Path | None = None,
     timeout: float = STARTUP_TIMEOUT,
+    follow_flink: bool = False,
 ) -> AsyncIterator[FlinkJobManager]:
     """A JobManager pod as local processes: Flink's JobManager and ``rmd daemon``.
 
-    ``extra`` overrides configuration keys; ``daemon_kubeconfig`` is the daemon's identity
-    (default ``kubeconfig``, the admin one). The JobManager Deployment ``cluster_id`` is
-    created first (``kubeconfig``'s identity) so pods and ConfigMap get their owner.
+    ``extra`` overrides configuration keys; ``follow_flink``: the daemon follows this
+    JobManager's REST API (``rmd.flink.rest-url``); ``daemon_kubeconfig`` is the daemon's
+    identity (default ``kubeconfig``, the admin one). The JobManager Deployment
+    ``cluster_id`` is created first (``kubeconfig``'s identity) so pods and ConfigMap get
+    their owner.
     """
     conf_dir = work_dir / "conf"
     ports = {name: free_port() for name in ("rpc", "blob", "rest", "daemon")}
@@ -354,6 +361,7 @@ async def flink_jobmanager(
         ports=ports,
         scheduler=scheduler,
         extra=extra or {},
+        follow_flink=follow_flink,
     )
     await asyncio.to_thread(_write_conf_dir, conf_dir, flink=flink, values=values)
     await create_jobmanager_deployment(kube_api, namespace=namespace, name=cluster_id)

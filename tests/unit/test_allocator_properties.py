@@ -3,7 +3,9 @@
 A tiny simulated edge plays Kubernetes and the TaskManagers: it carries out CreatePod (the
 create later succeeds or fails) and DeletePod (the pod goes, and the watch reports it),
 schedules pods, crashes them, deletes them behind the daemon's back, registers TaskManagers,
-sends heartbeats and goodbyes, lists everything (resync), and moves a manual clock.
+sends heartbeats and goodbyes, lists everything (resync), and moves a manual clock. With the
+release gate on it also plays Flink's view of TaskManager usage: random reports of which
+TaskManagers are busy or idle, and outages of the source.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ RELEASING = TaskManagerState.RELEASING
 COMING = (TaskManagerState.REQUESTED, TaskManagerState.PENDING)
 EPSILON = 1e-6
 DELETIONS = (LossReason.POD_DELETED, LossReason.POD_MISSING)
+# What the external usage source says of one registered TaskManager in a report.
+USAGE_WORDS = ("as rmd sees it", "idle", "busy", "missing")
 
 
 class AllocatorMachine(RuleBasedStateMachine):
@@ -69,6 +73,9 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.may_resend: set[str] = set()
         self.careful = False  # the failure limit tripped since the last registration
         self.orphans = 0
+        # With the release gate: registered TaskManager -> wall time since which the external
+        # usage source has reported it idle without a break (busy, missing or unknown: absent).
+        self.externally_idle_since: dict[str, float] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -79,6 +86,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         max_pending=st.one_of(st.none(), st.integers(1, 3)),
         limit=st.integers(1, 5),
         retry=st.sampled_from([1.0, 3.0]),
+        gate=st.booleans(),
     )
     def setup(
         self,
@@ -88,6 +96,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         max_pending: int | None,
         limit: int,
         retry: float,
+        gate: bool,
     ) -> None:
         self.config = AllocatorSettings(
             cluster_id=CLUSTER,
@@ -100,6 +109,7 @@ class AllocatorMachine(RuleBasedStateMachine):
             max_slots=max_slots,
             redundant_taskmanagers=redundant,
             max_pending_creates=max_pending,
+            external_usage_gate=gate,
         )
         self.allocator = Allocator(self.config, clock=self.clock)
 
@@ -161,6 +171,13 @@ class AllocatorMachine(RuleBasedStateMachine):
         assert view.idle_since is not None
         idle_for = self.clock.wall() - view.idle_since
         assert idle_for >= self.config.idle_timeout - EPSILON, f"released after {idle_for} s"
+        if self.config.external_usage_gate:
+            # Never released while the source last said busy, said nothing, or was unreachable;
+            # and only once it has said idle for the whole timeout.
+            since = self.externally_idle_since.get(view.taskmanager_id)
+            assert since is not None, f"{view.taskmanager_id} released without the source's word"
+            idle_for = self.clock.wall() - since
+            assert idle_for >= self.config.idle_timeout - EPSILON, f"source idle {idle_for} s"
         # What stays free still covers the demand the cap allows plus the spares.
         unmet, spare_slots = self.unmet_and_spares()
         assert self.allocator.status().slots_free >= unmet + spare_slots
@@ -383,6 +400,53 @@ class AllocatorMachine(RuleBasedStateMachine):
         else:
             assert self.allocator.taskmanager_view(name).state is RELEASING
 
+    # ------------------------------------------------------------------ external usage
+
+    @precondition(lambda self: self.config.external_usage_gate)
+    @rule(
+        words=st.lists(st.sampled_from(USAGE_WORDS), min_size=1, max_size=6),
+        stranger=st.booleans(),
+    )
+    def report_external_usage(self, words: list[str], stranger: bool) -> None:
+        """The source reports every TaskManager it knows: busy or idle, as rmd sees it or
+        not (Flink places tasks its own way); some it does not list at all."""
+        report: dict[str, bool] = {}
+        idle_since: dict[str, float] = {}
+        for index, view in enumerate(self.views_in(REGISTERED)):
+            word = words[index % len(words)]
+            if word == "missing":
+                continue
+            busy = bool(view.slots_allocated) if word == "as rmd sees it" else word == "busy"
+            report[view.taskmanager_id] = busy
+            if not busy:
+                since = self.externally_idle_since.get(view.taskmanager_id, self.clock.wall())
+                idle_since[view.taskmanager_id] = since
+        if stranger:
+            report[f"{CLUSTER}-not-ours"] = False  # not rmd's: ignored
+        self.externally_idle_since = idle_since
+        self.call(self.allocator.observe_external_usage, report)
+
+    @precondition(lambda self: self.config.external_usage_gate)
+    @rule(
+        words=st.lists(st.sampled_from(USAGE_WORDS), min_size=1, max_size=6),
+        seconds=st.sampled_from([10.0, 31.0, 61.0]),
+    )
+    def source_polled_while_time_passes(self, words: list[str], seconds: float) -> None:
+        """As the follower does: a report every few seconds while time passes."""
+        while seconds > 0:
+            self.report_external_usage(words, stranger=False)
+            step = min(seconds, 4.0)
+            self.every_taskmanager_heartbeats()
+            self.clock.advance(step)
+            self.call(self.allocator.tick)
+            seconds -= step
+
+    @precondition(lambda self: self.config.external_usage_gate)
+    @rule()
+    def external_usage_unknown(self) -> None:
+        self.externally_idle_since.clear()
+        assert self.call(self.allocator.external_usage_unknown) == []
+
     # ------------------------------------------------------------------ time
 
     @rule(
@@ -524,7 +588,13 @@ class AllocatorMachine(RuleBasedStateMachine):
                 assert view.idle_since is None
                 continue
             assert view.idle_since is not None
-            if self.clock.wall() - view.idle_since >= self.config.idle_timeout + EPSILON:
+            idle_from = view.idle_since
+            if self.config.external_usage_gate:
+                source_idle_since = self.externally_idle_since.get(view.taskmanager_id)
+                if source_idle_since is None:
+                    continue  # busy or unknown to the source: no timer runs
+                idle_from = max(idle_from, source_idle_since)
+            if self.clock.wall() - idle_from >= self.config.idle_timeout + EPSILON:
                 # Overdue: only kept because demand or the spares need its slots.
                 assert status.slots_free - view.slots_total < unmet + spare_slots
 
