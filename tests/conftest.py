@@ -26,6 +26,7 @@ from kubernetes_asyncio import client, config
 from rmd_dev.cluster import ClusterState, Component, port_is_free, process_alive
 from rmd_dev.provision import FlinkInstall
 from tests.support import flink as flink_support
+from tests.support.background import Background
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually
 
@@ -73,6 +74,16 @@ def _devcluster(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=900,
         check=False,
     )
+
+
+@pytest.fixture
+async def background() -> AsyncIterator[Background]:
+    """Start tasks with ``background.start(coro)``; they are cancelled when the test ends."""
+    tasks = Background()
+    try:
+        yield tasks
+    finally:
+        await tasks.close()
 
 
 @pytest.fixture(scope="session")

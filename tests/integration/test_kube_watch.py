@@ -19,7 +19,7 @@ from rmd.retry import Backoff
 from tests.conftest import REQUEST_TIMEOUT, LimitedApiFactory
 from tests.integration.test_kube_pods import SELECTOR, pod_body
 from tests.support.faultproxy import FaultProxy
-from tests.support.waiting import eventually_true
+from tests.support.waiting import eventually_true, within
 from tests.unit.test_reflector import running
 
 pytestmark = pytest.mark.integration
@@ -391,7 +391,7 @@ async def test_resync_now_returns_after_a_new_snapshot(
     async with running(make_watcher(kube_api, namespace, recorder)) as watcher:
         assert await watcher.wait_synced(WAIT)
         await pods.create(pod_body("c1-taskmanager-1-1"))
-        await asyncio.wait_for(watcher.resync_now(), WAIT)
+        await within(watcher.resync_now(), seconds=WAIT, what="the resync")
         assert len(recorder.snapshots) == 2
         assert [o.name for o in recorder.snapshots[1]] == ["c1-taskmanager-1-1"]
 

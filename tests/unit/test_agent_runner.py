@@ -744,7 +744,7 @@ async def test_the_command_line_agent_stops_on_sigterm(
     try:
         await eventually(lambda: ready.exists() and bool(fake.calls_of("PUT")), what="a heartbeat")
         process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), DEADLINE)
+        _, stderr = await within(process.communicate(), seconds=DEADLINE, what="the agent process")
     finally:
         if process.returncode is None:
             process.kill()

@@ -10,6 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from rmd.core.model import CreatePod
+from tests.support.background import Background
+from tests.support.waiting import within
 from tests.unit.api_fake_engine import InMemoryEngine, make_app, make_engine
 
 JOB_FIELDS = {
@@ -147,18 +149,18 @@ async def test_slot_cap_leaves_job_unfulfilled_with_a_reason(
 
 
 async def test_long_poll_answers_as_soon_as_the_job_is_fulfilled(
-    client: TestClient[Any, Any], engine: InMemoryEngine
+    client: TestClient[Any, Any], engine: InMemoryEngine, background: Background
 ) -> None:
     await client.put("/v1/jobs/j1/requirements", json={"slots": 2})
     loop = asyncio.get_running_loop()
     started = loop.time()
-    poll = asyncio.create_task(client.get("/v1/jobs/j1", params={"wait": "25"}))
+    poll = background.start(client.get("/v1/jobs/j1", params={"wait": "25"}))
     # The poll is parked: it has not answered while nothing changed.
     done, _ = await asyncio.wait({poll}, timeout=0.2)
     assert not done
 
     await register_all(client, engine)
-    response = await asyncio.wait_for(poll, timeout=10)
+    response = await within(poll, seconds=10, what="the long poll to answer")
 
     assert response.status == 200
     assert (await response.json())["fulfilled"] is True
@@ -181,25 +183,27 @@ async def test_long_poll_runs_out_with_the_current_view(client: TestClient[Any, 
 async def test_long_poll_on_fulfilled_job_answers_at_once(client: TestClient[Any, Any]) -> None:
     await client.put("/v1/jobs/j1/requirements", json={"slots": 0})
 
-    response = await asyncio.wait_for(client.get("/v1/jobs/j1?wait=25"), timeout=5)
+    response = await within(client.get("/v1/jobs/j1?wait=25"), seconds=5, what="the answer")
 
     assert (await response.json())["fulfilled"] is True
 
 
 async def test_long_poll_on_unknown_job_is_404_at_once(client: TestClient[Any, Any]) -> None:
-    response = await asyncio.wait_for(client.get("/v1/jobs/ghost?wait=25"), timeout=5)
+    response = await within(client.get("/v1/jobs/ghost?wait=25"), seconds=5, what="the answer")
 
     assert response.status == 404
 
 
-async def test_long_poll_of_a_job_deleted_meanwhile_is_404(client: TestClient[Any, Any]) -> None:
+async def test_long_poll_of_a_job_deleted_meanwhile_is_404(
+    client: TestClient[Any, Any], background: Background
+) -> None:
     await client.put("/v1/jobs/j1/requirements", json={"slots": 2})
-    poll = asyncio.create_task(client.get("/v1/jobs/j1?wait=25"))
+    poll = background.start(client.get("/v1/jobs/j1?wait=25"))
     done, _ = await asyncio.wait({poll}, timeout=0.2)
     assert not done
 
     assert (await client.delete("/v1/jobs/j1")).status == 204
-    response = await asyncio.wait_for(poll, timeout=10)
+    response = await within(poll, seconds=10, what="the long poll to answer")
 
     assert response.status == 404
 

@@ -29,6 +29,7 @@ from rmd.client import (
     Unauthorized,
     UnexpectedAnswer,
 )
+from tests.support.background import Background
 from tests.support.waiting import eventually_true
 from tests.unit.api_fake_engine import InMemoryEngine, make_engine, make_metrics
 
@@ -100,10 +101,10 @@ async def test_declare_answers_a_typed_job_view(rmd: RmdClient, engine: InMemory
 
 
 async def test_wait_fulfilled_returns_once_the_slots_are_there(
-    rmd: RmdClient, engine: InMemoryEngine
+    rmd: RmdClient, engine: InMemoryEngine, background: Background
 ) -> None:
     await rmd.declare("job-1", 4)
-    waiting = asyncio.create_task(rmd.wait_fulfilled("job-1", timeout=20))
+    waiting = background.start(rmd.wait_fulfilled("job-1", timeout=20))
     await eventually_true(lambda: bool(engine._waiters), what="the long poll is waiting")
     first, second = start_taskmanagers(engine)
 

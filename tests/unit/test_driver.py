@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -20,7 +20,8 @@ from rmd.driver import DaemonEngine
 from rmd.kube.pods import PodCreateError, PodDeleteError
 from rmd.metrics import RmdMetrics
 from rmd.retry import Backoff, Pacing
-from tests.support.waiting import eventually_true
+from tests.support.background import Background
+from tests.support.waiting import eventually_true, within
 
 
 class FakePodGateway:
@@ -44,7 +45,7 @@ class FakePodGateway:
         self.deleted.append(name)
 
 
-def make_engine(
+def build_engine(
     *,
     owner_exists: Callable[[], Awaitable[bool]] | None = None,
     owner_name: str | None = None,
@@ -73,6 +74,26 @@ def make_engine(
     return engine, gateway, metrics
 
 
+EngineFactory = Callable[..., tuple[DaemonEngine, FakePodGateway, RmdMetrics]]
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[EngineFactory]:
+    """Builds engines (see build_engine) and closes each when the test ends, passed or not."""
+    engines: list[DaemonEngine] = []
+
+    def make(**options: Any) -> tuple[DaemonEngine, FakePodGateway, RmdMetrics]:
+        built = build_engine(**options)
+        engines.append(built[0])
+        return built
+
+    try:
+        yield make
+    finally:
+        for engine in engines:
+            await engine.close()
+
+
 def sample(metrics: RmdMetrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
@@ -87,7 +108,7 @@ def states(engine: DaemonEngine) -> dict[str, TaskManagerState]:
     return {v.taskmanager_id: v.state for v in engine.allocator.taskmanager_views()}
 
 
-async def test_creates_are_carried_out_and_reported_back() -> None:
+async def test_creates_are_carried_out_and_reported_back(make_engine: EngineFactory) -> None:
     engine, gateway, metrics = make_engine()
     engine.apply(engine.allocator.declare("j", 4))
     await until(lambda: len(gateway.created) == 2, what="two pods created")
@@ -96,7 +117,9 @@ async def test_creates_are_carried_out_and_reported_back() -> None:
     await engine.close()
 
 
-async def test_a_failed_create_is_a_start_failure_and_is_replaced() -> None:
+async def test_a_failed_create_is_a_start_failure_and_is_replaced(
+    make_engine: EngineFactory,
+) -> None:
     engine, gateway, metrics = make_engine()
     gateway.create_errors.append(
         PodCreateError(
@@ -110,13 +133,15 @@ async def test_a_failed_create_is_a_start_failure_and_is_replaced() -> None:
     await engine.close()
 
 
-async def test_a_create_the_api_server_could_not_take_is_sent_again_not_counted() -> None:
+async def test_a_create_the_api_server_could_not_take_is_sent_again_not_counted(
+    make_engine: EngineFactory, background: Background
+) -> None:
     engine, gateway, metrics = make_engine(create_retry_base=0.01, create_retry_max=0.02)
     gateway.create_errors.append(
         # as the gateway classifies a refused connection (its own from_exception)
         PodCreateError.from_exception(aiohttp.ClientConnectionError("connection refused"))
     )
-    timers = asyncio.create_task(engine.run_timers())
+    timers = background.start(engine.run_timers())
     try:
         engine.apply(engine.allocator.declare("j", 2))
         await until(lambda: bool(gateway.created), what="the create sent again")
@@ -128,7 +153,7 @@ async def test_a_create_the_api_server_could_not_take_is_sent_again_not_counted(
         await engine.close()
 
 
-async def test_a_failed_delete_is_tried_again_until_it_succeeds() -> None:
+async def test_a_failed_delete_is_tried_again_until_it_succeeds(make_engine: EngineFactory) -> None:
     engine, gateway, metrics = make_engine()
     engine.apply(engine.allocator.declare("j", 2))
     await until(lambda: bool(gateway.created), what="pod created")
@@ -143,10 +168,12 @@ async def test_a_failed_delete_is_tried_again_until_it_succeeds() -> None:
     await engine.close()
 
 
-async def test_wait_for_wakes_on_the_change_that_makes_it_true() -> None:
+async def test_wait_for_wakes_on_the_change_that_makes_it_true(
+    make_engine: EngineFactory, background: Background
+) -> None:
     engine, _, _ = make_engine()
     engine.apply(engine.allocator.declare("j", 2))
-    waiter = asyncio.create_task(
+    waiter = background.start(
         engine.wait_for(lambda: engine.allocator.job_view("j").fulfilled, timeout=5)
     )
     await until(lambda: bool(states(engine)), what="TaskManager requested")
@@ -154,14 +181,16 @@ async def test_wait_for_wakes_on_the_change_that_makes_it_true() -> None:
     engine.apply(engine.allocator.pod_observed(PodObservation(name, "Running", "n", "127.1.0.1")))
     assert not waiter.done()
     engine.apply(engine.allocator.register(name, address="127.1.0.1:6122", slots=2))
-    assert await asyncio.wait_for(waiter, 1) is True
+    assert await within(waiter, seconds=1, what="the waiter to wake") is True
     assert await engine.wait_for(lambda: False, timeout=0.05) is False
     await engine.close()
 
 
-async def test_timers_release_an_idle_taskmanager_at_the_timeout() -> None:
+async def test_timers_release_an_idle_taskmanager_at_the_timeout(
+    make_engine: EngineFactory, background: Background
+) -> None:
     engine, gateway, _ = make_engine(idle_timeout=0.2)
-    timers = asyncio.create_task(engine.run_timers())
+    timers = background.start(engine.run_timers())
     try:
         engine.apply(engine.allocator.declare("j", 2))
         await until(lambda: bool(gateway.created), what="pod created")
@@ -177,7 +206,7 @@ async def test_timers_release_an_idle_taskmanager_at_the_timeout() -> None:
         await engine.close()
 
 
-async def test_ready_only_after_adoption_and_a_synced_watch() -> None:
+async def test_ready_only_after_adoption_and_a_synced_watch(make_engine: EngineFactory) -> None:
     engine, _, _ = make_engine()
     synced = False
     engine.set_watch_synced_probe(lambda: synced)
@@ -193,12 +222,12 @@ async def test_ready_only_after_adoption_and_a_synced_watch() -> None:
 
 
 @pytest.mark.parametrize("during", ["create"])
-async def test_close_cancels_work_in_flight(during: str) -> None:
+async def test_close_cancels_work_in_flight(during: str, make_engine: EngineFactory) -> None:
     engine, gateway, _ = make_engine()
     gateway.hold_creates.clear()
     engine.apply(engine.allocator.declare("j", 2))
     await asyncio.sleep(0)  # the create task starts and blocks in the gateway
-    await asyncio.wait_for(engine.close(), 1)
+    await within(engine.close(), seconds=1, what="the engine to close")
     assert gateway.created == []
     engine.apply(engine.allocator.declare("j", 4))  # after close: nothing is started
     gateway.hold_creates.set()
@@ -206,7 +235,9 @@ async def test_close_cancels_work_in_flight(during: str) -> None:
     assert gateway.created == []
 
 
-async def test_timers_stop_when_cancelled_just_as_state_changes() -> None:
+async def test_timers_stop_when_cancelled_just_as_state_changes(
+    make_engine: EngineFactory, background: Background
+) -> None:
     """A cancellation that lands right as the timer task is woken must not be lost (Python
     3.11's asyncio.wait_for swallows it then; the daemon hung on shutdown that way)."""
     engine, gateway, _ = make_engine()
@@ -214,7 +245,7 @@ async def test_timers_stop_when_cancelled_just_as_state_changes() -> None:
     engine.apply(engine.allocator.declare("j", 2))  # a registration deadline: timers wait on it
     assert engine.allocator.next_deadline() is not None
     for wake_steps in range(4):
-        timers = asyncio.create_task(engine.run_timers())
+        timers = background.start(engine.run_timers())
         for _ in range(3):
             await asyncio.sleep(0)  # the timer task is now waiting for a change
         engine.apply([])  # a change wakes it ...
@@ -226,7 +257,9 @@ async def test_timers_stop_when_cancelled_just_as_state_changes() -> None:
     await engine.close()
 
 
-async def test_a_list_sent_before_a_create_was_answered_does_not_lose_the_pod() -> None:
+async def test_a_list_sent_before_a_create_was_answered_does_not_lose_the_pod(
+    make_engine: EngineFactory,
+) -> None:
     engine, gateway, _ = make_engine()
     engine.on_snapshot([])  # adopted: nothing there yet
     gateway.hold_creates.clear()
@@ -242,7 +275,9 @@ async def test_a_list_sent_before_a_create_was_answered_does_not_lose_the_pod() 
     await engine.close()
 
 
-async def test_once_the_owner_deployment_is_gone_no_more_pods_are_created() -> None:
+async def test_once_the_owner_deployment_is_gone_no_more_pods_are_created(
+    make_engine: EngineFactory,
+) -> None:
     """Pods deleted from outside make the engine ask whether the JobManager Deployment still
     exists; when it does not, replacements would be garbage-collected at once (an endless
     create/collect loop), so creates stop and count as start failures."""
