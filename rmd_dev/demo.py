@@ -84,6 +84,7 @@ class Step:
     number: int
     name: str
     ok: bool = False
+    stopped: bool = False  # interrupted by SIGTERM or Ctrl-C
     at: float = 0.0  # seconds since the demo started, when it ended
     seconds: float = 0.0
     detail: str = ""
@@ -115,6 +116,12 @@ class Story:
             record.ok = True
         except (StepFailed, KubectlError, FlinkRestError, aiohttp.ClientError) as exc:
             record.detail = str(exc) or type(exc).__name__
+        except asyncio.CancelledError:
+            record.stopped = True
+            record.seconds = time.monotonic() - began
+            record.at = self.elapsed()
+            self.say(f"STOPPED step {record.number}: {name} (SIGTERM or Ctrl-C)")
+            raise
         record.seconds = time.monotonic() - began
         record.at = self.elapsed()
         verdict = "PASS" if record.ok else "FAIL"
@@ -472,7 +479,7 @@ def summary(story: Story) -> None:
         if s is None:
             print(f"  {number:>2}  {'(not reached)':<68}{'-':<8}")
             continue
-        result = "PASS" if s.ok else "FAIL"
+        result = "PASS" if s.ok else "STOPPED" if s.stopped else "FAIL"
         print(f"  {s.number:>2}  {s.name:<68}{result:<8}{s.at:>7.1f}s{s.seconds:>7.1f}s")
 
 
