@@ -263,11 +263,20 @@ async def play(story: Story, cluster: Cluster, jar: Path) -> None:
         return f"{seen} ({SLOTS_PER_TASKMANAGER} slots each)"
 
     async def registered() -> str:
-        async def listed() -> tuple[bool, str]:
-            ids = await cluster.flink.taskmanager_ids()
-            return ids == pods, f"Flink /taskmanagers: {', '.join(ids) or 'none'}"
+        nonlocal pods
 
-        return await story.until("Flink TaskManagers", listed, timeout=JVM_TIMEOUT, alive=alive)
+        async def listed() -> tuple[bool, str]:
+            alive_pods, going = await cluster.pods()
+            ids = await cluster.flink.taskmanager_ids()
+            text = f"pods: {', '.join(alive_pods) or 'none'}"
+            if going:
+                text += f" (deleting: {', '.join(going)})"
+            text += f"; Flink /taskmanagers: {', '.join(ids) or 'none'}"
+            return len(ids) == TASKMANAGERS and ids == alive_pods, text
+
+        seen = await story.until("Flink TaskManagers", listed, timeout=JVM_TIMEOUT, alive=alive)
+        pods = await cluster.flink.taskmanager_ids()
+        return seen
 
     async def running() -> str:
         return await story.until(
@@ -542,14 +551,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     work_dir = Path(tempfile.mkdtemp(prefix="rmd-demo-"))
+    code: int | None = 1
     try:
         code = run_cancellable(run_demo(work_dir))
     except KeyboardInterrupt:
         print("demo stopped by Ctrl-C; what it started has been stopped", file=sys.stderr)
-        return SIGINT_EXIT_CODE
+        code = SIGINT_EXIT_CODE
     finally:
-        if args.keep:
-            print(f"work directory kept: {work_dir}")
+        if args.keep or code == 1:  # a failed run keeps its logs
+            print(f"work directory kept (logs): {work_dir}")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
     if code is None:

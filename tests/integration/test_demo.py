@@ -41,10 +41,10 @@ async def test_the_real_demo_passes_every_step_and_leaves_nothing_behind() -> No
     # What the steps saw: Flink's TaskManagers are the pods rmd created, all 8 tasks
     # (2 operators x parallelism 4) ran on them, the deleted pod was replaced and the job
     # restarted, and the idle release came after the 5 s timeout.
-    created = re.search(r"PASS step 3: rmd creates TaskManager pods — pods: (\S+), (\S+) ", out)
-    assert created is not None, out
-    pods = sorted(created.groups())
-    assert f"Flink /taskmanagers: {pods[0]}, {pods[1]}" in out
+    registered = re.search(r"PASS step 4: .* pods: (\S+), (\S+); Flink /taskmanagers: (.*) \(", out)
+    assert registered is not None, out
+    pods = sorted(registered.groups()[:2])
+    assert registered.group(3) == f"{pods[0]}, {pods[1]}"
     assert re.search(r"PASS step 5: .*tasks 8 RUNNING; running on ", out)
     assert f"delete pod {pods[1]} --wait=false" in out
     assert re.search(rf"PASS step 6: .*{pods[1]} gone from Flink; .*numRestarts [1-9]", out)
