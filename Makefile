@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv test unit integration lint typecheck demo dev-cluster-up dev-cluster-down bench config-docs clean
+.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench config-docs clean
 
 all: test
 
@@ -39,8 +39,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The real story: Flink's JobManager + rmd daemon as local processes, real TaskManager pods, a
+# parallelism-4 job, a pod deleted with kubectl, a cancel, the idle release (about a minute).
 demo: provision
 	$(BIN)/python -m rmd_dev.demo
+
+# The quick simulated story: rmd's HTTP API played as a JobMaster, agents without Flink.
+demo-sim: provision
+	$(BIN)/python -m rmd_dev.demo_sim
 
 dev-cluster-up: provision
 	$(BIN)/rmd dev-cluster up

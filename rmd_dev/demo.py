@@ -1,25 +1,32 @@
-"""``make demo``: the whole story, end to end, on the embedded local control plane.
+"""``make demo``: the real story, end to end, on the embedded local control plane.
 
-It starts a real control plane with emulated nodes, a JobManager Deployment (the owner of
-every TaskManager pod), the daemon as a separate process, and then plays a JobMaster:
+A real Flink JobManager and the rmd daemon run as local processes beside a real local control
+plane (as the JobManager pod would run them); the daemon follows Flink's REST API. Then:
 
-1. job A declares 8 slots (4 per TaskManager) → 2 pods → registered → fulfilled;
-2. job B declares 4 slots → 1 more pod → fulfilled;
-3. one of B's TaskManager pods is deleted with kubectl → a replacement registers, B is whole;
-4. job A finishes (DELETE) → its TaskManagers are released after the idle timeout.
+1. the cluster and the JobManager pod start, and rmd follows Flink;
+2. a streaming job is submitted to Flink with parallelism 4 → rmd declares 4 slots for it;
+3. rmd creates TaskManager pods (2 slots each → 2 pods);
+4. real Flink TaskManagers in those pods register with Flink (their ids are the pod names);
+5. every task of the job is RUNNING;
+6. a TaskManager pod is deleted with kubectl → Flink loses it and restarts the job
+   (fixed-delay restart strategy);
+7. the job runs again on a replacement pod rmd created;
+8. the job is cancelled → rmd drops its demand;
+9. the TaskManagers are released once Flink and rmd have seen them idle for the idle timeout;
+10. everything the demo started is stopped, and no process of it is left.
 
-Each step is printed as it happens; a summary table and key metrics close the run. The exit
-code is 0 only if every step happened. Everything it started is stopped and removed.
+Each step is printed as it happens — elapsed time, what was observed (pod names, Flink's
+``/taskmanagers`` ids, task states) and PASS or FAIL. The exit code is 0 only if every step
+passed; SIGTERM (exit 143) or Ctrl-C (exit 130) stop everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,335 +38,534 @@ from typing import Any
 
 import aiohttp
 
-from rmd_dev.cluster import ClusterError, ControlPlane, free_port
+from rmd_dev.cluster import ClusterError, ControlPlane
+from rmd_dev.flink.jobjar import compile_rate_job
+from rmd_dev.flink.jobmanager import (
+    FlinkRest,
+    FlinkRestError,
+    JobManagerPorts,
+    LocalJobManager,
+    jobmanager_configuration,
+    task_states,
+    task_total,
+    write_conf_dir,
+)
 from rmd_dev.interrupt import SIGTERM_EXIT_CODE, run_cancellable
+from rmd_dev.kubectl import KubectlError, kubectl
+from rmd_dev.provision import (
+    DEFAULT_FLINK_VERSION,
+    FlinkInstall,
+    PhaseLog,
+    ProvisionError,
+    cache_root,
+    provision_flink,
+)
 
 NAMESPACE = "rmd-demo"
 CLUSTER_ID = "flink-demo"
-SLOTS_PER_TM = 4
+PARALLELISM = 4
+SLOTS_PER_TASKMANAGER = 2
+TASKMANAGERS = PARALLELISM // SLOTS_PER_TASKMANAGER
 IDLE_TIMEOUT = 5.0
-STEP_TIMEOUT = 90.0
+JVM_TIMEOUT = 180.0  # TaskManager JVMs start in 10-20 s on an idle 2-core machine
+STEP_TIMEOUT = 60.0
+POLL = 0.5
+TM_SELECTOR = f"type=flink-native-kubernetes,component=taskmanager,app={CLUSTER_ID}"
+STEPS = 10
+SIGINT_EXIT_CODE = 130
+
+
+class StepFailed(Exception):
+    """A step did not see what it waited for; the message says what it saw instead."""
 
 
 @dataclass
 class Step:
+    number: int
     name: str
     ok: bool = False
+    stopped: bool = False  # interrupted by SIGTERM or Ctrl-C
+    at: float = 0.0  # seconds since the demo started, when it ended
     seconds: float = 0.0
     detail: str = ""
 
 
 @dataclass
-class Demo:
+class Story:
+    """Prints the story as it happens and keeps each step's outcome."""
+
     started: float = field(default_factory=time.monotonic)
     steps: list[Step] = field(default_factory=list)
 
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
     def say(self, text: str) -> None:
-        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+        print(f"[{self.elapsed():6.1f}s] {text}", flush=True)
 
+    async def step(
+        self, name: str, body: Callable[[], Awaitable[str]], *, number: int | None = None
+    ) -> None:
+        """Run one step: PASS with what ``body`` observed, or FAIL (and raise StepFailed)."""
+        record = Step(number or len(self.steps) + 1, name)
+        self.steps.append(record)
+        self.say(f"▶ step {record.number}/{STEPS}: {name}")
+        began = time.monotonic()
+        try:
+            record.detail = await body()
+            record.ok = True
+        except (StepFailed, KubectlError, FlinkRestError, aiohttp.ClientError) as exc:
+            record.detail = str(exc) or type(exc).__name__
+        except asyncio.CancelledError:
+            record.stopped = True
+            record.seconds = time.monotonic() - began
+            record.at = self.elapsed()
+            self.say(f"STOPPED step {record.number}: {name} (SIGTERM or Ctrl-C)")
+            raise
+        record.seconds = time.monotonic() - began
+        record.at = self.elapsed()
+        verdict = "PASS" if record.ok else "FAIL"
+        took = f"{record.seconds:.1f} s"
+        self.say(f"{verdict} step {record.number}: {name} — {record.detail} ({took})")
+        if not record.ok:
+            raise StepFailed(record.detail)
 
-async def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    result = await asyncio.to_thread(
-        subprocess.run,
-        ["kubectl", *args],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
+    async def until(
+        self,
+        what: str,
+        probe: Callable[[], Awaitable[tuple[bool, str]]],
+        *,
+        timeout: float = STEP_TIMEOUT,
+        alive: Callable[[], list[str]] = list,
+    ) -> str:
+        """Poll ``probe`` (done?, what it saw) until done; print each new observation. Fails
+        after ``timeout`` with the last observation, or at once if a process in ``alive()``
+        ended."""
+        deadline = time.monotonic() + timeout
+        seen = ""
+        while True:
+            dead = alive()
+            if dead:
+                raise StepFailed(f"{', '.join(dead)} ended while waiting for {what}")
+            try:
+                done, observed = await probe()
+            except (FlinkRestError, aiohttp.ClientError, KubectlError, TimeoutError) as exc:
+                done, observed = False, f"not answering yet ({str(exc) or type(exc).__name__})"
+            if observed != seen:
+                self.say(f"  · {observed}")
+                seen = observed
+            if done:
+                return observed
+            if time.monotonic() > deadline:
+                raise StepFailed(f"no {what} after {timeout:.0f} s; last seen: {seen}")
+            await asyncio.sleep(POLL)
 
 
 def jobmanager_deployment() -> str:
-    """A JobManager Deployment with no replicas: it only owns the TaskManager pods here."""
+    """The JobManager Deployment with no replicas (its processes run here): the owner of
+    every TaskManager pod and of the flink-config ConfigMap, as on a real cluster."""
+    labels = {"app": CLUSTER_ID, "component": "jobmanager"}
     return json.dumps(
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": CLUSTER_ID, "namespace": NAMESPACE},
+            "metadata": {"name": CLUSTER_ID, "namespace": NAMESPACE, "labels": labels},
             "spec": {
                 "replicas": 0,
-                "selector": {"matchLabels": {"app": CLUSTER_ID, "component": "jobmanager"}},
+                "selector": {"matchLabels": labels},
                 "template": {
-                    "metadata": {"labels": {"app": CLUSTER_ID, "component": "jobmanager"}},
-                    "spec": {"containers": [{"name": "jobmanager", "image": "rmd:demo"}]},
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "flink-main-container", "image": "flink"}]},
                 },
             },
         }
     )
 
 
-async def until(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = STEP_TIMEOUT, what: str
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.2)
+@dataclass
+class Cluster:
+    """What the story looks at: kubectl, Flink's REST API, rmd's HTTP API."""
 
+    kubeconfig: Path
+    jobmanager: LocalJobManager
+    flink: FlinkRest
+    http: aiohttp.ClientSession
 
-class JobMaster:
-    """Speaks the daemon's HTTP API as a Flink JobMaster would."""
+    async def pods(self) -> tuple[list[str], list[str]]:
+        """TaskManager pods as kubectl sees them: (alive, being deleted)."""
+        out = await kubectl(
+            self.kubeconfig, "-n", NAMESPACE, "get", "pods", "-l", TM_SELECTOR, "-o", "json"
+        )
+        items = json.loads(out)["items"]
+        alive = sorted(
+            p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp")
+        )
+        going = sorted(
+            p["metadata"]["name"] for p in items if p["metadata"].get("deletionTimestamp")
+        )
+        return alive, going
 
-    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
-        self.http = http
-        self.url = url
-
-    async def declare(self, job: str, slots: int) -> dict[str, Any]:
-        async with self.http.put(
-            f"{self.url}/v1/jobs/{job}/requirements", json={"slots": slots}
-        ) as resp:
-            resp.raise_for_status()
-            body: dict[str, Any] = await resp.json()
+    async def rmd(self, path: str) -> Any:
+        async with self.http.get(f"{self.jobmanager.daemon_url}{path}") as response:
+            body = await response.json(content_type=None)
+            if response.status != 200:
+                raise StepFailed(f"rmd GET {path}: {response.status} {body}")
             return body
 
-    async def job(self, job: str, *, wait: float = 0.0) -> dict[str, Any]:
-        async with self.http.get(f"{self.url}/v1/jobs/{job}?wait={wait}") as resp:
-            resp.raise_for_status()
-            body: dict[str, Any] = await resp.json()
-            return body
+    async def rmd_jobs(self) -> dict[str, dict[str, Any]]:
+        body = await self.rmd("/v1/jobs")
+        return {str(job["job_id"]): job for job in body["jobs"]}
 
-    async def wait_fulfilled(self, job: str) -> dict[str, Any]:
-        deadline = time.monotonic() + STEP_TIMEOUT
-        while True:
-            view = await self.job(job, wait=min(20.0, max(0.0, deadline - time.monotonic())))
-            if view["fulfilled"]:
-                return view
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job} not fulfilled: {view}")
-
-    async def finish(self, job: str) -> None:
-        async with self.http.delete(f"{self.url}/v1/jobs/{job}") as resp:
-            resp.raise_for_status()
-
-    async def taskmanagers(self) -> list[dict[str, Any]]:
-        async with self.http.get(f"{self.url}/v1/taskmanagers") as resp:
-            resp.raise_for_status()
-            body: dict[str, Any] = await resp.json()
-            tms: list[dict[str, Any]] = body["taskmanagers"]
-            return tms
-
-    async def metrics(self) -> str:
-        async with self.http.get(f"{self.url}/metrics") as resp:
-            return await resp.text()
+    async def tasks(self, job_id: str) -> tuple[bool, str]:
+        """(every task RUNNING?, task states and where the running ones are)."""
+        job = await self.flink.job(job_id)
+        states = task_states(job)
+        total = task_total(job)
+        running = states.get("RUNNING", 0)
+        text = f"job {job['state']}; tasks " + ", ".join(f"{n} {s}" for s, n in states.items())
+        if running:
+            placement = await self.flink.task_placement(job_id)
+            text += "; running on " + ", ".join(f"{tm} x{n}" for tm, n in placement.items())
+        return job["state"] == "RUNNING" and running == total > 0, text
 
 
-async def tm_pods(kubeconfig: Path) -> list[str]:
-    """TaskManager pods alive (not being deleted), as kubectl sees them."""
-    out = await kubectl(
-        kubeconfig,
-        "-n",
-        NAMESPACE,
-        "get",
-        "pods",
-        "-l",
-        f"app={CLUSTER_ID},component=taskmanager",
-        "-o",
-        "json",
-    )
-    items = json.loads(out)["items"]
-    return sorted(
-        p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp")
-    )
+async def play(story: Story, cluster: Cluster, jar: Path) -> None:
+    job_id = ""
+    alive = cluster.jobmanager.exited
+    pods: list[str] = []
+    cancelled_at = 0.0
 
+    async def submit() -> str:
+        nonlocal job_id
+        jar_id = await cluster.flink.upload_jar(jar)
+        job_id = await cluster.flink.submit(jar_id, parallelism=PARALLELISM)
+        story.say(f"  · Flink job {job_id} submitted (POST /jars/{jar_id}/run?parallelism=4)")
 
-async def play(demo: Demo, jm: JobMaster, kubeconfig: Path) -> None:
-    async def step(name: str, body: Callable[[], Awaitable[str]]) -> None:
-        record = Step(name)
-        demo.steps.append(record)
-        demo.say(f"▶ {name}")
-        began = time.monotonic()
-        record.detail = await body()
-        record.seconds = time.monotonic() - began
-        record.ok = True
-        demo.say(f"✔ {name} — {record.detail} ({record.seconds:.1f} s)")
+        async def declared() -> tuple[bool, str]:
+            job = (await cluster.rmd_jobs()).get(job_id)
+            if job is None:
+                return False, "rmd has no demand for it yet"
+            return job["slots_required"] == PARALLELISM, (
+                f"rmd declared {job['slots_required']} slots for {job_id} (from Flink's REST API)"
+            )
 
-    async def job_a() -> str:
-        await jm.declare("job-a", 8)
-        view = await jm.wait_fulfilled("job-a")
-        pods = await tm_pods(kubeconfig)
-        if len(pods) != 2:
-            raise AssertionError(f"expected 2 TaskManager pods, found {pods}")
-        tms = {s["taskmanager_id"] for s in view["slots"]}
-        return f"8/8 slots on {len(tms)} TaskManagers: {', '.join(sorted(tms))}"
+        return await story.until("demand in rmd", declared, alive=alive)
 
-    async def job_b() -> str:
-        await jm.declare("job-b", 4)
-        view = await jm.wait_fulfilled("job-b")
-        pods = await tm_pods(kubeconfig)
-        return f"4/4 slots on {view['slots'][0]['taskmanager_id']}; pods now {len(pods)}"
+    async def pods_created() -> str:
+        nonlocal pods
 
-    async def kill_b() -> str:
-        victim = (await jm.job("job-b"))["slots"][0]["taskmanager_id"]
-        demo.say(f"  kubectl delete pod {victim}")
-        await kubectl(kubeconfig, "-n", NAMESPACE, "delete", "pod", victim, "--wait=false")
+        async def created() -> tuple[bool, str]:
+            alive_pods, _ = await cluster.pods()
+            return len(alive_pods) == TASKMANAGERS, f"pods: {', '.join(alive_pods) or 'none'}"
 
-        async def replaced() -> bool:
-            view = await jm.job("job-b")
-            owners = {s["taskmanager_id"] for s in view["slots"]}
-            return bool(view["fulfilled"]) and victim not in owners
+        seen = await story.until("TaskManager pods", created, alive=alive)
+        pods = (await cluster.pods())[0]
+        return f"{seen} ({SLOTS_PER_TASKMANAGER} slots each)"
 
-        await until(replaced, what="job B whole again on a replacement TaskManager")
-        view = await jm.job("job-b")
-        return f"{victim} replaced by {view['slots'][0]['taskmanager_id']}; B has 4/4 slots"
+    async def registered() -> str:
+        nonlocal pods
 
-    async def finish_a() -> str:
-        held = {s["taskmanager_id"] for s in (await jm.job("job-a"))["slots"]}
-        finished_at = time.monotonic()
-        await jm.finish("job-a")
-        demo.say(f"  job A finished; its TaskManagers idle for {IDLE_TIMEOUT:.0f} s go")
+        async def listed() -> tuple[bool, str]:
+            alive_pods, going = await cluster.pods()
+            ids = await cluster.flink.taskmanager_ids()
+            text = f"pods: {', '.join(alive_pods) or 'none'}"
+            if going:
+                text += f" (deleting: {', '.join(going)})"
+            text += f"; Flink /taskmanagers: {', '.join(ids) or 'none'}"
+            return len(ids) == TASKMANAGERS and ids == alive_pods, text
 
-        async def released() -> bool:
-            return not (held & set(await tm_pods(kubeconfig)))
+        seen = await story.until("Flink TaskManagers", listed, timeout=JVM_TIMEOUT, alive=alive)
+        pods = await cluster.flink.taskmanager_ids()
+        return seen
 
-        await until(released, what="job A's TaskManagers released")
-        return (
-            f"{len(held)} TaskManagers released {time.monotonic() - finished_at:.1f} s after "
-            f"the job finished (idle timeout {IDLE_TIMEOUT:.0f} s)"
+    async def running() -> str:
+        return await story.until(
+            "every task RUNNING", lambda: cluster.tasks(job_id), timeout=JVM_TIMEOUT, alive=alive
         )
 
-    await step("job A declares 8 slots (4 per TaskManager)", job_a)
-    await step("job B declares 4 slots", job_b)
-    await step("a TaskManager pod of job B is deleted with kubectl", kill_b)
-    await step("job A finishes", finish_a)
+    async def delete_pod() -> str:
+        victim = pods[-1]
+        story.say(f"  · kubectl -n {NAMESPACE} delete pod {victim} --wait=false")
+        await kubectl(cluster.kubeconfig, "-n", NAMESPACE, "delete", "pod", victim, "--wait=false")
 
-
-def summary(demo: Demo, tms: Sequence[dict[str, Any]], metrics: str) -> None:
-    print("\nSummary")
-    print(f"  {'STEP':<52}{'RESULT':<8}{'SECONDS':>8}")
-    for s in demo.steps:
-        print(f"  {s.name:<52}{'ok' if s.ok else 'FAILED':<8}{s.seconds:>8.1f}")
-    print("\nTaskManagers now")
-    print(f"  {'ID':<34}{'STATE':<12}{'SLOTS':<8}ADDRESS")
-    for tm in tms:
-        slots = f"{tm['slots_allocated']}/{tm['slots_total']}"
-        print(f"  {tm['taskmanager_id']:<34}{tm['state']:<12}{slots:<8}{tm['address']}")
-    wanted = (
-        "rmd_num_registered_taskmanagers",
-        "rmd_num_pending_taskmanagers",
-        "rmd_task_slots_total",
-        "rmd_task_slots_available",
-        "rmd_pods_created_total",
-        "rmd_pods_deleted_total",
-        "rmd_taskmanagers_lost_total",
-        "rmd_slot_allocation_seconds_count",
-        "rmd_slot_allocation_seconds_sum",
-        "rmd_taskmanager_startup_seconds_count",
-        "rmd_taskmanager_startup_seconds_sum",
-    )
-    print("\nKey metrics")
-    for line in metrics.splitlines():
-        labelled_zero = "{" in line and line.endswith(" 0.0")
-        if line.startswith(wanted) and not labelled_zero:
-            print(f"  {line}")
-
-
-async def run_demo(workdir: Path) -> int:
-    demo = Demo()
-    plane = ControlPlane(workdir / "cluster")
-    daemon: asyncio.subprocess.Process | None = None
-    ok = False
-    try:
-        demo.say("starting the local control plane (the first run builds Kubernetes: minutes)")
-        state = await asyncio.to_thread(plane.up, nodes=2)
-        kubeconfig = Path(state.kubeconfig)
-        demo.say(f"control plane up: {state.server}")
-        await kubectl(kubeconfig, "create", "namespace", NAMESPACE)
-        await kubectl(kubeconfig, "apply", "-f", "-", stdin=jobmanager_deployment())
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        overrides = {
-            "kubernetes.cluster-id": CLUSTER_ID,
-            "kubernetes.namespace": NAMESPACE,
-            "kubernetes.container.image": "rmd-taskmanager:demo",
-            "taskmanager.numberOfTaskSlots": str(SLOTS_PER_TM),
-            "taskmanager.memory.process.size": "512m",
-            "kubernetes.taskmanager.cpu": "0.5",
-            "resourcemanager.taskmanager-timeout": f"{IDLE_TIMEOUT:.0f} s",
-            "heartbeat.interval": "2 s",
-            "rmd.rest.address": "127.0.0.1",
-            "rmd.rest.port": str(port),
-            "rmd.taskmanager.resourcemanager-url": url,
-            "rmd.taskmanager.agent-command": f"{sys.executable};-m;rmd;taskmanager",
-            "rmd.taskmanager.supervise-flink": "false",
-            "kubernetes.taskmanager.annotations": "emulator.rmd.dev/run:process",
-        }
-        conf_dir = workdir / "conf"  # empty: every setting of the demo is on the command line
-        conf_dir.mkdir()
-        argv = [
-            sys.executable,
-            "-m",
-            "rmd",
-            "daemon",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--conf-dir",
-            str(conf_dir),
-        ]
-        for key, value in overrides.items():
-            argv += ["-D", f"{key}={value}"]
-        daemon_log = workdir / "daemon.log"
-        with daemon_log.open("wb") as sink:
-            daemon = await asyncio.create_subprocess_exec(
-                *argv, stdout=sink, stderr=subprocess.STDOUT
+        async def restarted() -> tuple[bool, str]:
+            restarts = await cluster.flink.restarts(job_id)
+            ids = await cluster.flink.taskmanager_ids()
+            job = await cluster.flink.job(job_id)
+            done = restarts >= 1 and victim not in ids
+            return done, (
+                f"Flink job {job['state']}, numRestarts {restarts}; "
+                f"Flink /taskmanagers: {', '.join(ids) or 'none'}"
             )
-        demo.say(f"daemon started on {url} (log: {daemon_log})")
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
 
-            async def ready() -> bool:
-                if daemon is not None and daemon.returncode is not None:
-                    raise RuntimeError(f"the daemon exited; see {daemon_log}")
-                try:
-                    async with http.get(f"{url}/readyz") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientError:
-                    return False
+        seen = await story.until("the job restarting", restarted, alive=alive)
+        return f"{victim} gone from Flink; {seen}"
 
-            await until(ready, timeout=30, what="daemon ready")
-            jm = JobMaster(http, url)
+    async def replaced() -> str:
+        victim = pods[-1]
+
+        async def replacement() -> tuple[bool, str]:
+            alive_pods, going = await cluster.pods()
+            ids = await cluster.flink.taskmanager_ids()
+            new = [p for p in alive_pods if p not in pods]
+            text = f"pods: {', '.join(alive_pods)}"
+            if going:
+                text += f" (deleting: {', '.join(going)})"
+            text += f"; Flink /taskmanagers: {', '.join(ids) or 'none'}"
+            return bool(new) and ids == alive_pods and victim not in ids, text
+
+        await story.until(
+            "a replacement TaskManager", replacement, timeout=JVM_TIMEOUT, alive=alive
+        )
+        new = [p for p in (await cluster.pods())[0] if p not in pods]
+        seen = await story.until(
+            "every task RUNNING again",
+            lambda: cluster.tasks(job_id),
+            timeout=JVM_TIMEOUT,
+            alive=alive,
+        )
+        return f"replacement {', '.join(new)} registered; {seen}"
+
+    async def cancel() -> str:
+        nonlocal cancelled_at
+        cancelled_at = time.monotonic()
+        await cluster.flink.cancel(job_id)
+        story.say(f"  · PATCH /jobs/{job_id}?mode=cancel")
+
+        async def dropped() -> tuple[bool, str]:
+            state = (await cluster.flink.job(job_id))["state"]
+            jobs = await cluster.rmd_jobs()
+            demand = "rmd still has its demand" if job_id in jobs else "rmd dropped its demand"
+            return state == "CANCELED" and job_id not in jobs, f"Flink job {state}; {demand}"
+
+        return await story.until("the job cancelled", dropped, alive=alive)
+
+    async def released() -> str:
+        deleting_at: float | None = None
+
+        async def gone() -> tuple[bool, str]:
+            nonlocal deleting_at
+            alive_pods, going = await cluster.pods()
+            if not alive_pods and deleting_at is None:
+                deleting_at = time.monotonic()
+            ids = await cluster.flink.taskmanager_ids()
+            text = f"pods: {', '.join(alive_pods) or 'none'}"
+            if going:
+                text += f" (deleting: {', '.join(going)})"
+            text += f"; Flink /taskmanagers: {', '.join(ids) or 'none'}"
+            return not alive_pods and not going and not ids, text
+
+        await story.until(
+            "the TaskManagers released", gone, timeout=IDLE_TIMEOUT + STEP_TIMEOUT, alive=alive
+        )
+        gone_after = time.monotonic() - cancelled_at
+        deleted_after = (deleting_at or time.monotonic()) - cancelled_at
+        if deleted_after < IDLE_TIMEOUT:
+            raise StepFailed(
+                f"deleted {deleted_after:.1f} s after the cancel: before the idle timeout"
+            )
+        return (
+            f"every TaskManager pod deleted {deleted_after:.1f} s after the cancel (idle timeout "
+            f"{IDLE_TIMEOUT:.0f} s), gone from Kubernetes and Flink after {gone_after:.1f} s"
+        )
+
+    await story.step(f"submit a streaming job with parallelism {PARALLELISM} to Flink", submit)
+    await story.step("rmd creates TaskManager pods", pods_created)
+    await story.step("real Flink TaskManagers register with Flink", registered)
+    await story.step("every task is RUNNING", running)
+    await story.step(
+        "a TaskManager pod is deleted with kubectl; Flink restarts the job", delete_pod
+    )
+    await story.step("the job runs again on a replacement TaskManager", replaced)
+    await story.step("the job is cancelled", cancel)
+    await story.step("the TaskManagers are released after the idle timeout", released)
+
+
+async def start_cluster(
+    story: Story, *, plane: ControlPlane, flink: FlinkInstall, work_dir: Path
+) -> tuple[Path, LocalJobManager]:
+    """The control plane, the namespace, the JobManager Deployment and the JobManager pod's
+    processes (started; not yet ready)."""
+    state = await asyncio.to_thread(plane.up, nodes=2)
+    kubeconfig = Path(state.kubeconfig)
+    story.say(f"  · control plane up at {state.server}; nodes {', '.join(state.node_names)}")
+    await kubectl(kubeconfig, "create", "namespace", NAMESPACE)
+    await kubectl(kubeconfig, "apply", "-f", "-", stdin=jobmanager_deployment())
+    ports = JobManagerPorts.free()
+    jm_dir = work_dir / "jobmanager"
+    jm_dir.mkdir()
+    values = jobmanager_configuration(
+        flink=flink,
+        cluster_id=CLUSTER_ID,
+        namespace=NAMESPACE,
+        work_dir=jm_dir,
+        ports=ports,
+        extra={
+            "taskmanager.numberOfTaskSlots": str(SLOTS_PER_TASKMANAGER),
+            "resourcemanager.taskmanager-timeout": f"{IDLE_TIMEOUT:.0f} s",
+            "rmd.flink.poll-interval": "500 ms",
+        },
+    )
+    jobmanager = LocalJobManager(flink=flink, work_dir=jm_dir, kubeconfig=kubeconfig, ports=ports)
+    await asyncio.to_thread(write_conf_dir, jobmanager.conf_dir, flink=flink, values=values)
+    await jobmanager.start()
+    story.say(
+        f"  · Flink JobManager and rmd daemon started (logs: {jobmanager.log_path('jobmanager')}, "
+        f"{jobmanager.log_path('daemon')})"
+    )
+    return kubeconfig, jobmanager
+
+
+async def wait_ready(story: Story, cluster: Cluster) -> str:
+    async def ready() -> tuple[bool, str]:
+        overview = await cluster.flink.get("/overview")
+        readyz = await cluster.rmd("/readyz")
+        following = readyz.get("flink", {}).get("state")
+        return following == "following", (
+            f"Flink {overview.get('flink-version', '?')} at {cluster.flink.url}; "
+            f"rmd at {cluster.jobmanager.daemon_url}: {following}"
+        )
+
+    return await story.until(
+        "Flink and rmd ready", ready, timeout=JVM_TIMEOUT, alive=cluster.jobmanager.exited
+    )
+
+
+async def shut_down(
+    story: Story,
+    *,
+    plane: ControlPlane,
+    kubeconfig: Path | None,
+    jobmanager: LocalJobManager | None,
+    work_dir: Path,
+) -> str:
+    """Stop the daemon (no more pods), delete the TaskManager pods (the emulator stops their
+    JVMs), stop Flink's JobManager and the control plane; then check nothing is left."""
+    if jobmanager is not None:
+        await jobmanager.stop("daemon")
+    if kubeconfig is not None and plane.status() is not None:
+        try:
+            await kubectl(
+                kubeconfig,
+                "-n",
+                NAMESPACE,
+                "delete",
+                "pods",
+                "-l",
+                TM_SELECTOR,
+                "--grace-period=10",
+                "--wait=true",
+                "--timeout=50s",
+            )
+        except KubectlError as exc:
+            story.say(f"  · {exc}")
+    if jobmanager is not None:
+        await jobmanager.stop("jobmanager")
+    busy = await asyncio.to_thread(plane.down)
+    left = await asyncio.to_thread(
+        subprocess.run,
+        ["pgrep", "-a", "-f", str(work_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    problems = []
+    if left.stdout.strip():
+        problems.append(f"processes left: {left.stdout.strip()}")
+    if busy:
+        problems.append(f"ports still busy: {busy}")
+    if problems:
+        raise StepFailed("; ".join(problems))
+    return f"no process left (pgrep -f {work_dir}: none); control plane ports free"
+
+
+def summary(story: Story) -> None:
+    print("\nSummary")
+    print(f"  {'#':>2}  {'STEP':<68}{'RESULT':<8}{'AT':>8}{'TOOK':>8}")
+    ran = {s.number: s for s in story.steps}
+    for number in range(1, STEPS + 1):
+        s = ran.get(number)
+        if s is None:
+            print(f"  {number:>2}  {'(not reached)':<68}{'-':<8}")
+            continue
+        result = "PASS" if s.ok else "STOPPED" if s.stopped else "FAIL"
+        print(f"  {s.number:>2}  {s.name:<68}{result:<8}{s.at:>7.1f}s{s.seconds:>7.1f}s")
+
+
+async def run_demo(work_dir: Path) -> int:
+    story = Story()
+    plane = ControlPlane(work_dir / "cluster")
+    kubeconfig: Path | None = None
+    jobmanager: LocalJobManager | None = None
+    story.say(f"rmd demo: the real story (work directory {work_dir})")
+    try:
+        flink = await asyncio.to_thread(
+            provision_flink,
+            log=PhaseLog(log_path=cache_root() / "provision.log"),
+            version=DEFAULT_FLINK_VERSION,
+        )
+        jar = await asyncio.to_thread(compile_rate_job, flink)
+
+        async def start() -> str:
+            nonlocal kubeconfig, jobmanager
+            kubeconfig, jobmanager = await start_cluster(
+                story, plane=plane, flink=flink, work_dir=work_dir
+            )
+            return await wait_ready(story, cluster(jobmanager))
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+
+            def cluster(jm: LocalJobManager) -> Cluster:
+                assert kubeconfig is not None
+                return Cluster(kubeconfig, jm, FlinkRest(http, jm.rest_url), http)
+
             try:
-                await play(demo, jm, kubeconfig)
-                ok = True
-            except (AssertionError, TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
-                demo.say(f"✘ {exc}")
-            summary(demo, await jm.taskmanagers(), await jm.metrics())
-    except ClusterError as exc:
-        demo.say(f"✘ control plane: {exc}")
+                await story.step(
+                    "the local cluster and the JobManager pod start; rmd follows Flink", start
+                )
+                assert jobmanager is not None
+                await play(story, cluster(jobmanager), jar)
+            except StepFailed:
+                pass
+    except (ClusterError, ProvisionError, KubectlError) as exc:
+        story.say(f"FAIL: {exc}")
     finally:
-        if daemon is not None and daemon.returncode is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(daemon.wait(), timeout=20)
-            except TimeoutError:
-                daemon.kill()
-                await daemon.wait()
-        demo.say("cleaning up: stopping the control plane")
-        await asyncio.to_thread(plane.down)
-    print(f"\ndemo {'PASSED' if ok else 'FAILED'}: {sum(s.ok for s in demo.steps)}/4 steps")
-    return 0 if ok and len(demo.steps) == 4 else 1
+        story.say("stopping everything the demo started")
+
+        async def stop() -> str:
+            return await shut_down(
+                story, plane=plane, kubeconfig=kubeconfig, jobmanager=jobmanager, work_dir=work_dir
+            )
+
+        with contextlib.suppress(StepFailed):
+            await story.step("everything the demo started is stopped", stop, number=STEPS)
+        summary(story)
+    passed = sum(s.ok for s in story.steps)
+    ok = passed == STEPS
+    print(f"\ndemo {'PASSED' if ok else 'FAILED'}: {passed}/{STEPS} steps", flush=True)
+    return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rmd demo", description=__doc__)
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser = argparse.ArgumentParser(prog="python -m rmd_dev.demo", description=__doc__)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="rmd-demo-"))
+    work_dir = Path(tempfile.mkdtemp(prefix="rmd-demo-"))
+    code: int | None = 1
     try:
-        code = run_cancellable(run_demo(workdir))
-        if code is None:
-            print("demo stopped by SIGTERM; what it started has been stopped", file=sys.stderr)
-            return SIGTERM_EXIT_CODE
-        return code
+        code = run_cancellable(run_demo(work_dir))
+    except KeyboardInterrupt:
+        print("demo stopped by Ctrl-C; what it started has been stopped", file=sys.stderr)
+        code = SIGINT_EXIT_CODE
     finally:
-        if args.keep:
-            print(f"work directory kept: {workdir}")
+        if args.keep or code == 1:  # a failed run keeps its logs
+            print(f"work directory kept (logs): {work_dir}")
         else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(work_dir, ignore_errors=True)
+    if code is None:
+        print("demo stopped by SIGTERM; what it started has been stopped", file=sys.stderr)
+        return SIGTERM_EXIT_CODE
+    return code
 
 
 if __name__ == "__main__":

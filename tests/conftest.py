@@ -287,5 +287,5 @@ def flink_install() -> FlinkInstall:
 
 @pytest.fixture(scope="session")
 def rate_job_jar(flink_install: FlinkInstall) -> Path:
-    """The endless rate-limited test job (tests/support/flinkjob), compiled once and cached."""
+    """The endless rate-limited job (rmd_dev/flink/job), compiled once and cached."""
     return flink_support.compile_rate_job(flink_install)

@@ -3,8 +3,9 @@ played by local processes.
 
 - :func:`provision` gives a :class:`~rmd_dev.provision.FlinkInstall` through the same code
   path as ``rmd dev-cluster up --flink`` (cached in ``~/.cache/rmd/flink-<version>``).
-- :func:`compile_rate_job` compiles ``tests/support/flinkjob`` (an endless rate-limited
-  DataGeneratorSource → keyBy → DiscardingSink) once per source and Flink version, cached.
+- :func:`compile_rate_job` (from :mod:`rmd_dev.flink.jobjar`, shared with ``make demo``)
+  compiles ``rmd_dev/flink/job`` (an endless rate-limited DataGeneratorSource → keyBy →
+  DiscardingSink) once per source and Flink version, cached.
 - :func:`flink_jobmanager` starts what a JobManager pod runs — Flink's standalone JobManager
   (``$FLINK_ENTRYPOINT jobmanager``) and ``rmd daemon`` — beside each other, with one
   configuration directory and free ports, waits for both with a deadline, and at the end
@@ -22,13 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,18 +38,16 @@ from kubernetes_asyncio import client
 from rmd.config.files import parse_config_yaml
 from rmd.kube.flinkconfigmap import render_config_yaml
 from rmd_dev.cluster import free_port
+from rmd_dev.flink.jobjar import compile_rate_job as compile_rate_job  # re-exported
 from rmd_dev.provision import (
     DEFAULT_FLINK_VERSION,
     FlinkInstall,
     PhaseLog,
     cache_root,
-    flink_dir,
     provision_flink,
 )
 from tests.support.waiting import eventually
 
-JOB_SOURCE_DIR = Path(__file__).resolve().parent / "flinkjob"
-JOB_MAIN_CLASS = "rmd.testjob.RateJob"
 STARTUP_TIMEOUT = 120.0  # a JVM takes 10-17 s on an idle 2-core machine; much more when busy
 STOP_GRACE = 20.0
 TM_SELECTOR = "type=flink-native-kubernetes,component=taskmanager"
@@ -69,54 +65,6 @@ def provision(version: str | None = None) -> FlinkInstall:
     root.mkdir(parents=True, exist_ok=True)
     log = PhaseLog(log_path=root / "provision.log")
     return provision_flink(log=log, version=version or flink_version())
-
-
-def compile_rate_job(flink: FlinkInstall) -> Path:
-    """The test job's jar, compiled with javac against ``$FLINK_HOME/lib/*``; cached by the
-    hash of its sources and the Flink version."""
-    sources = sorted(JOB_SOURCE_DIR.rglob("*.java"))
-    digest = hashlib.sha256(flink.version.encode())
-    for source in sources:
-        digest.update(source.read_bytes())
-    jar = flink_dir(flink.version) / "test-jobs" / f"rate-job-{digest.hexdigest()[:16]}.jar"
-    if jar.is_file():
-        return jar
-    jar.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="rate-job-", dir=jar.parent) as work:
-        classes = Path(work) / "classes"
-        subprocess.run(
-            [
-                "javac",
-                "-nowarn",
-                "-cp",
-                f"{flink.home}/lib/*",
-                "-d",
-                str(classes),
-                *map(str, sources),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        partial = Path(work) / "job.jar"
-        subprocess.run(
-            [
-                "jar",
-                "--create",
-                "--file",
-                str(partial),
-                "--main-class",
-                JOB_MAIN_CLASS,
-                "-C",
-                str(classes),
-                ".",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        partial.replace(jar)
-    return jar
 
 
 # ---------------------------------------------------------------------------- the JobManager
