@@ -105,8 +105,12 @@ async def _run_until_signalled(
             settings=settings, env=env, command=command, stop=stop, timing=timing
         )
     finally:
+        # On its way out with its exit code: a SIGTERM now (the pod being deleted after the
+        # agent deregistered) must not end the process as "killed by SIGTERM" (143), hiding
+        # the code — e.g. 137 when Flink's TaskManager was killed.
         for signum in signals:
             loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _grace_seconds(text: str) -> float:

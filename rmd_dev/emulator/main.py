@@ -47,9 +47,11 @@ What happens to a pod the scheduler binds to one of ``--nodes``:
   that cannot be executed terminates with ``ContainerCannotRun`` (127 not found, 126 not
   executable).
 * Deletion (``deletionTimestamp`` set): SIGTERM to the process group, SIGKILL after
-  ``deletionGracePeriodSeconds``, then DELETE with grace period 0 and a UID precondition,
-  so nothing stays Terminating. Pods without a process, and finished pods, are deleted at
-  once.
+  ``deletionGracePeriodSeconds``; then, as the kubelet does, the last status (each
+  container ``terminated`` with the exit code it ended with — its own, 143 after SIGTERM,
+  137 after SIGKILL — and the phase that follows), then DELETE with grace period 0 and a UID
+  precondition, so nothing stays Terminating. A container that exits while its pod is being
+  deleted is reported too. Pods without a process, and finished pods, are deleted at once.
 
 Simulated trouble:
 

@@ -5,8 +5,11 @@ version of the pod (:meth:`PodWorker.observe`) and tells it when the pod is gone
 reports status with merge-PATCHes (skipping ones that would change nothing), runs the
 containers through :mod:`rmd_dev.emulator.runner`, and when the pod is deleted stops
 them within the grace period and deletes the pod with grace period 0 and a UID precondition,
-so nothing stays Terminating. An error in one pod's handling is logged and never reaches the
-other pods or the watch.
+so nothing stays Terminating. As the kubelet does, the containers' ends are reported even
+while the pod is being deleted: a container that exits then (by itself, or stopped by the
+deletion) shows ``state.terminated`` with its exit code, and the phase follows (Failed or
+Succeeded), before the pod is removed. An error in one pod's handling is logged and never
+reaches the other pods or the watch.
 """
 
 from __future__ import annotations
@@ -127,6 +130,16 @@ class _PodGone(Exception):
     """The pod is no longer on the API server: stop reporting about it."""
 
 
+@dataclass
+class _Containers:
+    """The running pod's containers as last reported; ``states`` is updated in place."""
+
+    init_states: list[ContainerState]
+    states: list[ContainerState]
+    runner_of: dict[int, ContainerRunner]  # container index -> its runner (if it started)
+    pod_ip: str
+
+
 class PodWorker:
     def __init__(self, pod: Pod, *, context: WorkerContext) -> None:
         metadata = pod.get("metadata") or {}
@@ -138,6 +151,7 @@ class PodWorker:
         self._deletion = asyncio.Event()  # deletionTimestamp seen, or the pod vanished
         self._gone = False
         self._runners: list[ContainerRunner] = []
+        self._containers: _Containers | None = None  # set once the containers started
         self._last_summary: tuple[Any, ...] | None = None
         self._start_time: float | None = None
         self._log = log.bind(pod=f"{self.namespace}/{self.name}", uid=self.uid)
@@ -556,6 +570,9 @@ class PodWorker:
             runner_of[index] = runner
             states.append(Running(runner.started_at or clock.wall()))
             waits[asyncio.create_task(runner.wait())] = index
+        self._containers = _Containers(
+            init_states=init_states, states=states, runner_of=runner_of, pod_ip=pod_ip
+        )
         await self._report(init_states=init_states, states=states, pod_ip=pod_ip)
 
         deletion = asyncio.create_task(self._deletion.wait())
@@ -589,10 +606,14 @@ class PodWorker:
                             container=containers[index].get("name"),
                             exit_code=code,
                         )
-                if not self._deleting():
-                    await self._report(
-                        init_states=init_states, states=states, pod_ip=pod_ip, final=not waits
-                    )
+                # Reported during a deletion too (the kubelet does): a container that ends
+                # just as its pod is deleted still shows its exit code.
+                await self._report(
+                    init_states=init_states,
+                    states=states,
+                    pod_ip=pod_ip,
+                    final=not waits or self._deleting(),
+                )
         finally:
             leftovers: list[asyncio.Task[Any]] = [deletion, *waits]
             if crash is not None:
@@ -667,6 +688,30 @@ class PodWorker:
             if isinstance(result, BaseException):
                 self._log.error("emulator_stop_failed", error=repr(result))
 
+    async def _report_stopped(self) -> None:
+        """The kubelet's last status of a deleted pod: every container that still ran ends
+        terminated with the exit code it had when stopped (143 after SIGTERM, 137 after
+        SIGKILL, or its own), and the phase follows. Pods that run nothing (pause
+        containers) are removed without it."""
+        containers = self._containers
+        if containers is None or self._gone or self._ctx.stopping:
+            return
+        if all(isinstance(runner, PauseRunner) for runner in containers.runner_of.values()):
+            return
+        now = self._ctx.clock.wall()
+        for index, runner in containers.runner_of.items():
+            if isinstance(containers.states[index], Running):
+                code = await runner.wait()  # stopped: answers at once
+                containers.states[index] = Terminated(
+                    code, terminated_reason(code), runner.started_at, runner.finished_at or now
+                )
+        await self._report(
+            init_states=containers.init_states,
+            states=containers.states,
+            pod_ip=containers.pod_ip,
+            final=True,
+        )
+
     async def _finish(self) -> None:
         """Wait for the deletion, stop what runs, and delete the pod for good."""
         await self._wait_deletion()
@@ -674,6 +719,8 @@ class PodWorker:
         if self._runners:
             self._log.info("emulator_pod_stopping", grace_seconds=grace)
             await self.stop_runners(grace_seconds=grace)
+            with contextlib.suppress(_PodGone):
+                await self._report_stopped()
         shutil.rmtree(self.pod_dir / "serviceaccount", ignore_errors=True)
         shutil.rmtree(self.pod_dir / "volumes", ignore_errors=True)
         shutil.rmtree(self.pod_dir / "mountns", ignore_errors=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from rmd_dev.emulator.api import EmulatorApi
@@ -309,6 +309,66 @@ async def test_deletion_of_a_cooperative_process_does_not_wait_for_the_grace_per
     await pods.wait_phase("polite", "Running")
     await pods.delete("polite")
     assert await pods.wait_gone("polite", timeout=30) < 20
+
+
+async def delete_and_watch_to_the_end(pods: Pods, name: str) -> list[client.V1Pod]:
+    """Delete the pod and return every version of it the watch shows until it is gone."""
+    current = await pods.read(name)
+    assert current is not None
+    seen: list[client.V1Pod] = []
+    async with watch.Watch() as w, asyncio.timeout(60):
+        stream = w.stream(
+            pods.core.list_namespaced_pod,
+            pods.namespace,
+            field_selector=f"metadata.name={name}",
+            resource_version=current.metadata.resource_version,
+            timeout_seconds=60,
+            _request_timeout=(5, 90),
+        )
+        await pods.delete(name)
+        async for event in stream:
+            seen.append(event["object"])
+            if event["type"] == "DELETED":
+                break
+    return seen
+
+
+async def test_a_deleted_pod_ends_with_its_containers_exit_codes_before_it_is_removed(
+    pods: Pods,
+) -> None:
+    """As the kubelet does: the last status of a deleted pod shows how its container ended
+    (its own exit code when it exits on SIGTERM, 137 when it had to be killed) and the phase
+    that follows, before the pod goes; a watcher sees why it ended."""
+    await pods.create(
+        make_pod(
+            "exits-on-term",
+            command=["sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.05; done"],
+            annotations={RUN: "process"},
+            grace=30,
+        )
+    )
+    stubborn = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n"
+    )
+    await pods.create(
+        make_pod(
+            "killed",
+            command=[sys.executable, "-c", stubborn],
+            annotations={RUN: "process"},
+            grace=1,
+        )
+    )
+    await pods.wait_phase("exits-on-term", "Running")
+    await pods.wait_phase("killed", "Running")
+    for name, code in (("exits-on-term", 7), ("killed", 137)):
+        versions = await delete_and_watch_to_the_end(pods, name)
+        last = versions[-1]
+        assert last.metadata.deletion_timestamp is not None
+        assert last.status.phase == "Failed", (name, last.status)
+        end = terminated(last)
+        assert end is not None, (name, last.status)
+        assert (end.exit_code, end.reason) == (code, "Error")
+        assert await pods.read(name) is None
 
 
 async def test_pods_without_a_process_and_finished_pods_are_removed_at_once(pods: Pods) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, watch
 
 from rmd.config.files import parse_config_yaml
 from rmd_dev.cluster import write_kubeconfig
@@ -88,6 +88,25 @@ def _taskmanager_jvms(pod_name: str) -> list[int]:
         ):
             found.append(int(entry))
     return found
+
+
+async def _last_version(
+    core: client.CoreV1Api, namespace: str, name: str, *, resource_version: str
+) -> Any:
+    """The pod as its DELETED event shows it (its last status), watching from
+    ``resource_version`` on."""
+    async with watch.Watch() as w:
+        async for event in w.stream(
+            core.list_namespaced_pod,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            resource_version=resource_version,
+            timeout_seconds=120,
+            _request_timeout=(5, 150),
+        ):
+            if event["type"] == "DELETED":
+                return event["object"]
+    raise AssertionError(f"pod {name} not deleted within 120 s")
 
 
 async def _all_tasks_running(jm: FlinkJobManager, job_id: str) -> bool:
@@ -205,9 +224,18 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
         figures["pod delete → JVM and pod gone"] = time.monotonic() - deleted
 
         # The TaskManager dying by itself ends the agent with its exit code (SIGKILL: 137)
-        # and so the pod; the agent deregisters and rmd removes the pod at once.
+        # and so the pod: it ends Failed with that exit code (the agent deregisters and rmd
+        # deletes the pod at once; its last status still says how it ended).
         survivor = sorted(names)[1]
         [jvm] = _taskmanager_jvms(survivor)
+        before = await core.read_namespaced_pod(
+            survivor, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+        last_version = asyncio.create_task(  # from the version before the kill on
+            _last_version(
+                core, namespace, survivor, resource_version=before.metadata.resource_version
+            )
+        )
         os.kill(jvm, signal.SIGKILL)
         container_log = (
             dev_cluster.dir
@@ -223,6 +251,12 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
             return '"exit_code": 137, "event": "agent.command_exited"' in text
 
         await eventually(agent_exited, what=f"{survivor}'s agent exits with 137", timeout=60)
+        async with asyncio.timeout(150):
+            ended = await last_version
+        assert ended.status.phase == "Failed", ended.status
+        [container] = ended.status.container_statuses
+        assert container.state.terminated is not None, container.state
+        assert container.state.terminated.exit_code == 137, container.state
         # rmd replaces both; the job runs again on the replacements.
         recovered = time.monotonic()
 
