@@ -27,7 +27,13 @@ from rmd.api.problems import (
     problem_response,
 )
 from rmd.api.validation import MAX_BODY_BYTES
-from rmd.core.model import CoreError, RegistrationRefused, UnknownJob, UnknownTaskManager
+from rmd.core.model import (
+    CoreError,
+    RegistrationRefused,
+    SlotCountMismatch,
+    UnknownJob,
+    UnknownTaskManager,
+)
 
 __all__ = [
     "OPEN_PATHS",
@@ -51,6 +57,7 @@ _CORE_ERROR_KINDS: tuple[tuple[type[CoreError], ProblemKind], ...] = (
     (UnknownJob, UNKNOWN_JOB),
     (UnknownTaskManager, UNKNOWN_TASKMANAGER),
     (RegistrationRefused, REGISTRATION_REFUSED),
+    (SlotCountMismatch, CONFLICT),
 )
 
 

@@ -28,6 +28,7 @@ from rmd.core.model import (
     LossReason,
     RegistrationRefused,
     ReleaseReason,
+    SlotCountMismatch,
     StartFailure,
     StartsThrottled,
     TaskManagerLost,
@@ -82,6 +83,19 @@ class TaskManagerLifecycle:
             raise RegistrationRefused(
                 f"TaskManager {taskmanager_id!r} is being released and its pod deleted; "
                 f"it must not register again"
+            )
+        if slots > tm.slots_total or (tm.is_registered and slots != tm.slots_total):
+            # The pod was sized (and the slot cap counted) for tm.slots_total: more slots, or
+            # another count than it registered with, would break both. Fewer on a first
+            # registration is taken (the TaskManager offers what it has).
+            raise SlotCountMismatch(
+                f"TaskManager {taskmanager_id!r} offers {slots} slots but "
+                + (
+                    f"registered with {tm.slots_total}: send {tm.slots_total}"
+                    if tm.is_registered
+                    else f"its pod was created for {tm.slots_total} "
+                    f"(taskmanager.numberOfTaskSlots): send at most {tm.slots_total}"
+                )
             )
         now = self._clock.monotonic()
         tm.confirm(now=now)  # its agent runs: the pod exists

@@ -209,6 +209,10 @@ class RegistrationRefused(CoreError):
     """403: the id is not a pod this daemon created or recovered, or it is being released."""
 
 
+class SlotCountMismatch(CoreError):
+    """409: a TaskManager offers another number of slots than its pod was created for."""
+
+
 # ---------------------------------------------------------------------------- views
 
 

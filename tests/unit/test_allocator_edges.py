@@ -10,6 +10,7 @@ from rmd.core.model import (
     PodObservation,
     RegistrationRefused,
     ReleaseReason,
+    SlotCountMismatch,
     SlotsAllocated,
     SlotsFreed,
     SlotView,
@@ -47,31 +48,46 @@ def test_releasing_taskmanager_is_refused() -> None:
     assert h.state(tm_name(1)) is RELEASING
 
 
-def test_registration_reports_startup_time_and_reported_slots_win() -> None:
+def test_registration_reports_startup_time_and_fewer_reported_slots_win() -> None:
     h = Harness(slots_per_taskmanager=4)
     h.allocator.declare("j1", 6)
     h.clock.advance(12.5)
-    actions = h.allocator.register(tm_name(1), address="10.1.1.1:6122", slots=6)
+    actions = h.allocator.register(tm_name(1), address="10.1.1.1:6122", slots=3)
     assert of_type(actions, TaskManagerRegistered) == [TaskManagerRegistered(tm_name(1), 12.5)]
-    assert h.allocator.taskmanager_view(tm_name(1)).slots_total == 6
-    assert h.allocator.job_view("j1").fulfilled
-    # TM 2's create is still in flight: cancelled now, deleted once the create lands.
-    assert deleted(actions) == {}
-    assert h.states()[tm_name(2)] is TaskManagerState.RELEASING
-    assert deleted(h.allocator.create_succeeded(tm_name(2))) == {tm_name(2): ReleaseReason.EXCESS}
+    assert h.allocator.taskmanager_view(tm_name(1)).slots_total == 3
+    assert h.allocator.job_view("j1").slots_allocated == 3
+
+
+def test_a_registration_with_more_slots_than_the_pod_was_made_for_is_refused() -> None:
+    """A 4-slot pod claiming 10,000 slots would blow the slot cap and cancel pods on their
+    way; it is refused and nothing changes."""
+    h = Harness(slots_per_taskmanager=4, max_slots=20)
+    h.allocator.declare("j1", 8)
+    before = (h.states(), h.allocator.job_view("j1"))
+    with pytest.raises(SlotCountMismatch, match="created for 4"):
+        h.allocator.register(tm_name(1), address="10.1.1.1:6122", slots=10_000)
+    assert (h.states(), h.allocator.job_view("j1")) == before
 
 
 def test_re_registration_is_harmless_and_may_update_the_address() -> None:
     h = Harness()
     h.scale_up("j1", 2)
     before = h.allocator.job_view("j1")
-    assert h.allocator.register(tm_name(1), address="10.9.9.9:6122", slots=8) == []
+    assert h.allocator.register(tm_name(1), address="10.9.9.9:6122", slots=4) == []
     view = h.allocator.taskmanager_view(tm_name(1))
     assert view.address == "10.9.9.9:6122"
     assert view.slots_total == 4
     after = h.allocator.job_view("j1")
     assert [s.slot_id for s in after.slots] == [s.slot_id for s in before.slots]
     assert {s.address for s in after.slots} == {"10.9.9.9:6122"}
+
+
+def test_re_registration_with_another_slot_count_is_refused() -> None:
+    h = Harness()
+    h.scale_up("j1", 2)
+    with pytest.raises(SlotCountMismatch, match="registered with 4"):
+        h.allocator.register(tm_name(1), address="10.9.9.9:6122", slots=8)
+    assert h.allocator.taskmanager_view(tm_name(1)).address != "10.9.9.9:6122"
 
 
 def test_registration_needs_at_least_one_slot() -> None:

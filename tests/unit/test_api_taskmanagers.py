@@ -191,7 +191,7 @@ async def test_get_one_and_all_taskmanagers(client: TestClient[Any, Any], pod: s
     [
         ({"address": "[::1]:6122"}, 200, None),
         ({"address": "tm-1.flink.svc.cluster.local:6122"}, 200, None),
-        ({"slots": 10_000}, 200, None),
+        ({"slots": 10_000}, 409, None),  # valid JSON, more slots than the pod was made for
         ({"unknown": "ignored"}, 200, None),
         ({"taskmanager_id": None}, 400, "taskmanager_id"),
         ({"taskmanager_id": 5}, 400, "taskmanager_id"),
