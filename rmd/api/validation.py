@@ -43,11 +43,11 @@ _PORT = re.compile(r"[0-9]{1,5}")
 
 
 def parse_job_id(raw: str) -> str:
-    if _JOB_ID.fullmatch(raw) is None:
+    if _JOB_ID.fullmatch(raw) is None or raw in (".", ".."):
         raise ProblemError(
             INVALID_VALUE,
             f"The job id {_shorten(raw)!r} is not valid: use 1 to {ID_MAX_LENGTH} characters "
-            "of letters, digits, '.', '_' and '-'.",
+            "of letters, digits, '.', '_' and '-' (not '.' or '..').",
             field="job_id",
         )
     return raw

@@ -340,3 +340,26 @@ async def test_body_over_64_kib_is_413_and_changes_nothing(
     assert response.content_type == "application/problem+json"
     assert "65536" in (await response.json())["detail"]
     assert engine.allocator.job_views() == []
+
+
+@pytest.mark.parametrize("raw_id", [".", "..", "%2E", "%2E%2E", "%2e."])
+async def test_dot_segments_sent_as_is_are_not_job_ids(
+    client: TestClient[Any, Any], engine: InMemoryEngine, raw_id: str
+) -> None:
+    """Clients normalise '.' and '..' away; one that sends the request target as it is
+    (curl --path-as-is, or percent-encoded dots) must not get a job named '..'."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        body = b'{"slots": 1}'
+        writer.write(
+            f"PUT /v1/jobs/{raw_id}/requirements HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        status_line = (await reader.readline()).decode()
+    finally:
+        writer.close()
+    assert status_line.split()[1] in ("404", "405", "422"), status_line
+    assert engine.allocator.job_views() == []
