@@ -46,6 +46,8 @@ log = structlog.get_logger("rmd.driver")
 # with exponential backoff and full jitter; the TaskManager stays "releasing" meanwhile.
 DELETE_BACKOFF = Backoff(base=2.0, cap=60.0)
 MIN_TIMER_DELAY = 0.005
+# Woken this many seconds past a deadline it meant to keep, the daemon stood still itself.
+STALL_THRESHOLD = 3.0
 
 
 class PodBuilder(Protocol):
@@ -60,6 +62,8 @@ class PodOperations(Protocol):
 
 class NoticeSink(Protocol):
     def observe(self, notice: Notice) -> None: ...
+
+    def loop_stalled(self, *, seconds: float) -> None: ...
 
     def pod_created(self) -> None: ...
 
@@ -173,7 +177,12 @@ class DaemonEngine:
 
     # ------------------------------------------------------------------ timers
     async def run_timers(self) -> None:
-        """Fire the allocator's deadlines; wakes early whenever state changes."""
+        """Fire the allocator's deadlines; wakes early whenever state changes.
+
+        If the loop wakes more than :data:`STALL_THRESHOLD` seconds after a deadline it meant
+        to keep, the daemon itself stood still (SIGSTOP, a blocked loop, a paused VM): before
+        judging anyone, registered TaskManagers get a fresh heartbeat timeout — their
+        heartbeats may be queued unread in the daemon's sockets."""
         while True:
             self.apply(self._allocator.tick())
             self._timer_wakeup.clear()
@@ -185,6 +194,16 @@ class DaemonEngine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):  # not wait_for: see wait_for() above
                     await self._timer_wakeup.wait()
+            if deadline is not None:
+                late = self._clock.monotonic() - deadline
+                if late > STALL_THRESHOLD:
+                    forgiven = self._allocator.resume_after_stall()
+                    self._metrics.loop_stalled(seconds=late)
+                    log.warning(
+                        "daemon_stalled",
+                        late_seconds=round(late, 3),
+                        taskmanagers_given_fresh_heartbeat_timeout=forgiven,
+                    )
 
     async def close(self) -> None:
         """Stop in-flight work. Pods are left as they are for the next start to adopt."""

@@ -189,6 +189,17 @@ class RmdMetrics:
             ["reason"],
             registry=registry,
         )
+        self._loop_stalls = Counter(
+            "rmd_daemon_stalls",
+            "Times the daemon found itself woken past a deadline by more than "
+            "rmd.driver.STALL_THRESHOLD seconds (process stopped, loop blocked).",
+            registry=registry,
+        )
+        self._loop_stall_seconds = Counter(
+            "rmd_daemon_stalled_seconds",
+            "Seconds the daemon stood still past its deadlines, summed over stalls.",
+            registry=registry,
+        )
         self._watch_restarts = Counter(
             "rmd_watch_restarts",
             "Restarts of the TaskManager pod watch, by reason.",
@@ -240,6 +251,10 @@ class RmdMetrics:
 
     def pod_created(self) -> None:
         self._pods_created.inc()
+
+    def loop_stalled(self, *, seconds: float) -> None:
+        self._loop_stalls.inc()
+        self._loop_stall_seconds.inc(seconds)
 
     def pod_deleted(self, *, reason: str) -> None:
         self._pods_deleted.labels(reason=reason).inc()

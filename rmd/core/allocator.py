@@ -139,6 +139,12 @@ class Allocator:
         self._lifecycle.heartbeat(taskmanager_id)
         return []
 
+    def resume_after_stall(self) -> int:
+        """Call when the daemon finds it stood still past its own deadlines (before ``tick``):
+        registered TaskManagers get a fresh heartbeat timeout instead of being declared lost
+        for heartbeats the daemon could not read. Returns how many were given one."""
+        return self._lifecycle.forgive_stall()
+
     def deregister(self, taskmanager_id: str) -> list[Action]:
         out: list[Action] = []
         if self._lifecycle.deregister(taskmanager_id, out):

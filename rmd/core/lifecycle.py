@@ -134,6 +134,18 @@ class TaskManagerLifecycle:
             )
         tm.last_heartbeat = self._clock.monotonic()
 
+    def forgive_stall(self) -> int:
+        """The daemon itself stood still (its process stopped, its loop blocked): heartbeats
+        may be waiting unread in its sockets, so no TaskManager is judged by the time that
+        passed — each registered one's heartbeat clock starts again now. Returns how many."""
+        now = self._clock.monotonic()
+        forgiven = 0
+        for tm in self._taskmanagers.in_states(TaskManagerState.REGISTERED):
+            if tm.last_heartbeat is not None and tm.last_heartbeat < now:
+                tm.last_heartbeat = now
+                forgiven += 1
+        return forgiven
+
     def deregister(self, taskmanager_id: str, out: list[Action]) -> bool:
         tm = self._taskmanagers.get(taskmanager_id)
         if tm is None:

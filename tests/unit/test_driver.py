@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rmd.core.allocator import Allocator, AllocatorSettings
-from rmd.core.clock import SystemClock
+from rmd.core.clock import Clock, ManualClock, SystemClock
 from rmd.core.model import PodObservation, TaskManagerState
 from rmd.driver import DaemonEngine
 from rmd.kube.pods import PodCreateError, PodDeleteError
@@ -49,10 +49,11 @@ def build_engine(
     *,
     owner_exists: Callable[[], Awaitable[bool]] | None = None,
     owner_name: str | None = None,
+    clock: Clock | None = None,
     **settings: Any,
 ) -> tuple[DaemonEngine, FakePodGateway, RmdMetrics]:
     settings.setdefault("slots_per_taskmanager", 2)
-    clock = SystemClock()
+    clock = clock if clock is not None else SystemClock()
     allocator = Allocator(AllocatorSettings(cluster_id="c", **settings), clock=clock)
     metrics = RmdMetrics(registry=CollectorRegistry(), status=allocator.status)
     gateway = FakePodGateway()
@@ -309,3 +310,34 @@ async def test_once_the_owner_deployment_is_gone_no_more_pods_are_created(
     created = len(gateway.created)
     await engine.close()
     assert len(gateway.created) == created
+
+
+async def test_a_stalled_daemon_gives_taskmanagers_a_fresh_heartbeat_timeout(
+    make_engine: EngineFactory, background: Background
+) -> None:
+    """The daemon stood still for 72 s (SIGSTOP) with a 50 s heartbeat timeout: the
+    TaskManagers' heartbeats wait unread in its sockets, so waking up it must not declare
+    them lost — their timeout starts again. Silent for a whole timeout after that, they are."""
+    clock = ManualClock()
+    engine, gateway, metrics = make_engine(clock=clock, heartbeat_timeout=50.0)
+    engine.apply(engine.allocator.declare("j", 2))
+    await until(lambda: len(gateway.created) == 1, what="the pod created")
+    (name,) = gateway.created
+    engine.apply(engine.allocator.pod_observed(PodObservation(name, "Running", "n", "127.1.0.1")))
+    engine.apply(engine.allocator.register(name, address="127.1.0.1:6122", slots=2))
+    assert engine.allocator.next_deadline() == clock.monotonic() + 50.0
+    background.start(engine.run_timers())
+    await asyncio.sleep(0)  # the timer task runs to its wait for that deadline
+
+    clock.advance(72.0)  # the stall; then the first thing the loop does is wake the timer
+    engine.apply([])
+    await until(lambda: sample(metrics, "rmd_daemon_stalls_total") == 1, what="stall noticed")
+    assert states(engine) == {name: TaskManagerState.REGISTERED}
+    assert sample(metrics, "rmd_taskmanagers_lost_total", reason="heartbeat-timeout") == 0
+
+    clock.advance(51.0)  # a whole timeout without a heartbeat after the stall: lost
+    engine.apply([])
+    await until(
+        lambda: sample(metrics, "rmd_taskmanagers_lost_total", reason="heartbeat-timeout") == 1,
+        what="lost after a fresh timeout",
+    )
