@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
@@ -27,6 +30,39 @@ class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+# A credential in any text a log line carries: "Bearer <token>" (an Authorization header
+# echoed in an error, a raw request aiohttp could not parse) or "token=<value>".
+_CREDENTIAL = re.compile(r"(?i)\b(bearer\s+|token=)[^\s\"'\\,;&]+")
+REDACTED = "[redacted]"
+# Tracebacks as data, without the frames' local variables: those hold request headers,
+# tokens and pod environments.
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return _CREDENTIAL.sub(lambda m: m.group(1) + REDACTED, value)
+    if isinstance(value, bytes):
+        return _redact(value.decode("utf-8", "replace"))
+    if isinstance(value, dict):
+        return {key: _redact(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(item) for item in value]
+    return value
+
+
+def redact_credentials(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: no bearer token reaches a log line, whatever field or traceback
+    carries it (after ``dict_tracebacks``, so exception texts are covered too)."""
+    for key, value in list(event.items()):
+        event[key] = _redact(value)
+    return event
+
+
 def _stderr_logger(*_args: object) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
@@ -46,7 +82,7 @@ def configure_logging(
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
-        processors=[*shared, structlog.processors.dict_tracebacks, renderer],
+        processors=[*shared, _DICT_TRACEBACKS, redact_credentials, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
@@ -57,7 +93,8 @@ def configure_logging(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.dict_tracebacks,
+                _DICT_TRACEBACKS,
+                redact_credentials,
                 renderer,
             ],
         )
