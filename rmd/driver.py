@@ -125,7 +125,7 @@ class DaemonEngine:
                 self._spawn(self._create(action.name), name=f"create {action.name}")
             elif isinstance(action, DeletePod):
                 self._spawn(
-                    self._delete(action.name, reason=str(action.reason)),
+                    self._delete(action.name, reason=str(action.reason), resent=action.resent),
                     name=f"delete {action.name}",
                 )
             else:
@@ -268,7 +268,7 @@ class DaemonEngine:
         log.info("pod_created", pod=name)
         self.apply(self._allocator.create_succeeded(name))
 
-    async def _delete(self, name: str, *, reason: str) -> None:
+    async def _delete(self, name: str, *, reason: str, resent: bool = False) -> None:
         def report(failure: Failure) -> None:
             exc = failure.error
             if isinstance(exc, PodApiError):
@@ -296,8 +296,9 @@ class DaemonEngine:
             on_failure=report,
             pacing=self._pacing,
         )
-        self._metrics.pod_deleted(reason=reason)
-        log.info("pod_deleted", pod=name, reason=reason)
+        if not resent:  # a pod is counted once, however often its delete is sent
+            self._metrics.pod_deleted(reason=reason)
+        log.info("pod_deleted", pod=name, reason=reason, resent=resent)
         # The watch reports DELETED when the pod is really gone; nothing to feed back here.
 
     def _check_owner(self) -> None:

@@ -89,6 +89,9 @@ class DeletePod:
 
     name: str
     reason: ReleaseReason
+    # Sent again for a pod a LIST still shows (the first delete may have been lost): the
+    # pod was already counted as deleted once.
+    resent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -230,7 +230,7 @@ class PodTracker:
                 and going.release_reason is not None
                 and not pod.deleting
             ):
-                out.append(DeletePod(going.name, going.release_reason))
+                out.append(DeletePod(going.name, going.release_reason, resent=True))
             self.pod_observed(pod, out)
 
     def _confirm(self, tm: TaskManagerRecord) -> None:

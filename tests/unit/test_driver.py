@@ -341,3 +341,22 @@ async def test_a_stalled_daemon_gives_taskmanagers_a_fresh_heartbeat_timeout(
         lambda: sample(metrics, "rmd_taskmanagers_lost_total", reason="heartbeat-timeout") == 1,
         what="lost after a fresh timeout",
     )
+
+
+async def test_a_delete_sent_again_for_a_pod_a_list_still_shows_is_counted_once(
+    make_engine: EngineFactory,
+) -> None:
+    engine, gateway, metrics = make_engine()
+    engine.adopt([])
+    engine.apply(engine.allocator.declare("j", 2))
+    await until(lambda: len(gateway.created) == 1, what="the pod created")
+    (name,) = gateway.created
+    await until(lambda: states(engine) == {name: TaskManagerState.PENDING}, what="pending")
+    engine.apply(engine.allocator.declare("j", 0))  # not needed any more: deleted
+    await until(lambda: gateway.deleted == [name], what="the delete")
+    assert sample(metrics, "rmd_pods_deleted_total", reason="excess") == 1
+
+    engine.on_list_started()  # a LIST still shows it, not being deleted: the delete is resent
+    engine.on_snapshot([PodObservation(name, "Running", "n", "127.1.0.1")])
+    await until(lambda: gateway.deleted == [name, name], what="the delete sent again")
+    assert sample(metrics, "rmd_pods_deleted_total", reason="excess") == 1
