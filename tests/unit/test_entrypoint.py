@@ -104,6 +104,22 @@ def test_jobmanager_role_forwards_sigterm_to_both_and_exits_0(stand_ins: Path) -
     assert _record(stand_ins, "flink-entrypoint") == ["jobmanager", "TERM"]
 
 
+def test_jobmanager_role_gives_its_dynamic_properties_to_the_daemon_too(stand_ins: Path) -> None:
+    args = ["-D", "rest.address=10.0.0.7", "-Drmd.rest.port=9", "--host", "h"]
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "jobmanager", *args],
+        env=_env(stand_ins, FLINK_ENTRYPOINT_EXIT_AFTER="0"),
+    )
+    try:
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    assert _record(stand_ins, "rmd")[0] == (
+        "daemon --conf-dir /etc/flink -D rest.address=10.0.0.7 -D rmd.rest.port=9"
+    )
+    assert _record(stand_ins, "flink-entrypoint") == ["jobmanager " + " ".join(args)]
+
+
 def test_jobmanager_role_ends_when_flink_ends_and_stops_the_daemon(stand_ins: Path) -> None:
     proc = subprocess.Popen(
         ["bash", str(SCRIPT), "jobmanager"], env=_env(stand_ins, FLINK_ENTRYPOINT_EXIT_AFTER="3")
