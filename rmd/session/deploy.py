@@ -119,6 +119,7 @@ async def start_cluster(
                 raise api_failure(f"create {what} in {namespace}", error) from None
             say(f"created {what}")
         return await _wait_ready(
+            apps,
             core,
             plan,
             say=say,
@@ -170,6 +171,7 @@ async def _delete_quietly(
 
 
 async def _wait_ready(
+    apps: client.AppsV1Api,
     core: client.CoreV1Api,
     plan: SessionPlan,
     *,
@@ -196,6 +198,8 @@ async def _wait_ready(
         if len(ready) >= plan.jobmanager.replicas:
             pod = ready[0]
             return Started(pod_name=pod.metadata.name, pod_ip=pod.status.pod_ip, elapsed=elapsed)
+        if not live:
+            await _raise_replica_failure(apps, plan, timeout=request_timeout)
         failed = [pod for pod in live if pod.status.phase in ("Failed", "Succeeded")]
         if failed:
             raise SessionError(
@@ -208,6 +212,24 @@ async def _wait_ready(
                 f"{plan.namespace} describe pods -l {selector}, or wait longer with --timeout"
             )
         await asyncio.sleep(POLL_INTERVAL)
+
+
+async def _raise_replica_failure(
+    apps: client.AppsV1Api, plan: SessionPlan, *, timeout: float
+) -> None:
+    """The controller cannot create the JobManager pod (a missing service account, a quota):
+    waiting will not help, so say why."""
+    deployment = await _read_deployment(
+        apps, name=plan.cluster_id, namespace=plan.namespace, timeout=timeout
+    )
+    conditions = (deployment.status.conditions or []) if deployment and deployment.status else []
+    for condition in conditions:
+        if condition.type == "ReplicaFailure" and condition.status == "True":
+            raise SessionError(
+                f"the JobManager pod cannot be created: {condition.message}; fix that (e.g. "
+                f"the service account: kubectl -n {plan.namespace} apply -f "
+                "conf/kubernetes/rbac.yaml) and start again"
+            )
 
 
 def _is_ready(pod: Any) -> bool:

@@ -23,9 +23,16 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
+from rmd_dev.cluster import write_kubeconfig
 from rmd_dev.flink.session_conf import session_configuration, write_session_conf_dir
 from rmd_dev.provision import FlinkInstall
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest, wait_for_service_account
+from tests.conftest import (
+    REQUEST_TIMEOUT,
+    DevClusterInfo,
+    manifest,
+    service_account_token,
+    wait_for_service_account,
+)
 from tests.support.flink import TM_SELECTOR, FlinkJobManager
 from tests.support.waiting import eventually
 
@@ -248,6 +255,18 @@ async def test_bad_configuration_or_an_existing_cluster_creates_nothing(
     assert objects["Service"] == []
     assert objects["ConfigMap"] == []
 
+    no_account = await _rmd("session", "start", *common, "-D", "kubernetes.cluster-id=lonely")
+    assert no_account.returncode == 1
+    assert no_account.stderr.count("\n") == 1
+    assert 'serviceaccount "rmd" not found' in no_account.stderr
+    assert "deleted deployment lonely again" in no_account.stdout
+
+    async def lonely_gone() -> bool:
+        objects = await _objects(kube_api, namespace)
+        return not any("lonely" in name for names in objects.values() for name in names)
+
+    await eventually(lonely_gone, what="nothing of cluster lonely left", timeout=30)
+
     unreachable = tmp_path / "unreachable.kubeconfig"
     unreachable.write_text(
         re.sub(
@@ -271,3 +290,141 @@ async def test_bad_configuration_or_an_existing_cluster_creates_nothing(
     assert down.returncode == 1
     assert down.stderr.count("\n") == 1
     assert "cannot reach the Kubernetes API server" in down.stderr
+
+
+async def _limited_kubeconfig(
+    kube_api: client.ApiClient,
+    dev_cluster: DevClusterInfo,
+    *,
+    namespace: str,
+    rules: list[dict[str, Any]],
+    path: Path,
+) -> Path:
+    """A kubeconfig of a service account allowed exactly ``rules`` in ``namespace``."""
+    core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
+    name = "limited"
+    await core.create_namespaced_service_account(
+        namespace, body=manifest({"metadata": {"name": name}})
+    )
+    await rbac.create_namespaced_role(
+        namespace, body=manifest({"metadata": {"name": name}, "rules": rules})
+    )
+    await rbac.create_namespaced_role_binding(
+        namespace,
+        body=manifest(
+            {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            }
+        ),
+    )
+    token = await service_account_token(core, namespace=namespace, name=name)
+    return await asyncio.to_thread(
+        write_kubeconfig,
+        path,
+        server=dev_cluster.server,
+        ca=dev_cluster.ca_file,
+        token=token,
+        user=name,
+        namespace=namespace,
+    )
+
+
+async def test_a_missing_permission_is_named_before_anything_is_created(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    flink_install: FlinkInstall,
+    tmp_path: Path,
+) -> None:
+    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    everything_but_services = [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "delete"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    kubeconfig = await _limited_kubeconfig(
+        kube_api,
+        dev_cluster,
+        namespace=namespace,
+        rules=everything_but_services,
+        path=tmp_path / "limited.kubeconfig",
+    )
+    denied = await _rmd(
+        "session",
+        "start",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--conf-dir",
+        str(conf_dir),
+        "-D",
+        "kubernetes.cluster-id=denied",
+    )
+    assert denied.returncode == 1
+    assert denied.stderr.count("\n") == 1
+    assert f"you may not create services in namespace {namespace}" in denied.stderr
+    assert "--verb=create --resource=services" in denied.stderr
+    objects = await _objects(kube_api, namespace)
+    assert objects["Deployment"] == []
+    assert objects["ConfigMap"] == []
+
+
+@pytest.mark.parametrize("service_type", ["ClusterIP", "NodePort", "LoadBalancer"])
+async def test_each_rest_service_type_and_its_printed_endpoint(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    flink_install: FlinkInstall,
+    tmp_path: Path,
+    service_type: str,
+) -> None:
+    """The JobManager pod runs nothing here (no emulator annotation): only the objects and
+    the printed endpoint are under test."""
+    core = client.CoreV1Api(kube_api)
+    await _apply_rbac(dev_cluster, core, namespace)
+    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
+    cluster_id = "types"
+    started = await _rmd(
+        "session",
+        "start",
+        *common,
+        "-D",
+        f"kubernetes.cluster-id={cluster_id}",
+        "-D",
+        "kubernetes.jobmanager.annotations=rmd.dev/runs:nothing",
+        "-D",
+        f"kubernetes.rest-service.exposed.type={service_type}",
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    rest = await core.read_namespaced_service(f"{cluster_id}-rest", namespace)
+    internal = await core.read_namespaced_service(cluster_id, namespace)
+    assert rest.spec.type == service_type
+    assert [(p.name, p.port, p.target_port) for p in rest.spec.ports] == [("rest", 8081, 8081)]
+    assert internal.spec.cluster_ip == "None"
+    assert {p.name: p.port for p in internal.spec.ports} == {
+        "jobmanager-rpc": 6123,
+        "blobserver": 6124,
+        "rmd": 8090,
+    }
+    assert f"Flink REST service {cluster_id}-rest ({service_type})" in started.stdout
+    assert f"in the cluster: http://{cluster_id}-rest.{namespace}.svc:8081" in started.stdout
+    if service_type == "NodePort":
+        node_port = rest.spec.ports[0].node_port
+        assert re.search(rf"http://[0-9.]+:{node_port} ", started.stdout), started.stdout
+    if service_type == "LoadBalancer":  # no cloud controller here: no address is given out
+        assert "load balancer pending" in started.stdout
+    stopped = await _rmd(
+        "session",
+        "stop",
+        *common,
+        "-D",
+        f"kubernetes.cluster-id={cluster_id}",
+        "--propagation",
+        "Background",
+    )
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    objects = await _objects(kube_api, namespace)
+    assert objects["Deployment"] == []
+    assert objects["Pod"] == []
