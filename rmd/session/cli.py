@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from rmd.session.deploy import (
     list_clusters,
     rest_endpoint_lines,
     start_cluster,
+    stay_attached,
     stop_cluster,
     unreachable,
 )
@@ -138,10 +140,30 @@ async def _start(args: argparse.Namespace, plan: SessionPlan, *, prog: str) -> i
             api, plan, started, request_timeout=args.request_timeout
         ):
             _say(line)
-        _say(
-            f"stop it with: rmd session stop -D {opt.CLUSTER_ID.key}={plan.cluster_id} "
-            f"-D {opt.NAMESPACE.key}={plan.namespace}"
-        )
+        if not args.attach:
+            _say(
+                f"stop it with: rmd session stop -D {opt.CLUSTER_ID.key}={plan.cluster_id} "
+                f"-D {opt.NAMESPACE.key}={plan.namespace}"
+            )
+            return 0
+        detach = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, detach.set)
+        _say("attached: Ctrl-C stops the cluster")
+        if await stay_attached(
+            api, plan, detach=detach, say=_say, request_timeout=args.request_timeout
+        ):
+            elapsed = await stop_cluster(
+                api,
+                cluster_id=plan.cluster_id,
+                namespace=plan.namespace,
+                propagation="Foreground",
+                say=_say,
+                timeout=DEFAULT_STOP_TIMEOUT,
+                request_timeout=args.request_timeout,
+            )
+            _say(f"session cluster {plan.cluster_id} removed after {elapsed:.1f} s")
     except API_ERRORS as error:
         raise unreachable(error, host=host) from None
     finally:
@@ -229,6 +251,11 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_START_TIMEOUT,
         help=f"seconds to wait for the JobManager (default {DEFAULT_START_TIMEOUT:g})",
+    )
+    start.add_argument(
+        "--attach",
+        action="store_true",
+        help="stay attached, show the JobManager's readiness, stop the cluster on Ctrl-C",
     )
     stop.add_argument(
         "--timeout",

@@ -9,6 +9,7 @@ was already owned by it), so nothing half-created stays behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -258,6 +259,45 @@ def _phase_text(pods: list[Any], *, ready: int, wanted: int) -> str:
     if ready >= wanted:
         return f"JobManager ready ({ready}/{wanted}), pod {pod.metadata.name} at {status.pod_ip}"
     return f"JobManager pod {status.phase} on {pod.spec.node_name}, {ready}/{wanted} ready"
+
+
+# ---------------------------------------------------------------------------- attach
+
+
+async def stay_attached(
+    api: client.ApiClient,
+    plan: SessionPlan,
+    *,
+    detach: asyncio.Event,
+    say: Say,
+    request_timeout: float,
+    interval: float = 2.0,
+) -> bool:
+    """Show the JobManager's readiness while attached; returns True when ``detach`` was set
+    (the caller stops the cluster), False when the Deployment went away by other means."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    selector = selector_string(jobmanager_labels(plan.cluster_id))
+    last = ""
+    while not detach.is_set():
+        deployment = await _read_deployment(
+            apps, name=plan.cluster_id, namespace=plan.namespace, timeout=request_timeout
+        )
+        if deployment is None:
+            say(f"deployment {plan.cluster_id} is gone: the cluster was stopped elsewhere")
+            return False
+        pods = await core.list_namespaced_pod(
+            plan.namespace, label_selector=selector, _request_timeout=request_timeout
+        )
+        live = [pod for pod in pods.items if not pod.metadata.deletion_timestamp]
+        ready = sum(1 for pod in live if _is_ready(pod))
+        text = f"JobManager {ready}/{plan.jobmanager.replicas} ready"
+        if text != last:
+            say(f"{datetime.now(UTC):%H:%M:%S} {text}")
+            last = text
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await detach.wait()
+    return True
 
 
 # ---------------------------------------------------------------------------- endpoint

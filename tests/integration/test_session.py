@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -428,3 +429,46 @@ async def test_each_rest_service_type_and_its_printed_endpoint(
     objects = await _objects(kube_api, namespace)
     assert objects["Deployment"] == []
     assert objects["Pod"] == []
+
+
+async def test_attach_shows_readiness_and_ctrl_c_stops_the_cluster(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    flink_install: FlinkInstall,
+    tmp_path: Path,
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    await _apply_rbac(dev_cluster, core, namespace)
+    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "rmd", "session", "start", "--attach"],
+        *["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)],
+        *["-D", "kubernetes.cluster-id=attached"],
+        *["-D", "kubernetes.jobmanager.annotations=rmd.dev/runs:nothing"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(120):
+            while not any("JobManager 1/1 ready" in line for line in seen):
+                line = (await process.stdout.readline()).decode()
+                assert line, "".join(seen)
+                seen.append(line)
+        assert any(line.startswith("attached:") for line in seen)
+        assert (await _objects(kube_api, namespace))["Deployment"] == ["attached"]
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(120):
+            rest, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, "".join(seen) + rest.decode()
+    assert "session cluster attached removed" in rest.decode()
+    objects = await _objects(kube_api, namespace)
+    assert objects["Deployment"] == []
+    assert objects["Pod"] == []
+    assert objects["Service"] == []
