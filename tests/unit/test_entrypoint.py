@@ -9,6 +9,7 @@ a given code.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,3 +141,12 @@ def test_the_dockerfile_copies_files_that_exist_and_uses_this_entrypoint() -> No
         for source in sources:
             assert (root / source).exists(), f"docker/Dockerfile copies missing {source}"
     assert 'ENTRYPOINT ["/rmd-entrypoint.sh"]' in dockerfile
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_the_entrypoints_pass_shellcheck() -> None:
+    scripts = [SCRIPT, SCRIPT.parents[1] / "rmd_dev" / "flink" / "docker-entrypoint.sh"]
+    checked = subprocess.run(
+        ["shellcheck", *map(str, scripts)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert checked.returncode == 0, checked.stdout
