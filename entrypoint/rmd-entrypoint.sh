@@ -3,7 +3,10 @@
 #
 #   rmd-entrypoint.sh jobmanager [args]   the JobManager pod: the rmd daemon and Flink's
 #                                          JobManager side by side; SIGTERM goes to both, and
-#                                          the pod ends when either of them ends.
+#                                          the pod ends when either of them ends. The args go
+#                                          to Flink's JobManager; the dynamic properties among
+#                                          them (-D key=value, -Dkey=value) to the daemon too:
+#                                          both read the same configuration.
 #   rmd-entrypoint.sh daemon [args]       the rmd daemon alone (a standalone resource manager).
 #   rmd-entrypoint.sh taskmanager [args]  a TaskManager pod: the rmd agent registers with the
 #                                          daemon and supervises Flink's TaskManager.
@@ -44,7 +47,17 @@ case "$role" in
     }
     # The trap is in place before anything starts: a SIGTERM during start-up is forwarded too.
     trap forward TERM INT
-    "$RMD" daemon --conf-dir "$FLINK_CONF_DIR" &
+    properties=()
+    previous=""
+    for arg in "$@"; do
+      if [ "$previous" = "-D" ]; then
+        properties+=(-D "$arg")
+      elif [ "${arg#-D}" != "$arg" ] && [ "$arg" != "-D" ]; then
+        properties+=(-D "${arg#-D}")
+      fi
+      previous="$arg"
+    done
+    "$RMD" daemon --conf-dir "$FLINK_CONF_DIR" ${properties[@]+"${properties[@]}"} &
     daemon_pid=$!
     "$FLINK_ENTRYPOINT" jobmanager "$@" &
     flink_pid=$!

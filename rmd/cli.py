@@ -15,7 +15,7 @@ commands:
   dev-cluster   a real local Kubernetes control plane with emulated nodes (up/down/status)
   status        the daemon's TaskManagers and jobs as tables
   podspec       print the TaskManager pod this configuration produces, as YAML
-  session       deploy/remove a Flink session cluster (not available yet)
+  session       start|stop|list Flink session clusters (JobManager Deployment + Services)
 """
 
 
@@ -53,11 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_podspec(rest)
     if command == "session":
-        print(
-            "rmd session: session-cluster deployment is not available in this version yet",
-            file=sys.stderr,
-        )
-        return 2
+        from rmd.session.cli import run_session
+
+        return run_session(rest)
     print(f"rmd: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
     return 2
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rmd.config.option import OptionKey
-from rmd.config.options import DAEMON_OPTIONS, POD_OPTIONS
+from rmd.config.options import DAEMON_OPTIONS, JOBMANAGER_OPTIONS, POD_OPTIONS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN = "<!-- config-docs: generated from rmd/config/options.py by `make config-docs` -->"
@@ -20,7 +20,7 @@ END = "<!-- config-docs: end -->"
 
 
 def options_markdown() -> str:
-    """The two tables (the daemon, the TaskManager pod), between the markers."""
+    """The three tables (the daemon, the TaskManager pod, the JobManager), between the markers."""
     return "\n".join(
         [
             BEGIN,
@@ -32,6 +32,10 @@ def options_markdown() -> str:
             "The TaskManager pod:",
             "",
             *_table(POD_OPTIONS),
+            "",
+            "The JobManager pod and its Services (`rmd session start`):",
+            "",
+            *_table(JOBMANAGER_OPTIONS),
             "",
             END,
         ]

@@ -332,6 +332,116 @@ POD_TEMPLATE = ConfigOption(
     meaning="a Pod YAML the TaskManager pods start from (see `rmd podspec`)",
 )
 
+# ---------------------------------------------------------------------------- the JobManager
+# (read by `rmd session start`, which deploys the JobManager Deployment and its Services)
+
+JOBMANAGER_REPLICAS = ConfigOption(
+    key="kubernetes.jobmanager.replicas",
+    parse=integer(min_value=1),
+    default="1",
+    meaning="JobManager pods of the Deployment (more than 1 needs high availability)",
+)
+JOBMANAGER_CPU = ConfigOption(
+    key="kubernetes.jobmanager.cpu.amount",
+    deprecated_keys=("kubernetes.jobmanager.cpu",),
+    parse=positive_number(expected="e.g. 1 or 0.5"),
+    default="1.0",
+    meaning="cpu request of the JobManager pod",
+)
+JOBMANAGER_CPU_LIMIT_FACTOR = ConfigOption(
+    key="kubernetes.jobmanager.cpu.limit-factor",
+    parse=resources.limit_factor,
+    default="1.0",
+    meaning="JobManager cpu limit: the request times this (at least 1)",
+)
+JOBMANAGER_MEMORY = ConfigOption(
+    key="jobmanager.memory.process.size",
+    parse=resources.process_memory,
+    default="1600m",
+    meaning="memory request of the JobManager pod",
+)
+JOBMANAGER_MEMORY_LIMIT_FACTOR = ConfigOption(
+    key="kubernetes.jobmanager.memory.limit-factor",
+    parse=resources.limit_factor,
+    default="1.0",
+    meaning="JobManager memory limit: the request times this (at least 1)",
+)
+JOBMANAGER_SERVICE_ACCOUNT = ConfigOption(
+    key="kubernetes.jobmanager.service-account",
+    fallback_keys=("kubernetes.service-account",),
+    parse=placement.service_account,
+    default=placement.DEFAULT_SERVICE_ACCOUNT,
+    meaning="service account of the JobManager pod (needs `conf/kubernetes/rbac.yaml`)",
+)
+JOBMANAGER_LABELS = MapOption(
+    key="kubernetes.jobmanager.labels",
+    check=placement.label_map,
+    meaning="JobManager pod labels, `k1:v1,k2:v2` or a YAML map",
+)
+JOBMANAGER_ANNOTATIONS = MapOption(
+    key="kubernetes.jobmanager.annotations",
+    check=placement.annotation_map,
+    meaning="JobManager pod annotations, `k1:v1,k2:v2` or a YAML map",
+)
+JOBMANAGER_NODE_SELECTOR = MapOption(
+    key="kubernetes.jobmanager.node-selector",
+    check=placement.label_map,
+    meaning="JobManager node selector, `k1:v1,k2:v2` or a YAML map",
+)
+JOBMANAGER_TOLERATIONS = ConfigOption(
+    key="kubernetes.jobmanager.tolerations",
+    parse=placement.tolerations,
+    default_note="none",
+    meaning=f"JobManager tolerations, `{placement.TOLERATION_EXAMPLE};...`",
+)
+JOBMANAGER_ENV_VARIABLE = ConfigOption(
+    key="containerized.master.env.<name>",
+    parse=str,
+    default_note="none",
+    meaning="environment variable `<name>` of the JobManager container",
+)
+JOBMANAGER_ENTRY_PATH = ConfigOption(
+    key="rmd.jobmanager.entry-path",
+    parse=environment.entry_path,
+    default="/rmd-entrypoint.sh",
+    meaning="the rmd image's entrypoint; the JobManager pod runs `<it> jobmanager <args>`",
+)
+JOBMANAGER_ENTRYPOINT_ARGS = ConfigOption(
+    key="kubernetes.jobmanager.entrypoint.args",
+    parse=environment.entrypoint_args,
+    meaning="extra arguments of the JobManager (`-D key=value` reach the daemon too)",
+)
+JOBMANAGER_POD_TEMPLATE = ConfigOption(
+    key="kubernetes.pod-template-file.jobmanager",
+    fallback_keys=("kubernetes.pod-template-file.default", "kubernetes.pod-template-file"),
+    parse=optional_path,
+    meaning="a Pod YAML the JobManager pod starts from",
+)
+JOBMANAGER_RPC_PORT = ConfigOption(
+    key="jobmanager.rpc.port",
+    parse=daemon.single_port,
+    default="6123",
+    meaning="the JobManager's RPC port (internal Service)",
+)
+BLOB_SERVER_PORT = ConfigOption(
+    key="blob.server.port",
+    parse=daemon.single_port,
+    default="6124",
+    meaning="the JobManager's blob server port (internal Service; one fixed port)",
+)
+FLINK_REST_PORT = ConfigOption(
+    key="rest.port",
+    parse=daemon.single_port,
+    default="8081",
+    meaning="Flink's REST port (the `<cluster-id>-rest` Service)",
+)
+REST_SERVICE_TYPE = ConfigOption(
+    key="kubernetes.rest-service.exposed.type",
+    parse=choice(("ClusterIP", "NodePort", "LoadBalancer"), what="a REST Service type"),
+    default="ClusterIP",
+    meaning="type of the `<cluster-id>-rest` Service: `ClusterIP`, `NodePort`, `LoadBalancer`",
+)
+
 # ---------------------------------------------------------------------------- the table
 
 DAEMON_OPTIONS: tuple[OptionKey, ...] = (
@@ -389,7 +499,27 @@ POD_OPTIONS: tuple[OptionKey, ...] = (
     RESOURCEMANAGER_URL,
     POD_TEMPLATE,
 )
-OPTIONS: tuple[OptionKey, ...] = DAEMON_OPTIONS + POD_OPTIONS
+JOBMANAGER_OPTIONS: tuple[OptionKey, ...] = (
+    JOBMANAGER_REPLICAS,
+    JOBMANAGER_CPU,
+    JOBMANAGER_CPU_LIMIT_FACTOR,
+    JOBMANAGER_MEMORY,
+    JOBMANAGER_MEMORY_LIMIT_FACTOR,
+    JOBMANAGER_SERVICE_ACCOUNT,
+    JOBMANAGER_LABELS,
+    JOBMANAGER_ANNOTATIONS,
+    JOBMANAGER_NODE_SELECTOR,
+    JOBMANAGER_TOLERATIONS,
+    JOBMANAGER_ENV_VARIABLE,
+    JOBMANAGER_ENTRY_PATH,
+    JOBMANAGER_ENTRYPOINT_ARGS,
+    JOBMANAGER_POD_TEMPLATE,
+    JOBMANAGER_RPC_PORT,
+    BLOB_SERVER_PORT,
+    FLINK_REST_PORT,
+    REST_SERVICE_TYPE,
+)
+OPTIONS: tuple[OptionKey, ...] = DAEMON_OPTIONS + POD_OPTIONS + JOBMANAGER_OPTIONS
 
 RMD_PREFIX = "rmd."
 KNOWN_RMD_KEYS: frozenset[str] = frozenset(

@@ -227,7 +227,7 @@ def _spec(options: TaskManagerPodOptions, source: JsonDict, template: PodTemplat
     main = _main_container(options, template.main_container, host_network=host_network)
     containers = list(source.get("containers") or [])
     containers.insert(min(template.main_index, len(containers)), main)
-    volumes = _merge_named(
+    volumes = merge_named(
         source.get("volumes") or [],
         [
             {"name": mount.volume_name, "secret": {"secretName": mount.secret}}
@@ -292,7 +292,7 @@ def _main_container(
     if ports:
         container["ports"] = ports
 
-    container["env"] = _merge_named(
+    container["env"] = merge_named(
         source.get("env") or [], _config_env(options), _internal_env(options)
     )
     container["resources"] = _resources(options, source.get("resources") or {})
@@ -303,7 +303,7 @@ def _main_container(
     mounts = [
         mount for mount in source.get("volumeMounts") or [] if mount.get("mountPath") not in ours
     ]
-    mounts = _merge_named(
+    mounts = merge_named(
         mounts,
         [
             {"name": secret.volume_name, "mountPath": secret.mount_path, "readOnly": True}
@@ -414,7 +414,7 @@ def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _merge_named(*layers: Iterable[JsonDict]) -> list[JsonDict]:
+def merge_named(*layers: Iterable[JsonDict]) -> list[JsonDict]:
     """Entries with a ``name``, later layers replacing earlier entries of the same name."""
     merged: dict[str, JsonDict] = {}
     for layer in layers:

@@ -9,6 +9,7 @@ a given code.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,6 +105,22 @@ def test_jobmanager_role_forwards_sigterm_to_both_and_exits_0(stand_ins: Path) -
     assert _record(stand_ins, "flink-entrypoint") == ["jobmanager", "TERM"]
 
 
+def test_jobmanager_role_gives_its_dynamic_properties_to_the_daemon_too(stand_ins: Path) -> None:
+    args = ["-D", "rest.address=10.0.0.7", "-Drmd.rest.port=9", "--host", "h"]
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "jobmanager", *args],
+        env=_env(stand_ins, FLINK_ENTRYPOINT_EXIT_AFTER="0"),
+    )
+    try:
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    assert _record(stand_ins, "rmd")[0] == (
+        "daemon --conf-dir /etc/flink -D rest.address=10.0.0.7 -D rmd.rest.port=9"
+    )
+    assert _record(stand_ins, "flink-entrypoint") == ["jobmanager " + " ".join(args)]
+
+
 def test_jobmanager_role_ends_when_flink_ends_and_stops_the_daemon(stand_ins: Path) -> None:
     proc = subprocess.Popen(
         ["bash", str(SCRIPT), "jobmanager"], env=_env(stand_ins, FLINK_ENTRYPOINT_EXIT_AFTER="3")
@@ -124,3 +141,12 @@ def test_the_dockerfile_copies_files_that_exist_and_uses_this_entrypoint() -> No
         for source in sources:
             assert (root / source).exists(), f"docker/Dockerfile copies missing {source}"
     assert 'ENTRYPOINT ["/rmd-entrypoint.sh"]' in dockerfile
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_the_entrypoints_pass_shellcheck() -> None:
+    scripts = [SCRIPT, SCRIPT.parents[1] / "rmd_dev" / "flink" / "docker-entrypoint.sh"]
+    checked = subprocess.run(
+        ["shellcheck", *map(str, scripts)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert checked.returncode == 0, checked.stdout

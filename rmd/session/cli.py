@@ -1,0 +1,272 @@
+"""``rmd session start|stop|list``: deploy, remove and show Flink session clusters.
+
+Exit codes: 0 done, 1 the cluster side failed (message says what to do), 2 bad arguments or
+configuration (nothing was touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubernetes_asyncio import client
+
+from rmd.cli_options import add_configuration_arguments
+from rmd.config import options as opt
+from rmd.config.files import configuration_directory
+from rmd.config.flinkconf import ConfigError, FlinkConfiguration
+from rmd.config.jobmanager_options import JobManagerPodOptions
+from rmd.config.settings import RmdSettings
+from rmd.kube.client import KubeConfigError, load_kube_configuration
+from rmd.kube.flinkconfigmap import read_log_config_files
+from rmd.kube.podspec import TaskManagerPodFactory
+from rmd.kube.podtemplate import empty_pod_template, load_pod_template
+from rmd.session.access import (
+    LIST_PERMISSIONS,
+    START_PERMISSIONS,
+    STOP_PERMISSIONS,
+    Permission,
+    denial_message,
+    first_denied,
+)
+from rmd.session.deploy import (
+    API_ERRORS,
+    SessionError,
+    list_clusters,
+    rest_endpoint_lines,
+    start_cluster,
+    stay_attached,
+    stop_cluster,
+    unreachable,
+)
+from rmd.session.manifests import SessionPlan, session_plan
+
+PROG = "rmd session"
+DEFAULT_START_TIMEOUT = 300.0
+DEFAULT_STOP_TIMEOUT = 300.0
+GENERATED_ID_PREFIX = "flink-session-"
+
+
+def run_session(argv: Sequence[str]) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code) if isinstance(exit_.code, int) else 2
+    if args.action is None:
+        parser.print_usage(sys.stderr)
+        return 2
+    prog = f"{PROG} {args.action}"
+    try:
+        if args.action == "start":
+            plan = _start_plan(args.conf_dir, args.overrides)
+            return asyncio.run(_start(args, plan, prog=prog))
+        conf = FlinkConfiguration.load(conf_dir=args.conf_dir, overrides=args.overrides)
+        namespace = conf.get(opt.NAMESPACE)
+        if args.action == "stop":
+            cluster_id = RmdSettings.from_configuration(conf).cluster_id
+            return asyncio.run(_stop(args, cluster_id=cluster_id, namespace=namespace))
+        return asyncio.run(_list(args, namespace=namespace))
+    except ConfigError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except (SessionError, KubeConfigError) as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 1
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _start_plan(conf_dir: Path | None, overrides: Sequence[str]) -> SessionPlan:
+    """Read and check the whole configuration (ConfigError); no cluster-id: one is made up."""
+    conf = FlinkConfiguration.load(conf_dir=conf_dir, overrides=overrides)
+    if not conf.get_str(opt.CLUSTER_ID.key):
+        generated = GENERATED_ID_PREFIX + secrets.token_hex(4)
+        conf = conf.with_overrides({opt.CLUSTER_ID.key: generated})
+        _say(f"no {opt.CLUSTER_ID.key} given: using {generated}")
+    settings = RmdSettings.from_configuration(conf)
+    taskmanager = TaskManagerPodFactory.from_configuration(conf, settings).options
+    jobmanager = JobManagerPodOptions.from_configuration(conf)
+    if jobmanager.pod_template is None:
+        template = empty_pod_template()
+    else:
+        key, path = jobmanager.pod_template
+        template = load_pod_template(path, key=key)
+    log_files = read_log_config_files(configuration_directory(conf_dir))
+    plan = session_plan(
+        conf,
+        settings,
+        taskmanager=taskmanager,
+        jobmanager=jobmanager,
+        template=template,
+        log_files=log_files,
+    )
+    return plan
+
+
+async def _api(kubeconfig: Path | None) -> client.ApiClient:
+    configuration = await load_kube_configuration(kubeconfig=kubeconfig)
+    return client.ApiClient(configuration)
+
+
+async def _check(
+    api: client.ApiClient, permissions: tuple[Permission, ...], *, namespace: str, timeout: float
+) -> None:
+    denied = await first_denied(api, permissions, namespace=namespace, timeout=timeout)
+    if denied is not None:
+        raise SessionError(denial_message(denied, namespace=namespace))
+
+
+async def _start(args: argparse.Namespace, plan: SessionPlan, *, prog: str) -> int:
+    api = await _api(args.kubeconfig)
+    host = str(api.configuration.host)
+    try:
+        await _check(api, START_PERMISSIONS, namespace=plan.namespace, timeout=args.request_timeout)
+        started = await start_cluster(
+            api, plan, say=_say, timeout=args.timeout, request_timeout=args.request_timeout
+        )
+        _say(
+            f"session cluster {plan.cluster_id} is up in namespace {plan.namespace} "
+            f"after {started.elapsed:.1f} s"
+        )
+        for line in await rest_endpoint_lines(
+            api, plan, started, request_timeout=args.request_timeout
+        ):
+            _say(line)
+        if not args.attach:
+            _say(
+                f"stop it with: rmd session stop -D {opt.CLUSTER_ID.key}={plan.cluster_id} "
+                f"-D {opt.NAMESPACE.key}={plan.namespace}"
+            )
+            return 0
+        detach = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, detach.set)
+        _say("attached: Ctrl-C stops the cluster")
+        if await stay_attached(
+            api, plan, detach=detach, say=_say, request_timeout=args.request_timeout
+        ):
+            elapsed = await stop_cluster(
+                api,
+                cluster_id=plan.cluster_id,
+                namespace=plan.namespace,
+                propagation="Foreground",
+                say=_say,
+                timeout=DEFAULT_STOP_TIMEOUT,
+                request_timeout=args.request_timeout,
+            )
+            _say(f"session cluster {plan.cluster_id} removed after {elapsed:.1f} s")
+    except API_ERRORS as error:
+        raise unreachable(error, host=host) from None
+    finally:
+        await api.close()
+    return 0
+
+
+async def _stop(args: argparse.Namespace, *, cluster_id: str, namespace: str) -> int:
+    api = await _api(args.kubeconfig)
+    host = str(api.configuration.host)
+    try:
+        await _check(api, STOP_PERMISSIONS, namespace=namespace, timeout=args.request_timeout)
+        elapsed = await stop_cluster(
+            api,
+            cluster_id=cluster_id,
+            namespace=namespace,
+            propagation=args.propagation,
+            say=_say,
+            timeout=args.timeout,
+            request_timeout=args.request_timeout,
+        )
+        _say(f"session cluster {cluster_id} removed after {elapsed:.1f} s")
+    except API_ERRORS as error:
+        raise unreachable(error, host=host) from None
+    finally:
+        await api.close()
+    return 0
+
+
+async def _list(args: argparse.Namespace, *, namespace: str) -> int:
+    api = await _api(args.kubeconfig)
+    host = str(api.configuration.host)
+    try:
+        await _check(api, LIST_PERMISSIONS, namespace=namespace, timeout=args.request_timeout)
+        rows = await list_clusters(api, namespace=namespace, request_timeout=args.request_timeout)
+    except API_ERRORS as error:
+        raise unreachable(error, host=host) from None
+    finally:
+        await api.close()
+    if not rows:
+        _say(f"no rmd clusters in namespace {namespace}")
+        return 0
+    table = [["CLUSTER-ID", "AGE", "JOBMANAGER", "TASKMANAGERS", "SLOTS"]] + [
+        [row.cluster_id, row.age, row.jobmanager_ready, str(row.taskmanagers), str(row.slots)]
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
+    for line in table:
+        _say(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Deploy, remove and show Flink session clusters run by rmd."
+    )
+    actions = parser.add_subparsers(dest="action")
+    start = actions.add_parser(
+        "start",
+        help="create a session cluster and wait for its JobManager",
+        description=(
+            "Create the ConfigMap, the JobManager Deployment and its Services "
+            "(<cluster-id>, <cluster-id>-rest), wait for the JobManager, print the REST endpoint."
+        ),
+    )
+    stop = actions.add_parser(
+        "stop", help="delete a session cluster and wait until its pods are gone"
+    )
+    listing = actions.add_parser("list", help="the rmd clusters of a namespace")
+    for sub in (start, stop, listing):
+        add_configuration_arguments(sub)
+        sub.add_argument(
+            "--kubeconfig", type=Path, default=None, help="kubeconfig file (default: as kubectl)"
+        )
+        sub.add_argument(
+            "--request-timeout",
+            type=float,
+            default=30.0,
+            help="seconds for one API request (default 30)",
+        )
+    start.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_START_TIMEOUT,
+        help=f"seconds to wait for the JobManager (default {DEFAULT_START_TIMEOUT:g})",
+    )
+    start.add_argument(
+        "--attach",
+        action="store_true",
+        help="stay attached, show the JobManager's readiness, stop the cluster on Ctrl-C",
+    )
+    stop.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_STOP_TIMEOUT,
+        help=f"seconds to wait until the pods are gone (default {DEFAULT_STOP_TIMEOUT:g})",
+    )
+    stop.add_argument(
+        "--propagation",
+        choices=("Foreground", "Background"),
+        default="Foreground",
+        help="how the deletion reaches owned objects (default Foreground)",
+    )
+    return parser

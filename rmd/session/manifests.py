@@ -1,0 +1,340 @@
+"""The objects of a session cluster, as Flink's native Kubernetes mode makes them (pure).
+
+One :class:`SessionPlan` holds, checked: the JobManager Deployment ``<cluster-id>``, the
+internal headless Service ``<cluster-id>`` (JobManager RPC, blob server, the rmd daemon's
+API the TaskManager agents call), the REST Service ``<cluster-id>-rest`` (type from
+``kubernetes.rest-service.exposed.type``) and the ConfigMap ``flink-config-<cluster-id>``
+(the Flink configuration and console logging files the JobManager pod mounts). All carry
+Flink's labels (``type=flink-native-kubernetes``, ``app=<cluster-id>``); everything but the
+Deployment gets an ownerReference to it, so deleting the Deployment removes the cluster.
+
+The JobManager pod runs the rmd image's entrypoint role ``jobmanager`` (the rmd daemon and
+Flink's JobManager): ``<rmd.jobmanager.entry-path> jobmanager <entrypoint args>``.
+Its pod template (``kubernetes.pod-template-file.jobmanager``) is merged as the TaskManager's
+is: labels, annotations, nodeSelector, tolerations, env, volumes merged (config wins), the
+main container's name, command, resources and the selector labels are rmd's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rmd.config import agent_env
+from rmd.config import options as opt
+from rmd.config.flinkconf import FlinkConfiguration
+from rmd.config.jobmanager_options import JobManagerPodOptions
+from rmd.config.podoptions import TaskManagerPodOptions
+from rmd.config.settings import RmdSettings
+from rmd.kube.flinkconfigmap import POD_IP_VARIABLE, FlinkConfigMap, render_config_yaml
+from rmd.kube.podspec import (
+    FLINK_CONFIG_VOLUME,
+    LABEL_APP,
+    LABEL_COMPONENT,
+    LABEL_TYPE,
+    LABEL_TYPE_NATIVE,
+    OwnerReference,
+    cpu_quantity,
+    flink_config_map_name,
+    memory_quantity,
+    merge_named,
+)
+from rmd.kube.podtemplate import MAIN_CONTAINER_NAME, PodTemplate
+
+JsonDict = dict[str, Any]
+
+LABEL_COMPONENT_JOBMANAGER = "jobmanager"
+REST_PORT_NAME = "rest"
+RPC_PORT_NAME = "jobmanager-rpc"
+BLOB_PORT_NAME = "blobserver"
+DAEMON_PORT_NAME = "rmd"
+
+
+def jobmanager_labels(cluster_id: str) -> dict[str, str]:
+    """The selector labels of the JobManager pods (Flink's)."""
+    return {
+        LABEL_TYPE: LABEL_TYPE_NATIVE,
+        LABEL_APP: cluster_id,
+        LABEL_COMPONENT: LABEL_COMPONENT_JOBMANAGER,
+    }
+
+
+def cluster_labels(cluster_id: str) -> dict[str, str]:
+    """The labels every object of the cluster carries."""
+    return {LABEL_TYPE: LABEL_TYPE_NATIVE, LABEL_APP: cluster_id}
+
+
+def rest_service_name(cluster_id: str) -> str:
+    return f"{cluster_id}-rest"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionPlan:
+    """What ``rmd session start`` creates, built from checked options."""
+
+    cluster_id: str
+    namespace: str
+    jobmanager: JobManagerPodOptions
+    deployment: JsonDict
+    internal_service: JsonDict
+    rest_service: JsonDict
+    config_map: FlinkConfigMap
+
+    def owned(self, owner: OwnerReference) -> list[tuple[str, JsonDict]]:
+        """The objects created after the Deployment, each with its ownerReference:
+        (kind, manifest) in creation order."""
+        services = []
+        for service in (self.internal_service, self.rest_service):
+            owned = copy.deepcopy(service)
+            owned["metadata"]["ownerReferences"] = [owner.to_manifest()]
+            services.append(("Service", owned))
+        return [("ConfigMap", self.config_map.manifest(owner=owner)), *services]
+
+
+def session_plan(
+    conf: FlinkConfiguration,
+    settings: RmdSettings,
+    *,
+    taskmanager: TaskManagerPodOptions,
+    jobmanager: JobManagerPodOptions,
+    template: PodTemplate,
+    log_files: Mapping[str, str],
+) -> SessionPlan:
+    """Every object of the session cluster; raises ConfigError for a bad combination."""
+    cluster_id, namespace = settings.cluster_id, settings.namespace
+    conf_dir = taskmanager.flink_conf_dir or opt.CONF_DIR.default_value()
+    values = conf.as_dict()
+    if not conf.is_set(opt.FLINK_REST_URL):
+        # The daemon shares the JobManager pod: it follows Flink's REST API there.
+        values[opt.FLINK_REST_URL.key] = f"http://localhost:{jobmanager.rest_port}"
+    data = {"config.yaml": render_config_yaml(values), **dict(log_files)}
+    config_map = FlinkConfigMap(
+        name=flink_config_map_name(cluster_id),
+        namespace=namespace,
+        labels=cluster_labels(cluster_id),
+        data=data,
+    )
+    return SessionPlan(
+        cluster_id=cluster_id,
+        namespace=namespace,
+        jobmanager=jobmanager,
+        deployment=_deployment(
+            settings,
+            taskmanager=taskmanager,
+            jobmanager=jobmanager,
+            template=template,
+            conf_dir=conf_dir,
+        ),
+        internal_service=_service(
+            name=cluster_id,
+            namespace=namespace,
+            cluster_id=cluster_id,
+            service_type=None,
+            ports=[
+                (RPC_PORT_NAME, jobmanager.rpc_port),
+                (BLOB_PORT_NAME, jobmanager.blob_port),
+                (DAEMON_PORT_NAME, settings.rest_port),
+            ],
+        ),
+        rest_service=_service(
+            name=rest_service_name(cluster_id),
+            namespace=namespace,
+            cluster_id=cluster_id,
+            service_type=jobmanager.rest_service_type,
+            ports=[(REST_PORT_NAME, jobmanager.rest_port)],
+        ),
+        config_map=config_map,
+    )
+
+
+def _service(
+    *,
+    name: str,
+    namespace: str,
+    cluster_id: str,
+    service_type: str | None,
+    ports: Iterable[tuple[str, int]],
+) -> JsonDict:
+    """A Service selecting the JobManager pods; ``service_type`` None: headless ClusterIP."""
+    spec: JsonDict = {}
+    if service_type is None:
+        spec["clusterIP"] = "None"
+        spec["type"] = "ClusterIP"
+    else:
+        spec["type"] = service_type
+    spec["selector"] = jobmanager_labels(cluster_id)
+    spec["ports"] = [
+        {"name": port_name, "port": port, "targetPort": port, "protocol": "TCP"}
+        for port_name, port in ports
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": cluster_labels(cluster_id)},
+        "spec": spec,
+    }
+
+
+def _deployment(
+    settings: RmdSettings,
+    *,
+    taskmanager: TaskManagerPodOptions,
+    jobmanager: JobManagerPodOptions,
+    template: PodTemplate,
+    conf_dir: str,
+) -> JsonDict:
+    cluster_id = settings.cluster_id
+    selector = jobmanager_labels(cluster_id)
+    source = copy.deepcopy(template.pod)
+    source_metadata = source.get("metadata") or {}
+    labels = {**(source_metadata.get("labels") or {}), **dict(jobmanager.labels), **selector}
+    annotations = {
+        **(source_metadata.get("annotations") or {}),
+        **dict(jobmanager.annotations),
+    }
+    pod_metadata: JsonDict = {"labels": labels}
+    if annotations:
+        pod_metadata["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": cluster_id,
+            "namespace": settings.namespace,
+            "labels": {**dict(jobmanager.labels), **selector},
+        },
+        "spec": {
+            "replicas": jobmanager.replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": pod_metadata,
+                "spec": _pod_spec(
+                    settings,
+                    taskmanager=taskmanager,
+                    jobmanager=jobmanager,
+                    source=source.get("spec") or {},
+                    template=template,
+                    conf_dir=conf_dir,
+                ),
+            },
+        },
+    }
+
+
+def _pod_spec(
+    settings: RmdSettings,
+    *,
+    taskmanager: TaskManagerPodOptions,
+    jobmanager: JobManagerPodOptions,
+    source: JsonDict,
+    template: PodTemplate,
+    conf_dir: str,
+) -> JsonDict:
+    spec: JsonDict = {
+        key: value
+        for key, value in source.items()
+        if key not in ("containers", "volumes", "nodeSelector", "tolerations", "imagePullSecrets")
+    }
+    spec["serviceAccountName"] = jobmanager.service_account
+    spec.pop("serviceAccount", None)
+    node_selector = {**(source.get("nodeSelector") or {}), **dict(jobmanager.node_selector)}
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    tolerations = list(source.get("tolerations") or [])
+    for toleration in jobmanager.tolerations:
+        if (manifest := toleration.to_manifest()) not in tolerations:
+            tolerations.append(manifest)
+    if tolerations:
+        spec["tolerations"] = tolerations
+    pull_secrets = list(source.get("imagePullSecrets") or [])
+    known = {entry.get("name") for entry in pull_secrets}
+    pull_secrets += [{"name": name} for name in taskmanager.image_pull_secrets if name not in known]
+    if pull_secrets:
+        spec["imagePullSecrets"] = pull_secrets
+    containers = list(source.get("containers") or [])
+    main = _main_container(
+        settings,
+        taskmanager=taskmanager,
+        jobmanager=jobmanager,
+        source=template.main_container,
+        conf_dir=conf_dir,
+    )
+    containers.insert(min(template.main_index, len(containers)), main)
+    spec["containers"] = containers
+    spec["volumes"] = merge_named(
+        source.get("volumes") or [],
+        [
+            {
+                "name": FLINK_CONFIG_VOLUME,
+                "configMap": {"name": flink_config_map_name(settings.cluster_id)},
+            }
+        ],
+    )
+    return spec
+
+
+def _main_container(
+    settings: RmdSettings,
+    *,
+    taskmanager: TaskManagerPodOptions,
+    jobmanager: JobManagerPodOptions,
+    source: JsonDict,
+    conf_dir: str,
+) -> JsonDict:
+    source = copy.deepcopy(source)
+    template_image = source.get("image")
+    image = (
+        template_image if template_image and not taskmanager.image_explicit else taskmanager.image
+    )
+    container: JsonDict = {
+        "name": MAIN_CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": taskmanager.image_pull_policy,
+        "command": [jobmanager.entry_path],
+        "args": [LABEL_COMPONENT_JOBMANAGER, *jobmanager.entrypoint_args],
+        "ports": merge_named(
+            source.get("ports") or [],
+            [
+                {"name": REST_PORT_NAME, "containerPort": jobmanager.rest_port},
+                {"name": RPC_PORT_NAME, "containerPort": jobmanager.rpc_port},
+                {"name": BLOB_PORT_NAME, "containerPort": jobmanager.blob_port},
+                {"name": DAEMON_PORT_NAME, "containerPort": settings.rest_port},
+            ],
+        ),
+        "env": merge_named(
+            source.get("env") or [],
+            [{"name": name, "value": value} for name, value in jobmanager.env],
+            [
+                _field_env(POD_IP_VARIABLE, "status.podIP"),
+                _field_env(agent_env.POD_NAME, "metadata.name"),
+                _field_env(agent_env.POD_NAMESPACE, "metadata.namespace"),
+                {"name": agent_env.FLINK_CONF_DIR, "value": conf_dir},
+            ],
+        ),
+        "resources": {
+            "requests": {
+                "cpu": cpu_quantity(jobmanager.cpu),
+                "memory": memory_quantity(jobmanager.memory_mib),
+            },
+            "limits": {
+                "cpu": cpu_quantity(jobmanager.cpu * jobmanager.cpu_limit_factor),
+                "memory": memory_quantity(jobmanager.memory_mib, jobmanager.memory_limit_factor),
+            },
+        },
+        "volumeMounts": merge_named(
+            [m for m in source.get("volumeMounts") or [] if m.get("mountPath") != conf_dir],
+            [{"name": FLINK_CONFIG_VOLUME, "mountPath": conf_dir}],
+        ),
+    }
+    defined = set(container) | {"args"}
+    for name, value in source.items():
+        if name not in defined:
+            container[name] = value
+    return container
+
+
+def _field_env(name: str, field_path: str) -> JsonDict:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}}

@@ -1,0 +1,474 @@
+"""``rmd session start|stop|list`` end to end: the real CLI as a subprocess, the real
+controller-manager creating the JobManager pod, the node emulator running the image
+entrypoint's ``jobmanager`` role (the rmd daemon + Flink's JobManager from the cached
+FLINK_HOME) with the in-cluster credentials of the service account bound to
+``conf/kubernetes/rbac.yaml``, a real job, real TaskManagers, and nothing left at the end.
+
+The local-cluster specifics come from the configuration directory
+``rmd_dev.flink.session_conf`` writes, not from the product.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client
+
+from rmd_dev.cluster import write_kubeconfig
+from rmd_dev.flink.session_conf import session_configuration, write_session_conf_dir
+from rmd_dev.provision import FlinkInstall
+from tests.conftest import (
+    REQUEST_TIMEOUT,
+    DevClusterInfo,
+    manifest,
+    service_account_token,
+    wait_for_service_account,
+)
+from tests.support.flink import TM_SELECTOR, FlinkJobManager
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+RBAC = Path(__file__).resolve().parents[2] / "conf" / "kubernetes" / "rbac.yaml"
+CLI_TIMEOUT = 400.0
+JVM_DEADLINE = 240.0
+
+
+async def _rmd(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "rmd", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+async def _apply_rbac(dev_cluster: DevClusterInfo, core: client.CoreV1Api, namespace: str) -> None:
+    applied = await asyncio.to_thread(
+        subprocess.run,
+        ["kubectl", "-n", namespace, "apply", "-f", str(RBAC)],
+        env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    await wait_for_service_account(core, namespace=namespace, name="rmd")
+
+
+def _conf_dir(flink: FlinkInstall, *, namespace: str, work_dir: Path) -> Path:
+    values = session_configuration(flink=flink, namespace=namespace, work_dir=work_dir, extra={})
+    return write_session_conf_dir(work_dir / "conf", flink=flink, values=values)
+
+
+async def _objects(api: client.ApiClient, namespace: str) -> dict[str, list[str]]:
+    """Every object of the kinds a session cluster has, by kind (names)."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    t = REQUEST_TIMEOUT
+    return {
+        "Deployment": [
+            d.metadata.name
+            for d in (await apps.list_namespaced_deployment(namespace, _request_timeout=t)).items
+        ],
+        "ReplicaSet": [
+            r.metadata.name
+            for r in (await apps.list_namespaced_replica_set(namespace, _request_timeout=t)).items
+        ],
+        "Pod": [
+            p.metadata.name
+            for p in (await core.list_namespaced_pod(namespace, _request_timeout=t)).items
+        ],
+        "Service": [
+            s.metadata.name
+            for s in (await core.list_namespaced_service(namespace, _request_timeout=t)).items
+        ],
+        "ConfigMap": [
+            c.metadata.name
+            for c in (await core.list_namespaced_config_map(namespace, _request_timeout=t)).items
+            if c.metadata.name != "kube-root-ca.crt"
+        ],
+    }
+
+
+def _pod_logs(dev_cluster: DevClusterInfo, namespace: str) -> str:
+    parts = []
+    for path in sorted(dev_cluster.dir.rglob(f"pods/{namespace}/*/*.log")):
+        text = path.read_text(errors="replace")
+        parts.append(f"--- {path.parent.name}/{path.name}\n{text[-3000:]}")
+    return "\n".join(parts)
+
+
+async def test_session_start_runs_a_job_and_stop_removes_everything(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    flink_install: FlinkInstall,
+    rate_job_jar: Path,
+    tmp_path: Path,
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    await _apply_rbac(dev_cluster, core, namespace)
+    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
+    cluster_id = "sess-a"
+    begin = time.monotonic()
+    started = await _rmd("session", "start", *common, "-D", f"kubernetes.cluster-id={cluster_id}")
+    start_seconds = time.monotonic() - begin
+    assert started.returncode == 0, (
+        started.stdout + started.stderr + _pod_logs(dev_cluster, namespace)
+    )
+    assert "JobManager ready" in started.stdout
+    found = re.search(r"JobManager pod: (http://[0-9.]+:8081)", started.stdout)
+    assert found, started.stdout
+    rest_url = found.group(1)
+    assert f"in the cluster: http://{cluster_id}-rest.{namespace}.svc:8081" in started.stdout
+
+    objects = await _objects(kube_api, namespace)
+    assert objects["Deployment"] == [cluster_id]
+    assert sorted(objects["Service"]) == [cluster_id, f"{cluster_id}-rest"]
+    assert objects["ConfigMap"] == [f"flink-config-{cluster_id}"]
+    services = {s: await core.read_namespaced_service(s, namespace) for s in objects["Service"]}
+    assert services[cluster_id].spec.cluster_ip == "None"
+    assert services[f"{cluster_id}-rest"].spec.type == "ClusterIP"
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        jm = FlinkJobManager(
+            flink=flink_install,
+            cluster_id=cluster_id,
+            namespace=namespace,
+            conf_dir=conf_dir,
+            work_dir=tmp_path,
+            rest_url=rest_url,
+            daemon_url=rest_url.replace(":8081", ":8090"),
+            http=http,
+        )
+
+        async def flink_answers() -> bool:
+            try:
+                await jm.get("/overview")
+            except (aiohttp.ClientError, AssertionError):
+                return False
+            return True
+
+        await eventually(flink_answers, what="Flink's REST API in the JobManager pod", timeout=120)
+        job_id = await jm.submit(await jm.upload_jar(rate_job_jar), parallelism=4)
+        submitted = time.monotonic()
+
+        async def all_running() -> bool:
+            running, total = await jm.running_tasks(job_id)
+            return total > 0 and running == total
+
+        try:
+            await eventually(all_running, what="4 tasks RUNNING", timeout=JVM_DEADLINE, interval=1)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{_pod_logs(dev_cluster, namespace)}") from None
+        running_seconds = time.monotonic() - submitted
+        job = await jm.get(f"/jobs/{job_id}")
+        assert {int(vertex["parallelism"]) for vertex in job["vertices"]} == {4}
+        taskmanager_pods = await core.list_namespaced_pod(
+            namespace, label_selector=f"{TM_SELECTOR},app={cluster_id}"
+        )
+        tm_names = {pod.metadata.name for pod in taskmanager_pods.items}
+        assert len(tm_names) == 2  # 4 slots at 2 per TaskManager
+        assert await jm.taskmanager_ids() == tm_names  # registered with Flink under pod names
+
+    listed = await _rmd("session", "list", *common)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(cluster_id))
+    assert row.split()[2:] == ["1/1", "2", "4"]
+
+    begin = time.monotonic()
+    stopped = await _rmd("session", "stop", *common, "-D", f"kubernetes.cluster-id={cluster_id}")
+    stop_seconds = time.monotonic() - begin
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert await _objects(kube_api, namespace) == {
+        "Deployment": [],
+        "ReplicaSet": [],
+        "Pod": [],
+        "Service": [],
+        "ConfigMap": [],
+    }
+    sys.stderr.write(
+        f"\nsession: start {start_seconds:.1f} s, submit to all RUNNING {running_seconds:.1f} s, "
+        f"stop {stop_seconds:.1f} s\n"
+    )
+
+
+async def test_bad_configuration_or_an_existing_cluster_creates_nothing(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    flink_install: FlinkInstall,
+    tmp_path: Path,
+) -> None:
+    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
+    empty: dict[str, list[str]] = {
+        "Deployment": [],
+        "ReplicaSet": [],
+        "Pod": [],
+        "Service": [],
+        "ConfigMap": [],
+    }
+
+    bad = await _rmd("session", "start", *common, "-D", "kubernetes.jobmanager.replicas=zero")
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1
+    assert "kubernetes.jobmanager.replicas" in bad.stderr
+    assert await _objects(kube_api, namespace) == empty
+
+    apps = client.AppsV1Api(kube_api)
+    labels = {"app": "taken"}
+    existing: Any = manifest(
+        {
+            "metadata": {"name": "taken"},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                },
+            },
+        }
+    )
+    before = await apps.create_namespaced_deployment(namespace, body=existing)
+    taken = await _rmd("session", "start", *common, "-D", "kubernetes.cluster-id=taken")
+    assert taken.returncode == 1
+    assert taken.stderr.count("\n") == 1
+    assert "a cluster taken already exists" in taken.stderr
+    after = await apps.read_namespaced_deployment("taken", namespace)
+    assert after.metadata.uid == before.metadata.uid
+    objects = await _objects(kube_api, namespace)
+    assert objects["Service"] == []
+    assert objects["ConfigMap"] == []
+
+    no_account = await _rmd("session", "start", *common, "-D", "kubernetes.cluster-id=lonely")
+    assert no_account.returncode == 1
+    assert no_account.stderr.count("\n") == 1
+    assert 'serviceaccount "rmd" not found' in no_account.stderr
+    assert "deleted deployment lonely again" in no_account.stdout
+
+    async def lonely_gone() -> bool:
+        objects = await _objects(kube_api, namespace)
+        return not any("lonely" in name for names in objects.values() for name in names)
+
+    await eventually(lonely_gone, what="nothing of cluster lonely left", timeout=30)
+
+    unreachable = tmp_path / "unreachable.kubeconfig"
+    unreachable.write_text(
+        re.sub(
+            r"server: \S+",
+            "server: https://127.0.0.1:9",
+            dev_cluster.kubeconfig.read_text(),
+        )
+    )
+    down = await _rmd(
+        "session",
+        "start",
+        "--kubeconfig",
+        str(unreachable),
+        "--conf-dir",
+        str(conf_dir),
+        "-D",
+        "kubernetes.cluster-id=nowhere",
+        "--request-timeout",
+        "5",
+    )
+    assert down.returncode == 1
+    assert down.stderr.count("\n") == 1
+    assert "cannot reach the Kubernetes API server" in down.stderr
+
+
+async def _limited_kubeconfig(
+    kube_api: client.ApiClient,
+    dev_cluster: DevClusterInfo,
+    *,
+    namespace: str,
+    rules: list[dict[str, Any]],
+    path: Path,
+) -> Path:
+    """A kubeconfig of a service account allowed exactly ``rules`` in ``namespace``."""
+    core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
+    name = "limited"
+    await core.create_namespaced_service_account(
+        namespace, body=manifest({"metadata": {"name": name}})
+    )
+    await rbac.create_namespaced_role(
+        namespace, body=manifest({"metadata": {"name": name}, "rules": rules})
+    )
+    await rbac.create_namespaced_role_binding(
+        namespace,
+        body=manifest(
+            {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            }
+        ),
+    )
+    token = await service_account_token(core, namespace=namespace, name=name)
+    return await asyncio.to_thread(
+        write_kubeconfig,
+        path,
+        server=dev_cluster.server,
+        ca=dev_cluster.ca_file,
+        token=token,
+        user=name,
+        namespace=namespace,
+    )
+
+
+async def test_a_missing_permission_is_named_before_anything_is_created(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    flink_install: FlinkInstall,
+    tmp_path: Path,
+) -> None:
+    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    everything_but_services = [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "delete"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    kubeconfig = await _limited_kubeconfig(
+        kube_api,
+        dev_cluster,
+        namespace=namespace,
+        rules=everything_but_services,
+        path=tmp_path / "limited.kubeconfig",
+    )
+    denied = await _rmd(
+        "session",
+        "start",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--conf-dir",
+        str(conf_dir),
+        "-D",
+        "kubernetes.cluster-id=denied",
+    )
+    assert denied.returncode == 1
+    assert denied.stderr.count("\n") == 1
+    assert f"you may not create services in namespace {namespace}" in denied.stderr
+    assert "--verb=create --resource=services" in denied.stderr
+    objects = await _objects(kube_api, namespace)
+    assert objects["Deployment"] == []
+    assert objects["ConfigMap"] == []
+
+
+@pytest.mark.parametrize("service_type", ["ClusterIP", "NodePort", "LoadBalancer"])
+async def test_each_rest_service_type_and_its_printed_endpoint(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    flink_install: FlinkInstall,
+    tmp_path: Path,
+    service_type: str,
+) -> None:
+    """The JobManager pod runs nothing here (no emulator annotation): only the objects and
+    the printed endpoint are under test."""
+    core = client.CoreV1Api(kube_api)
+    await _apply_rbac(dev_cluster, core, namespace)
+    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
+    cluster_id = "types"
+    started = await _rmd(
+        "session",
+        "start",
+        *common,
+        "-D",
+        f"kubernetes.cluster-id={cluster_id}",
+        "-D",
+        "kubernetes.jobmanager.annotations=rmd.dev/runs:nothing",
+        "-D",
+        f"kubernetes.rest-service.exposed.type={service_type}",
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    rest = await core.read_namespaced_service(f"{cluster_id}-rest", namespace)
+    internal = await core.read_namespaced_service(cluster_id, namespace)
+    assert rest.spec.type == service_type
+    assert [(p.name, p.port, p.target_port) for p in rest.spec.ports] == [("rest", 8081, 8081)]
+    assert internal.spec.cluster_ip == "None"
+    assert {p.name: p.port for p in internal.spec.ports} == {
+        "jobmanager-rpc": 6123,
+        "blobserver": 6124,
+        "rmd": 8090,
+    }
+    assert f"Flink REST service {cluster_id}-rest ({service_type})" in started.stdout
+    assert f"in the cluster: http://{cluster_id}-rest.{namespace}.svc:8081" in started.stdout
+    if service_type == "NodePort":
+        node_port = rest.spec.ports[0].node_port
+        assert re.search(rf"http://[0-9.]+:{node_port} ", started.stdout), started.stdout
+    if service_type == "LoadBalancer":  # no cloud controller here: no address is given out
+        assert "load balancer pending" in started.stdout
+    stopped = await _rmd(
+        "session",
+        "stop",
+        *common,
+        "-D",
+        f"kubernetes.cluster-id={cluster_id}",
+        "--propagation",
+        "Background",
+    )
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    objects = await _objects(kube_api, namespace)
+    assert objects["Deployment"] == []
+    assert objects["Pod"] == []
+
+
+async def test_attach_shows_readiness_and_ctrl_c_stops_the_cluster(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    flink_install: FlinkInstall,
+    tmp_path: Path,
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    await _apply_rbac(dev_cluster, core, namespace)
+    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "rmd", "session", "start", "--attach"],
+        *["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)],
+        *["-D", "kubernetes.cluster-id=attached"],
+        *["-D", "kubernetes.jobmanager.annotations=rmd.dev/runs:nothing"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(120):
+            while not any("JobManager 1/1 ready" in line for line in seen):
+                line = (await process.stdout.readline()).decode()
+                assert line, "".join(seen)
+                seen.append(line)
+        assert any(line.startswith("attached:") for line in seen)
+        assert (await _objects(kube_api, namespace))["Deployment"] == ["attached"]
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(120):
+            rest, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, "".join(seen) + rest.decode()
+    assert "session cluster attached removed" in rest.decode()
+    objects = await _objects(kube_api, namespace)
+    assert objects["Deployment"] == []
+    assert objects["Pod"] == []
+    assert objects["Service"] == []
