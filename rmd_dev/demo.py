@@ -46,6 +46,7 @@ from rmd_dev.flink.jobmanager import (
     JobManagerPorts,
     LocalJobManager,
     jobmanager_configuration,
+    jobmanager_deployment_manifest,
     task_states,
     task_total,
     write_conf_dir,
@@ -162,24 +163,8 @@ class Story:
 
 
 def jobmanager_deployment() -> str:
-    """The JobManager Deployment with no replicas (its processes run here): the owner of
-    every TaskManager pod and of the flink-config ConfigMap, as on a real cluster."""
-    labels = {"app": CLUSTER_ID, "component": "jobmanager"}
-    return json.dumps(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": CLUSTER_ID, "namespace": NAMESPACE, "labels": labels},
-            "spec": {
-                "replicas": 0,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "flink-main-container", "image": "flink"}]},
-                },
-            },
-        }
-    )
+    """The demo's JobManager Deployment, as kubectl takes it."""
+    return json.dumps(jobmanager_deployment_manifest(CLUSTER_ID, namespace=NAMESPACE))
 
 
 @dataclass

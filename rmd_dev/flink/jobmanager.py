@@ -103,6 +103,25 @@ def write_conf_dir(conf_dir: Path, *, flink: FlinkInstall, values: Mapping[str, 
     (conf_dir / "config.yaml").write_text(render_config_yaml(values))
 
 
+def jobmanager_deployment_manifest(name: str, *, namespace: str) -> dict[str, Any]:
+    """The JobManager Deployment with no replicas (its processes run here): the owner of
+    every TaskManager pod and of the flink-config ConfigMap, as on a real cluster."""
+    labels = {"app": name, "component": "jobmanager"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "flink-main-container", "image": "flink"}]},
+            },
+        },
+    }
+
+
 @dataclass
 class LocalJobManager:
     """Flink's JobManager and the rmd daemon as processes; logs in ``work_dir/<name>.log``."""
@@ -228,10 +247,11 @@ class FlinkRest:
                 raise FlinkRestError(f"POST /jars/upload: {response.status} {body}")
         return str(body["filename"]).rsplit("/", 1)[-1]
 
-    async def submit(self, jar_id: str, *, parallelism: int) -> str:
+    async def submit(self, jar_id: str, *, parallelism: int, program_args: str = "") -> str:
         """``POST /jars/<id>/run?parallelism=N``; the Flink job id."""
+        payload = {"programArgs": program_args} if program_args else {}
         async with self.http.post(
-            f"{self.url}/jars/{jar_id}/run", params={"parallelism": str(parallelism)}, json={}
+            f"{self.url}/jars/{jar_id}/run", params={"parallelism": str(parallelism)}, json=payload
         ) as response:
             body = await response.json(content_type=None)
             if response.status != 200:

@@ -24,10 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import signal
-import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,9 +32,7 @@ from typing import Any, Literal
 import aiohttp
 from kubernetes_asyncio import client
 
-from rmd.config.files import parse_config_yaml
-from rmd.kube.flinkconfigmap import render_config_yaml
-from rmd_dev.cluster import free_port
+from rmd_dev.flink import jobmanager as local
 from rmd_dev.flink.jobjar import compile_rate_job as compile_rate_job  # re-exported
 from rmd_dev.provision import (
     DEFAULT_FLINK_VERSION,
@@ -49,7 +44,6 @@ from rmd_dev.provision import (
 from tests.support.waiting import eventually
 
 STARTUP_TIMEOUT = 120.0  # a JVM takes 10-17 s on an idle 2-core machine; much more when busy
-STOP_GRACE = 20.0
 TM_SELECTOR = "type=flink-native-kubernetes,component=taskmanager"
 Scheduler = Literal["default", "adaptive"]
 
@@ -83,59 +77,42 @@ class FlinkJobManager:
     daemon_url: str  # rmd's HTTP API
     http: aiohttp.ClientSession
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    rest: local.FlinkRest = field(init=False)
 
-    # -- Flink's REST API
+    def __post_init__(self) -> None:
+        self.rest = local.FlinkRest(self.http, self.rest_url)
+
+    # -- Flink's REST API (a wrong answer fails the test)
 
     async def get(self, path: str) -> Any:
-        async with self.http.get(f"{self.rest_url}{path}") as response:
-            body = await response.json(content_type=None)
-            if response.status != 200:
-                raise AssertionError(f"GET {path}: {response.status} {body}")
-            return body
+        with _failing_the_test():
+            return await self.rest.get(path)
 
     async def upload_jar(self, jar: Path) -> str:
         """``POST /jars/upload``; the jar id for :meth:`submit`."""
-        content = await asyncio.to_thread(jar.read_bytes)
-        form = aiohttp.FormData()
-        form.add_field(
-            "jarfile",
-            content,
-            filename=jar.name,
-            content_type="application/x-java-archive",
-        )
-        async with self.http.post(f"{self.rest_url}/jars/upload", data=form) as response:
-            body = await response.json(content_type=None)
-            assert response.status == 200, body
-        return str(body["filename"]).rsplit("/", 1)[-1]
+        with _failing_the_test():
+            return await self.rest.upload_jar(jar)
 
     async def submit(self, jar_id: str, *, parallelism: int, program_args: str = "") -> str:
         """``POST /jars/<id>/run?parallelism=N``; the Flink job id."""
-        payload = {"programArgs": program_args} if program_args else {}
-        async with self.http.post(
-            f"{self.rest_url}/jars/{jar_id}/run",
-            params={"parallelism": str(parallelism)},
-            json=payload,
-        ) as response:
-            body = await response.json(content_type=None)
-            assert response.status == 200, body
-        return str(body["jobid"])
+        with _failing_the_test():
+            return await self.rest.submit(
+                jar_id, parallelism=parallelism, program_args=program_args
+            )
 
     async def cancel(self, job_id: str) -> None:
-        async with self.http.patch(
-            f"{self.rest_url}/jobs/{job_id}", params={"mode": "cancel"}
-        ) as response:
-            assert response.status == 202, await response.text()
+        with _failing_the_test():
+            await self.rest.cancel(job_id)
 
     async def taskmanager_ids(self) -> set[str]:
-        body = await self.get("/taskmanagers")
-        return {str(tm["id"]) for tm in body["taskmanagers"]}
+        with _failing_the_test():
+            return set(await self.rest.taskmanager_ids())
 
     async def running_tasks(self, job_id: str) -> tuple[int, int]:
         """(tasks RUNNING, tasks in all) of the job, over all its vertices."""
-        job = await self.get(f"/jobs/{job_id}")
-        running = sum(int(v["tasks"].get("RUNNING", 0)) for v in job["vertices"])
-        total = sum(int(v["parallelism"]) for v in job["vertices"])
-        return running, total
+        with _failing_the_test():
+            job = await self.rest.job(job_id)
+        return local.task_states(job).get("RUNNING", 0), local.task_total(job)
 
     # -- rmd's HTTP API
 
@@ -151,66 +128,45 @@ class FlinkJobManager:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+@contextlib.contextmanager
+def _failing_the_test() -> Iterator[None]:
+    """Flink's REST API answering something else than asked for fails the test."""
+    try:
+        yield
+    except local.FlinkRestError as error:
+        raise AssertionError(str(error)) from error
+
+
 def jobmanager_configuration(
     *,
     flink: FlinkInstall,
     cluster_id: str,
     namespace: str,
     work_dir: Path,
-    ports: Mapping[str, int],
+    ports: local.JobManagerPorts,
     scheduler: Scheduler,
     extra: Mapping[str, str],
     follow_flink: bool = False,
 ) -> dict[str, str]:
-    """The shared config.yaml of the JobManager pod: Flink's stock JVM options, small memory,
-    loopback addresses, free ports, the chosen scheduler, a fixed-delay restart strategy, and
-    rmd's keys for TaskManager pods that run real Flink under the node emulator; with
-    ``follow_flink``, ``rmd.flink.rest-url`` pointing at this JobManager's REST API."""
-    stock = parse_config_yaml((flink.home / "conf" / "config.yaml").read_text())
-    values = {
-        "env.java.opts.all": stock.get("env.java.opts.all", ""),
-        "jobmanager.rpc.address": "127.0.0.1",
-        "jobmanager.bind-host": "127.0.0.1",
-        "jobmanager.rpc.port": str(ports["rpc"]),
-        "blob.server.port": str(ports["blob"]),
-        "rest.address": "127.0.0.1",
-        "rest.bind-address": "127.0.0.1",
-        "rest.port": str(ports["rest"]),
-        "jobmanager.memory.process.size": "1g",
-        "jobmanager.scheduler": scheduler,
-        "restart-strategy.type": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": "1000",
-        "restart-strategy.fixed-delay.delay": "1 s",
-        "taskmanager.numberOfTaskSlots": "2",
-        "taskmanager.memory.process.size": "1g",
-        "kubernetes.cluster-id": cluster_id,
-        "kubernetes.namespace": namespace,
-        "kubernetes.container.image.ref": f"flink:{flink.version}",
-        "kubernetes.taskmanager.cpu.amount": "0.5",
-        "kubernetes.entry.path": str(flink.entrypoint),
-        "kubernetes.flink.log.dir": str(work_dir / "taskmanager-logs"),
-        "kubernetes.taskmanager.annotations": "emulator.rmd.dev/run:process",
-        "containerized.taskmanager.env.FLINK_HOME": str(flink.home),
-        "containerized.taskmanager.env.FLINK_PID_DIR": str(work_dir / "taskmanager-pids"),
-        "rmd.rest.address": "127.0.0.1",
-        "rmd.rest.port": str(ports["daemon"]),
-        "rmd.taskmanager.resourcemanager-url": f"http://127.0.0.1:{ports['daemon']}",
-        "rmd.taskmanager.agent-command": f"{sys.executable};-m;rmd;taskmanager",
-        "rmd.taskmanager.supervise-flink": "true",
-        "rmd.kubernetes.resync-interval": "30 s",
-    }
-    if follow_flink:
-        values["rmd.flink.rest-url"] = f"http://127.0.0.1:{ports['rest']}"
+    """The demo's JobManager pod configuration (:func:`local.jobmanager_configuration`) with
+    the chosen scheduler, 1000 restart attempts and a 30 s resync; ``rmd.flink.rest-url``
+    pointing at this JobManager's REST API only with ``follow_flink``; ``extra`` wins."""
+    values = local.jobmanager_configuration(
+        flink=flink,
+        cluster_id=cluster_id,
+        namespace=namespace,
+        work_dir=work_dir,
+        ports=ports,
+        extra={
+            "jobmanager.scheduler": scheduler,
+            "restart-strategy.fixed-delay.attempts": "1000",
+            "rmd.kubernetes.resync-interval": "30 s",
+        },
+    )
+    if not follow_flink:
+        del values["rmd.flink.rest-url"]
     values.update(extra)
     return values
-
-
-def _write_conf_dir(conf_dir: Path, *, flink: FlinkInstall, values: Mapping[str, str]) -> None:
-    """config.yaml and Flink's console logging files, as the JobManager pod has them."""
-    conf_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("log4j-console.properties", "logback-console.xml"):
-        shutil.copy(flink.home / "conf" / name, conf_dir / name)
-    (conf_dir / "config.yaml").write_text(render_config_yaml(values))
 
 
 async def create_jobmanager_deployment(
@@ -218,52 +174,10 @@ async def create_jobmanager_deployment(
 ) -> None:
     """The JobManager Deployment (0 replicas: the JobManager runs here), owner of the pods
     and the ConfigMap, as in a real cluster."""
-    labels = {"app": name, "component": "jobmanager"}
-    body: Any = {
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "flink-main-container", "image": "flink"}]},
-            },
-        },
-    }
+    body: Any = local.jobmanager_deployment_manifest(name, namespace=namespace)
     await client.AppsV1Api(core_api).create_namespaced_deployment(
         namespace, body=body, _request_timeout=(5, 30)
     )
-
-
-async def _start(
-    name: str, argv: list[str], *, env: Mapping[str, str], work_dir: Path
-) -> asyncio.subprocess.Process:
-    with (work_dir / f"{name}.log").open("ab") as sink:
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            env=dict(env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=sink,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            cwd=work_dir,
-        )
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM to its process group, SIGKILL after the grace period; reaped."""
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(STOP_GRACE):
-                await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # whatever it left in its group
 
 
 def _group_alive(pgid: int) -> bool:
@@ -299,8 +213,10 @@ async def flink_jobmanager(
     ``cluster_id`` is created first (``kubeconfig``'s identity) so pods and ConfigMap get
     their owner.
     """
-    conf_dir = work_dir / "conf"
-    ports = {name: free_port() for name in ("rpc", "blob", "rest", "daemon")}
+    ports = local.JobManagerPorts.free()
+    processes = local.LocalJobManager(
+        flink=flink, work_dir=work_dir, kubeconfig=daemon_kubeconfig or kubeconfig, ports=ports
+    )
     values = jobmanager_configuration(
         flink=flink,
         cluster_id=cluster_id,
@@ -311,57 +227,29 @@ async def flink_jobmanager(
         extra=extra or {},
         follow_flink=follow_flink,
     )
-    await asyncio.to_thread(_write_conf_dir, conf_dir, flink=flink, values=values)
+    await asyncio.to_thread(local.write_conf_dir, processes.conf_dir, flink=flink, values=values)
     await create_jobmanager_deployment(kube_api, namespace=namespace, name=cluster_id)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/root"),
-        "FLINK_HOME": str(flink.home),
-        "FLINK_CONF_DIR": str(conf_dir),
-        "FLINK_LOG_DIR": str(work_dir / "jobmanager-logs"),
-        "FLINK_PID_DIR": str(work_dir / "pids"),
-    }
     timeout_connect = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout_connect) as http:
         manager = FlinkJobManager(
             flink=flink,
             cluster_id=cluster_id,
             namespace=namespace,
-            conf_dir=conf_dir,
+            conf_dir=processes.conf_dir,
             work_dir=work_dir,
-            rest_url=f"http://127.0.0.1:{ports['rest']}",
-            daemon_url=f"http://127.0.0.1:{ports['daemon']}",
+            rest_url=processes.rest_url,
+            daemon_url=processes.daemon_url,
             http=http,
+            processes=processes.processes,
         )
         try:
-            manager.processes["jobmanager"] = await _start(
-                "jobmanager", [str(flink.entrypoint), "jobmanager"], env=env, work_dir=work_dir
-            )
-            manager.processes["daemon"] = await _start(
-                "daemon",
-                [
-                    sys.executable,
-                    "-m",
-                    "rmd",
-                    "daemon",
-                    "--conf-dir",
-                    str(conf_dir),
-                    "--kubeconfig",
-                    str(daemon_kubeconfig or kubeconfig),
-                ],
-                env=env,
-                work_dir=work_dir,
-            )
+            await processes.start()
             await _wait_ready(manager, timeout=timeout)
             yield manager
         finally:
-            daemon = manager.processes.get("daemon")
-            if daemon is not None:
-                await _stop(daemon)
+            await processes.stop("daemon")
             await _delete_taskmanager_pods(kube_api, namespace=namespace, cluster_id=cluster_id)
-            jobmanager = manager.processes.get("jobmanager")
-            if jobmanager is not None:
-                await _stop(jobmanager)
+            await processes.stop("jobmanager")
             left = [name for name, p in manager.processes.items() if _group_alive(p.pid)]
             assert not left, f"processes left after the JobManager pod stopped: {left}"
 
