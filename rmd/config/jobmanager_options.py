@@ -15,8 +15,8 @@ from pathlib import Path
 
 from rmd.config import options as opt
 from rmd.config.flinkconf import FlinkConfiguration
-from rmd.config.pod_environment import check_env_var_name
 from rmd.config.pod_placement import Toleration
+from rmd.config.podoptions import env_variables
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +58,7 @@ class JobManagerPodOptions:
             annotations=conf.get(opt.JOBMANAGER_ANNOTATIONS),
             node_selector=conf.get(opt.JOBMANAGER_NODE_SELECTOR),
             tolerations=conf.get_optional(opt.JOBMANAGER_TOLERATIONS) or (),
-            env=_env(conf),
+            env=env_variables(conf, opt.JOBMANAGER_ENV_VARIABLE),
             entry_path=conf.get(opt.JOBMANAGER_ENTRY_PATH),
             entrypoint_args=conf.get_optional(opt.JOBMANAGER_ENTRYPOINT_ARGS) or (),
             pod_template=None
@@ -69,15 +69,3 @@ class JobManagerPodOptions:
             rest_port=conf.get(opt.FLINK_REST_PORT),
             rest_service_type=conf.get(opt.REST_SERVICE_TYPE),
         )
-
-
-def _env(conf: FlinkConfiguration) -> tuple[tuple[str, str], ...]:
-    env: list[tuple[str, str]] = []
-    for name in conf.with_prefix(opt.JOBMANAGER_ENV_VARIABLE.family_prefix):
-        option = opt.JOBMANAGER_ENV_VARIABLE.for_name(name)
-        try:
-            check_env_var_name(name)
-        except ValueError as error:
-            raise conf.invalid(option.key, str(error)) from None
-        env.append((name, conf.get(option)))
-    return tuple(env)

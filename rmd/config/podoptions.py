@@ -16,6 +16,7 @@ from pathlib import Path
 from rmd.config import agent_env
 from rmd.config import options as opt
 from rmd.config.flinkconf import FlinkConfiguration
+from rmd.config.option import ConfigOption
 from rmd.config.pod_environment import SecretEnv, SecretMount, check_env_var_name
 from rmd.config.pod_placement import Toleration
 from rmd.config.pod_resources import ExternalResource
@@ -97,7 +98,7 @@ class TaskManagerPodOptions:
             external_resources=_external_resources(conf),
             rpc_port=settings.taskmanager_rpc_port,
             command=_command(conf, settings),
-            env=_env(conf),
+            env=env_variables(conf, opt.ENV_VARIABLE),
             secret_env=conf.get_optional(opt.SECRET_ENV) or (),
             secret_mounts=conf.get(opt.SECRETS),
             log_dir=conf.get_optional(opt.LOG_DIR),
@@ -165,10 +166,14 @@ def _flink_arguments(settings: RmdSettings) -> tuple[str, ...]:
     return tuple(word for item in properties for word in ("-D", item))
 
 
-def _env(conf: FlinkConfiguration) -> tuple[tuple[str, str], ...]:
+def env_variables(
+    conf: FlinkConfiguration, family: ConfigOption[str]
+) -> tuple[tuple[str, str], ...]:
+    """The container's environment variables from a ``...env.<name>`` key family, each name
+    checked (a bad one is an error naming its key)."""
     env: list[tuple[str, str]] = []
-    for name in conf.with_prefix(opt.ENV_VARIABLE.family_prefix):
-        option = opt.ENV_VARIABLE.for_name(name)
+    for name in conf.with_prefix(family.family_prefix):
+        option = family.for_name(name)
         try:
             check_env_var_name(name)
         except ValueError as error:
