@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
@@ -24,9 +23,19 @@ from kubernetes_asyncio import client
 
 from rmd_dev.nodes import set_node_capacity
 from rmd_dev.provision import FlinkInstall
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
+from tests.conftest import DevClusterInfo
 from tests.integration.daemon_harness import PodCensus, pod_census
-from tests.support.flink import TM_SELECTOR, FlinkJobManager, flink_jobmanager
+from tests.support.flink import (
+    FlinkJobManager,
+    all_tasks_running,
+    flink_jobmanager,
+    following_flink,
+    following_keys,
+    live_taskmanager_names,
+    report_figures,
+    rmd_jobs,
+    wait_all_tasks_running,
+)
 from tests.support.flinkproxy import FlinkRestProxy
 from tests.support.waiting import eventually
 
@@ -40,20 +49,6 @@ RELEASE_SLACK = 6.0  # polls (0.5 s), the pod watch, the emulator stopping the J
 # ---------------------------------------------------------------------------- helpers
 
 
-async def _live_pods(core: client.CoreV1Api, namespace: str, cluster_id: str) -> set[str]:
-    listed = await core.list_namespaced_pod(
-        namespace,
-        label_selector=f"{TM_SELECTOR},app={cluster_id}",
-        _request_timeout=REQUEST_TIMEOUT,
-    )
-    return {pod.metadata.name for pod in listed.items if not pod.metadata.deletion_timestamp}
-
-
-async def _rmd_jobs(jm: FlinkJobManager) -> dict[str, Any]:
-    body = await jm.daemon_json("GET", "/v1/jobs")
-    return {job["job_id"]: job for job in body["jobs"]}
-
-
 async def _rmd_taskmanagers(jm: FlinkJobManager) -> dict[str, Any]:
     body = await jm.daemon_json("GET", "/v1/taskmanagers")
     return {tm["taskmanager_id"]: tm for tm in body["taskmanagers"]}
@@ -63,10 +58,6 @@ async def _readyz_flink(jm: FlinkJobManager) -> dict[str, Any]:
     body = await jm.daemon_json("GET", "/readyz")
     flink: dict[str, Any] = body["flink"]
     return flink
-
-
-async def _following(jm: FlinkJobManager) -> bool:
-    return bool((await _readyz_flink(jm))["state"] == "following")
 
 
 async def _metric(jm: FlinkJobManager, name: str, labels: Mapping[str, str] | None = None) -> float:
@@ -81,11 +72,6 @@ async def _metric(jm: FlinkJobManager, name: str, labels: Mapping[str, str] | No
 
 async def _job_state(jm: FlinkJobManager, job_id: str) -> str:
     return str((await jm.get(f"/jobs/{job_id}"))["state"])
-
-
-async def _all_tasks_running(jm: FlinkJobManager, job_id: str) -> bool:
-    running, total = await jm.running_tasks(job_id)
-    return total > 0 and running == total
 
 
 async def _vertex_parallelism(jm: FlinkJobManager, job_id: str) -> list[int]:
@@ -103,11 +89,6 @@ async def _flink_taskmanagers_of(jm: FlinkJobManager, job_id: str) -> set[str]:
     return found
 
 
-def _figures(title: str, figures: Mapping[str, float]) -> None:
-    report = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in figures.items())
-    sys.stderr.write(f"\n{title}: {report}\n")
-
-
 @pytest.fixture
 async def flink_proxy() -> AsyncIterator[FlinkRestProxy]:
     async with FlinkRestProxy() as proxy:
@@ -115,13 +96,10 @@ async def flink_proxy() -> AsyncIterator[FlinkRestProxy]:
 
 
 def _follow_through(proxy: FlinkRestProxy, **keys: str) -> dict[str, str]:
-    return {
-        "rmd.flink.rest-url": proxy.url,
-        "rmd.flink.poll-interval": "500 ms",
-        "rmd.flink.request-timeout": "2 s",
-        "resourcemanager.taskmanager-timeout": f"{IDLE_TIMEOUT:.0f} s",
-        **keys,
-    }
+    return following_keys(
+        idle_timeout=IDLE_TIMEOUT,
+        **{"rmd.flink.rest-url": proxy.url, "rmd.flink.request-timeout": "2 s", **keys},
+    )
 
 
 async def _released(census: PodCensus, names: set[str]) -> bool:
@@ -158,17 +136,18 @@ async def test_adaptive_job_starts_on_the_first_taskmanager_and_rescales_when_th
             work_dir=tmp_path / "jobmanager",
             scheduler="adaptive",
             follow_flink=True,
-            extra={
-                "rmd.flink.poll-interval": "500 ms",
-                "resourcemanager.taskmanager-timeout": f"{IDLE_TIMEOUT:.0f} s",
-                "jobmanager.adaptive-scheduler.executing.cooldown-after-rescaling": "1 s",
-                "jobmanager.adaptive-scheduler.executing.resource-stabilization-timeout": "1 s",
-            },
+            extra=following_keys(
+                idle_timeout=IDLE_TIMEOUT,
+                **{
+                    "jobmanager.adaptive-scheduler.executing.cooldown-after-rescaling": "1 s",
+                    "jobmanager.adaptive-scheduler.executing.resource-stabilization-timeout": "1 s",
+                },
+            ),
         ) as jm,
         pod_census(kube_api, namespace=namespace, cluster_id=cluster_id) as census,
     ):
         census.limit = lambda: 2
-        await eventually(lambda: _following(jm), what="/readyz: following Flink", timeout=30)
+        await eventually(lambda: following_flink(jm), what="/readyz: following Flink", timeout=30)
         # Room for one TaskManager pod (0.5 cpu each) on the first node, none on the others.
         try:
             await set_node_capacity(core, nodes[:1], capacity={"cpu": "900m"})
@@ -178,7 +157,7 @@ async def test_adaptive_job_starts_on_the_first_taskmanager_and_rescales_when_th
             job_id = await jm.submit(jar_id, parallelism=4)
 
             async def declared_at_upper_bound() -> bool:
-                job = (await _rmd_jobs(jm)).get(job_id)
+                job = (await rmd_jobs(jm)).get(job_id)
                 return job is not None and job["slots_required"] == 4
 
             await eventually(declared_at_upper_bound, what="the job declared with 4 slots")
@@ -186,7 +165,7 @@ async def test_adaptive_job_starts_on_the_first_taskmanager_and_rescales_when_th
             async def running_at(parallelism: int) -> bool:
                 return await _vertex_parallelism(jm, job_id) == [
                     parallelism
-                ] * 2 and await _all_tasks_running(jm, job_id)
+                ] * 2 and await all_tasks_running(jm, job_id)
 
             await eventually(
                 lambda: running_at(2),
@@ -195,7 +174,7 @@ async def test_adaptive_job_starts_on_the_first_taskmanager_and_rescales_when_th
                 interval=0.5,
             )
             figures["submit → RUNNING at 2"] = time.monotonic() - submitted
-            pods = await _live_pods(core, namespace, cluster_id)
+            pods = await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id)
             assert len(pods) == 2, pods
             first = await jm.taskmanager_ids()
             assert len(first) == 1, (first, pods)
@@ -213,11 +192,13 @@ async def test_adaptive_job_starts_on_the_first_taskmanager_and_rescales_when_th
         )
         figures["room made → RUNNING at 4"] = time.monotonic() - room_made
         assert await jm.taskmanager_ids() == pods
-        assert await _live_pods(core, namespace, cluster_id) == pods
-        assert (await _rmd_jobs(jm))[job_id]["fulfilled"] is True
+        assert (
+            await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id) == pods
+        )
+        assert (await rmd_jobs(jm))[job_id]["fulfilled"] is True
         assert census.violations == []
         await jm.cancel(job_id)
-    _figures("adaptive rescale figures", figures)
+    report_figures("adaptive rescale figures", figures)
 
 
 # ---------------------------------------------------------------------------- 3. two jobs
@@ -253,50 +234,51 @@ async def test_two_jobs_placed_by_flink_unlike_rmds_records_never_lose_a_taskman
             cluster_id=cluster_id,
             work_dir=tmp_path / "jobmanager",
             follow_flink=True,
-            extra={
-                "rmd.flink.poll-interval": "500 ms",
-                "resourcemanager.taskmanager-timeout": f"{IDLE_TIMEOUT:.0f} s",
-                "taskmanager.numberOfTaskSlots": "3",
-                "slotmanager.number-of-slots.max": "6",
-                "taskmanager.load-balance.mode": "SLOTS",
-            },
+            extra=following_keys(
+                idle_timeout=IDLE_TIMEOUT,
+                **{
+                    "taskmanager.numberOfTaskSlots": "3",
+                    "slotmanager.number-of-slots.max": "6",
+                    "taskmanager.load-balance.mode": "SLOTS",
+                },
+            ),
         ) as jm,
         pod_census(kube_api, namespace=namespace, cluster_id=cluster_id) as census,
     ):
         census.limit = lambda: 2
-        await eventually(lambda: _following(jm), what="/readyz: following Flink", timeout=30)
+        await eventually(lambda: following_flink(jm), what="/readyz: following Flink", timeout=30)
         started = time.monotonic()
         await jm.daemon_json("PUT", "/v1/jobs/prewarm/requirements", {"slots": 4})
 
         async def both_in_flink() -> bool:
-            names = await _live_pods(core, namespace, cluster_id)
+            names = await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id)
             return len(names) == 2 and await jm.taskmanager_ids() == names
 
         await eventually(
             both_in_flink, what="2 TaskManagers in Flink", timeout=JVM_DEADLINE, interval=0.5
         )
-        names = await _live_pods(core, namespace, cluster_id)
+        names = await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id)
         figures["2 TaskManagers registered"] = time.monotonic() - started
 
         jar_id = await jm.upload_jar(rate_job_jar)
         job_a = await jm.submit(jar_id, parallelism=2)
 
         async def fulfilled(job_id: str) -> bool:
-            job = (await _rmd_jobs(jm)).get(job_id)
+            job = (await rmd_jobs(jm)).get(job_id)
             return job is not None and bool(job["fulfilled"])
 
         await eventually(lambda: fulfilled(job_a), what="job A declared and fulfilled by rmd")
         job_b = await jm.submit(jar_id, parallelism=2)
 
         async def declared_b() -> bool:
-            return job_b in await _rmd_jobs(jm)
+            return job_b in await rmd_jobs(jm)
 
         await eventually(declared_b, what="job B declared (capped: it waits for prewarm's slots)")
         await jm.daemon_json("DELETE", "/v1/jobs/prewarm")
         await eventually(lambda: fulfilled(job_b), what="job B fulfilled by rmd")
 
         async def both_running() -> bool:
-            return await _all_tasks_running(jm, job_a) and await _all_tasks_running(jm, job_b)
+            return await all_tasks_running(jm, job_a) and await all_tasks_running(jm, job_b)
 
         await eventually(
             both_running, what="every task of A and B RUNNING", timeout=JVM_DEADLINE, interval=0.5
@@ -325,7 +307,7 @@ async def test_two_jobs_placed_by_flink_unlike_rmds_records_never_lose_a_taskman
 
         async def rmd_idle() -> bool:
             tm = (await _rmd_taskmanagers(jm))[kept]
-            return cancelled not in await _rmd_jobs(jm) and tm["idle_since"] is not None
+            return cancelled not in await rmd_jobs(jm) and tm["idle_since"] is not None
 
         await eventually(rmd_idle, what=f"{kept} idle in rmd's records after cancelling")
         idle_since = (await _rmd_taskmanagers(jm))[kept]["idle_since"]
@@ -342,9 +324,11 @@ async def test_two_jobs_placed_by_flink_unlike_rmds_records_never_lose_a_taskman
         assert (await _rmd_taskmanagers(jm))[kept]["idle_since"] == idle_since
         assert await _metric(jm, "rmd_flink_taskmanagers", {"usage": "busy"}) == 2.0
         assert census.left_at == {}, census.left_at
-        assert await _live_pods(core, namespace, cluster_id) == names
+        assert (
+            await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id) == names
+        )
         assert kept in await _flink_taskmanagers_of(jm, survivor)
-        assert await _all_tasks_running(jm, survivor)
+        assert await all_tasks_running(jm, survivor)
 
         # The survivor cancelled too: now both are idle to Flink as well, and both go.
         loop = asyncio.get_running_loop()
@@ -359,7 +343,7 @@ async def test_two_jobs_placed_by_flink_unlike_rmds_records_never_lose_a_taskman
         assert after <= IDLE_TIMEOUT + RELEASE_SLACK, after
         figures["last cancel → both released"] = after
         assert census.violations == []
-    _figures("two-jobs figures", figures)
+    report_figures("two-jobs figures", figures)
 
 
 # ---------------------------------------------------------------------------- 4. REST outage
@@ -399,16 +383,13 @@ async def test_a_30s_rest_outage_releases_and_creates_nothing_and_following_resu
     ):
         flink_proxy.upstream = jm.rest_url
         census.limit = lambda: 2
-        await eventually(lambda: _following(jm), what="/readyz: following Flink", timeout=30)
+        await eventually(lambda: following_flink(jm), what="/readyz: following Flink", timeout=30)
         jar_id = await jm.upload_jar(rate_job_jar)
         job_id = await jm.submit(jar_id, parallelism=4)
-        await eventually(
-            lambda: _all_tasks_running(jm, job_id),
-            what="every task of the parallelism-4 job RUNNING",
-            timeout=JVM_DEADLINE,
-            interval=0.5,
+        await wait_all_tasks_running(
+            jm, job_id, what="every task of the parallelism-4 job RUNNING", timeout=JVM_DEADLINE
         )
-        names = await _live_pods(core, namespace, cluster_id)
+        names = await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id)
         assert len(names) == 2
         assert await _metric(jm, "rmd_flink_rest_reachable") == 1.0
 
@@ -441,8 +422,10 @@ async def test_a_30s_rest_outage_releases_and_creates_nothing_and_following_resu
         # Nothing released, nothing created; the last demand kept; said so.
         assert census.left_at == {}, census.left_at
         assert census.seen == names, census.seen
-        assert await _live_pods(core, namespace, cluster_id) == names
-        assert (await _rmd_jobs(jm))[job_id]["slots_required"] == 4
+        assert (
+            await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id) == names
+        )
+        assert (await rmd_jobs(jm))[job_id]["slots_required"] == 4
         flink = await _readyz_flink(jm)
         assert "unreachable" in flink["detail"], flink
         assert "releases no TaskManager" in flink["detail"], flink
@@ -452,10 +435,10 @@ async def test_a_30s_rest_outage_releases_and_creates_nothing_and_following_resu
 
         await flink_proxy.start()
         back_at = loop.time()
-        await eventually(lambda: _following(jm), what="following Flink again", timeout=60)
+        await eventually(lambda: following_flink(jm), what="following Flink again", timeout=60)
 
         async def removed() -> bool:
-            return job_id not in await _rmd_jobs(jm)
+            return job_id not in await rmd_jobs(jm)
 
         await eventually(removed, what="the cancelled job removed", timeout=30)
         await eventually(
@@ -471,19 +454,19 @@ async def test_a_30s_rest_outage_releases_and_creates_nothing_and_following_resu
         # Demand is followed again: a new job gets a pod.
         resumed = time.monotonic()
         job_2 = await jm.submit(jar_id, parallelism=2)
-        await eventually(
-            lambda: _all_tasks_running(jm, job_2),
+        await wait_all_tasks_running(
+            jm,
+            job_2,
             what="a job submitted after the outage RUNNING on a new pod",
             timeout=JVM_DEADLINE,
-            interval=0.5,
         )
         figures["submit after outage → RUNNING"] = time.monotonic() - resumed
-        new = await _live_pods(core, namespace, cluster_id)
+        new = await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id)
         assert len(new) == 1, new
         assert not new & names, new
         assert census.violations == []
         await jm.cancel(job_2)
-    _figures("REST outage figures", figures)
+    report_figures("REST outage figures", figures)
 
 
 # ---------------------------------------------------------------------------- 5. bad input
@@ -519,7 +502,7 @@ async def test_bad_input_from_flink_is_logged_and_counted_and_the_daemon_keeps_s
         flink_proxy.upstream = jm.rest_url
         census.limit = lambda: 1
         daemon = jm.processes["daemon"]
-        await eventually(lambda: _following(jm), what="/readyz: following Flink", timeout=30)
+        await eventually(lambda: following_flink(jm), what="/readyz: following Flink", timeout=30)
         jar_id = await jm.upload_jar(rate_job_jar)
         job_id = await jm.submit(jar_id, parallelism=3)
 
@@ -532,7 +515,7 @@ async def test_bad_input_from_flink_is_logged_and_counted_and_the_daemon_keeps_s
             r"flink_job_problem.*above-slot-cap|above-slot-cap.*flink_job_problem", jm.log("daemon")
         )
         assert "slotmanager.number-of-slots.max" in jm.log("daemon")
-        assert (await _rmd_jobs(jm))[job_id]["slots_required"] == 3
+        assert (await rmd_jobs(jm))[job_id]["slots_required"] == 3
 
         async def one_registered() -> bool:
             tms = await _rmd_taskmanagers(jm)
@@ -541,7 +524,7 @@ async def test_bad_input_from_flink_is_logged_and_counted_and_the_daemon_keeps_s
         await eventually(
             one_registered, what="one TaskManager (the cap)", timeout=JVM_DEADLINE, interval=0.5
         )
-        names = await _live_pods(core, namespace, cluster_id)
+        names = await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id)
 
         # A scheduler rmd does not know: the job's demand stays the vertices' parallelism.
         def mystery_scheduler(body: Any) -> Any:
@@ -554,8 +537,8 @@ async def test_bad_input_from_flink_is_logged_and_counted_and_the_daemon_keeps_s
             lambda: problem("unknown-scheduler-answer"), what="unknown scheduler counted"
         )
         assert "Mystery" in jm.log("daemon")
-        assert (await _rmd_jobs(jm))[job_id]["slots_required"] == 3
-        assert await _following(jm)
+        assert (await rmd_jobs(jm))[job_id]["slots_required"] == 3
+        assert await following_flink(jm)
 
         # Malformed answers: JSON of the wrong shape, then no JSON at all.
         for label, transform in (
@@ -575,14 +558,16 @@ async def test_bad_input_from_flink_is_logged_and_counted_and_the_daemon_keeps_s
             assert flink["state"] == "failing", flink
             assert flink["reachable"] is True, flink
             assert "answering badly" in flink["detail"], flink
-            assert (await _rmd_jobs(jm))[job_id]["slots_required"] == 3
+            assert (await rmd_jobs(jm))[job_id]["slots_required"] == 3
         assert "flink_rest_failing" in jm.log("daemon")
 
         flink_proxy.clear_rewrites()
-        await eventually(lambda: _following(jm), what="following again once answers are good")
+        await eventually(lambda: following_flink(jm), what="following again once answers are good")
         assert daemon.returncode is None, jm.log("daemon")
         assert "Traceback" not in jm.log("daemon")
-        assert await _live_pods(core, namespace, cluster_id) == names
+        assert (
+            await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id) == names
+        )
         assert census.left_at == {}
         assert census.violations == []
         await jm.cancel(job_id)

@@ -10,18 +10,24 @@ The JobManager pod is played by local processes (:func:`tests.support.flink.flin
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 
 from rmd_dev.provision import FlinkInstall
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
+from tests.conftest import DevClusterInfo
 from tests.integration.daemon_harness import pod_census
-from tests.support.flink import TM_SELECTOR, FlinkJobManager, flink_jobmanager
+from tests.support.flink import (
+    flink_jobmanager,
+    following_flink,
+    following_keys,
+    live_taskmanager_names,
+    report_figures,
+    rmd_jobs,
+    wait_all_tasks_running,
+)
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -30,25 +36,6 @@ JVM_DEADLINE = 180.0  # TaskManager JVMs start in 10-17 s on an idle machine; CI
 IDLE_TIMEOUT = 5.0
 PARALLELISM = 4  # one slot-sharing group: 4 slots, exactly two TaskManagers of 2 slots
 RELEASE_SLACK = 6.0  # polls (0.5 s), the pod watch, the emulator stopping the JVM
-
-
-async def _live_pods(core: client.CoreV1Api, namespace: str, cluster_id: str) -> set[str]:
-    listed = await core.list_namespaced_pod(
-        namespace,
-        label_selector=f"{TM_SELECTOR},app={cluster_id}",
-        _request_timeout=REQUEST_TIMEOUT,
-    )
-    return {pod.metadata.name for pod in listed.items if not pod.metadata.deletion_timestamp}
-
-
-async def _rmd_jobs(jm: FlinkJobManager) -> dict[str, Any]:
-    body = await jm.daemon_json("GET", "/v1/jobs")
-    return {job["job_id"]: job for job in body["jobs"]}
-
-
-async def _all_tasks_running(jm: FlinkJobManager, job_id: str) -> bool:
-    running, total = await jm.running_tasks(job_id)
-    return total > 0 and running == total
 
 
 @pytest.mark.timeout(600)  # JVM starts under a loaded CI machine
@@ -72,21 +59,13 @@ async def test_a_real_flink_job_is_followed_from_submission_to_release(
             cluster_id=cluster_id,
             work_dir=tmp_path / "jobmanager",
             follow_flink=True,
-            extra={
-                "rmd.flink.poll-interval": "500 ms",
-                "resourcemanager.taskmanager-timeout": f"{IDLE_TIMEOUT:.0f} s",
-            },
+            extra=following_keys(idle_timeout=IDLE_TIMEOUT),
         ) as jm,
         pod_census(kube_api, namespace=namespace, cluster_id=cluster_id) as census,
     ):
         census.limit = lambda: 2
-
-        async def following() -> bool:
-            ready = await jm.daemon_json("GET", "/readyz")
-            return bool(ready["flink"]["state"] == "following")
-
-        await eventually(following, what="/readyz: following Flink", timeout=30)
-        assert await _rmd_jobs(jm) == {}
+        await eventually(lambda: following_flink(jm), what="/readyz: following Flink", timeout=30)
+        assert await rmd_jobs(jm) == {}
 
         jar_id = await jm.upload_jar(rate_job_jar)
         submitted = time.monotonic()
@@ -94,21 +73,21 @@ async def test_a_real_flink_job_is_followed_from_submission_to_release(
 
         # Nobody declares anything over rmd's API: the follower reads the job from Flink.
         async def declared() -> bool:
-            return job_id in await _rmd_jobs(jm)
+            return job_id in await rmd_jobs(jm)
 
         await eventually(declared, what=f"Flink job {job_id} declared to rmd", timeout=30)
-        assert (await _rmd_jobs(jm))[job_id]["slots_required"] == PARALLELISM
-        await eventually(
-            lambda: _all_tasks_running(jm, job_id),
+        assert (await rmd_jobs(jm))[job_id]["slots_required"] == PARALLELISM
+        await wait_all_tasks_running(
+            jm,
+            job_id,
             what=f"every task of the parallelism-{PARALLELISM} job RUNNING",
             timeout=JVM_DEADLINE,
-            interval=0.5,
         )
         figures["submit → all tasks RUNNING"] = time.monotonic() - submitted
-        names = await _live_pods(core, namespace, cluster_id)
+        names = await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id)
         assert len(names) == 2
         assert await jm.taskmanager_ids() == names
-        assert (await _rmd_jobs(jm))[job_id]["fulfilled"] is True
+        assert (await rmd_jobs(jm))[job_id]["fulfilled"] is True
 
         # Cancelled in Flink: rmd removes the job and, once Flink has freed the slots too,
         # releases both TaskManagers after the idle timeout.
@@ -117,7 +96,7 @@ async def test_a_real_flink_job_is_followed_from_submission_to_release(
         await jm.cancel(job_id)
 
         async def removed() -> bool:
-            return job_id not in await _rmd_jobs(jm)
+            return job_id not in await rmd_jobs(jm)
 
         await eventually(removed, what=f"job {job_id} removed from rmd", timeout=30)
 
@@ -125,7 +104,7 @@ async def test_a_real_flink_job_is_followed_from_submission_to_release(
             return names <= census.left_at.keys()
 
         await eventually(released, what="both TaskManager pods released", timeout=60)
-        assert not await _live_pods(core, namespace, cluster_id)
+        assert not await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id)
         release_after = {name: census.left_at[name] - cancelled_at for name in names}
         assert all(
             IDLE_TIMEOUT - 0.5 <= after <= IDLE_TIMEOUT + RELEASE_SLACK
@@ -134,5 +113,4 @@ async def test_a_real_flink_job_is_followed_from_submission_to_release(
         assert census.seen == names  # no pod but those two, ever
         figures["cancel → pods released"] = max(release_after.values())
         assert census.violations == []
-    report = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in figures.items())
-    sys.stderr.write(f"\nreal Flink follower figures: {report}\n")
+    report_figures("real Flink follower figures", figures)

@@ -15,7 +15,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,14 @@ from rmd.config.files import parse_config_yaml
 from rmd_dev.cluster import write_kubeconfig
 from rmd_dev.provision import FlinkInstall
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, service_account_token
-from tests.support.flink import TM_SELECTOR, FlinkJobManager, flink_jobmanager
+from tests.support.flink import (
+    all_tasks_running,
+    flink_jobmanager,
+    live_taskmanager_names,
+    live_taskmanager_pods,
+    report_figures,
+    wait_all_tasks_running,
+)
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -59,15 +65,6 @@ async def _least_privilege_kubeconfig(
         user="rmd",
         namespace=namespace,
     )
-
-
-async def _pods(core: client.CoreV1Api, namespace: str, cluster_id: str) -> list[Any]:
-    listed = await core.list_namespaced_pod(
-        namespace,
-        label_selector=f"{TM_SELECTOR},app={cluster_id}",
-        _request_timeout=REQUEST_TIMEOUT,
-    )
-    return [pod for pod in listed.items if not pod.metadata.deletion_timestamp]
 
 
 def _taskmanager_jvms(pod_name: str) -> list[int]:
@@ -109,11 +106,6 @@ async def _last_version(
     raise AssertionError(f"pod {name} not deleted within 120 s")
 
 
-async def _all_tasks_running(jm: FlinkJobManager, job_id: str) -> bool:
-    running, total = await jm.running_tasks(job_id)
-    return total > 0 and running == total
-
-
 @pytest.mark.timeout(600)  # three rounds of JVM starts under a loaded CI machine
 async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
     dev_cluster: DevClusterInfo,
@@ -152,10 +144,11 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
         await jm.daemon_json("PUT", "/v1/jobs/j/requirements", {"slots": 4})
 
         async def two_pods() -> bool:
-            return len(await _pods(core, namespace, cluster_id)) == 2
+            live = await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id)
+            return len(live) == 2
 
         await eventually(two_pods, what="2 TaskManager pods", timeout=30)
-        pods = await _pods(core, namespace, cluster_id)
+        pods = await live_taskmanager_pods(core, namespace=namespace, cluster_id=cluster_id)
         names = {pod.metadata.name for pod in pods}
         figures["pods created"] = time.monotonic() - started
 
@@ -182,7 +175,8 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
 
         # Each TaskManager has the pod's name as id, binds its pod IP, and has 2 slots.
         pod_ips = {
-            pod.metadata.name: pod.status.pod_ip for pod in await _pods(core, namespace, cluster_id)
+            pod.metadata.name: pod.status.pod_ip
+            for pod in await live_taskmanager_pods(core, namespace=namespace, cluster_id=cluster_id)
         }
         for name in names:
             info = await jm.get(f"/taskmanagers/{name}")
@@ -196,11 +190,8 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
         jar_id = await jm.upload_jar(rate_job_jar)
         submitted = time.monotonic()
         job_id = await jm.submit(jar_id, parallelism=4)
-        await eventually(
-            lambda: _all_tasks_running(jm, job_id),
-            what="every task of the parallelism-4 job RUNNING",
-            timeout=JVM_DEADLINE,
-            interval=0.5,
+        await wait_all_tasks_running(
+            jm, job_id, what="every task of the parallelism-4 job RUNNING", timeout=JVM_DEADLINE
         )
         figures["submit → all tasks RUNNING"] = time.monotonic() - submitted
         figures["demand → job RUNNING"] = time.monotonic() - started
@@ -261,10 +252,10 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
         recovered = time.monotonic()
 
         async def job_whole_again() -> bool:
-            live = {p.metadata.name for p in await _pods(core, namespace, cluster_id)}
+            live = await live_taskmanager_names(core, namespace=namespace, cluster_id=cluster_id)
             if len(live) != 2 or live & names:
                 return False
-            return await jm.taskmanager_ids() == live and await _all_tasks_running(jm, job_id)
+            return await jm.taskmanager_ids() == live and await all_tasks_running(jm, job_id)
 
         await eventually(
             job_whole_again,
@@ -274,5 +265,4 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
         )
         figures["TaskManagers lost → job RUNNING on replacements"] = time.monotonic() - recovered
         await jm.cancel(job_id)
-    report = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in figures.items())
-    sys.stderr.write(f"\nreal Flink figures: {report}\n")
+    report_figures("real Flink figures", figures)

@@ -34,7 +34,7 @@ from tests.conftest import (
     service_account_token,
     wait_for_service_account,
 )
-from tests.support.flink import TM_SELECTOR, FlinkJobManager
+from tests.support.flink import TM_SELECTOR, FlinkJobManager, all_tasks_running
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -167,12 +167,13 @@ async def test_session_start_runs_a_job_and_stop_removes_everything(
         job_id = await jm.submit(await jm.upload_jar(rate_job_jar), parallelism=4)
         submitted = time.monotonic()
 
-        async def all_running() -> bool:
-            running, total = await jm.running_tasks(job_id)
-            return total > 0 and running == total
-
         try:
-            await eventually(all_running, what="4 tasks RUNNING", timeout=JVM_DEADLINE, interval=1)
+            await eventually(
+                lambda: all_tasks_running(jm, job_id),
+                what="4 tasks RUNNING",
+                timeout=JVM_DEADLINE,
+                interval=1,
+            )
         except AssertionError as error:
             raise AssertionError(f"{error}\n{_pod_logs(dev_cluster, namespace)}") from None
         running_seconds = time.monotonic() - submitted

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,3 +300,67 @@ async def _delete_taskmanager_pods(
         return not listed.items
 
     await eventually(gone, what=f"TaskManager pods of {cluster_id} gone", timeout=60, interval=0.5)
+
+
+# ---------------------------------------------------------------------------- test helpers
+
+
+def following_keys(*, idle_timeout: float, **keys: str) -> dict[str, str]:
+    """Configuration for a daemon that follows Flink: a 500 ms poll and the idle timeout,
+    then ``keys``."""
+    return {
+        "rmd.flink.poll-interval": "500 ms",
+        "resourcemanager.taskmanager-timeout": f"{idle_timeout:.0f} s",
+        **keys,
+    }
+
+
+async def live_taskmanager_pods(
+    core: client.CoreV1Api, *, namespace: str, cluster_id: str
+) -> list[Any]:
+    """The cluster's TaskManager pods that are not being deleted."""
+    listed = await core.list_namespaced_pod(
+        namespace,
+        label_selector=f"{TM_SELECTOR},app={cluster_id}",
+        _request_timeout=(5, 30),
+    )
+    return [pod for pod in listed.items if not pod.metadata.deletion_timestamp]
+
+
+async def live_taskmanager_names(
+    core: client.CoreV1Api, *, namespace: str, cluster_id: str
+) -> set[str]:
+    pods = await live_taskmanager_pods(core, namespace=namespace, cluster_id=cluster_id)
+    return {pod.metadata.name for pod in pods}
+
+
+async def rmd_jobs(jm: FlinkJobManager) -> dict[str, Any]:
+    """rmd's jobs by id (``GET /v1/jobs``)."""
+    body = await jm.daemon_json("GET", "/v1/jobs")
+    return {job["job_id"]: job for job in body["jobs"]}
+
+
+async def following_flink(jm: FlinkJobManager) -> bool:
+    """Whether the daemon's /readyz says it follows Flink."""
+    ready = await jm.daemon_json("GET", "/readyz")
+    return bool(ready["flink"]["state"] == "following")
+
+
+async def all_tasks_running(jm: FlinkJobManager, job_id: str) -> bool:
+    running, total = await jm.running_tasks(job_id)
+    return total > 0 and running == total
+
+
+async def wait_all_tasks_running(
+    jm: FlinkJobManager, job_id: str, *, what: str, timeout: float
+) -> None:
+    """Wait (polling every 0.5 s) until every task of the job is RUNNING."""
+    await eventually(
+        lambda: all_tasks_running(jm, job_id), what=what, timeout=timeout, interval=0.5
+    )
+
+
+def report_figures(title: str, figures: Mapping[str, float]) -> None:
+    """The measured figures on stderr (``pytest -s`` shows them)."""
+    report = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in figures.items())
+    sys.stderr.write(f"\n{title}: {report}\n")
