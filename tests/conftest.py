@@ -8,6 +8,7 @@ checks that none of its processes remain and that its ports are free. Set
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -23,7 +24,13 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from kubernetes_asyncio import client, config
 
-from rmd_dev.cluster import ClusterState, Component, port_is_free, process_alive
+from rmd_dev.cluster import (
+    ClusterState,
+    Component,
+    port_is_free,
+    process_alive,
+    write_kubeconfig,
+)
 from rmd_dev.provision import FlinkInstall
 from tests.support import flink as flink_support
 from tests.support.background import Background
@@ -215,6 +222,45 @@ async def service_account_token(core: client.CoreV1Api, *, namespace: str, name:
         account.secrets[0].name, namespace, _request_timeout=REQUEST_TIMEOUT
     )
     return base64.b64decode(secret.data["token"]).decode()
+
+
+SHIPPED_RBAC = Path(__file__).resolve().parents[1] / "conf" / "kubernetes" / "rbac.yaml"
+
+
+async def apply_shipped_rbac(dev_cluster: DevClusterInfo, *, namespace: str) -> None:
+    """``kubectl apply`` of conf/kubernetes/rbac.yaml (the daemon's service account ``rmd``,
+    its Role and RoleBinding) in ``namespace``, as an operator would."""
+    applied = await asyncio.to_thread(
+        subprocess.run,
+        ["kubectl", "-n", namespace, "apply", "-f", str(SHIPPED_RBAC)],
+        env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+
+
+async def service_account_kubeconfig(
+    core: client.CoreV1Api,
+    dev_cluster: DevClusterInfo,
+    *,
+    namespace: str,
+    account: str,
+    path: Path,
+) -> Path:
+    """A kubeconfig at ``path`` that authenticates as the service account ``account``."""
+    token = await service_account_token(core, namespace=namespace, name=account)
+    return await asyncio.to_thread(
+        write_kubeconfig,
+        path,
+        server=dev_cluster.server,
+        ca=dev_cluster.ca_file,
+        token=token,
+        user=account,
+        namespace=namespace,
+    )
 
 
 LimitedApiFactory = Callable[[str, Sequence[dict[str, Any]]], Awaitable[client.ApiClient]]

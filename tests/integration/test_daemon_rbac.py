@@ -3,60 +3,30 @@ clearly when a permission is missing."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
 
-from rmd_dev.cluster import write_kubeconfig
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest, service_account_token
+from tests.conftest import (
+    REQUEST_TIMEOUT,
+    DevClusterInfo,
+    apply_shipped_rbac,
+    manifest,
+    service_account_kubeconfig,
+)
 from tests.integration.daemon_harness import running_daemon
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-RBAC = Path(__file__).resolve().parents[2] / "conf" / "kubernetes" / "rbac.yaml"
-
-
-async def _token_kubeconfig(
-    core: client.CoreV1Api,
-    dev_cluster: DevClusterInfo,
-    *,
-    namespace: str,
-    account: str,
-    path: Path,
-) -> Path:
-    """A kubeconfig that authenticates as the service account ``account``."""
-    token = await service_account_token(core, namespace=namespace, name=account)
-    return await asyncio.to_thread(
-        write_kubeconfig,
-        path,
-        server=dev_cluster.server,
-        ca=dev_cluster.ca_file,
-        token=token,
-        user=account,
-        namespace=namespace,
-    )
-
 
 async def test_the_shipped_least_privilege_role_is_enough(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    applied = await asyncio.to_thread(
-        subprocess.run,
-        ["kubectl", "-n", namespace, "apply", "-f", str(RBAC)],
-        env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert applied.returncode == 0, applied.stderr
+    await apply_shipped_rbac(dev_cluster, namespace=namespace)
     core = client.CoreV1Api(kube_api)
-    kubeconfig = await _token_kubeconfig(
+    kubeconfig = await service_account_kubeconfig(
         core, dev_cluster, namespace=namespace, account="rmd", path=tmp_path / "rmd.kubeconfig"
     )
     extra = {"resourcemanager.taskmanager-timeout": "1 s"}
@@ -114,7 +84,7 @@ async def test_without_watch_permission_the_daemon_is_not_ready(
         ),
         _request_timeout=REQUEST_TIMEOUT,
     )
-    kubeconfig = await _token_kubeconfig(
+    kubeconfig = await service_account_kubeconfig(
         core, dev_cluster, namespace=namespace, account="half", path=tmp_path / "half.kubeconfig"
     )
     async with running_daemon(

@@ -4,7 +4,6 @@ unchanged, update, and concurrent writers; with exactly the shipped role, at dae
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,13 @@ from kubernetes_asyncio import client
 from rmd.config.files import parse_config_yaml
 from rmd.kube.flinkconfigmap import FlinkConfigMap, publish_flink_config_map
 from rmd.kube.podspec import OwnerReference
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
+from tests.conftest import (
+    REQUEST_TIMEOUT,
+    DevClusterInfo,
+    apply_shipped_rbac,
+    service_account_kubeconfig,
+)
 from tests.integration.daemon_harness import running_daemon
-from tests.integration.test_daemon_rbac import RBAC, _token_kubeconfig
 from tests.support.flink import create_jobmanager_deployment
 
 pytestmark = pytest.mark.integration
@@ -70,18 +73,9 @@ async def test_concurrent_publishers_all_succeed_and_one_version_wins(
 async def test_the_shipped_role_lets_the_daemon_publish_and_update_the_configmap(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    applied = await asyncio.create_subprocess_exec(
-        "kubectl",
-        "-n",
-        namespace,
-        "apply",
-        "-f",
-        str(RBAC),
-        env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
-    )
-    assert await applied.wait() == 0
+    await apply_shipped_rbac(dev_cluster, namespace=namespace)
     core = client.CoreV1Api(kube_api)
-    kubeconfig = await _token_kubeconfig(
+    kubeconfig = await service_account_kubeconfig(
         core, dev_cluster, namespace=namespace, account="rmd", path=tmp_path / "rmd.kubeconfig"
     )
     await create_jobmanager_deployment(kube_api, namespace=namespace, name="flink-cm")

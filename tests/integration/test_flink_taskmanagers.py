@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,13 @@ import pytest
 from kubernetes_asyncio import client, watch
 
 from rmd.config.files import parse_config_yaml
-from rmd_dev.cluster import write_kubeconfig
 from rmd_dev.provision import FlinkInstall
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, service_account_token
+from tests.conftest import (
+    REQUEST_TIMEOUT,
+    DevClusterInfo,
+    apply_shipped_rbac,
+    service_account_kubeconfig,
+)
 from tests.support.flink import (
     all_tasks_running,
     flink_jobmanager,
@@ -38,32 +41,15 @@ from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-RBAC = Path(__file__).resolve().parents[2] / "conf" / "kubernetes" / "rbac.yaml"
 JVM_DEADLINE = 180.0  # TaskManager JVMs start in 10-17 s on an idle machine; CI is not idle
 
 
 async def _least_privilege_kubeconfig(
     dev_cluster: DevClusterInfo, core: client.CoreV1Api, *, namespace: str, path: Path
 ) -> Path:
-    applied = await asyncio.to_thread(
-        subprocess.run,
-        ["kubectl", "-n", namespace, "apply", "-f", str(RBAC)],
-        env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert applied.returncode == 0, applied.stderr
-    token = await service_account_token(core, namespace=namespace, name="rmd")
-    return await asyncio.to_thread(
-        write_kubeconfig,
-        path,
-        server=dev_cluster.server,
-        ca=dev_cluster.ca_file,
-        token=token,
-        user="rmd",
-        namespace=namespace,
+    await apply_shipped_rbac(dev_cluster, namespace=namespace)
+    return await service_account_kubeconfig(
+        core, dev_cluster, namespace=namespace, account="rmd", path=path
     )
 
 

@@ -11,7 +11,6 @@ The local-cluster specifics come from the configuration directory
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
@@ -24,14 +23,14 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
-from rmd_dev.cluster import write_kubeconfig
 from rmd_dev.flink.session_conf import session_configuration, write_session_conf_dir
 from rmd_dev.provision import FlinkInstall
 from tests.conftest import (
     REQUEST_TIMEOUT,
     DevClusterInfo,
+    apply_shipped_rbac,
     manifest,
-    service_account_token,
+    service_account_kubeconfig,
     wait_for_service_account,
 )
 from tests.support.flink import TM_SELECTOR, FlinkJobManager, all_tasks_running
@@ -39,7 +38,6 @@ from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-RBAC = Path(__file__).resolve().parents[2] / "conf" / "kubernetes" / "rbac.yaml"
 CLI_TIMEOUT = 400.0
 JVM_DEADLINE = 240.0
 
@@ -56,16 +54,7 @@ async def _rmd(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.Completed
 
 
 async def _apply_rbac(dev_cluster: DevClusterInfo, core: client.CoreV1Api, namespace: str) -> None:
-    applied = await asyncio.to_thread(
-        subprocess.run,
-        ["kubectl", "-n", namespace, "apply", "-f", str(RBAC)],
-        env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert applied.returncode == 0, applied.stderr
+    await apply_shipped_rbac(dev_cluster, namespace=namespace)
     await wait_for_service_account(core, namespace=namespace, name="rmd")
 
 
@@ -321,15 +310,8 @@ async def _limited_kubeconfig(
             }
         ),
     )
-    token = await service_account_token(core, namespace=namespace, name=name)
-    return await asyncio.to_thread(
-        write_kubeconfig,
-        path,
-        server=dev_cluster.server,
-        ca=dev_cluster.ca_file,
-        token=token,
-        user=name,
-        namespace=namespace,
+    return await service_account_kubeconfig(
+        core, dev_cluster, namespace=namespace, account=name, path=path
     )
 
 
