@@ -90,7 +90,7 @@ class _StatusCollector:
             "(Flink: numPendingTaskManagers).",
         )
         slots_total = GaugeMetricFamily(
-            "rmd_task_slots_total",
+            "rmd_task_slots",
             "Task slots of registered TaskManagers (Flink: taskSlotsTotal).",
         )
         slots_available = GaugeMetricFamily(

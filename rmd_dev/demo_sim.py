@@ -229,7 +229,7 @@ def summary(demo: Demo, tms: Sequence[dict[str, Any]], metrics: str) -> None:
     wanted = (
         "rmd_num_registered_taskmanagers",
         "rmd_num_pending_taskmanagers",
-        "rmd_task_slots_total",
+        "rmd_task_slots",
         "rmd_task_slots_available",
         "rmd_pods_created_total",
         "rmd_pods_deleted_total",

@@ -77,7 +77,7 @@ async def test_declaring_slots_creates_exactly_the_pods_needed(
 
             metrics = await (await daemon.http.get(f"{daemon.url}/metrics")).text()
             assert "rmd_num_registered_taskmanagers 3.0" in metrics
-            assert "rmd_task_slots_total 12.0" in metrics
+            assert "rmd_task_slots 12.0" in metrics
             assert "rmd_task_slots_available 3.0" in metrics
 
 

@@ -54,7 +54,7 @@ def test_flink_gauges_follow_the_allocator_without_any_update(
 
     assert value(metrics, "rmd_num_registered_taskmanagers") == 1
     assert value(metrics, "rmd_num_pending_taskmanagers") == 1  # requested + pending
-    assert value(metrics, "rmd_task_slots_total") == 2
+    assert value(metrics, "rmd_task_slots") == 2
     assert value(metrics, "rmd_task_slots_available") == 0
     assert value(metrics, "rmd_taskmanagers", state="registered") == 1
     assert value(metrics, "rmd_taskmanagers", state="requested") == 1
