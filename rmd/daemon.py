@@ -1,7 +1,8 @@
 """``rmd daemon``: wires configuration, the Kubernetes edge, the engine and the HTTP API.
 
 Start-up order: configuration is read and validated completely (a bad value stops here with
-one line, before anything touches the cluster); then the Kubernetes client, the JobManager
+one line, before anything touches the cluster); then the Kubernetes client, the permission
+check (:mod:`rmd.kube.permissions`: a missing permission stops here with one line), the JobManager
 Deployment as owner, the ``flink-config-<cluster-id>`` ConfigMap the TaskManagers mount (when
 rmd starts Flink's TaskManagers; :mod:`rmd.kube.flinkconfigmap`), the HTTP server
 (``/healthz`` answers at once, ``/v1`` answers 503 until the first pod list has been
@@ -50,6 +51,7 @@ from rmd.kube.flinkconfigmap import (
     read_log_config_files,
 )
 from rmd.kube.owner import find_owner_reference, owner_exists
+from rmd.kube.permissions import MissingPermission, check_daemon_permissions, needs_for
 from rmd.kube.pods import PodGateway
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
 from rmd.kube.reflector import ReflectorTimings
@@ -142,6 +144,13 @@ async def serve(
     settings = config.settings
     kube_cfg = await load_kube_configuration(kubeconfig=kubeconfig)
     async with client.ApiClient(kube_cfg) as api:
+        # Before anything is done: may it do all it needs? (MissingPermission stops it.)
+        await check_daemon_permissions(
+            api,
+            needs_for(settings),
+            namespace=settings.namespace,
+            timeout=settings.api_request_timeout,
+        )
         owner: OwnerReference | None = None
         try:
             found = await find_owner_reference(
@@ -330,7 +339,7 @@ def run_daemon(argv: Sequence[str]) -> int:
     except KubeConfigError as exc:
         print(f"rmd daemon: {exc}", file=sys.stderr)
         return 2
-    except ConfigMapPublishError as exc:
+    except (ConfigMapPublishError, MissingPermission) as exc:
         print(f"rmd daemon: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

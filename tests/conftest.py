@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import settings as hypothesis_settings
 from kubernetes_asyncio import client, config
 
@@ -227,12 +228,39 @@ async def service_account_token(core: client.CoreV1Api, *, namespace: str, name:
 SHIPPED_RBAC = Path(__file__).resolve().parents[1] / "conf" / "kubernetes" / "rbac.yaml"
 
 
-async def apply_shipped_rbac(dev_cluster: DevClusterInfo, *, namespace: str) -> None:
+def rbac_without(text: str, *, group: str, resource: str, verb: str) -> str:
+    """The RBAC documents of ``text`` with ``verb`` on ``resource`` (in API ``group``) taken out
+    of their Role (a rule left with no verb goes)."""
+    documents = [doc for doc in yaml.safe_load_all(text) if doc]
+    for doc in documents:
+        if doc["kind"] != "Role":
+            continue
+        rules = []
+        for rule in doc["rules"]:
+            if group in rule["apiGroups"] and resource in rule["resources"]:
+                assert len(rule["apiGroups"]) == len(rule["resources"]) == 1, rule
+                assert verb in rule["verbs"], f"{verb} {resource} is not granted: {rule}"
+                rule = {**rule, "verbs": [v for v in rule["verbs"] if v != verb]}
+            if rule["verbs"]:
+                rules.append(rule)
+        doc["rules"] = rules
+    return yaml.safe_dump_all(documents)
+
+
+async def apply_shipped_rbac(
+    dev_cluster: DevClusterInfo, *, namespace: str, without: tuple[str, str, str] | None = None
+) -> None:
     """``kubectl apply`` of conf/kubernetes/rbac.yaml (the daemon's service account ``rmd``,
-    its Role and RoleBinding) in ``namespace``, as an operator would."""
+    its Role and RoleBinding) in ``namespace``, as an operator would; ``without``: (API group,
+    resource, verb) taken out of the Role first."""
+    text = SHIPPED_RBAC.read_text()
+    if without is not None:
+        group, resource, verb = without
+        text = rbac_without(text, group=group, resource=resource, verb=verb)
     applied = await asyncio.to_thread(
         subprocess.run,
-        ["kubectl", "-n", namespace, "apply", "-f", str(SHIPPED_RBAC)],
+        ["kubectl", "-n", namespace, "apply", "-f", "-"],
+        input=text,
         env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
         capture_output=True,
         text=True,

@@ -1,28 +1,23 @@
-"""Does the caller may do what ``rmd session`` needs? SelfSubjectAccessReview, before acting.
+"""May the caller do what ``rmd session`` needs? SelfSubjectAccessReview, before acting.
 
-:func:`first_denied` asks the API server about each permission in turn and returns the first
-one refused (or None); :func:`denial_message` is the one line naming verb, resource and the
-``kubectl create role`` fix.
+What each command needs; :func:`first_denied` (:mod:`rmd.kube.access`) asks the API server
+about each permission in turn and returns the first one refused (or None);
+:func:`denial_message` is the one line naming verb, resource and the ``kubectl create role``
+fix.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, cast
+from rmd.kube.access import Permission, first_denied, grant_command
 
-from kubernetes_asyncio import client
-
-
-@dataclass(frozen=True)
-class Permission:
-    verb: str
-    resource: str
-    group: str = ""  # "" is the core API group
-
-    @property
-    def qualified_resource(self) -> str:
-        return f"{self.resource}.{self.group}" if self.group else self.resource
-
+__all__ = [
+    "LIST_PERMISSIONS",
+    "START_PERMISSIONS",
+    "STOP_PERMISSIONS",
+    "Permission",
+    "denial_message",
+    "first_denied",
+]
 
 START_PERMISSIONS = (
     Permission("get", "deployments", "apps"),
@@ -40,41 +35,12 @@ STOP_PERMISSIONS = (
 LIST_PERMISSIONS = (Permission("list", "deployments", "apps"), Permission("list", "pods"))
 
 
-async def first_denied(
-    api: client.ApiClient,
-    permissions: tuple[Permission, ...],
-    *,
-    namespace: str,
-    timeout: float,
-) -> Permission | None:
-    """The first of ``permissions`` the caller lacks in ``namespace``, or None."""
-    authz = client.AuthorizationV1Api(api)
-    for permission in permissions:
-        body: Any = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {
-                    "namespace": namespace,
-                    "verb": permission.verb,
-                    "group": permission.group,
-                    "resource": permission.resource,
-                }
-            },
-        }
-        review = await authz.create_self_subject_access_review(
-            cast(client.V1SelfSubjectAccessReview, body), _request_timeout=timeout
-        )
-        if not review.status.allowed:
-            return permission
-    return None
-
-
 def denial_message(permission: Permission, *, namespace: str) -> str:
     """One line: what is missing and the kubectl commands that grant it."""
+    grant = grant_command(
+        permission, namespace=namespace, role="rmd-session", subject="--user=<you>"
+    )
     return (
         f"you may not {permission.verb} {permission.qualified_resource} in namespace "
-        f"{namespace}; ask an admin to run: kubectl -n {namespace} create role rmd-session "
-        f"--verb={permission.verb} --resource={permission.qualified_resource} && kubectl -n "
-        f"{namespace} create rolebinding rmd-session --role=rmd-session --user=<you>"
+        f"{namespace}; ask an admin to run: {grant}"
     )

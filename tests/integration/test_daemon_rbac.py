@@ -1,21 +1,27 @@
-"""The daemon works with exactly the RBAC it ships (conf/kubernetes/rbac.yaml), and says so
-clearly when a permission is missing."""
+"""The daemon works with exactly the RBAC it ships (conf/kubernetes/rbac.yaml), and stops at
+start-up with one line naming a missing permission and its fix."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
 
+from rmd.config.settings import RmdSettings
+from rmd.kube.permissions import check_daemon_permissions, needs_for
+from rmd.retry import Backoff, RetryPolicy
+from rmd_dev.cluster import free_port
 from tests.conftest import (
     REQUEST_TIMEOUT,
     DevClusterInfo,
     apply_shipped_rbac,
-    manifest,
     service_account_kubeconfig,
 )
-from tests.integration.daemon_harness import running_daemon
+from tests.integration.daemon_harness import daemon_overrides, running_daemon
+from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -51,59 +57,87 @@ async def test_the_shipped_least_privilege_role_is_enough(
         assert 'rmd_kubernetes_api_errors_total{code="403"}' not in metrics
 
 
-async def test_without_watch_permission_the_daemon_is_not_ready(
-    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+# (API group, resource, verb) taken out of the shipped Role, and the configuration that needs it.
+REMOVED_RULES = [
+    pytest.param(("", "pods", "watch"), {}, id="watch-pods"),
+    pytest.param(("", "pods", "delete"), {}, id="delete-pods"),
+    pytest.param(("apps", "deployments", "get"), {}, id="get-deployments"),
+    pytest.param(
+        ("", "configmaps", "create"),
+        {"rmd.taskmanager.supervise-flink": "true", "jobmanager.rpc.address": "10.9.8.7"},
+        id="create-configmaps",
+    ),
+]
+
+
+@pytest.mark.parametrize(("removed", "extra"), REMOVED_RULES)
+async def test_a_rule_missing_from_the_role_stops_the_daemon_at_start_naming_it(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    removed: tuple[str, str, str],
+    extra: dict[str, str],
 ) -> None:
+    """``rmd daemon`` as a process, as the service account bound to rbac.yaml less one verb:
+    it exits 1 before creating anything, with one line naming the verb, the resource and
+    the fix."""
+    group, resource, verb = removed
+    await apply_shipped_rbac(dev_cluster, namespace=namespace, without=removed)
     core = client.CoreV1Api(kube_api)
-    rbac = client.RbacAuthorizationV1Api(kube_api)
-    await core.create_namespaced_service_account(
-        namespace, body=manifest({"metadata": {"name": "half"}}), _request_timeout=REQUEST_TIMEOUT
-    )
-    await rbac.create_namespaced_role(
-        namespace,
-        body=manifest(
-            {
-                "metadata": {"name": "half"},
-                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}],
-            }
-        ),
-        _request_timeout=REQUEST_TIMEOUT,
-    )
-    await rbac.create_namespaced_role_binding(
-        namespace,
-        body=manifest(
-            {
-                "metadata": {"name": "half"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": "half",
-                },
-                "subjects": [{"kind": "ServiceAccount", "name": "half", "namespace": namespace}],
-            }
-        ),
-        _request_timeout=REQUEST_TIMEOUT,
-    )
     kubeconfig = await service_account_kubeconfig(
-        core, dev_cluster, namespace=namespace, account="half", path=tmp_path / "half.kubeconfig"
+        core, dev_cluster, namespace=namespace, account="rmd", path=tmp_path / "rmd.kubeconfig"
     )
-    async with running_daemon(
-        dev_cluster=dev_cluster,
-        kube_api=kube_api,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-        wait_ready=False,
-    ) as daemon:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    overrides = daemon_overrides(
+        cluster_id="denied", namespace=namespace, port=free_port(), extra=extra
+    )
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "rmd", "daemon", "--kubeconfig", str(kubeconfig)],
+        *["--conf-dir", str(conf_dir)],
+        *[arg for override in overrides for arg in ("-D", override)],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(60):
+            _, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 1, stderr.decode()
+    lines = stderr.decode().splitlines()  # JSON log lines, then the message
+    message = lines[-1]
+    assert [line for line in lines if not line.startswith("{")] == [message], lines
+    qualified = f"{resource}.{group}" if group else resource
+    assert message.startswith(
+        f"rmd daemon: missing permission: service account {namespace}/rmd may not {verb} "
+        f"{qualified} in namespace {namespace}"
+    ), message
+    assert f"--verb={verb} --resource={qualified}" in message
+    assert f"--serviceaccount={namespace}:rmd" in message
+    assert f'apiGroups: ["{group}"], resources: ["{resource}"], verbs: ["{verb}"]' in message
+    assert (await core.list_namespaced_pod(namespace, _request_timeout=REQUEST_TIMEOUT)).items == []
+    config_maps = await core.list_namespaced_config_map(namespace, _request_timeout=REQUEST_TIMEOUT)
+    assert [c.metadata.name for c in config_maps.items] == ["kube-root-ca.crt"]
 
-        async def listed_once() -> bool:
-            metrics = await (await daemon.http.get(f"{daemon.url}/metrics")).text()
-            return 'rmd_watch_restarts_total{reason="forbidden"}' in metrics
 
-        await eventually(listed_once, timeout=30, what="the forbidden list counted")
-        async with daemon.http.get(f"{daemon.url}/readyz") as resp:
-            assert resp.status == 503
-        async with daemon.http.put(
-            f"{daemon.url}/v1/jobs/j/requirements", json={"slots": 1}
-        ) as resp:
-            assert resp.status == 503
-            assert resp.headers["Retry-After"] == "1"
+async def test_an_api_server_that_does_not_answer_the_check_is_no_denial(
+    kube_api: client.ApiClient, proxy: FaultProxy, dev_cluster: DevClusterInfo, namespace: str
+) -> None:
+    """Reviews lost to an outage: the check gives up after its retries and says "unchecked"
+    (the daemon then starts as it did before the check); the same check answered says
+    "granted"."""
+    needs = needs_for(RmdSettings(cluster_id="c", namespace=namespace))
+    short = RetryPolicy(backoff=Backoff(base=0.05, cap=0.2), max_elapsed=1.0)
+    async with client.ApiClient(proxy.configuration(token=dev_cluster.admin_token)) as api:
+        proxy.inject(method="POST", path_regex="selfsubjectaccessreviews", status=0, times=None)
+        assert not await check_daemon_permissions(
+            api, needs, namespace=namespace, timeout=5, retry=short
+        )
+        proxy.clear_faults()
+        assert await check_daemon_permissions(
+            api, needs, namespace=namespace, timeout=5, retry=short
+        )

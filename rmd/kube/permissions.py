@@ -1,0 +1,192 @@
+"""What the daemon may need to do in the cluster, in one table, and the start-up check of it.
+
+:data:`DAEMON_NEEDS` lists every permission the daemon uses: verb, API group, resource,
+namespaced or cluster-wide, why, and — where it depends on the configuration — when.
+``conf/kubernetes/rbac.yaml`` grants exactly these (a unit test holds the two together both
+ways). A new Kubernetes call in the daemon means a new row here and a rule there.
+
+At start-up, before it acts, the daemon asks the API server about each permission its
+configuration needs (SelfSubjectAccessReview, :mod:`rmd.kube.access`). A refusal stops it:
+:class:`MissingPermission` carries one line naming the verb, the resource, what it is for and
+the fix (a ``kubectl create role`` / ``rolebinding`` pair, and the rule of rbac.yaml). An API
+server that cannot be reached is no refusal: each review is retried like any call (backoff
+with jitter, up to 30 s); if there is still no answer the daemon starts unchecked, as before
+the check existed — its pod watch and creates ride out the outage with their own retries —
+and says so in a warning (``permissions_unchecked``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from rmd.config.settings import RmdSettings
+from rmd.kube.access import Permission, denied_permissions, grant_command, service_account_of
+from rmd.kube.retry import KUBE_CALL_RETRY, api_error_message, status_of
+from rmd.retry import RetryPolicy
+
+log = structlog.get_logger(__name__)
+
+RBAC_FILE = "conf/kubernetes/rbac.yaml"
+
+
+def always(settings: RmdSettings) -> bool:
+    return True
+
+
+def publishes_flink_config(settings: RmdSettings) -> bool:
+    """The daemon writes ``flink-config-<cluster-id>`` when it starts Flink's TaskManagers."""
+    return settings.supervise_flink
+
+
+@dataclass(frozen=True, kw_only=True)
+class Need:
+    """One permission the daemon uses, why, and for which configurations."""
+
+    permission: Permission
+    why: str
+    when: Callable[[RmdSettings], bool] = always
+    when_text: str = ""  # the configuration that needs it, in words ("" = always)
+
+
+def _need(
+    verb: str,
+    resource: str,
+    *,
+    group: str = "",
+    why: str,
+    when: Callable[[RmdSettings], bool] = always,
+    when_text: str = "",
+) -> Need:
+    return Need(
+        permission=Permission(verb, resource, group), why=why, when=when, when_text=when_text
+    )
+
+
+_WITH_FLINK = "rmd.taskmanager.supervise-flink: true"
+
+DAEMON_NEEDS: tuple[Need, ...] = (
+    _need("create", "pods", why="TaskManager pods"),
+    _need("delete", "pods", why="releasing idle, timed-out and orphaned TaskManager pods"),
+    _need("get", "pods", why="telling whether a 409 on create is its own pod"),
+    _need("list", "pods", why="the pod watch's full list (start-up, resync, after a 410)"),
+    _need("watch", "pods", why="the one pod watch"),
+    _need(
+        "get",
+        "deployments",
+        group="apps",
+        why="the JobManager Deployment <cluster-id>, owner of every TaskManager pod",
+    ),
+    _need(
+        "get",
+        "configmaps",
+        why="publishing flink-config-<cluster-id> (is it there, and the same?)",
+        when=publishes_flink_config,
+        when_text=_WITH_FLINK,
+    ),
+    _need(
+        "create",
+        "configmaps",
+        why="publishing flink-config-<cluster-id>, the TaskManagers' Flink configuration",
+        when=publishes_flink_config,
+        when_text=_WITH_FLINK,
+    ),
+    _need(
+        "update",
+        "configmaps",
+        why="publishing flink-config-<cluster-id> over an older one",
+        when=publishes_flink_config,
+        when_text=_WITH_FLINK,
+    ),
+)
+
+
+def needs_for(settings: RmdSettings, needs: Sequence[Need] = DAEMON_NEEDS) -> tuple[Need, ...]:
+    """The rows this configuration needs, in table order."""
+    return tuple(need for need in needs if need.when(settings))
+
+
+class MissingPermission(RuntimeError):
+    """The daemon lacks a permission it needs; the message is one line with the fix."""
+
+
+def rbac_rule_text(permission: Permission) -> str:
+    return (
+        f'apiGroups: ["{permission.group}"], resources: ["{permission.resource}"], '
+        f'verbs: ["{permission.verb}"]'
+    )
+
+
+def missing_message(
+    missing: Sequence[Need], *, namespace: str, service_account: tuple[str, str] | None
+) -> str:
+    """One line: the first missing permission, what it is for, how to grant it; the others
+    named after it."""
+    first = missing[0].permission
+    subject = (
+        f"--serviceaccount={service_account[0]}:{service_account[1]}"
+        if service_account is not None
+        else "--serviceaccount=<namespace>:<the daemon's service account>"
+    )
+    who = (
+        f"service account {service_account[0]}/{service_account[1]}"
+        if service_account is not None
+        else "the daemon's identity"
+    )
+    where = f"in namespace {namespace}" if first.namespaced else "cluster-wide"
+    role = f"rmd-{first.verb}-{first.resource}"
+    others = [f"{n.permission.verb} {n.permission.qualified_resource}" for n in missing[1:]]
+    also = f" (also missing: {', '.join(others)})" if others else ""
+    return (
+        f"missing permission: {who} may not {first.verb} {first.qualified_resource} {where}, "
+        f"needed for {missing[0].why}{also}; grant it: "
+        f"{grant_command(first, namespace=namespace, role=role, subject=subject)}, or apply "
+        f"{RBAC_FILE} (its Role has the rule {rbac_rule_text(first)})"
+    )
+
+
+async def check_daemon_permissions(
+    api: client.ApiClient,
+    needs: Iterable[Need],
+    *,
+    namespace: str,
+    timeout: float,
+    retry: RetryPolicy = KUBE_CALL_RETRY,
+) -> bool:
+    """Ask about every need; True when all are granted, False when the API server gave no
+    answer (logged; the caller starts anyway). Raises :class:`MissingPermission`."""
+    wanted = list(needs)
+    by_permission = {need.permission: need for need in wanted}
+    try:
+        denied = await denied_permissions(
+            api,
+            [need.permission for need in wanted],
+            namespace=namespace,
+            timeout=timeout,
+            retry=retry,
+        )
+    except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as error:
+        log.warning(
+            "permissions_unchecked",
+            status=status_of(error),
+            reason=api_error_message(error) or type(error).__name__,
+            consequence="starting without the permission check; a missing permission shows "
+            'as failing calls (rmd_kubernetes_api_errors_total{code="403"})',
+        )
+        return False
+    if denied:
+        token = api.configuration.api_key.get("BearerToken")
+        raise MissingPermission(
+            missing_message(
+                [by_permission[permission] for permission in denied],
+                namespace=namespace,
+                service_account=service_account_of(token),
+            )
+        )
+    log.info("permissions_checked", permissions=len(wanted), namespace=namespace)
+    return True
