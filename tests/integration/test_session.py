@@ -11,6 +11,7 @@ The local-cluster specifics come from the configuration directory
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -100,14 +101,43 @@ def _pod_logs(dev_cluster: DevClusterInfo, namespace: str) -> str:
     return "\n".join(parts)
 
 
-async def test_session_start_runs_a_job_and_stop_removes_everything(
+async def _kubectl_delete_deployment(
+    dev_cluster: DevClusterInfo, *, namespace: str, name: str
+) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        ["kubectl", "-n", namespace, "delete", f"deployment/{name}"],
+        env={**os.environ, "KUBECONFIG": str(dev_cluster.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        check=False,
+    )
+
+
+NOTHING_LEFT: dict[str, list[str]] = {
+    "Deployment": [],
+    "ReplicaSet": [],
+    "Pod": [],
+    "Service": [],
+    "ConfigMap": [],
+}
+
+
+@pytest.mark.parametrize("stop_with", ["rmd-session-stop", "kubectl-delete-deployment"])
+async def test_session_start_runs_a_job_and_stopping_removes_everything(
     dev_cluster: DevClusterInfo,
     kube_api: client.ApiClient,
     namespace: str,
     flink_install: FlinkInstall,
     rate_job_jar: Path,
     tmp_path: Path,
+    stop_with: str,
 ) -> None:
+    """Stopped with ``rmd session stop`` (which waits until the pods are gone), or with
+    ``kubectl delete deployment/<cluster-id>`` (then the garbage collector removes what the
+    Deployment owns: ReplicaSet, JobManager pod, Services, ConfigMap and the TaskManager pods
+    the daemon created)."""
     core = client.CoreV1Api(kube_api)
     await _apply_rbac(dev_cluster, core, namespace)
     conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
@@ -181,19 +211,31 @@ async def test_session_start_runs_a_job_and_stop_removes_everything(
     assert row.split()[2:] == ["1/1", "2", "4"]
 
     begin = time.monotonic()
-    stopped = await _rmd("session", "stop", *common, "-D", f"kubernetes.cluster-id={cluster_id}")
+    if stop_with == "rmd-session-stop":
+        stopped = await _rmd(
+            "session", "stop", *common, "-D", f"kubernetes.cluster-id={cluster_id}"
+        )
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert await _objects(kube_api, namespace) == NOTHING_LEFT
+    else:
+        deleted = await _kubectl_delete_deployment(
+            dev_cluster, namespace=namespace, name=cluster_id
+        )
+        assert deleted.returncode == 0, deleted.stderr
+        assert f'deployment.apps "{cluster_id}" deleted' in deleted.stdout
+
+        async def nothing_left() -> bool:
+            return await _objects(kube_api, namespace) == NOTHING_LEFT
+
+        try:
+            await eventually(nothing_left, what="every object of the cluster gone", timeout=120)
+        except AssertionError as error:
+            left = await _objects(kube_api, namespace)
+            raise AssertionError(f"{error}; left: {left}") from None
     stop_seconds = time.monotonic() - begin
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert await _objects(kube_api, namespace) == {
-        "Deployment": [],
-        "ReplicaSet": [],
-        "Pod": [],
-        "Service": [],
-        "ConfigMap": [],
-    }
     sys.stderr.write(
         f"\nsession: start {start_seconds:.1f} s, submit to all RUNNING {running_seconds:.1f} s, "
-        f"stop {stop_seconds:.1f} s\n"
+        f"stop ({stop_with}) {stop_seconds:.1f} s\n"
     )
 
 
@@ -206,13 +248,7 @@ async def test_bad_configuration_or_an_existing_cluster_creates_nothing(
 ) -> None:
     conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
-    empty: dict[str, list[str]] = {
-        "Deployment": [],
-        "ReplicaSet": [],
-        "Pod": [],
-        "Service": [],
-        "ConfigMap": [],
-    }
+    empty = NOTHING_LEFT
 
     bad = await _rmd("session", "start", *common, "-D", "kubernetes.jobmanager.replicas=zero")
     assert bad.returncode == 2
