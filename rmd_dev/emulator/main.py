@@ -12,7 +12,11 @@ What happens to a pod the scheduler binds to one of ``--nodes``:
   and the kubelet's status: phase Running, conditions PodScheduled / Initialized /
   ContainersReady / Ready, ``containerStatuses`` with ``containerID emulator://<uid>/<name>``
   and ``state.running.startedAt``. Init containers are reported terminated with exit code 0
-  (their commands are not run). Probes are not run: a started container is ready.
+  (their commands are not run). A container run as a process with an ``httpGet`` or
+  ``tcpSocket`` readinessProbe is probed as the kubelet does (initialDelaySeconds,
+  periodSeconds, timeoutSeconds, success/failureThreshold; ``containerStatuses[].ready`` and
+  the Ready / ContainersReady conditions follow); any other started container is ready
+  (liveness and startup probes are not run: there are no restarts here).
 * What runs is chosen by the annotation ``emulator.rmd.dev/run``:
 
   - ``"process"``: each container's ``command`` + ``args`` (``$(VAR)`` expanded; ``args``

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +51,8 @@ from rmd_dev.emulator.plan import (
     init_containers_of,
     plan_pod,
 )
+from rmd_dev.emulator.prober import run_readiness_probe
+from rmd_dev.emulator.probes import ProbeError, ProbeSpec, readiness_probe
 from rmd_dev.emulator.runner import (
     EXIT_KILLED,
     CannotRun,
@@ -138,6 +140,7 @@ class _Containers:
     states: list[ContainerState]
     runner_of: dict[int, ContainerRunner]  # container index -> its runner (if it started)
     pod_ip: str
+    probe_ready: list[bool]  # what each container's readiness probe says (True: no probe)
 
 
 class PodWorker:
@@ -153,6 +156,7 @@ class PodWorker:
         self._runners: list[ContainerRunner] = []
         self._containers: _Containers | None = None  # set once the containers started
         self._last_summary: tuple[Any, ...] | None = None
+        self._report_lock = asyncio.Lock()  # one status PATCH at a time, the newest last
         self._start_time: float | None = None
         self._log = log.bind(pod=f"{self.namespace}/{self.name}", uid=self.uid)
         self._observe_deletion(pod)
@@ -263,9 +267,29 @@ class PodWorker:
         states: Sequence[ContainerState],
         pod_ip: str | None,
         final: bool = False,
+        probe_ready: Sequence[bool] | None = None,
     ) -> None:
         """PATCH the status unless it would change nothing; retries transient errors.
-        Gives up when the pod is deleted (unless ``final``) or gone."""
+        Gives up when the pod is deleted (unless ``final``) or gone. Reports (the probes'
+        and the containers') take turns: each builds its document from the state of its turn."""
+        async with self._report_lock:
+            await self._report_now(
+                init_states=init_states,
+                states=states,
+                pod_ip=pod_ip,
+                final=final,
+                probe_ready=probe_ready,
+            )
+
+    async def _report_now(
+        self,
+        *,
+        init_states: Sequence[ContainerState],
+        states: Sequence[ContainerState],
+        pod_ip: str | None,
+        final: bool,
+        probe_ready: Sequence[bool] | None,
+    ) -> None:
         document = build_pod_status(
             self._pod,
             init_states=init_states,
@@ -273,6 +297,7 @@ class PodWorker:
             pod_ip=pod_ip,
             start_time=self._start_time or self._ctx.clock.wall(),
             now=self._ctx.clock.wall(),
+            probe_ready=probe_ready,
         )
         summary = status_summary(document)
         if summary == self._last_summary or self._ctx.stopping:
@@ -570,10 +595,24 @@ class PodWorker:
             runner_of[index] = runner
             states.append(Running(runner.started_at or clock.wall()))
             waits[asyncio.create_task(runner.wait())] = index
+        probes = self._readiness_probes(containers, runner_of=runner_of, pod_ip=pod_ip)
+        probe_ready = [index not in probes for index in range(len(containers))]
         self._containers = _Containers(
-            init_states=init_states, states=states, runner_of=runner_of, pod_ip=pod_ip
+            init_states=init_states,
+            states=states,
+            runner_of=runner_of,
+            pod_ip=pod_ip,
+            probe_ready=probe_ready,
         )
-        await self._report(init_states=init_states, states=states, pod_ip=pod_ip)
+        await self._report(
+            init_states=init_states, states=states, pod_ip=pod_ip, probe_ready=probe_ready
+        )
+        probing = {
+            index: asyncio.create_task(
+                run_readiness_probe(spec, on_change=self._readiness_reporter(index))
+            )
+            for index, spec in probes.items()
+        }
 
         deletion = asyncio.create_task(self._deletion.wait())
         crash = (
@@ -593,6 +632,8 @@ class PodWorker:
                 else:
                     for task in [t for t in waits if t in done]:
                         index = waits.pop(task)
+                        if index in probing:
+                            probing.pop(index).cancel()  # no probes of a stopped container
                         code = task.result()
                         runner = runner_of[index]
                         states[index] = Terminated(
@@ -613,13 +654,58 @@ class PodWorker:
                     states=states,
                     pod_ip=pod_ip,
                     final=not waits or self._deleting(),
+                    probe_ready=probe_ready,
                 )
         finally:
-            leftovers: list[asyncio.Task[Any]] = [deletion, *waits]
+            leftovers: list[asyncio.Task[Any]] = [deletion, *waits, *probing.values()]
             if crash is not None:
                 leftovers.append(crash)
             for leftover in leftovers:
                 leftover.cancel()
+
+    def _readiness_probes(
+        self,
+        containers: Sequence[Mapping[str, Any]],
+        *,
+        runner_of: Mapping[int, ContainerRunner],
+        pod_ip: str,
+    ) -> dict[int, ProbeSpec]:
+        """The readiness probes to run, by container index: those of containers that run as
+        processes. A container without a process (pause, an in-process workload) plays one
+        that is healthy, so it is ready once started, as it always was here."""
+        probes: dict[int, ProbeSpec] = {}
+        for index, runner in runner_of.items():
+            if not isinstance(runner, ProcessRunner):
+                continue
+            container = containers[index]
+            try:
+                spec = readiness_probe(container, pod_ip=pod_ip)
+            except ProbeError as error:
+                self._log.warning(
+                    "emulator_probe_not_run", container=container.get("name"), problem=str(error)
+                )
+                continue
+            if spec is not None:
+                probes[index] = spec
+        return probes
+
+    def _readiness_reporter(self, index: int) -> Callable[[bool], Awaitable[None]]:
+        """What a readiness probe calls when its result flips: report the new readiness."""
+
+        async def report(ready: bool) -> None:
+            containers = self._containers
+            if containers is None or self._deleting():
+                return
+            containers.probe_ready[index] = ready
+            with contextlib.suppress(_PodGone):  # the pod's own task finds that out too
+                await self._report(
+                    init_states=containers.init_states,
+                    states=containers.states,
+                    pod_ip=containers.pod_ip,
+                    probe_ready=containers.probe_ready,
+                )
+
+        return report
 
     async def _crash(
         self,
@@ -710,6 +796,7 @@ class PodWorker:
             states=containers.states,
             pod_ip=containers.pod_ip,
             final=True,
+            probe_ready=containers.probe_ready,
         )
 
     async def _finish(self) -> None:

@@ -3,7 +3,8 @@
 The node emulator keeps a :data:`ContainerState` per container and turns the whole picture
 into the body of a merge-patch on ``pods/{name}/status`` with :func:`build_pod_status`:
 phase (the kubelet's ``getPhase``), conditions (kept ``lastTransitionTime`` when a condition
-did not change), ``containerStatuses`` / ``initContainerStatuses``, pod and host IP and the
+did not change; Ready and ContainersReady follow the readiness probes' results),
+``containerStatuses`` / ``initContainerStatuses``, pod and host IP and the
 start time. No container restarts are emulated: once every container has terminated the
 phase is Succeeded (all exit codes 0) or Failed, whatever the ``restartPolicy``.
 """
@@ -144,14 +145,16 @@ def container_status(
     *,
     pod_uid: str,
     init: bool = False,
+    probe_ready: bool = True,
 ) -> dict[str, Any]:
+    """``probe_ready``: what the container's readiness probe says (True without one)."""
     name = str(container.get("name", ""))
     image = str(container.get("image", ""))
     created = not isinstance(state, Waiting)
     if init:
         ready = isinstance(state, Terminated) and state.exit_code == 0
     else:
-        ready = isinstance(state, Running)  # probes are not run: ready once started
+        ready = isinstance(state, Running) and probe_ready
     document: dict[str, Any] = {
         "name": name,
         "state": _state_document(state),
@@ -172,13 +175,15 @@ def _names_where(
     states: Sequence[ContainerState],
     *,
     unfinished: bool,
+    probe_ready: Sequence[bool] | None = None,
 ) -> list[str]:
     names: list[str] = []
-    for container, state in zip(containers, states, strict=True):
+    ready = probe_ready if probe_ready is not None else [True] * len(states)
+    for container, state, probed in zip(containers, states, ready, strict=True):
         if unfinished:
             done = isinstance(state, Terminated) and state.exit_code == 0
         else:
-            done = isinstance(state, Running)
+            done = isinstance(state, Running) and probed
         if not done:
             names.append(str(container.get("name", "")))
     return names
@@ -220,14 +225,19 @@ def build_pod_status(
     start_time: float,
     now: float,
     host_ip: str = HOST_IP,
+    probe_ready: Sequence[bool] | None = None,
 ) -> dict[str, Any]:
     """The ``status`` to merge-patch: states are given in the order of the pod's
-    ``initContainers`` and ``containers``."""
+    ``initContainers`` and ``containers``; ``probe_ready``, in the containers' order, what
+    their readiness probes say (None: no probes, a running container is ready)."""
     spec = pod.get("spec") or {}
     containers = list(spec.get("containers") or [])
     init_containers = list(spec.get("initContainers") or [])
     if len(containers) != len(container_states) or len(init_containers) != len(init_states):
         raise ValueError("one state per container, in the pod's order")
+    ready = list(probe_ready) if probe_ready is not None else [True] * len(containers)
+    if len(ready) != len(containers):
+        raise ValueError("one readiness per container, in the pod's order")
     uid = str((pod.get("metadata") or {}).get("uid", ""))
     phase = pod_phase(init_states=init_states, container_states=container_states)
     previous = {str(c.get("type")): c for c in (pod.get("status") or {}).get("conditions") or []}
@@ -245,7 +255,7 @@ def build_pod_status(
         previous=previous,
         now=now,
     )
-    unready = _names_where(containers, container_states, unfinished=False)
+    unready = _names_where(containers, container_states, unfinished=False, probe_ready=ready)
     if not unready:
         ready_reason, ready_message = None, None
     elif phase == "Succeeded":
@@ -282,8 +292,8 @@ def build_pod_status(
         "hostIP": host_ip,
         "startTime": format_time(start_time),
         "containerStatuses": [
-            container_status(container, state, pod_uid=uid)
-            for container, state in zip(containers, container_states, strict=True)
+            container_status(container, state, pod_uid=uid, probe_ready=probed)
+            for container, state, probed in zip(containers, container_states, ready, strict=True)
         ],
     }
     if init_containers:

@@ -246,6 +246,102 @@ async def test_process_pod_runs_with_its_identity_and_exits_succeeded(
     assert done.status.container_statuses[0].ready is False
 
 
+# Serves HTTP 200 on $POD_IP:8080 until a file "fail" appears (then 503); listens on 8081
+# only once a file "listen" exists. The emulator runs it with the pod's directory as cwd.
+PROBED_SCRIPT = """
+import http.server, os, pathlib, socket, sys, time
+ip = os.environ["POD_IP"]
+if sys.argv[1] == "web":
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(503 if pathlib.Path("fail").exists() else 200)
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    http.server.HTTPServer((ip, 8080), Handler).serve_forever()
+while not pathlib.Path("listen").exists():
+    time.sleep(0.05)
+server = socket.create_server((ip, 8081))
+while True:
+    server.accept()[0].close()
+"""
+
+
+def _ready_of(pod: client.V1Pod) -> dict[str, bool]:
+    found = {c.name: bool(c.ready) for c in pod.status.container_statuses or []}
+    found.update({f"pod:{c.type}": c.status == "True" for c in pod.status.conditions or []})
+    return found
+
+
+async def test_readiness_probes_decide_when_containers_and_the_pod_are_ready(
+    pods: Pods, dev_cluster: DevClusterInfo, namespace: str
+) -> None:
+    """httpGet (named port, initialDelaySeconds, successThreshold, failureThreshold) and
+    tcpSocket readiness probes, as the kubelet runs them: the pod is Running at once but
+    Ready only when every probed container is."""
+    pod_ip_env = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    body = make_pod("probed", annotations={RUN: "process"})
+    body["spec"]["containers"] = [
+        {
+            "name": "web",
+            "image": "python:3",
+            "command": [sys.executable, "-c", PROBED_SCRIPT, "web"],
+            "env": pod_ip_env,
+            "ports": [{"name": "web", "containerPort": 8080}],
+            "readinessProbe": {
+                "httpGet": {"path": "/ready", "port": "web"},
+                "initialDelaySeconds": 5,
+                "periodSeconds": 1,
+                "successThreshold": 2,
+                "failureThreshold": 2,
+            },
+        },
+        {
+            "name": "tcp",
+            "image": "python:3",
+            "command": [sys.executable, "-c", PROBED_SCRIPT, "tcp"],
+            "env": pod_ip_env,
+            "readinessProbe": {"tcpSocket": {"port": 8081}, "periodSeconds": 1},
+        },
+    ]
+    await pods.create(body)
+    running = await pods.wait_phase("probed", "Running")
+    seen_running = time.monotonic()
+    assert _ready_of(running) == {
+        "web": False,
+        "tcp": False,
+        "pod:PodScheduled": True,
+        "pod:Initialized": True,
+        "pod:ContainersReady": False,
+        "pod:Ready": False,
+    }
+    assert all(c.started for c in running.status.container_statuses)
+
+    web_ready = await pods.wait(
+        "probed", lambda pod: _ready_of(pod)["web"], what="web ready", timeout=30
+    )
+    # Its server answers from the start: only initialDelaySeconds (5 s) held it back.
+    assert time.monotonic() - seen_running >= 3.5
+    assert _ready_of(web_ready)["pod:Ready"] is False  # tcp is not listening yet
+    ready_condition = next(c for c in web_ready.status.conditions if c.type == "Ready")
+    assert ready_condition.reason == "ContainersNotReady"
+    assert ready_condition.message == "containers with unready status: [tcp]"
+
+    directory = pod_dir(dev_cluster, namespace, "probed")
+    (directory / "listen").touch()
+    await pods.wait("probed", lambda pod: _ready_of(pod)["pod:Ready"], what="pod Ready")
+
+    (directory / "fail").touch()
+    unready = await pods.wait(
+        "probed", lambda pod: not _ready_of(pod)["web"], what="web unready", timeout=30
+    )
+    assert _ready_of(unready)["tcp"] is True
+    assert _ready_of(unready)["pod:Ready"] is False
+    assert unready.status.phase == "Running"
+    await pods.delete("probed", grace_period_seconds=1)
+    await pods.wait_gone("probed")
+
+
 async def test_non_zero_exit_fails_the_pod_with_its_exit_code(pods: Pods) -> None:
     await pods.create(
         make_pod("exit3", command=["sh", "-c", "exit 3"], annotations={RUN: "process"})
