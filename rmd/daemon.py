@@ -125,6 +125,7 @@ def load_daemon_config(*, conf_dir: Path | None, overrides: Sequence[str]) -> Da
             settings,
             log_files=read_log_config_files(configuration_directory(conf_dir)),
             environ=os.environ,
+            taskmanager_pod_template=pods.pod_template_text,
         )
     return DaemonConfig(
         conf=conf, settings=settings, pods=pods, auth_token=token, flink_config_map=config_map

@@ -34,6 +34,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from rmd.config import options as opt
 from rmd.config.files import CONFIG_YAML
 from rmd.config.flinkconf import ConfigError, FlinkConfiguration
 from rmd.config.settings import RmdSettings
@@ -52,6 +53,7 @@ log = structlog.get_logger(__name__)
 JOBMANAGER_ADDRESS_KEY = "jobmanager.rpc.address"
 POD_IP_VARIABLE = "_POD_IP_ADDRESS"  # the JobManager pod's IP (downward API), Flink's name
 LOG_CONFIG_FILES = ("log4j-console.properties", "logback-console.xml")
+TASKMANAGER_POD_TEMPLATE_FILE = "taskmanager-pod-template.yaml"  # Flink's name for it
 MAX_WRITE_ATTEMPTS = 5  # create/replace rounds lost to concurrent writers before giving up
 
 
@@ -111,19 +113,46 @@ def render_config_yaml(values: Mapping[str, str]) -> str:
     return header + body
 
 
+def config_map_data(
+    values: Mapping[str, str],
+    *,
+    log_files: Mapping[str, str],
+    taskmanager_pod_template: str | None,
+    conf_dir: str,
+) -> dict[str, str]:
+    """``config.yaml`` with ``values``, the console logging files and, as Flink's ConfigMap
+    has it, ``taskmanager-pod-template.yaml``: then ``config.yaml`` names the template's copy
+    in this ConfigMap, mounted at ``conf_dir`` in the JobManager pod, where the daemon reads
+    it (the path it was given points into the machine that ran ``rmd session start``)."""
+    values = dict(values)
+    data: dict[str, str] = {}
+    if taskmanager_pod_template is not None:
+        values[opt.POD_TEMPLATE.key] = f"{conf_dir.rstrip('/')}/{TASKMANAGER_POD_TEMPLATE_FILE}"
+        data[TASKMANAGER_POD_TEMPLATE_FILE] = taskmanager_pod_template
+    data[CONFIG_YAML] = render_config_yaml(values)
+    data.update({name: log_files[name] for name in LOG_CONFIG_FILES if name in log_files})
+    return data
+
+
 def flink_config_map(
     conf: FlinkConfiguration,
     settings: RmdSettings,
     *,
     log_files: Mapping[str, str],
     environ: Mapping[str, str],
+    taskmanager_pod_template: str | None = None,
 ) -> FlinkConfigMap:
     """The ConfigMap for this configuration (pure; ``log_files`` are the logging files'
-    contents by name, from :func:`read_log_config_files`)."""
+    contents by name, from :func:`read_log_config_files`; ``taskmanager_pod_template`` the
+    template file's text, when one is configured)."""
     values = conf.as_dict()
     values[JOBMANAGER_ADDRESS_KEY] = jobmanager_address(conf, settings, environ=environ)
-    data = {CONFIG_YAML: render_config_yaml(values)}
-    data.update({name: log_files[name] for name in LOG_CONFIG_FILES if name in log_files})
+    data = config_map_data(
+        values,
+        log_files=log_files,
+        taskmanager_pod_template=taskmanager_pod_template,
+        conf_dir=conf.get(opt.CONF_DIR),
+    )
     return FlinkConfigMap(
         name=flink_config_map_name(settings.cluster_id),
         namespace=settings.namespace,

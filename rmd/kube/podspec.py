@@ -100,6 +100,7 @@ class TaskManagerPodFactory:
 
     def __init__(self, *, options: TaskManagerPodOptions, template: PodTemplate) -> None:
         self._options = options
+        self._template_text = template.text
         self._selector_labels = taskmanager_selector_labels(options.cluster_id)
         self._prototype = _assemble(options, template, self._selector_labels)
 
@@ -119,6 +120,11 @@ class TaskManagerPodFactory:
     @property
     def options(self) -> TaskManagerPodOptions:
         return self._options
+
+    @property
+    def pod_template_text(self) -> str | None:
+        """The TaskManager pod template file's text, when one is configured."""
+        return self._template_text
 
     @property
     def selector_labels(self) -> dict[str, str]:

@@ -12,6 +12,7 @@ the first pod create: not YAML, not a mapping, not a Pod, misshapen lists and ma
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class PodTemplate:
     # Where the main container stood among spec.containers (it goes back there).
     main_index: int = 0
     source: Path | None = None
+    text: str | None = None  # the file as read: Flink's ConfigMap carries it to the pod
 
 
 def empty_pod_template() -> PodTemplate:
@@ -138,7 +140,7 @@ def load_pod_template(path: Path, *, key: str) -> PodTemplate:
         raise check.error(
             f"is not valid YAML ({problem}{where}); fix the file, it must hold one Pod"
         ) from None
-    return _parse(document, check=check)
+    return dataclasses.replace(_parse(document, check=check), text=text)
 
 
 def _parse(document: object, *, check: _Checker) -> PodTemplate:

@@ -92,7 +92,7 @@ def _start_plan(conf_dir: Path | None, overrides: Sequence[str]) -> SessionPlan:
         conf = conf.with_overrides({opt.CLUSTER_ID.key: generated})
         _say(f"no {opt.CLUSTER_ID.key} given: using {generated}")
     settings = RmdSettings.from_configuration(conf)
-    taskmanager = TaskManagerPodFactory.from_configuration(conf, settings).options
+    taskmanager_pods = TaskManagerPodFactory.from_configuration(conf, settings)
     jobmanager = JobManagerPodOptions.from_configuration(conf)
     if jobmanager.pod_template is None:
         template = empty_pod_template()
@@ -103,10 +103,11 @@ def _start_plan(conf_dir: Path | None, overrides: Sequence[str]) -> SessionPlan:
     plan = session_plan(
         conf,
         settings,
-        taskmanager=taskmanager,
+        taskmanager=taskmanager_pods.options,
         jobmanager=jobmanager,
         template=template,
         log_files=log_files,
+        taskmanager_pod_template=taskmanager_pods.pod_template_text,
     )
     return plan
 

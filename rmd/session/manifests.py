@@ -12,7 +12,9 @@ The JobManager pod runs the rmd image's entrypoint role ``jobmanager`` (the rmd 
 Flink's JobManager): ``<rmd.jobmanager.entry-path> jobmanager <entrypoint args>``.
 Its pod template (``kubernetes.pod-template-file.jobmanager``) is merged as the TaskManager's
 is: labels, annotations, nodeSelector, tolerations, env, volumes merged (config wins), the
-main container's name, command, resources and the selector labels are rmd's.
+main container's name, command, resources and the selector labels are rmd's. The main
+container is Ready when Flink's REST API answers (:data:`READINESS_PROBE`, unless the
+template has a readinessProbe of its own).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from rmd.config.flinkconf import FlinkConfiguration
 from rmd.config.jobmanager_options import JobManagerPodOptions
 from rmd.config.podoptions import TaskManagerPodOptions
 from rmd.config.settings import RmdSettings
-from rmd.kube.flinkconfigmap import POD_IP_VARIABLE, FlinkConfigMap, render_config_yaml
+from rmd.kube.flinkconfigmap import POD_IP_VARIABLE, FlinkConfigMap, config_map_data
 from rmd.kube.podspec import (
     FLINK_CONFIG_VOLUME,
     LABEL_APP,
@@ -50,6 +52,18 @@ REST_PORT_NAME = "rest"
 RPC_PORT_NAME = "jobmanager-rpc"
 BLOB_PORT_NAME = "blobserver"
 DAEMON_PORT_NAME = "rmd"
+
+# Ready = Flink's REST API answers: the REST Service sends users only to such a pod, and
+# `rmd session start` returns once it is so. (Not the daemon's /readyz: a daemon that cannot
+# watch pods for a while must not take Flink's REST API out of its Service.) No liveness
+# probe: restarting the container would kill the running jobs (no HA here) for what may be
+# a long GC pause; when either process of the pod ends, the entrypoint ends the pod.
+READINESS_PROBE: JsonDict = {
+    "httpGet": {"path": "/config", "port": REST_PORT_NAME},
+    "periodSeconds": 2,
+    "timeoutSeconds": 2,
+    "failureThreshold": 3,
+}
 
 
 def jobmanager_labels(cluster_id: str) -> dict[str, str]:
@@ -101,15 +115,23 @@ def session_plan(
     jobmanager: JobManagerPodOptions,
     template: PodTemplate,
     log_files: Mapping[str, str],
+    taskmanager_pod_template: str | None = None,
 ) -> SessionPlan:
-    """Every object of the session cluster; raises ConfigError for a bad combination."""
+    """Every object of the session cluster; raises ConfigError for a bad combination.
+    ``taskmanager_pod_template``: the TaskManager pod template file's text, if configured
+    (it goes into the ConfigMap, see :func:`rmd.kube.flinkconfigmap.config_map_data`)."""
     cluster_id, namespace = settings.cluster_id, settings.namespace
     conf_dir = taskmanager.flink_conf_dir or opt.CONF_DIR.default_value()
     values = conf.as_dict()
     if not conf.is_set(opt.FLINK_REST_URL):
         # The daemon shares the JobManager pod: it follows Flink's REST API there.
         values[opt.FLINK_REST_URL.key] = f"http://localhost:{jobmanager.rest_port}"
-    data = {"config.yaml": render_config_yaml(values), **dict(log_files)}
+    data = config_map_data(
+        values,
+        log_files=log_files,
+        taskmanager_pod_template=taskmanager_pod_template,
+        conf_dir=conf_dir,
+    )
     config_map = FlinkConfigMap(
         name=flink_config_map_name(cluster_id),
         namespace=namespace,
@@ -333,6 +355,7 @@ def _main_container(
     for name, value in source.items():
         if name not in defined:
             container[name] = value
+    container.setdefault("readinessProbe", copy.deepcopy(READINESS_PROBE))  # unless templated
     return container
 
 

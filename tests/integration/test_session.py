@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
+from rmd.config.files import parse_config_yaml
 from rmd_dev.flink.session_conf import session_configuration, write_session_conf_dir
 from rmd_dev.provision import FlinkInstall
 from tests.conftest import (
@@ -115,6 +116,14 @@ async def _kubectl_delete_deployment(
     )
 
 
+TASKMANAGER_TEMPLATE = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  labels:
+    from-template: tm
+"""
+
 NOTHING_LEFT: dict[str, list[str]] = {
     "Deployment": [],
     "ReplicaSet": [],
@@ -144,7 +153,16 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
     common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
     cluster_id = "sess-a"
     begin = time.monotonic()
-    started = await _rmd("session", "start", *common, "-D", f"kubernetes.cluster-id={cluster_id}")
+    # A TaskManager pod template: it travels in the ConfigMap to the daemon in the pod.
+    template = tmp_path / "tm-template.yaml"
+    template.write_text(TASKMANAGER_TEMPLATE)
+    started = await _rmd(
+        "session",
+        "start",
+        *common,
+        *["-D", f"kubernetes.cluster-id={cluster_id}"],
+        *["-D", f"kubernetes.pod-template-file.taskmanager={template}"],
+    )
     start_seconds = time.monotonic() - begin
     assert started.returncode == 0, (
         started.stdout + started.stderr + _pod_logs(dev_cluster, namespace)
@@ -202,6 +220,19 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
             namespace, label_selector=f"{TM_SELECTOR},app={cluster_id}"
         )
         tm_names = {pod.metadata.name for pod in taskmanager_pods.items}
+        assert {pod.metadata.labels.get("from-template") for pod in taskmanager_pods.items} == {
+            "tm"
+        }
+        # As the daemon in the pod (re)published it: the template beside config.yaml, whose
+        # key names the copy mounted in the pod (the path given above is this machine's).
+        config_map = await core.read_namespaced_config_map(
+            f"flink-config-{cluster_id}", namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+        assert config_map.data["taskmanager-pod-template.yaml"] == TASKMANAGER_TEMPLATE
+        config_yaml = parse_config_yaml(config_map.data["config.yaml"])
+        assert config_yaml["kubernetes.pod-template-file.taskmanager"] == (
+            "/opt/flink/conf/taskmanager-pod-template.yaml"
+        )
         assert len(tm_names) == 2  # 4 slots at 2 per TaskManager
         assert await jm.taskmanager_ids() == tm_names  # registered with Flink under pod names
 

@@ -107,3 +107,63 @@ def test_the_daemon_prepares_the_configmap_only_when_it_starts_flink(
     assert published["jobmanager.rpc.address"] == "127.0.0.1"
     off = load_daemon_config(conf_dir=tmp_path, overrides=["rmd.taskmanager.supervise-flink=false"])
     assert off.flink_config_map is None
+
+
+TEMPLATE = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  labels:
+    from-template: "yes"
+spec:
+  containers:
+    - name: flink-main-container
+      workingDir: /work
+"""
+
+
+def test_a_taskmanager_pod_template_travels_in_the_configmap_and_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in Flink's ConfigMap: ``taskmanager-pod-template.yaml`` beside ``config.yaml``, whose
+    key then names the copy where the ConfigMap is mounted (``kubernetes.flink.conf.dir``). A
+    daemon started from that mounted directory reads the template there and publishes the
+    same ConfigMap again."""
+    monkeypatch.delenv("_POD_IP_ADDRESS", raising=False)
+    local, mounted = tmp_path / "local", tmp_path / "mounted"
+    local.mkdir()
+    (local / "tm.yaml").write_text(TEMPLATE)
+    overrides = [
+        "kubernetes.cluster-id=my-flink",
+        "jobmanager.rpc.address=10.0.0.7",
+        f"kubernetes.pod-template-file.taskmanager={local / 'tm.yaml'}",
+        f"kubernetes.flink.conf.dir={mounted}",
+    ]
+    config = load_daemon_config(conf_dir=local, overrides=overrides)
+    assert config.flink_config_map is not None
+    data = dict(config.flink_config_map.data)
+    assert set(data) == {"config.yaml", "taskmanager-pod-template.yaml"}
+    assert data["taskmanager-pod-template.yaml"] == TEMPLATE
+    published = parse_config_yaml(data["config.yaml"])
+    assert published["kubernetes.pod-template-file.taskmanager"] == str(
+        mounted / "taskmanager-pod-template.yaml"
+    )
+
+    mounted.mkdir()  # what the kubelet does with the ConfigMap volume
+    for name, text in data.items():
+        (mounted / name).write_text(text)
+    in_pod = load_daemon_config(conf_dir=mounted, overrides=[])
+    assert in_pod.flink_config_map is not None
+    assert dict(in_pod.flink_config_map.data) == data
+    pod = in_pod.pods.build(pod_name="my-flink-taskmanager-1-1", owner=None)
+    assert pod["metadata"]["labels"]["from-template"] == "yes"
+    main = pod["spec"]["containers"][0]
+    assert main["workingDir"] == "/work"
+
+
+def test_without_a_pod_template_the_configmap_has_none() -> None:
+    conf, settings = _conf({})
+    config_map = flink_config_map(conf, settings, log_files={}, environ={})
+    assert "taskmanager-pod-template.yaml" not in config_map.data
+    config_yaml = parse_config_yaml(config_map.data["config.yaml"])
+    assert "kubernetes.pod-template-file.taskmanager" not in config_yaml

@@ -22,7 +22,7 @@ OWNER = OwnerReference(api_version="apps/v1", kind="Deployment", name="s1", uid=
 def _plan(values: dict[str, str], *, template: Path | None = None) -> SessionPlan:
     conf = FlinkConfiguration({"kubernetes.cluster-id": "s1", **values})
     settings = RmdSettings.from_configuration(conf)
-    taskmanager = TaskManagerPodFactory.from_configuration(conf, settings).options
+    taskmanager_pods = TaskManagerPodFactory.from_configuration(conf, settings)
     jobmanager = JobManagerPodOptions.from_configuration(conf)
     pod_template = (
         empty_pod_template()
@@ -32,10 +32,11 @@ def _plan(values: dict[str, str], *, template: Path | None = None) -> SessionPla
     return session_plan(
         conf,
         settings,
-        taskmanager=taskmanager,
+        taskmanager=taskmanager_pods.options,
         jobmanager=jobmanager,
         template=pod_template,
         log_files={"log4j-console.properties": "rootLogger.level = INFO\n"},
+        taskmanager_pod_template=taskmanager_pods.pod_template_text,
     )
 
 
@@ -64,6 +65,8 @@ def test_defaults_are_flinks_native_mode() -> None:
         "rmd": 8090,
     }
     assert {"name": "flink-config-volume", "mountPath": "/opt/flink/conf"} in main["volumeMounts"]
+    assert main["readinessProbe"]["httpGet"] == {"path": "/config", "port": "rest"}
+    assert "livenessProbe" not in main
     internal, rest = plan.internal_service, plan.rest_service
     assert internal["spec"]["clusterIP"] == "None"
     assert internal["spec"]["selector"] == selector
@@ -147,7 +150,11 @@ def test_pod_template_is_merged(tmp_path: Path) -> None:
                 "spec": {
                     "securityContext": {"runAsUser": 9999},
                     "containers": [
-                        {"name": "flink-main-container", "workingDir": "/w"},
+                        {
+                            "name": "flink-main-container",
+                            "workingDir": "/w",
+                            "readinessProbe": {"tcpSocket": {"port": 6123}},
+                        },
                         {"name": "sidecar", "image": "busybox"},
                     ],
                 },
@@ -162,6 +169,7 @@ def test_pod_template_is_merged(tmp_path: Path) -> None:
     names = [c["name"] for c in pod["spec"]["containers"]]
     assert names == ["flink-main-container", "sidecar"]
     assert _main(plan)["workingDir"] == "/w"
+    assert _main(plan)["readinessProbe"] == {"tcpSocket": {"port": 6123}}
 
 
 @pytest.mark.parametrize(
@@ -185,3 +193,22 @@ def test_denial_names_verb_resource_and_the_fix() -> None:
     assert "you may not create deployments.apps in namespace ns" in text
     assert "kubectl -n ns create role rmd-session --verb=create --resource=deployments.apps" in text
     assert "\n" not in text
+
+
+def test_the_taskmanager_pod_template_goes_into_the_configmap_the_jobmanager_mounts(
+    tmp_path: Path,
+) -> None:
+    template = tmp_path / "tm.yaml"
+    text = "apiVersion: v1\nkind: Pod\nmetadata:\n  labels:\n    team: a\n"
+    template.write_text(text)
+    plan = _plan({"kubernetes.pod-template-file.taskmanager": str(template)})
+    data = plan.config_map.data
+    assert data["taskmanager-pod-template.yaml"] == text
+    mounted_at = next(
+        m["mountPath"] for m in _main(plan)["volumeMounts"] if m["name"] == "flink-config-volume"
+    )
+    config = yaml.safe_load(data["config.yaml"])
+    assert config["kubernetes.pod-template-file.taskmanager"] == (
+        f"{mounted_at}/taskmanager-pod-template.yaml"
+    )
+    assert "taskmanager-pod-template.yaml" not in _plan({}).config_map.data
