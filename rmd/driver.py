@@ -55,7 +55,7 @@ class PodBuilder(Protocol):
 
 
 class PodOperations(Protocol):
-    async def create(self, body: dict[str, Any]) -> None: ...
+    async def create(self, body: dict[str, Any]) -> str | None: ...  # the pod's uid
 
     async def delete(self, name: str, *, grace_period_seconds: int | None = None) -> None: ...
 
@@ -68,6 +68,21 @@ class NoticeSink(Protocol):
     def pod_created(self) -> None: ...
 
     def pod_deleted(self, *, reason: str) -> None: ...
+
+
+class ClusterReporter(Protocol):
+    """What kubectl shows of rmd (:class:`rmd.kube.reporter.KubeReporter`): never waits on
+    the API server, except for a moment before a delete."""
+
+    def prepare_create(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def pod_created(self, name: str, *, uid: str | None) -> None: ...
+
+    def pods_observed(self, pods: Sequence[PodObservation]) -> None: ...
+
+    def actions_applied(self, actions: Sequence[Action]) -> None: ...
+
+    async def before_delete(self, name: str) -> None: ...
 
 
 class DaemonEngine:
@@ -85,6 +100,7 @@ class DaemonEngine:
         pacing: Pacing | None = None,
         owner_exists: Callable[[], Awaitable[bool]] | None = None,
         owner_name: str | None = None,
+        reporter: ClusterReporter | None = None,
     ) -> None:
         self._allocator = allocator
         self._pods = pods
@@ -106,6 +122,7 @@ class DaemonEngine:
         self._owner_name = owner_name
         self._owner_gone = False
         self._owner_checking = False
+        self._reporter = reporter
 
     # ------------------------------------------------------------------ Engine protocol
     @property
@@ -130,6 +147,8 @@ class DaemonEngine:
                 )
             else:
                 self._record(action)
+        if self._reporter is not None:
+            self._reporter.actions_applied(actions)
         self._notify()
 
     async def wait_for(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
@@ -150,6 +169,8 @@ class DaemonEngine:
     # ------------------------------------------------------------------ Kubernetes events
     def adopt(self, pods: Sequence[PodObservation]) -> None:
         """Start-up recovery: take over the pods a previous incarnation left."""
+        if self._reporter is not None:
+            self._reporter.pods_observed(pods)
         self.apply(self._allocator.adopt(pods))
         self._adopted = True
         log.info(
@@ -160,6 +181,8 @@ class DaemonEngine:
         )
 
     def on_pod_event(self, kind: str, pod: PodObservation) -> None:
+        if self._reporter is not None:
+            self._reporter.pods_observed([pod])
         if kind == "DELETED":
             self.apply(self._allocator.pod_deleted(pod.name))
         else:
@@ -173,6 +196,8 @@ class DaemonEngine:
         if not self._adopted:
             self.adopt(pods)
         else:
+            if self._reporter is not None:
+                self._reporter.pods_observed(pods)
             self.apply(self._allocator.resync(pods, listed_at=self._list_started_at))
 
     # ------------------------------------------------------------------ timers
@@ -237,7 +262,9 @@ class DaemonEngine:
             return
         try:
             body = self._build_pod(pod_name=name)
-            await self._pods.create(body)
+            if self._reporter is not None:
+                body = self._reporter.prepare_create(body)
+            uid = await self._pods.create(body)
         except PodApiError as exc:
             log.warning(
                 "pod_create_failed",
@@ -266,6 +293,8 @@ class DaemonEngine:
             return
         self._metrics.pod_created()
         log.info("pod_created", pod=name)
+        if self._reporter is not None:
+            self._reporter.pod_created(name, uid=uid)
         self.apply(self._allocator.create_succeeded(name))
 
     async def _delete(self, name: str, *, reason: str, resent: bool = False) -> None:
@@ -290,6 +319,8 @@ class DaemonEngine:
                     exc_info=exc,
                 )
 
+        if self._reporter is not None and not resent:
+            await self._reporter.before_delete(name)
         await retry(
             lambda: self._pods.delete(name),
             policy=self._delete_retry,
