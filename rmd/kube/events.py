@@ -130,6 +130,9 @@ class EventRecorder:
                     ) as exc:
                         reason, detail = short_reason(exc), api_error_message(exc)
                         self._dropped(write, reason=reason, detail=detail)
+                    except Exception as exc:  # a bug: never let it end the writer quietly
+                        log.exception("event_write_crashed", event_reason=write.draft.reason)
+                        self._dropped(write, reason="error", detail=repr(exc))
         finally:
             # No await between the empty queue and this: a write submitted after it starts
             # a new worker.
@@ -207,7 +210,7 @@ class EventRecorder:
         (log.warning if warn else log.debug)(
             "event_dropped",
             reason=reason,
-            event=write.draft.reason,
+            event_reason=write.draft.reason,
             object=f"{write.draft.involved.kind}/{write.draft.involved.name}",
             detail=detail,
         )
