@@ -324,9 +324,6 @@ def _kube_reporter(
         except UnknownTaskManager:
             return None
 
-    def waiting_jobs() -> list[str]:
-        return [job.job_id for job in allocator.job_views() if not job.fulfilled]
-
     deployment = None
     if owner is not None:
         deployment = InvolvedObject(
@@ -336,7 +333,7 @@ def _kube_reporter(
         labeler=labeler,
         record_event=events.record,
         taskmanager=taskmanager,
-        waiting_jobs=waiting_jobs,
+        waiting_jobs=allocator.jobs_waiting,
         deployment=deployment,
     )
     return reporter, labeler, events

@@ -39,6 +39,7 @@ from rmd.core.model import (
 from rmd.kube.eventcorrelation import EventDraft, InvolvedObject
 
 PodRef = Callable[[str], InvolvedObject]
+MAX_JOBS_NAMED = 5  # in a TaskManagerCreated message
 
 IMAGE_PULL_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -47,7 +48,9 @@ IMAGE_PULL_REASONS = frozenset(
 
 def created_event(pod: InvolvedObject, *, waiting_jobs: Sequence[str]) -> EventDraft:
     if waiting_jobs:
-        jobs = ", ".join(waiting_jobs)
+        jobs = ", ".join(waiting_jobs[:MAX_JOBS_NAMED])
+        if len(waiting_jobs) > MAX_JOBS_NAMED:
+            jobs += f" and {len(waiting_jobs) - MAX_JOBS_NAMED} more"
         message = f"rmd created this TaskManager pod for slots that job(s) {jobs} wait for"
     else:
         message = "rmd created this TaskManager pod (a warm spare: no job waits for slots)"

@@ -167,7 +167,7 @@ class Reporting:
             labeler=labeler,
             record_event=self.events.append,
             taskmanager=self._view,
-            waiting_jobs=lambda: [j.job_id for j in self.allocator.job_views() if not j.fulfilled],
+            waiting_jobs=self.allocator.jobs_waiting,
         )
 
     def _view(self, name: str) -> TaskManagerView | None:
