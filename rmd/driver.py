@@ -3,7 +3,10 @@ events and carries out its actions.
 
 Everything the allocator decides comes back as actions. Effects (create or delete a pod)
 run as tasks against the pod gateway, bounded by its concurrency limit, and report their
-outcome back into the allocator; notices become log events and metrics. A timer task fires
+outcome back into the allocator; notices become log events and metrics, and every batch of
+actions goes to the reporter (:mod:`rmd.kube.reporter`: the pods' ``rmd.dev/state`` label and
+Kubernetes Events), which never makes allocation wait (a pod delete waits up to 2 s for the
+pod's last label, ``releasing``). A timer task fires
 the allocator's deadlines (idle release, registration and heartbeat timeouts, the end of a
 start-failure pause). All allocator calls happen on the event loop's thread, never
 concurrently, and never with an ``await`` between the call and :meth:`apply`.
@@ -81,6 +84,8 @@ class ClusterReporter(Protocol):
     def pods_observed(self, pods: Sequence[PodObservation]) -> None: ...
 
     def actions_applied(self, actions: Sequence[Action]) -> None: ...
+
+    def pod_gone(self, name: str) -> None: ...
 
     async def before_delete(self, name: str) -> None: ...
 
@@ -185,6 +190,8 @@ class DaemonEngine:
             self._reporter.pods_observed([pod])
         if kind == "DELETED":
             self.apply(self._allocator.pod_deleted(pod.name))
+            if self._reporter is not None:
+                self._reporter.pod_gone(pod.name)
         else:
             self.apply(self._allocator.pod_observed(pod))
 

@@ -66,6 +66,12 @@ class KubeReporter:
             if pod.deleting:
                 self._labeler.pod_deleting(pod.name)
 
+    def pod_gone(self, name: str) -> None:
+        """The watch saw the pod deleted (after the core heard of it): forget it, whoever's
+        it was (an orphan's too)."""
+        self._uids.pop(name, None)
+        self._labeler.forget(name)
+
     def actions_applied(self, actions: Sequence[Action]) -> None:
         touched: dict[str, None] = {}  # pods whose label may change, in order, once each
         gone: list[str] = []

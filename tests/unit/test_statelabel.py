@@ -208,3 +208,9 @@ async def test_labels_follow_the_taskmanager_through_its_life(
         ("IdleReleased", name, "u-1"),
     ]
     assert "job(s) j" in world.events[0].message
+    world.reporter.pods_observed([PodObservation("orphan", deleting=True, uid="u-9")])
+    world.reporter.pod_gone("orphan")  # a pod no TaskManager owned: nothing kept of it
+    world.apply(allocator.pod_deleted(name))
+    world.reporter.pod_gone(name)
+    assert (labeler.written(name), labeler.written("orphan")) == (None, None)
+    assert not labeler.sending(name)
