@@ -30,6 +30,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from rmd.core.clock import Clock
 from rmd.kube.eventcorrelation import EventCorrelator, EventDraft, EventWrite
+from rmd.kube.keyedworkers import KeyedWorkers
 from rmd.kube.retry import api_error_message, short_reason, status_of
 
 log = structlog.get_logger(__name__)
@@ -67,7 +68,7 @@ class EventRecorder:
         self._on_dropped = on_dropped or (lambda _reason: None)
         self._queued: dict[int, EventWrite] = {}
         self._names: OrderedDict[int, str] = OrderedDict()
-        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._workers: KeyedWorkers[int] = KeyedWorkers(name="event series")
         self._flush_wakeup = asyncio.Event()
         self._closing = False
         self._warned: set[str] = set()
@@ -98,10 +99,7 @@ class EventRecorder:
 
     async def close(self) -> None:
         self._closing = True
-        workers = list(self._workers.values())
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await self._workers.close()
 
     # ------------------------------------------------------------------ internals
     def _submit(self, write: EventWrite) -> None:
@@ -109,34 +107,19 @@ class EventRecorder:
             self._dropped(write, reason="queue-full", detail="too many Events waiting")
             return
         self._queued[write.series] = write  # a newer count replaces one not yet sent
-        if write.series not in self._workers:
-            task = asyncio.get_running_loop().create_task(
-                self._worker(write.series), name=f"event {write.series}"
-            )
-            self._workers[write.series] = task
+        self._workers.start(write.series, lambda: self._worker(write.series))
 
     async def _worker(self, series: int) -> None:
-        try:
-            while (write := self._queued.pop(series, None)) is not None:
-                async with self._slots:
-                    try:
-                        async with asyncio.timeout(self._timeout):
-                            await self._send(write)
-                    except (
-                        ApiException,
-                        aiohttp.ClientError,
-                        TimeoutError,
-                        ConnectionError,
-                    ) as exc:
-                        reason, detail = short_reason(exc), api_error_message(exc)
-                        self._dropped(write, reason=reason, detail=detail)
-                    except Exception as exc:  # a bug: never let it end the writer quietly
-                        log.exception("event_write_crashed", event_reason=write.draft.reason)
-                        self._dropped(write, reason="error", detail=repr(exc))
-        finally:
-            # No await between the empty queue and this: a write submitted after it starts
-            # a new worker.
-            self._workers.pop(series, None)
+        while (write := self._queued.pop(series, None)) is not None:
+            async with self._slots:
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await self._send(write)
+                except (ApiException, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                    self._dropped(write, reason=short_reason(exc), detail=api_error_message(exc))
+                except Exception as exc:  # a bug: never let it end the writer quietly
+                    log.exception("event_write_crashed", event_reason=write.draft.reason)
+                    self._dropped(write, reason="error", detail=repr(exc))
 
     async def _send(self, write: EventWrite) -> None:
         name = self._names.get(write.series)

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from rmd.core.model import TaskManagerState, TaskManagerView
+from rmd.kube.keyedworkers import KeyedWorkers
 from rmd.kube.pods import PodApiError
 from rmd.retry import Abandoned, Backoff, Failure, Pacing, RetryPolicy, retry
 
@@ -80,8 +81,7 @@ class PodStateLabeler:
         self._wanted: dict[str, str] = {}
         self._written: dict[str, str] = {}
         self._deleting: set[str] = set()
-        self._workers: dict[str, asyncio.Task[None]] = {}
-        self._closing = False
+        self._workers: KeyedWorkers[str] = KeyedWorkers(name="label")
 
     def created(self, name: str) -> None:
         """The pod was created from a manifest of :func:`with_initial_state`."""
@@ -93,17 +93,15 @@ class PodStateLabeler:
         if value is None or name in self._deleting:
             return
         self._wanted[name] = value
-        if self._written.get(name) != value and name not in self._workers:
-            self._start(name)
+        if self._written.get(name) != value:
+            self._workers.start(name, lambda: self._send(name))
 
     def forget(self, name: str) -> None:
         """The TaskManager is gone: nothing more is written to its pod."""
         self._deleting.discard(name)
         self._wanted.pop(name, None)
         self._written.pop(name, None)
-        worker = self._workers.pop(name, None)
-        if worker is not None:
-            worker.cancel()
+        self._workers.cancel(name)
 
     def pod_deleting(self, name: str) -> None:
         """Someone deletes the pod (its deletionTimestamp is set): no more patches."""
@@ -115,7 +113,7 @@ class PodStateLabeler:
         if name not in self._wanted or name in self._deleting:
             return  # not a TaskManager's pod (an orphan), or labelled for the last time
         self.want(name, RELEASING)
-        worker = self._workers.get(name)
+        worker = self._workers.task(name)
         if worker is not None:
             # asyncio.wait neither raises the worker's outcome nor cancels it on timeout.
             await asyncio.wait({worker}, timeout=RELEASING_LABEL_WAIT)
@@ -127,31 +125,12 @@ class PodStateLabeler:
 
     def sending(self, name: str) -> bool:
         """A patch of the pod's label is on its way (or waits for a retry)."""
-        return name in self._workers
+        return self._workers.running(name)
 
     async def close(self) -> None:
-        self._closing = True
-        workers = list(self._workers.values())
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await self._workers.close()
 
     # ------------------------------------------------------------------ internals
-    def _start(self, name: str) -> None:
-        if self._closing:
-            return
-        task = asyncio.get_running_loop().create_task(self._worker(name), name=f"label {name}")
-        self._workers[name] = task
-
-    async def _worker(self, name: str) -> None:
-        try:
-            await self._send(name)
-        finally:
-            # No await between the last look at the wanted value and this: a change after it
-            # starts a new worker.
-            if self._workers.get(name) is asyncio.current_task():
-                del self._workers[name]
-
     async def _send(self, name: str) -> None:
         """Write the latest wanted value until it is the one written."""
         while (value := self._wanted.get(name)) is not None and self._written.get(name) != value:

@@ -51,6 +51,25 @@ async def kubectl_watch(kubeconfig: Path, *args: str) -> AsyncIterator[list[str]
         await reader
 
 
+async def kubectl_events(
+    kubeconfig: Path, namespace: str, *, field_selector: str, columns: str
+) -> list[list[str]]:
+    """``kubectl get events`` of the objects ``field_selector`` picks, as rows of columns."""
+    out = await kubectl(
+        kubeconfig,
+        "-n",
+        namespace,
+        "get",
+        "events",
+        "--field-selector",
+        field_selector,
+        "-o",
+        f"custom-columns={columns}",
+        "--no-headers",
+    )
+    return [line.split() for line in out.splitlines()]
+
+
 def label_history(lines: list[str], pod: str) -> list[str]:
     """The STATE column of ``kubectl get pods -L`` for ``pod``, repeats folded."""
     history: list[str] = []
@@ -122,19 +141,13 @@ async def test_kubectl_shows_the_state_label_as_it_changes_and_the_events(
         assert label_history(watched, pod) == ["pending", "registered", "idle", "releasing"]
 
         async def released_event() -> bool:
-            out = await kubectl(
+            rows = await kubectl_events(
                 kubeconfig,
-                "-n",
                 namespace,
-                "get",
-                "events",
-                "--field-selector",
-                f"involvedObject.name={pod}",
-                "-o",
-                "custom-columns=REASON:.reason,SOURCE:.source.component",
-                "--no-headers",
+                field_selector=f"involvedObject.name={pod}",
+                columns="REASON:.reason,SOURCE:.source.component",
             )
-            return ["IdleReleased", "rmd"] in [line.split() for line in out.splitlines()]
+            return ["IdleReleased", "rmd"] in rows
 
         await eventually(released_event, timeout=20, what="kubectl get events: IdleReleased")
 
@@ -163,37 +176,23 @@ async def test_a_storm_of_start_failures_is_one_counted_event(
 
         async def counted() -> bool:
             nonlocal rows
-            out = await kubectl(
+            rows = await kubectl_events(
                 kubeconfig,
-                "-n",
                 namespace,
-                "get",
-                "events",
-                "--field-selector",
-                f"involvedObject.kind=Deployment,involvedObject.name={cluster_id}",
-                "-o",
-                "custom-columns=REASON:.reason,COUNT:.count,TYPE:.type",
-                "--no-headers",
+                field_selector=f"involvedObject.kind=Deployment,involvedObject.name={cluster_id}",
+                columns="REASON:.reason,COUNT:.count,TYPE:.type",
             )
-            rows = [line.split() for line in out.splitlines()]
             failed = [row for row in rows if row[0] == "TaskManagerStartFailed"]
             return len(failed) == 1 and int(failed[0][1]) >= 6
 
         await eventually(counted, timeout=60, what="one TaskManagerStartFailed Event, count ≥ 6")
         assert next(row for row in rows if row[0] == "TaskManagerStartFailed")[2] == "Warning"
-        per_pod = await kubectl(
+        timed_out = await kubectl_events(
             kubeconfig,
-            "-n",
             namespace,
-            "get",
-            "events",
-            "--field-selector",
-            "reason=RegistrationTimedOut",
-            "-o",
-            "custom-columns=OBJECT:.involvedObject.name,COUNT:.count",
-            "--no-headers",
+            field_selector="reason=RegistrationTimedOut",
+            columns="OBJECT:.involvedObject.name,COUNT:.count",
         )
-        timed_out = [line.split() for line in per_pod.splitlines()]
         assert len(timed_out) >= 6  # one per pod, each pod's own Event
         assert {count for _, count in timed_out} == {"1"}
         metrics = await (await daemon.http.get(f"{daemon.url}/metrics")).text()
