@@ -150,6 +150,9 @@ async def test_kubectl_shows_the_state_label_as_it_changes_and_the_events(
             return ["IdleReleased", "rmd"] in rows
 
         await eventually(released_event, timeout=20, what="kubectl get events: IdleReleased")
+        # One patch per change: pending came with the create; registered, idle, releasing.
+        metrics = await (await daemon.http.get(f"{daemon.url}/metrics")).text()
+        assert 'rmd_pod_state_label_patches_total{result="written"} 3.0' in metrics
 
 
 async def test_a_storm_of_start_failures_is_one_counted_event(
