@@ -143,7 +143,8 @@ class PodStateLabeler:
             def report(failure: Failure, value: str = value) -> None:
                 error = failure.error
                 self._on_patch("failed")
-                log.warning(
+                giving_up = failure.delay is None  # not retriable: a person must act (RBAC)
+                (log.warning if giving_up else log.info)(
                     "pod_label_failed",
                     pod=name,
                     label=f"{STATE_LABEL}={value}",
