@@ -106,6 +106,7 @@ class EventCorrelator:
         self._settings = settings or CorrelatorSettings()
         self._series: OrderedDict[_Key, _Series] = OrderedDict()  # least recently seen first
         self._seen_at: dict[_Key, float] = {}  # monotonic time of the last occurrence
+        self._unwritten: dict[_Key, _Series] = {}  # series whose count waits for a token
         self._buckets: dict[_ObjectKey, _Bucket] = {}
         self._similar: dict[tuple[InvolvedObject, str, str], _Similar] = {}  # by last use
         self._ids = itertools.count(1)
@@ -128,30 +129,33 @@ class EventCorrelator:
         self._series.move_to_end(key)
         self._seen_at[key] = now
         self._evict()
-        return self._write(entry, now=now)
+        write = self._write(entry, now=now)
+        if write is None:
+            self._unwritten[key] = entry
+        elif self._unwritten.get(key) is entry:
+            del self._unwritten[key]  # its waiting count went out with this write
+        return write
 
     def flush(self) -> list[EventWrite]:
         """Writes for counts that waited for a token and may go out now."""
         now = self._clock.monotonic()
-        return [
-            write
-            for entry in list(self._series.values())
-            if entry.count > entry.written and (write := self._write(entry, now=now)) is not None
-        ]
+        writes: list[EventWrite] = []
+        for key, entry in list(self._unwritten.items()):
+            write = self._write(entry, now=now)
+            if write is not None:
+                writes.append(write)
+                del self._unwritten[key]
+        return writes
 
     def next_flush_at(self) -> float | None:
         """Monotonic time when a waiting count gets a token; None when nothing waits."""
-        times = [
-            self._refilled_at(entry.draft.involved)
-            for entry in self._series.values()
-            if entry.count > entry.written
-        ]
+        times = [self._refilled_at(entry.draft.involved) for entry in self._unwritten.values()]
         return min(times, default=None)
 
     @property
     def waiting(self) -> int:
         """Occurrences not yet written (their bucket was empty)."""
-        return sum(entry.count - entry.written for entry in self._series.values())
+        return sum(entry.count - entry.written for entry in self._unwritten.values())
 
     # ------------------------------------------------------------------ internals
     def _write(self, entry: _Series, *, now: float) -> EventWrite | None:
@@ -207,6 +211,7 @@ class EventCorrelator:
         while len(self._series) > limit:
             key, _ = self._series.popitem(last=False)
             del self._seen_at[key]
+            self._unwritten.pop(key, None)
         while len(self._similar) > limit:
             del self._similar[next(iter(self._similar))]
         while len(self._buckets) > limit:

@@ -113,3 +113,19 @@ def test_the_number_of_series_kept_is_bounded() -> None:
     assert first is not None
     assert again is not None
     assert again.series != first.series  # forgotten: the oldest series went first
+
+
+def test_a_count_that_waited_goes_out_with_the_next_write_and_waits_no_more() -> None:
+    clock = ManualClock()
+    correlator = EventCorrelator(
+        clock=clock, settings=CorrelatorSettings(burst=1, refill_seconds=10)
+    )
+    assert correlator.observe(draft()) is not None
+    assert correlator.observe(draft()) is None
+    clock.advance(10)
+    write = correlator.observe(draft())  # a token is back: this write carries all three
+    assert write is not None
+    assert write.count == 3
+    assert correlator.waiting == 0
+    assert correlator.flush() == []
+    assert correlator.next_flush_at() is None
