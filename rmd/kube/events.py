@@ -37,7 +37,7 @@ log = structlog.get_logger(__name__)
 
 SOURCE_COMPONENT = "rmd"
 REPORTING_CONTROLLER = "rmd.dev/daemon"
-MAX_QUEUED = 512  # series waiting for a write; more are dropped (counted)
+MAX_QUEUED = 512  # series waiting for a write slot; more are dropped (counted)
 MAX_NAMES = 4096  # Event object names remembered for patches
 # The patch methods take _content_type (their stubs do not say so).
 MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
@@ -54,6 +54,7 @@ class EventRecorder:
         instance: str,
         request_timeout: float = 10.0,
         max_parallel: int = 2,
+        max_queued: int = MAX_QUEUED,
         on_written: Callable[[str], None] | None = None,
         on_dropped: Callable[[str], None] | None = None,
     ) -> None:
@@ -64,6 +65,7 @@ class EventRecorder:
         self._instance = instance
         self._timeout = request_timeout
         self._slots = asyncio.Semaphore(max_parallel)
+        self._max_queued = max_queued
         self._on_written = on_written or (lambda _kind: None)
         self._on_dropped = on_dropped or (lambda _reason: None)
         self._queued: dict[int, EventWrite] = {}
@@ -103,15 +105,17 @@ class EventRecorder:
 
     # ------------------------------------------------------------------ internals
     def _submit(self, write: EventWrite) -> None:
-        if write.series not in self._queued and len(self._queued) >= MAX_QUEUED:
+        if write.series not in self._queued and len(self._queued) >= self._max_queued:
             self._dropped(write, reason="queue-full", detail="too many Events waiting")
             return
         self._queued[write.series] = write  # a newer count replaces one not yet sent
         self._workers.start(write.series, lambda: self._worker(write.series))
 
     async def _worker(self, series: int) -> None:
-        while (write := self._queued.pop(series, None)) is not None:
+        # The write stays queued (and counts towards MAX_QUEUED) until a slot is free.
+        while series in self._queued:
             async with self._slots:
+                write = self._queued.pop(series)
                 try:
                     async with asyncio.timeout(self._timeout):
                         await self._send(write)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from kubernetes_asyncio import client
@@ -37,26 +37,38 @@ class Outcomes:
         self.dropped_at.append(time.monotonic())
 
 
+RecorderFactory = Callable[..., tuple[EventRecorder, Outcomes]]
+
+
 @pytest.fixture
-async def recorder_and_outcomes(
+async def make_recorder(
     proxied_api: client.ApiClient, namespace: str
-) -> AsyncIterator[tuple[EventRecorder, Outcomes]]:
-    outcomes = Outcomes()
-    recorder = EventRecorder(
-        proxied_api,
-        namespace=namespace,
-        correlator=EventCorrelator(clock=SystemClock()),
-        clock=SystemClock(),
-        instance="test",
-        request_timeout=1.0,
-        max_parallel=2,
-        on_written=outcomes.write,
-        on_dropped=outcomes.drop,
-    )
+) -> AsyncIterator[RecorderFactory]:
+    """Event writers through the proxy (1 s timeout, 2 in flight), closed at the end."""
+    made: list[EventRecorder] = []
+
+    def make(*, max_queued: int = 512) -> tuple[EventRecorder, Outcomes]:
+        outcomes = Outcomes()
+        recorder = EventRecorder(
+            proxied_api,
+            namespace=namespace,
+            correlator=EventCorrelator(clock=SystemClock()),
+            clock=SystemClock(),
+            instance="test",
+            request_timeout=1.0,
+            max_parallel=2,
+            max_queued=max_queued,
+            on_written=outcomes.write,
+            on_dropped=outcomes.drop,
+        )
+        made.append(recorder)
+        return recorder, outcomes
+
     try:
-        yield recorder, outcomes
+        yield make
     finally:
-        await recorder.close()
+        for recorder in made:
+            await recorder.close()
 
 
 def lost(pod: str = "tm-1") -> EventDraft:
@@ -74,9 +86,9 @@ async def test_unavailable_api_drops_and_counts_then_one_event_is_created_and_pa
     proxy: FaultProxy,
     kube_api: client.ApiClient,
     namespace: str,
-    recorder_and_outcomes: tuple[EventRecorder, Outcomes],
+    make_recorder: RecorderFactory,
 ) -> None:
-    recorder, outcomes = recorder_and_outcomes
+    recorder, outcomes = make_recorder()
     proxy.inject(method="POST", path_regex=EVENTS_PATH, status=503, times=1)
     recorder.record(lost())  # returns at once; written (here: dropped) in the background
     await eventually_true(lambda: outcomes.dropped["server-error"] == 1, what="drop counted")
@@ -98,9 +110,9 @@ async def test_unavailable_api_drops_and_counts_then_one_event_is_created_and_pa
 async def test_a_slow_api_server_sees_at_most_max_parallel_writes_each_timed_out(
     proxy: FaultProxy,
     namespace: str,
-    recorder_and_outcomes: tuple[EventRecorder, Outcomes],
+    make_recorder: RecorderFactory,
 ) -> None:
-    recorder, outcomes = recorder_and_outcomes
+    recorder, outcomes = make_recorder()
     # Each POST is answered after 2 s: the writer's 1 s timeout ends every one first.
     proxy.inject(method="POST", path_regex=EVENTS_PATH, status=503, times=None, delay=2.0)
     for number in range(6):
@@ -116,3 +128,16 @@ async def test_a_slow_api_server_sees_at_most_max_parallel_writes_each_timed_out
         assert sum(1 for at in drops if first <= at < first + 0.5) <= 2, drops
     assert drops[0] - started >= 0.9
     assert drops[-1] - drops[0] >= 1.5
+
+
+async def test_writes_beyond_the_queue_are_dropped_at_once(
+    proxy: FaultProxy, make_recorder: RecorderFactory
+) -> None:
+    recorder, outcomes = make_recorder(max_queued=2)
+    proxy.inject(method="POST", path_regex=EVENTS_PATH, status=503, times=None, delay=2.0)
+    for number in range(5):
+        recorder.record(lost(f"tm-{number}"))
+    assert outcomes.dropped["queue-full"] == 3  # before any write was sent
+    await eventually_true(
+        lambda: outcomes.dropped["timeout"] == 2, what="the two queued timed out", timeout=15
+    )
