@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,10 +40,13 @@ from rmd.config.flinkconf import ConfigError, FlinkConfiguration
 from rmd.config.settings import RmdSettings
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, SystemClock
+from rmd.core.model import TaskManagerView, UnknownTaskManager
 from rmd.driver import DaemonEngine
 from rmd.flink.follower import FlinkFollower
 from rmd.flink.rest import FlinkRestClient
 from rmd.kube.client import KubeConfigError, load_kube_configuration
+from rmd.kube.eventcorrelation import EventCorrelator, InvolvedObject
+from rmd.kube.events import EventRecorder
 from rmd.kube.flinkconfigmap import (
     ConfigMapPublishError,
     FlinkConfigMap,
@@ -55,9 +59,11 @@ from rmd.kube.permissions import MissingPermission, check_daemon_permissions, ne
 from rmd.kube.pods import PodGateway
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
 from rmd.kube.reflector import ReflectorTimings
+from rmd.kube.reporter import KubeReporter
+from rmd.kube.statelabel import PodStateLabeler
 from rmd.kube.watch import PodWatcher
 from rmd.logs import configure_logging
-from rmd.metrics import FlinkMetrics, RmdMetrics
+from rmd.metrics import FlinkMetrics, ReporterMetrics, RmdMetrics
 
 log = structlog.get_logger("rmd.daemon")
 
@@ -206,6 +212,15 @@ async def serve(
                 api, namespace=settings.namespace, owner=owner, timeout=settings.api_request_timeout
             )
 
+        reporter, labeler, events = _kube_reporter(
+            api,
+            settings=settings,
+            allocator=allocator,
+            gateway=gateway,
+            owner=owner,
+            clock=clock,
+            metrics=ReporterMetrics(registry=registry),
+        )
         engine = DaemonEngine(
             allocator=allocator,
             pods=gateway,
@@ -214,6 +229,7 @@ async def serve(
             clock=clock,
             owner_exists=None if owner is None else owner_still_exists,
             owner_name=None if owner is None else owner.name,
+            reporter=reporter,
         )
         watcher = PodWatcher(
             api,
@@ -259,6 +275,7 @@ async def serve(
             background = [
                 asyncio.create_task(watcher.run(), name="pod-watch"),
                 asyncio.create_task(engine.run_timers(), name="timers"),
+                asyncio.create_task(events.run_flusher(), name="event-flusher"),
             ]
             if follower is not None:
                 background.append(asyncio.create_task(follower.run(), name="flink-follower"))
@@ -281,9 +298,55 @@ async def serve(
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await engine.close()
+            await labeler.close()
+            await events.close()
             if flink_session is not None:
                 await flink_session.close()
             log.info("daemon_stopped", taskmanagers_left=len(allocator.taskmanager_views()))
+
+
+def _kube_reporter(
+    api: client.ApiClient,
+    *,
+    settings: RmdSettings,
+    allocator: Allocator,
+    gateway: PodGateway,
+    owner: OwnerReference | None,
+    clock: Clock,
+    metrics: ReporterMetrics,
+) -> tuple[KubeReporter, PodStateLabeler, EventRecorder]:
+    """The pods' state label and the Kubernetes Events (what kubectl shows of rmd)."""
+    labeler = PodStateLabeler(patch_labels=gateway.patch_labels, on_patch=metrics.label_patch)
+    events = EventRecorder(
+        api,
+        namespace=settings.namespace,
+        correlator=EventCorrelator(clock=clock),
+        clock=clock,
+        instance=os.environ.get("HOSTNAME") or socket.gethostname(),
+        request_timeout=settings.api_request_timeout,
+        on_written=metrics.event_written,
+        on_dropped=metrics.event_dropped,
+    )
+
+    def taskmanager(name: str) -> TaskManagerView | None:
+        try:
+            return allocator.taskmanager_view(name)
+        except UnknownTaskManager:
+            return None
+
+    deployment = None
+    if owner is not None:
+        deployment = InvolvedObject(
+            kind=owner.kind, name=owner.name, uid=owner.uid, api_version=owner.api_version
+        )
+    reporter = KubeReporter(
+        labeler=labeler,
+        record_event=events.record,
+        taskmanager=taskmanager,
+        waiting_jobs=allocator.jobs_waiting,
+        deployment=deployment,
+    )
+    return reporter, labeler, events
 
 
 def _flink_follower(

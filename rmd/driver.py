@@ -3,7 +3,10 @@ events and carries out its actions.
 
 Everything the allocator decides comes back as actions. Effects (create or delete a pod)
 run as tasks against the pod gateway, bounded by its concurrency limit, and report their
-outcome back into the allocator; notices become log events and metrics. A timer task fires
+outcome back into the allocator; notices become log events and metrics, and every batch of
+actions goes to the reporter (:mod:`rmd.kube.reporter`: the pods' ``rmd.dev/state`` label and
+Kubernetes Events), which never makes allocation wait (a pod delete waits up to 2 s for the
+pod's last label, ``releasing``). A timer task fires
 the allocator's deadlines (idle release, registration and heartbeat timeouts, the end of a
 start-failure pause). All allocator calls happen on the event loop's thread, never
 concurrently, and never with an ``await`` between the call and :meth:`apply`.
@@ -55,7 +58,7 @@ class PodBuilder(Protocol):
 
 
 class PodOperations(Protocol):
-    async def create(self, body: dict[str, Any]) -> None: ...
+    async def create(self, body: dict[str, Any]) -> str | None: ...  # the pod's uid
 
     async def delete(self, name: str, *, grace_period_seconds: int | None = None) -> None: ...
 
@@ -68,6 +71,23 @@ class NoticeSink(Protocol):
     def pod_created(self) -> None: ...
 
     def pod_deleted(self, *, reason: str) -> None: ...
+
+
+class ClusterReporter(Protocol):
+    """What kubectl shows of rmd (:class:`rmd.kube.reporter.KubeReporter`): never waits on
+    the API server, except for a moment before a delete."""
+
+    def prepare_create(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def pod_created(self, name: str, *, uid: str | None) -> None: ...
+
+    def pods_observed(self, pods: Sequence[PodObservation]) -> None: ...
+
+    def actions_applied(self, actions: Sequence[Action]) -> None: ...
+
+    def pod_gone(self, name: str) -> None: ...
+
+    async def before_delete(self, name: str) -> None: ...
 
 
 class DaemonEngine:
@@ -85,6 +105,7 @@ class DaemonEngine:
         pacing: Pacing | None = None,
         owner_exists: Callable[[], Awaitable[bool]] | None = None,
         owner_name: str | None = None,
+        reporter: ClusterReporter | None = None,
     ) -> None:
         self._allocator = allocator
         self._pods = pods
@@ -106,6 +127,7 @@ class DaemonEngine:
         self._owner_name = owner_name
         self._owner_gone = False
         self._owner_checking = False
+        self._reporter = reporter
 
     # ------------------------------------------------------------------ Engine protocol
     @property
@@ -130,6 +152,8 @@ class DaemonEngine:
                 )
             else:
                 self._record(action)
+        if self._reporter is not None:
+            self._reporter.actions_applied(actions)
         self._notify()
 
     async def wait_for(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
@@ -150,6 +174,8 @@ class DaemonEngine:
     # ------------------------------------------------------------------ Kubernetes events
     def adopt(self, pods: Sequence[PodObservation]) -> None:
         """Start-up recovery: take over the pods a previous incarnation left."""
+        if self._reporter is not None:
+            self._reporter.pods_observed(pods)
         self.apply(self._allocator.adopt(pods))
         self._adopted = True
         log.info(
@@ -160,8 +186,12 @@ class DaemonEngine:
         )
 
     def on_pod_event(self, kind: str, pod: PodObservation) -> None:
+        if self._reporter is not None:
+            self._reporter.pods_observed([pod])
         if kind == "DELETED":
             self.apply(self._allocator.pod_deleted(pod.name))
+            if self._reporter is not None:
+                self._reporter.pod_gone(pod.name)
         else:
             self.apply(self._allocator.pod_observed(pod))
 
@@ -173,6 +203,8 @@ class DaemonEngine:
         if not self._adopted:
             self.adopt(pods)
         else:
+            if self._reporter is not None:
+                self._reporter.pods_observed(pods)
             self.apply(self._allocator.resync(pods, listed_at=self._list_started_at))
 
     # ------------------------------------------------------------------ timers
@@ -237,7 +269,9 @@ class DaemonEngine:
             return
         try:
             body = self._build_pod(pod_name=name)
-            await self._pods.create(body)
+            if self._reporter is not None:
+                body = self._reporter.prepare_create(body)
+            uid = await self._pods.create(body)
         except PodApiError as exc:
             log.warning(
                 "pod_create_failed",
@@ -266,6 +300,8 @@ class DaemonEngine:
             return
         self._metrics.pod_created()
         log.info("pod_created", pod=name)
+        if self._reporter is not None:
+            self._reporter.pod_created(name, uid=uid)
         self.apply(self._allocator.create_succeeded(name))
 
     async def _delete(self, name: str, *, reason: str, resent: bool = False) -> None:
@@ -290,6 +326,8 @@ class DaemonEngine:
                     exc_info=exc,
                 )
 
+        if self._reporter is not None and not resent:
+            await self._reporter.before_delete(name)
         await retry(
             lambda: self._pods.delete(name),
             policy=self._delete_retry,

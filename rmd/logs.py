@@ -1,4 +1,12 @@
-"""structlog set-up: JSON lines on stderr; stdlib loggers (aiohttp, kubernetes_asyncio) too."""
+"""structlog set-up: one line per event on stderr, stdlib loggers (aiohttp, kubernetes_asyncio)
+too — JSON lines when stderr is not a terminal (a pod's log, a file, a pipe), readable console
+lines when it is one.
+
+Every line caused by an HTTP request carries its ``request_id``: the API's outermost
+middleware binds it in structlog's context variables (``merge_contextvars`` below), and tasks
+started while handling the request (pod creates, label patches) copy that context.
+Heartbeats, probes and scrapes log at debug only (:mod:`rmd.api.access_log`).
+"""
 
 from __future__ import annotations
 
@@ -67,11 +75,19 @@ def _stderr_logger(*_args: object) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
+def stderr_is_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
 def configure_logging(
-    *, level: str = "info", json: bool = True, library_level: str = "debug"
+    *, level: str = "info", json: bool | None = None, library_level: str = "debug"
 ) -> None:
     """structlog events from ``level`` up; stdlib loggers' records (aiohttp,
-    kubernetes_asyncio) from ``level`` or ``library_level``, whichever is higher."""
+    kubernetes_asyncio) from ``level`` or ``library_level``, whichever is higher.
+    ``json`` None: JSON lines unless stderr is a terminal."""
+    if json is None:
+        json = not stderr_is_terminal()
     numeric = _LEVELS.get(level.lower(), logging.INFO)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

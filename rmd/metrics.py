@@ -39,7 +39,7 @@ from rmd.core.model import (
 from rmd.flink.demand import ProblemReason
 from rmd.flink.rest import FailureReason
 
-__all__ = ["DURATION_BUCKETS", "FlinkMetrics", "RmdMetrics"]
+__all__ = ["DURATION_BUCKETS", "FlinkMetrics", "ReporterMetrics", "RmdMetrics"]
 
 # Seconds to minutes: a slot on an idle registered TaskManager is handed out in milliseconds,
 # a new pod takes seconds (p99 ≤ 5 s without image pull), an image pull or a crowded scheduler
@@ -323,3 +323,42 @@ class FlinkMetrics:
         self._taskmanagers.labels(usage="busy").set(busy)
         self._taskmanagers.labels(usage="idle").set(idle)
         self._taskmanagers.labels(usage="unmanaged").set(unmanaged)
+
+
+class ReporterMetrics:
+    """What the daemon writes for kubectl: the pods' state label and Kubernetes Events."""
+
+    def __init__(self, *, registry: CollectorRegistry) -> None:
+        self._label_patches = Counter(
+            "rmd_pod_state_label_patches",
+            "Patches of the rmd.dev/state label of TaskManager pods, by result (written, "
+            "failed: retried while still wanted, gone: the pod no longer existed).",
+            ["result"],
+            registry=registry,
+        )
+        self._events_written = Counter(
+            "rmd_kubernetes_events_written",
+            "Kubernetes Events written: create (a new Event) or patch (count of a known one).",
+            ["write"],
+            registry=registry,
+        )
+        self._events_dropped = Counter(
+            "rmd_kubernetes_events_dropped",
+            "Kubernetes Event writes dropped, by reason (the API server was unavailable, "
+            "refused them, or too many waited); they are not retried.",
+            ["reason"],
+            registry=registry,
+        )
+        for result in ("written", "failed", "gone"):
+            self._label_patches.labels(result=result)
+        for write in ("create", "patch"):
+            self._events_written.labels(write=write)
+
+    def label_patch(self, result: str) -> None:
+        self._label_patches.labels(result=result).inc()
+
+    def event_written(self, write: str) -> None:
+        self._events_written.labels(write=write).inc()
+
+    def event_dropped(self, reason: str) -> None:
+        self._events_dropped.labels(reason=reason).inc()

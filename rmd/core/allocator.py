@@ -265,6 +265,10 @@ class Allocator:
     def job_views(self) -> list[JobView]:
         return self._views().job_views()
 
+    def jobs_waiting(self) -> list[str]:
+        """Jobs with demand not yet met, oldest declaration first (cheap: builds no views)."""
+        return [job.job_id for job in self._jobs.values() if job.unmet]
+
     def taskmanager_view(self, taskmanager_id: str) -> TaskManagerView:
         tm = self._taskmanagers.get(taskmanager_id)
         if tm is None:

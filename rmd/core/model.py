@@ -62,6 +62,8 @@ class PodObservation:
     waiting_problem: tuple[str, str] | None = None
     # Any container terminated: its exit code.
     terminated_exit_code: int | None = None
+    # metadata.uid: not used by the core; the edges name the pod in Kubernetes Events by it.
+    uid: str | None = None
 
     @property
     def scheduled(self) -> bool:

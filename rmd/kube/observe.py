@@ -46,6 +46,7 @@ def observe_pod(pod: V1Pod | Mapping[str, Any]) -> PodObservation:
         unschedulable_message=_unschedulable_message(_mappings(status.get("conditions"))),
         waiting_problem=_waiting_problem([*init_statuses, *main_statuses]),
         terminated_exit_code=_terminated_exit_code(init=init_statuses, main=main_statuses),
+        uid=_text_or_none(metadata.get("uid")),
     )
 
 

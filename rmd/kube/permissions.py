@@ -76,6 +76,7 @@ DAEMON_NEEDS: tuple[Need, ...] = (
     _need("get", "pods", why="telling whether a 409 on create is its own pod"),
     _need("list", "pods", why="the pod watch's full list (start-up, resync, after a 410)"),
     _need("watch", "pods", why="the one pod watch"),
+    _need("patch", "pods", why="the rmd.dev/state label (kubectl get pods -L rmd.dev/state)"),
     _need(
         "get",
         "deployments",
@@ -103,6 +104,8 @@ DAEMON_NEEDS: tuple[Need, ...] = (
         when=publishes_flink_config,
         when_text=_WITH_FLINK,
     ),
+    _need("create", "events", why="Kubernetes Events on TaskManager pods and the Deployment"),
+    _need("patch", "events", why="counting a repeated Event (aggregation) instead of a new one"),
 )
 
 

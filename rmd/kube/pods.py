@@ -88,6 +88,10 @@ class PodListError(PodApiError):
     """Listing pods failed."""
 
 
+class PodPatchError(PodApiError):
+    """Patching a pod's labels failed."""
+
+
 class PodGateway:
     """The daemon's only way to change pods. Every call has a timeout; create and delete
     together run at most ``max_parallel`` at a time (retries included, so a throttled API
@@ -128,9 +132,9 @@ class PodGateway:
     def namespace(self) -> str:
         return self._namespace
 
-    async def create(self, body: dict[str, Any]) -> None:
-        """Create the pod ``body``. A 409 for a pod of the same name that carries all of
-        ``body``'s labels counts as done (an earlier attempt of ours got through).
+    async def create(self, body: dict[str, Any]) -> str | None:
+        """Create the pod ``body``; its uid. A 409 for a pod of the same name that carries
+        all of ``body``'s labels counts as done (an earlier attempt of ours got through).
 
         Raises :class:`PodCreateError` otherwise.
         """
@@ -140,22 +144,56 @@ class PodGateway:
             raise ValueError("the pod body needs metadata.name (rmd names its pods itself)")
         labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
 
-        async def post() -> None:
-            await self._core.create_namespaced_pod(
+        async def post() -> V1Pod:
+            return await self._core.create_namespaced_pod(
                 self._namespace, cast(V1Pod, body), _request_timeout=self._request_timeout
             )
 
         async with self._slots:
             try:
-                await self._with_retries(post, what=f"create pod {name}", policy=self._create_retry)
+                created = await self._with_retries(
+                    post, what=f"create pod {name}", policy=self._create_retry
+                )
             except ApiException as exc:
                 if exc.status == 409:
-                    await self._accept_existing(name, labels=labels, conflict=exc)
-                    return
+                    return await self._accept_existing(name, labels=labels, conflict=exc)
                 raise PodCreateError.from_exception(exc) from exc
             except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
                 raise PodCreateError.from_exception(exc) from exc
         log.debug("pod_created", pod=name, namespace=self._namespace)
+        return _uid_of(created)
+
+    async def patch_labels(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Merge-patch ``labels`` into the pod's ``metadata.labels``; False when the pod is
+        gone (404). Retried within the create's short limit only (it holds a slot of the
+        gateway meanwhile); the caller retries later itself.
+
+        Raises :class:`PodPatchError` otherwise.
+        """
+        body = {"metadata": {"labels": dict(labels)}}
+        # The method takes _content_type (its stubs do not say so); without it a dict body
+        # goes out as a strategic merge patch.
+        merge_patch: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
+
+        async def send() -> None:
+            await self._core.patch_namespaced_pod(
+                name,
+                self._namespace,
+                body,
+                _request_timeout=self._request_timeout,
+                **merge_patch,
+            )
+
+        async with self._slots:
+            try:
+                await self._with_retries(send, what=f"label pod {name}", policy=self._create_retry)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise PodPatchError.from_exception(exc) from exc
+            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                raise PodPatchError.from_exception(exc) from exc
+        return True
 
     async def delete(self, name: str, *, grace_period_seconds: int | None = None) -> None:
         """Delete the pod ``name``; a pod that is already gone (404) counts as deleted.
@@ -208,7 +246,7 @@ class PodGateway:
 
     async def _accept_existing(
         self, name: str, *, labels: Mapping[str, str], conflict: ApiException
-    ) -> None:
+    ) -> str | None:
         async def read() -> V1Pod:
             return await self._core.read_namespaced_pod(
                 name, self._namespace, _request_timeout=self._request_timeout
@@ -239,6 +277,7 @@ class PodGateway:
                 status=409,
             )
         log.info("pod_create_already_done", pod=name, namespace=self._namespace)
+        return _uid_of(existing)
 
     async def _with_retries(
         self, fn: Callable[[], Any], *, what: str, policy: RetryPolicy | None = None
@@ -250,6 +289,12 @@ class PodGateway:
             on_error=self._on_api_error,
             pacing=self._pacing,
         )
+
+
+def _uid_of(pod: object) -> str | None:
+    metadata = getattr(pod, "metadata", None)
+    uid = getattr(metadata, "uid", None)
+    return uid if isinstance(uid, str) and uid else None
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -55,6 +55,11 @@ async def test_the_shipped_least_privilege_role_is_enough(
         await eventually(released, timeout=30, what="idle pods deleted by the limited daemon")
         metrics = await (await daemon.http.get(f"{daemon.url}/metrics")).text()
         assert 'rmd_kubernetes_api_errors_total{code="403"}' not in metrics
+        # The state label (pods patch) and the Events (events create, patch) are allowed too.
+        assert 'rmd_pod_state_label_patches_total{result="written"} 0.0' not in metrics
+        assert 'rmd_pod_state_label_patches_total{result="failed"} 0.0' in metrics
+        assert 'rmd_kubernetes_events_written_total{write="create"} 0.0' not in metrics
+        assert "rmd_kubernetes_events_dropped_total{" not in metrics
 
 
 # (API group, resource, verb) taken out of the shipped Role, and the configuration that needs it.
