@@ -66,8 +66,9 @@ def test_configmaps_are_needed_only_when_rmd_publishes_the_flink_configuration()
     assert _verbs_on(without_flink, "configmaps") == set()
     assert _verbs_on(with_flink, "configmaps") == {"get", "create", "update"}
     for needs in (without_flink, with_flink):
-        assert _verbs_on(needs, "pods") == {"get", "list", "watch", "create", "delete"}
+        assert _verbs_on(needs, "pods") == {"get", "list", "watch", "create", "delete", "patch"}
         assert _verbs_on(needs, "deployments") == {"get"}
+        assert _verbs_on(needs, "events") == {"create", "patch"}
 
 
 def _token(claims: dict[str, str]) -> str:
