@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Self, cast
 
@@ -34,6 +34,22 @@ from rmd.kube.retry import (
 from rmd.retry import Pacing, RetryPolicy
 
 log = structlog.get_logger(__name__)
+
+
+# Called once per API request (every attempt, retries included): verb ("create", "delete",
+# "list", "get"), result (see request_result) and the seconds it took.
+RequestObserver = Callable[[str, str, float], None]
+REQUEST_RESULTS = ("success", "client-error", "server-error", "no-answer")
+
+
+def request_result(error: BaseException | None) -> str:
+    """One of REQUEST_RESULTS: the HTTP status class, or no-answer (connection, timeout)."""
+    if error is None:
+        return "success"
+    status = status_of(error)
+    if status == 0:
+        return "no-answer"
+    return "server-error" if status >= 500 else "client-error"
 
 
 class PodApiError(Exception):
@@ -103,6 +119,7 @@ class PodGateway:
         retry: RetryPolicy = KUBE_CALL_RETRY,
         create_max_elapsed: float = KUBE_CREATE_MAX_ELAPSED,
         on_api_error: Callable[[int], None] | None = None,
+        on_request: RequestObserver | None = None,
         pacing: Pacing | None = None,
     ) -> None:
         if max_parallel < 1:
@@ -122,6 +139,7 @@ class PodGateway:
             ),
         )
         self._on_api_error = on_api_error
+        self._on_request = on_request
         self._pacing = pacing
 
     @property
@@ -147,7 +165,9 @@ class PodGateway:
 
         async with self._slots:
             try:
-                await self._with_retries(post, what=f"create pod {name}", policy=self._create_retry)
+                await self._with_retries(
+                    post, verb="create", what=f"create pod {name}", policy=self._create_retry
+                )
             except ApiException as exc:
                 if exc.status == 409:
                     await self._accept_existing(name, labels=labels, conflict=exc)
@@ -178,7 +198,7 @@ class PodGateway:
 
         async with self._slots:
             try:
-                await self._with_retries(send, what=f"delete pod {name}")
+                await self._with_retries(send, verb="delete", what=f"delete pod {name}")
             except ApiException as exc:
                 if exc.status == 404:
                     log.debug("pod_already_gone", pod=name, namespace=self._namespace)
@@ -201,7 +221,9 @@ class PodGateway:
             return await list_objects(self._api, query, timeout=timeout)
 
         try:
-            listed: tuple[list[Json], str] = await self._with_retries(fetch, what="list pods")
+            listed: tuple[list[Json], str] = await self._with_retries(
+                fetch, verb="list", what="list pods"
+            )
         except (ApiException, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             raise PodListError.from_exception(exc) from exc
         return listed
@@ -215,7 +237,7 @@ class PodGateway:
             )
 
         try:
-            existing = await self._with_retries(read, what=f"read pod {name}")
+            existing = await self._with_retries(read, verb="get", what=f"read pod {name}")
         except ApiException as exc:
             if exc.status == 404:
                 raise PodCreateError(
@@ -241,10 +263,31 @@ class PodGateway:
         log.info("pod_create_already_done", pod=name, namespace=self._namespace)
 
     async def _with_retries(
-        self, fn: Callable[[], Any], *, what: str, policy: RetryPolicy | None = None
+        self,
+        fn: Callable[[], Awaitable[Any]],
+        *,
+        verb: str,
+        what: str,
+        policy: RetryPolicy | None = None,
     ) -> Any:
+        observe = self._on_request
+
+        async def timed() -> Any:
+            if observe is None:
+                return await fn()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                answer = await fn()
+            except BaseException as error:
+                if not isinstance(error, asyncio.CancelledError):
+                    observe(verb, request_result(error), loop.time() - started)
+                raise
+            observe(verb, "success", loop.time() - started)
+            return answer
+
         return await call_with_retries(
-            fn,
+            timed,
             policy=self._retry if policy is None else policy,
             what=what,
             on_error=self._on_api_error,
