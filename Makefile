@@ -19,9 +19,10 @@ venv: $(STAMP)
 # Provisions the control plane (apt packages, a one-time ~4 min build of kube-apiserver,
 # kube-controller-manager and kube-scheduler v1.20.2, cached in ~/.cache/rmd) and real Flink
 # (a JDK from apt, Flink from its PyPI wheels, cached in ~/.cache/rmd/flink-<version>) before
-# the tests; shellcheck (Debian's package) for the entrypoint scripts' test.
+# the tests; Prometheus and promtool (Debian's package) for the metrics tests; shellcheck
+# (Debian's package) for the entrypoint scripts' test.
 provision: $(STAMP)
-	$(BIN)/python -m rmd_dev.provision --flink
+	$(BIN)/python -m rmd_dev.provision --flink --prometheus
 	@command -v shellcheck >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends shellcheck; }
 
 test: provision lint typecheck

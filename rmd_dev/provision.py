@@ -59,6 +59,9 @@ DEFAULT_FLINK_VERSION = "2.3.0"
 JDK_PACKAGE = "openjdk-17-jdk-headless"  # bookworm's only JDK; Flink 1.20 and 2.x run on it
 FLINK_DISTRIBUTIONS = ("apache-flink", "apache-flink-libraries")
 FLINK_COMPLETE_MARKER = ".rmd-complete"
+# Debian's Prometheus server and promtool, for the metrics tests (`promtool check metrics`,
+# a real Prometheus discovering the daemon); installing it starts nothing.
+PROMETHEUS_PACKAGE = "prometheus"
 
 
 class ProvisionError(RuntimeError):
@@ -377,6 +380,27 @@ def ensure_jdk(log: PhaseLog) -> None:
         raise ProvisionError(f"step 'jdk' installed {JDK_PACKAGE} but java/javac are not on PATH")
 
 
+def ensure_prometheus(log: PhaseLog) -> None:
+    """``prometheus`` and ``promtool`` on PATH, else Debian's ``prometheus`` package."""
+    if shutil.which("prometheus") and shutil.which("promtool"):
+        log.phase("prometheus: already installed")
+        return
+    _require_root("prometheus")
+    log.phase(f"prometheus: installing Debian's {PROMETHEUS_PACKAGE}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    log.run("apt-get update", ["apt-get", "update"], env=env)
+    log.run(
+        "apt-get install prometheus",
+        ["apt-get", "install", "-y", "--no-install-recommends", PROMETHEUS_PACKAGE],
+        env=env,
+    )
+    if not (shutil.which("prometheus") and shutil.which("promtool")):
+        raise ProvisionError(
+            f"step 'prometheus' installed {PROMETHEUS_PACKAGE} but prometheus/promtool are "
+            "not on PATH"
+        )
+
+
 @contextlib.contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """One provisioning of a Flink version at a time, across processes (test sessions)."""
@@ -490,6 +514,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--flink", action="store_true", help="also provision a JDK and Flink")
     parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also install Debian's prometheus (the server and promtool, for the tests)",
+    )
+    parser.add_argument(
         "--flink-version",
         default=DEFAULT_FLINK_VERSION,
         help=f"Flink version with --flink (default {DEFAULT_FLINK_VERSION})",
@@ -501,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = PhaseLog(log_path=cache_root() / "provision.log")
     try:
         provision(log=log)
+        if args.prometheus:
+            ensure_prometheus(log)
         if args.flink:
             install = provision_flink(log=log, version=args.flink_version)
             print("\n".join(install.export_lines()))
