@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench config-docs clean
+.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench config-docs grafana clean
 
 all: test
 
@@ -62,6 +62,10 @@ bench: provision
 # README's tables of configuration keys, from rmd/config/options.py (a unit test checks them).
 config-docs: $(STAMP)
 	$(BIN)/python -m rmd_dev.config_docs
+
+# conf/grafana/rmd.json, from rmd_dev/grafana.py (a unit test checks it is current).
+grafana: $(STAMP)
+	$(BIN)/python -m rmd_dev.grafana
 
 clean:
 	rm -rf $(VENV) .devcluster
