@@ -452,40 +452,33 @@ def flink_present(version: str) -> bool:
 
 def ensure_jdk(log: PhaseLog) -> None:
     """``java`` and ``javac`` on PATH, else Debian's JDK through apt-get."""
-    if shutil.which("java") and shutil.which("javac"):
-        log.phase("jdk: java and javac already installed")
-        return
-    _require_root("jdk")
-    log.phase(f"jdk: installing {JDK_PACKAGE}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    log.run("apt-get update", ["apt-get", "update"], env=env)
-    log.run(
-        "apt-get install jdk",
-        ["apt-get", "install", "-y", "--no-install-recommends", JDK_PACKAGE],
-        env=env,
-    )
-    if not (shutil.which("java") and shutil.which("javac")):
-        raise ProvisionError(f"step 'jdk' installed {JDK_PACKAGE} but java/javac are not on PATH")
+    _ensure_commands(log, step="jdk", package=JDK_PACKAGE, commands=("java", "javac"))
 
 
 def ensure_prometheus(log: PhaseLog) -> None:
     """``prometheus`` and ``promtool`` on PATH, else Debian's ``prometheus`` package."""
-    if shutil.which("prometheus") and shutil.which("promtool"):
-        log.phase("prometheus: already installed")
+    _ensure_commands(
+        log, step="prometheus", package=PROMETHEUS_PACKAGE, commands=("prometheus", "promtool")
+    )
+
+
+def _ensure_commands(log: PhaseLog, *, step: str, package: str, commands: tuple[str, ...]) -> None:
+    """``commands`` on PATH, else the Debian ``package`` that has them, through apt-get."""
+    if all(shutil.which(command) for command in commands):
+        log.phase(f"{step}: {' and '.join(commands)} already installed")
         return
-    _require_root("prometheus")
-    log.phase(f"prometheus: installing Debian's {PROMETHEUS_PACKAGE}")
+    _require_root(step)
+    log.phase(f"{step}: installing {package}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     log.run("apt-get update", ["apt-get", "update"], env=env)
     log.run(
-        "apt-get install prometheus",
-        ["apt-get", "install", "-y", "--no-install-recommends", PROMETHEUS_PACKAGE],
+        f"apt-get install {step}",
+        ["apt-get", "install", "-y", "--no-install-recommends", package],
         env=env,
     )
-    if not (shutil.which("prometheus") and shutil.which("promtool")):
+    if not all(shutil.which(command) for command in commands):
         raise ProvisionError(
-            f"step 'prometheus' installed {PROMETHEUS_PACKAGE} but prometheus/promtool are "
-            "not on PATH"
+            f"step '{step}' installed {package} but {'/'.join(commands)} are not on PATH"
         )
 
 

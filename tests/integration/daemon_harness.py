@@ -79,6 +79,12 @@ class RunningDaemon:
             assert resp.status == expect, f"{path}: {resp.status} {await resp.text()}"
             return await resp.json(content_type=None)
 
+    async def metrics(self) -> str:
+        """The text of ``/metrics``."""
+        async with self.http.get(f"{self.url}/metrics") as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.text()
+
     async def wait_fulfilled(self, job_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
         """Long-poll the job until it is fulfilled (the API's own ?wait=)."""
         loop = asyncio.get_running_loop()
@@ -252,3 +258,16 @@ async def running_daemon(
                 label_selector=f"{TM_SELECTOR},app={cluster_id}",
                 _request_timeout=REQUEST_TIMEOUT,
             )
+
+
+async def metrics_after_a_job(
+    *, dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> str:
+    """``/metrics`` of a daemon that has created pods, seen them register and allocated
+    their slots (a 4-slot job fulfilled), so that every kind of metric has samples."""
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
+    ) as daemon:
+        await daemon.put_requirement("j1", 4)
+        await daemon.wait_fulfilled("j1")
+        return await daemon.metrics()

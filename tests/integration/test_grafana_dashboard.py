@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rmd_dev.grafana import metric_names, queries, without_grafana_variables
 from tests.conftest import DevClusterInfo
-from tests.integration.daemon_harness import running_daemon
+from tests.integration.daemon_harness import metrics_after_a_job
 from tests.support.prometheus import running_prometheus
 
 pytestmark = pytest.mark.integration
@@ -39,13 +39,9 @@ def exported_names(exposition: str) -> set[str]:
 async def test_dashboard_queries_name_exported_metrics_and_parse(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    async with running_daemon(
-        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
-    ) as daemon:
-        await daemon.put_requirement("j1", 4)
-        await daemon.wait_fulfilled("j1")
-        async with daemon.http.get(f"{daemon.url}/metrics") as response:
-            exported = exported_names(await response.text())
+    exported = exported_names(
+        await metrics_after_a_job(dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace)
+    )
 
     unknown = {
         expression: sorted(metric_names(expression) - exported)

@@ -30,8 +30,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 async def scrape(daemon: RunningDaemon) -> Samples:
-    async with daemon.http.get(f"{daemon.url}/metrics") as response:
-        text = await response.text()
+    text = await daemon.metrics()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)

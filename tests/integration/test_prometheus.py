@@ -24,7 +24,7 @@ from kubernetes_asyncio import client
 from rmd.session.cli import start_plan
 from rmd_dev.cluster import free_port
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest
-from tests.integration.daemon_harness import RunningDaemon, running_daemon
+from tests.integration.daemon_harness import metrics_after_a_job, running_daemon
 from tests.support.podsd import pod_discovery
 from tests.support.prometheus import promtool_check_metrics, running_prometheus
 from tests.support.waiting import eventually
@@ -42,21 +42,12 @@ NEW_METRICS = (
 )
 
 
-async def scrape(daemon: RunningDaemon) -> str:
-    async with daemon.http.get(f"{daemon.url}/metrics") as response:
-        assert response.status == 200
-        return await response.text()
-
-
 async def test_promtool_passes_a_real_scrape(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
 ) -> None:
-    async with running_daemon(
+    exposition = await metrics_after_a_job(
         dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
-    ) as daemon:
-        await daemon.put_requirement("j1", 4)
-        await daemon.wait_fulfilled("j1")
-        exposition = await scrape(daemon)
+    )
 
     check = promtool_check_metrics(exposition)
 
@@ -200,7 +191,7 @@ async def test_the_daemon_is_reachable_only_at_its_pod_ip(
         port=port,
     ) as daemon:
         assert daemon.url == f"http://{pod_ip}:{port}"
-        assert "rmd_task_slots 0.0" in await scrape(daemon)
+        assert "rmd_task_slots 0.0" in await daemon.metrics()
         with pytest.raises(aiohttp.ClientConnectionError):
             async with daemon.http.get(f"http://127.0.0.1:{port}/metrics"):
                 pass
