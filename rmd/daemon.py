@@ -220,6 +220,7 @@ async def serve(
             timings=ReflectorTimings(resync_interval=settings.watch_resync_interval),
             on_restart=lambda reason: metrics.watch_restarted(reason=reason),
             on_list_started=list_started,
+            on_request=metrics.api_request,
         )
         engine.set_watch_synced_probe(lambda: watcher.synced)
         flink_session, follower = _flink_follower(

@@ -38,7 +38,7 @@ from rmd.core.model import (
 )
 from rmd.flink.demand import ProblemReason
 from rmd.flink.rest import FailureReason
-from rmd.kube.pods import REQUEST_RESULTS
+from rmd.kube.retry import REQUEST_RESULTS
 
 __all__ = ["API_REQUEST_BUCKETS", "DURATION_BUCKETS", "FlinkMetrics", "RmdMetrics"]
 
@@ -242,8 +242,8 @@ class RmdMetrics:
         self._watch_lists_seen = 0
         self._api_requests = Histogram(
             "rmd_kubernetes_api_request_duration_seconds",
-            "Kubernetes API requests of the pod gateway (every attempt), by verb and result "
-            "(success, client-error, server-error, no-answer).",
+            "Kubernetes API requests of the pod gateway (every attempt) and the pod watch's "
+            "LISTs, by verb and result (success, client-error, server-error, no-answer).",
             ["verb", "result"],
             buckets=API_REQUEST_BUCKETS,
             registry=registry,
@@ -267,7 +267,7 @@ class RmdMetrics:
             self._taskmanagers_lost.labels(reason=loss_reason.value)
         for problem in _KNOWN_POD_PROBLEMS:
             self._pod_problems.labels(reason=problem)
-        for verb in ("create", "delete"):
+        for verb in ("create", "delete", "list"):
             for result in REQUEST_RESULTS:
                 self._api_requests.labels(verb=verb, result=result)
 
@@ -318,7 +318,7 @@ class RmdMetrics:
             self._watch_relists.inc()
 
     def api_request(self, verb: str, result: str, seconds: float) -> None:
-        """One Kubernetes API request (a :data:`rmd.kube.pods.RequestObserver`)."""
+        """One Kubernetes API request (a :data:`rmd.kube.retry.RequestObserver`)."""
         self._api_requests.labels(verb=verb, result=result).observe(max(0.0, seconds))
 
 

@@ -25,31 +25,17 @@ from rmd.kube.listwatch import Json, ResourceQuery, list_objects
 from rmd.kube.retry import (
     KUBE_CALL_RETRY,
     KUBE_CREATE_MAX_ELAPSED,
+    RequestObserver,
     api_error_message,
     api_error_reason,
     call_with_retries,
     is_retriable,
+    request_result,
     status_of,
 )
 from rmd.retry import Pacing, RetryPolicy
 
 log = structlog.get_logger(__name__)
-
-
-# Called once per API request (every attempt, retries included): verb ("create", "delete",
-# "list", "get"), result (see request_result) and the seconds it took.
-RequestObserver = Callable[[str, str, float], None]
-REQUEST_RESULTS = ("success", "client-error", "server-error", "no-answer")
-
-
-def request_result(error: BaseException | None) -> str:
-    """One of REQUEST_RESULTS: the HTTP status class, or no-answer (connection, timeout)."""
-    if error is None:
-        return "success"
-    status = status_of(error)
-    if status == 0:
-        return "no-answer"
-    return "server-error" if status >= 500 else "client-error"
 
 
 class PodApiError(Exception):
