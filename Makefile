@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench config-docs clean
+.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench config-docs grafana clean
 
 all: test
 
@@ -19,9 +19,10 @@ venv: $(STAMP)
 # Provisions the control plane (apt packages, a one-time ~4 min build of kube-apiserver,
 # kube-controller-manager and kube-scheduler v1.20.2, cached in ~/.cache/rmd) and real Flink
 # (a JDK from apt, Flink from its PyPI wheels, cached in ~/.cache/rmd/flink-<version>) before
-# the tests; shellcheck (Debian's package) for the entrypoint scripts' test.
+# the tests; Prometheus and promtool (Debian's package) for the metrics tests; shellcheck
+# (Debian's package) for the entrypoint scripts' test.
 provision: $(STAMP)
-	$(BIN)/python -m rmd_dev.provision --flink
+	$(BIN)/python -m rmd_dev.provision --flink --prometheus
 	@command -v shellcheck >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends shellcheck; }
 
 test: provision lint typecheck
@@ -61,6 +62,10 @@ bench: provision
 # README's tables of configuration keys, from rmd/config/options.py (a unit test checks them).
 config-docs: $(STAMP)
 	$(BIN)/python -m rmd_dev.config_docs
+
+# conf/grafana/rmd.json, from rmd_dev/grafana.py (a unit test checks it is current).
+grafana: $(STAMP)
+	$(BIN)/python -m rmd_dev.grafana
 
 clean:
 	rm -rf $(VENV) .devcluster

@@ -13,7 +13,7 @@ commands:
   daemon        run the resource manager in the foreground
   taskmanager   the TaskManager agent (the TaskManager image's entrypoint)
   dev-cluster   a real local Kubernetes control plane with emulated nodes (up/down/status)
-  status        the daemon's TaskManagers and jobs as tables
+  status        the daemon's TaskManagers and jobs (tables, JSON, YAML; --watch)
   podspec       print the TaskManager pod this configuration produces, as YAML
   session       start|stop|list Flink session clusters (JobManager Deployment + Services)
 """

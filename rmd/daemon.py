@@ -201,6 +201,7 @@ async def serve(
             max_parallel=settings.max_parallel_creates,
             request_timeout=settings.api_request_timeout,
             on_api_error=lambda status: metrics.api_error(status=status),
+            on_request=metrics.api_request,
         )
 
         def build_pod(*, pod_name: str) -> dict[str, Any]:
@@ -231,6 +232,11 @@ async def serve(
             owner_name=None if owner is None else owner.name,
             reporter=reporter,
         )
+
+        def list_started() -> None:
+            metrics.watch_listed()
+            engine.on_list_started()
+
         watcher = PodWatcher(
             api,
             namespace=settings.namespace,
@@ -239,7 +245,8 @@ async def serve(
             on_snapshot=engine.on_snapshot,
             timings=ReflectorTimings(resync_interval=settings.watch_resync_interval),
             on_restart=lambda reason: metrics.watch_restarted(reason=reason),
-            on_list_started=engine.on_list_started,
+            on_list_started=list_started,
+            on_request=metrics.api_request,
         )
         engine.set_watch_synced_probe(lambda: watcher.synced)
         flink_session, follower = _flink_follower(

@@ -38,8 +38,9 @@ from rmd.core.model import (
 )
 from rmd.flink.demand import ProblemReason
 from rmd.flink.rest import FailureReason
+from rmd.kube.retry import REQUEST_RESULTS
 
-__all__ = ["DURATION_BUCKETS", "FlinkMetrics", "ReporterMetrics", "RmdMetrics"]
+__all__ = ["API_REQUEST_BUCKETS", "DURATION_BUCKETS", "FlinkMetrics", "ReporterMetrics", "RmdMetrics"]
 
 # Seconds to minutes: a slot on an idle registered TaskManager is handed out in milliseconds,
 # a new pod takes seconds (p99 ≤ 5 s without image pull), an image pull or a crowded scheduler
@@ -60,6 +61,15 @@ DURATION_BUCKETS: tuple[float, ...] = (
     120.0,
     300.0,
     600.0,
+)
+
+# A Kubernetes API call takes milliseconds, on a slow API server seconds: finer buckets below
+# 50 ms, then DURATION_BUCKETS up to the default request timeout (30 s).
+API_REQUEST_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    *(seconds for seconds in DURATION_BUCKETS if 0.05 <= seconds <= 30.0),
 )
 
 # Reasons a pod may carry that a human has to fix; pre-created so dashboards see zeros.
@@ -111,6 +121,16 @@ class _StatusCollector:
             "rmd_starts_throttled",
             "1 while the start-failure rate limit holds back new TaskManager pods, else 0.",
         )
+        jobs_waiting = GaugeMetricFamily("rmd_jobs_waiting", "Jobs with unmet slots.")
+        oldest_wait = GaugeMetricFamily(
+            "rmd_job_oldest_wait_seconds",
+            "How long the longest-waiting unmet slot of any job has waited; 0 when none waits.",
+        )
+        pending_by_reason = GaugeMetricFamily(
+            "rmd_pending_taskmanagers",
+            "Requested and pending TaskManagers by why they are not registered yet.",
+            labels=["reason"],
+        )
         families: list[Metric] = [
             registered,
             pending,
@@ -120,6 +140,9 @@ class _StatusCollector:
             jobs,
             demand,
             throttled,
+            jobs_waiting,
+            oldest_wait,
+            pending_by_reason,
         ]
         if status is None:
             return families
@@ -136,6 +159,10 @@ class _StatusCollector:
         jobs.add_metric([], status.jobs)
         demand.add_metric([], status.pending_slot_demand)
         throttled.add_metric([], 0 if status.starts_throttled_until is None else 1)
+        jobs_waiting.add_metric([], status.jobs_waiting)
+        oldest_wait.add_metric([], status.oldest_wait_seconds)
+        for reason, count in status.pending_by_reason.items():
+            pending_by_reason.add_metric([reason], count)
         return families
 
 
@@ -206,6 +233,21 @@ class RmdMetrics:
             ["reason"],
             registry=registry,
         )
+        self._watch_relists = Counter(
+            "rmd_watch_relists",
+            "Full LISTs of the TaskManager pods after the first one: after 410 Gone or failed "
+            "watches, and the periodic resync.",
+            registry=registry,
+        )
+        self._watch_lists_seen = 0
+        self._api_requests = Histogram(
+            "rmd_kubernetes_api_request_duration_seconds",
+            "Kubernetes API requests of the pod gateway (every attempt) and the pod watch's "
+            "LISTs, by verb and result (success, client-error, server-error, no-answer).",
+            ["verb", "result"],
+            buckets=API_REQUEST_BUCKETS,
+            registry=registry,
+        )
         self._slot_allocation = Histogram(
             "rmd_slot_allocation_seconds",
             "Time from a job's slot demand to the slot being allocated to it.",
@@ -225,6 +267,9 @@ class RmdMetrics:
             self._taskmanagers_lost.labels(reason=loss_reason.value)
         for problem in _KNOWN_POD_PROBLEMS:
             self._pod_problems.labels(reason=problem)
+        for verb in ("create", "delete", "list"):
+            for result in REQUEST_RESULTS:
+                self._api_requests.labels(verb=verb, result=result)
 
     def observe(self, notice: Notice) -> None:
         """Update counters and histograms from one of the core's notices."""
@@ -265,6 +310,16 @@ class RmdMetrics:
 
     def watch_restarted(self, *, reason: str) -> None:
         self._watch_restarts.labels(reason=reason).inc()
+
+    def watch_listed(self) -> None:
+        """A full LIST of the pods goes out; every one after the first is a relist."""
+        self._watch_lists_seen += 1
+        if self._watch_lists_seen > 1:
+            self._watch_relists.inc()
+
+    def api_request(self, verb: str, result: str, seconds: float) -> None:
+        """One Kubernetes API request (a :data:`rmd.kube.retry.RequestObserver`)."""
+        self._api_requests.labels(verb=verb, result=result).observe(max(0.0, seconds))
 
 
 class FlinkMetrics:

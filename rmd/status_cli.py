@@ -1,23 +1,33 @@
-"""``rmd status``: the daemon's TaskManagers and jobs as tables."""
+"""``rmd status``: the daemon's TaskManagers and jobs as tables, JSON or YAML; ``--watch``
+follows them (redrawn in place on a terminal, a new table per change on a pipe)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 
 from rmd.config import agent_env
+from rmd.status_render import OUTPUT_FORMATS, Snapshot, render
 
-__all__ = ["DEFAULT_URL", "StatusError", "fetch_status_text", "render", "run_status"]
+__all__ = ["DEFAULT_URL", "StatusError", "fetch_snapshot", "run_status", "watch"]
 
 DEFAULT_URL = "http://127.0.0.1:8090"
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_INTERVAL = 1.0
+# Cursor home, clear the screen: a terminal shows the latest table only.
+REDRAW = "\x1b[H\x1b[2J"
+# Moves with the clock while nothing happens: not a change worth a new table on a pipe.
+_TICKING_FIELDS = ("oldest_wait_seconds",)
+_CONSISTENT_READS = 3
 
 
 class StatusError(Exception):
@@ -25,79 +35,127 @@ class StatusError(Exception):
 
 
 def run_status(argv: Sequence[str]) -> int:
-    """The ``rmd status`` command; returns the exit code (0 ok, 1 failed, 2 usage)."""
+    """The ``rmd status`` command; returns the exit code (0 ok, 1 failed, 2 usage, 130 when
+    a watch is ended with Ctrl-C)."""
     args = _parser().parse_args(list(argv))
     try:
         token = _read_token(args.token_file)
-        text = asyncio.run(fetch_status_text(args.url, token=token, timeout=args.timeout))
+        if args.watch:
+            asyncio.run(
+                watch(
+                    args.url,
+                    token=token,
+                    timeout=args.timeout,
+                    interval=args.interval,
+                    output=args.output,
+                    out=sys.stdout,
+                    redraw=sys.stdout.isatty(),
+                )
+            )
+        else:
+            snapshot = asyncio.run(fetch_once(args.url, token=token, timeout=args.timeout))
+            sys.stdout.write(render(snapshot, output=args.output, now=time.time()))
     except StatusError as error:
         print(f"rmd status: {error}", file=sys.stderr)
         return 1
-    sys.stdout.write(text)
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 
-async def fetch_status_text(url: str, *, token: str | None, timeout: float) -> str:
-    """Fetch /v1/status, /v1/taskmanagers and /v1/jobs from ``url`` and render them."""
+async def fetch_once(url: str, *, token: str | None, timeout: float) -> Snapshot:
+    async with _session(token=token, timeout=timeout) as session:
+        return await fetch_snapshot(session, url)
+
+
+async def watch(
+    url: str,
+    *,
+    token: str | None,
+    timeout: float,
+    interval: float,
+    output: str,
+    out: TextIO,
+    redraw: bool,
+    wall: Callable[[], float] = time.time,
+) -> None:
+    """Poll the daemon every ``interval`` seconds until cancelled. ``redraw`` (a terminal):
+    clear and draw the latest state every poll, so ages move; otherwise write a new
+    rendering only when the state changed (JSON as one line per change, YAML as documents)."""
+    last: dict[str, Any] | None = None
+    async with _session(token=token, timeout=timeout) as session:
+        while True:
+            snapshot = await fetch_snapshot(session, url)
+            if redraw:
+                out.write(REDRAW + render(snapshot, output=output, now=wall()))
+                out.flush()
+            else:
+                comparable = _without_ticking_fields(snapshot)
+                if comparable != last:
+                    last = comparable
+                    out.write(_stream_rendering(snapshot, output=output, now=wall()))
+                    out.flush()
+            await asyncio.sleep(interval)
+
+
+async def fetch_snapshot(session: aiohttp.ClientSession, url: str) -> Snapshot:
+    """``/v1/status``, ``/v1/taskmanagers`` and ``/v1/jobs`` of the daemon at ``url``.
+
+    Three requests are no atomic read: ``/v1/status`` is read again after the lists, and the
+    lists again while it changed meanwhile (a few times at most), so the summary and the
+    tables tell the same story."""
     base = url.rstrip("/")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
     try:
-        async with aiohttp.ClientSession(timeout=client_timeout, headers=headers) as session:
-            status = await _get(session, f"{base}/v1/status")
+        status = await _get(session, f"{base}/v1/status")
+        for _attempt in range(_CONSISTENT_READS):
             taskmanagers = await _get(session, f"{base}/v1/taskmanagers")
             jobs = await _get(session, f"{base}/v1/jobs")
+            after = await _get(session, f"{base}/v1/status")
+            steady = _without_ticking(after) == _without_ticking(status)
+            status = after
+            if steady:
+                break
     except (aiohttp.ClientError, TimeoutError, OSError) as error:
         reason = str(error) or type(error).__name__
         raise StatusError(
             f"cannot reach the daemon at {base} ({reason}); is it running? Pass --url to "
             "point elsewhere."
         ) from None
-    return render(status=status, taskmanagers=taskmanagers, jobs=jobs)
+    return Snapshot(
+        status=status,
+        taskmanagers=_list_of(taskmanagers, "taskmanagers", url=f"{base}/v1/taskmanagers"),
+        jobs=_list_of(jobs, "jobs", url=f"{base}/v1/jobs"),
+    )
 
 
-def render(*, status: dict[str, Any], taskmanagers: dict[str, Any], jobs: dict[str, Any]) -> str:
-    """The three documents as text: a summary line, a TaskManager table, a job table."""
-    counts = status.get("taskmanagers", {})
-    lines = [
-        "TaskManagers: "
-        + ", ".join(f"{counts.get(state, 0)} {state}" for state in _STATES)
-        + f"; slots: {status.get('slots_allocated', 0)} allocated, "
-        f"{status.get('slots_free', 0)} free of {status.get('slots_total', 0)}; "
-        f"jobs: {status.get('jobs', 0)}, pending slot demand: "
-        f"{status.get('pending_slot_demand', 0)}"
-        + ("; new pods THROTTLED after start failures" if status.get("starts_throttled") else ""),
-        "",
-    ]
-    tm_rows = [
-        [
-            tm["taskmanager_id"],
-            tm["state"],
-            f"{tm['slots_allocated']}/{tm['slots_total']}",
-            tm.get("address") or "-",
-            tm.get("idle_since") or "-",
-            _problem_text(tm.get("problem")),
-        ]
-        for tm in taskmanagers.get("taskmanagers", [])
-    ]
-    lines += _table(["TASKMANAGER", "STATE", "SLOTS", "ADDRESS", "IDLE SINCE", "PROBLEM"], tm_rows)
-    lines.append("")
-    job_rows = [
-        [
-            job["job_id"],
-            str(job["slots_required"]),
-            str(job["slots_allocated"]),
-            "yes" if job["fulfilled"] else "no",
-            job.get("unfulfilled_reason") or "-",
-        ]
-        for job in jobs.get("jobs", [])
-    ]
-    lines += _table(["JOB", "REQUIRED", "ALLOCATED", "FULFILLED", "REASON"], job_rows)
-    return "\n".join(lines) + "\n"
+def _session(*, token: str | None, timeout: float) -> aiohttp.ClientSession:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), headers=headers)
 
 
-_STATES = ("registered", "pending", "requested", "releasing")
-_PROBLEM_WIDTH = 80
+def _stream_rendering(snapshot: Snapshot, *, output: str, now: float) -> str:
+    if output == "json":
+        return json.dumps(snapshot.document(), separators=(",", ":")) + "\n"
+    if output == "yaml":
+        return "---\n" + render(snapshot, output=output, now=now)
+    return render(snapshot, output=output, now=now) + "\n"
+
+
+def _without_ticking_fields(snapshot: Snapshot) -> dict[str, Any]:
+    document = snapshot.document()
+    document["status"] = _without_ticking(snapshot.status)
+    return document
+
+
+def _without_ticking(status: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in status.items() if key not in _TICKING_FIELDS}
+
+
+def _list_of(document: dict[str, Any], key: str, *, url: str) -> list[dict[str, Any]]:
+    items = document.get(key)
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise StatusError(f"{url} answered without a list of {key}: is this an rmd daemon?")
+    return items
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
@@ -129,23 +187,6 @@ async def _refusal(response: aiohttp.ClientResponse) -> str:
     return text
 
 
-def _problem_text(problem: object) -> str:
-    if not isinstance(problem, dict):
-        return "-"
-    text = f"{problem.get('reason', '')}: {problem.get('message', '')}"
-    return text if len(text) <= _PROBLEM_WIDTH else text[: _PROBLEM_WIDTH - 3] + "..."
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    if not rows:
-        return [header[0] + ": none"]
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-
-
 def _read_token(token_file: Path | None) -> str | None:
     if token_file is None:
         return os.environ.get(agent_env.AUTH_TOKEN) or None
@@ -160,7 +201,8 @@ def _read_token(token_file: Path | None) -> str | None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rmd status", description="Show the daemon's TaskManagers and jobs as tables."
+        prog="rmd status",
+        description="Show the daemon's TaskManagers and jobs as tables, JSON or YAML.",
     )
     parser.add_argument(
         "--url", default=DEFAULT_URL, help=f"the daemon's HTTP API (default {DEFAULT_URL})"
@@ -176,4 +218,35 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT,
         help=f"seconds to wait for the daemon (default {DEFAULT_TIMEOUT:g})",
     )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUT_FORMATS,
+        default="table",
+        help="table (default), json or yaml: the /v1/status, /v1/taskmanagers and /v1/jobs "
+        "documents as one",
+    )
+    parser.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="keep following the daemon: redrawn in place on a terminal, a new rendering per "
+        "change otherwise (JSON: one line per change); Ctrl-C ends it",
+    )
+    parser.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=DEFAULT_INTERVAL,
+        help=f"seconds between two reads with --watch (default {DEFAULT_INTERVAL:g})",
+    )
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is no number of seconds above 0, e.g. 2")
+    return seconds

@@ -59,6 +59,9 @@ DEFAULT_FLINK_VERSION = "2.3.0"
 JDK_PACKAGE = "openjdk-17-jdk-headless"  # bookworm's only JDK; Flink 1.20 and 2.x run on it
 FLINK_DISTRIBUTIONS = ("apache-flink", "apache-flink-libraries")
 FLINK_COMPLETE_MARKER = ".rmd-complete"
+# Debian's Prometheus server and promtool, for the metrics tests (`promtool check metrics`,
+# a real Prometheus discovering the daemon); installing it starts nothing.
+PROMETHEUS_PACKAGE = "prometheus"
 
 
 class ProvisionError(RuntimeError):
@@ -83,17 +86,55 @@ def kube_binaries_present() -> bool:
     return all((kube_bin_dir() / name).is_file() for name in KUBE_BINARIES)
 
 
+@dataclass(frozen=True)
+class OutputCount:
+    """What to count in a running command's output for the progress line: lines matching
+    ``pattern``, shown as ``<n> <noun>``."""
+
+    pattern: re.Pattern[str]
+    noun: str
+
+    def count(self, text: str) -> int:
+        return sum(1 for line in text.splitlines() if self.pattern.fullmatch(line))
+
+
+# `go build -v` prints the import path of every package as it is compiled.
+GO_PACKAGES = OutputCount(re.compile(r"[a-z0-9][\w.\-]*(/[\w.\-]+)*"), "packages compiled")
+_SPINNER = "|/-\\"
+_CLEAR_LINE = "\r\x1b[K"
+
+
+def progress_line(*, phase: str, elapsed: float, frame: int, counted: str | None) -> str:
+    """The line redrawn on a terminal while a command runs: time, phase, spinner, count."""
+    line = f"[{elapsed:7.1f}s] {phase} {_SPINNER[frame % len(_SPINNER)]}"
+    return f"{line} {counted}" if counted else line
+
+
 @dataclass
 class PhaseLog:
-    """Prints one line per phase with the elapsed time, and keeps every command's output."""
+    """Prints one line per phase with the elapsed time, and keeps every command's output.
+
+    ``live`` (default: when ``out`` is a terminal): while a command runs, one line is redrawn
+    in place every ``refresh`` seconds with the elapsed time, the phase, a spinner and, for
+    commands run with ``count``, how many of its output lines matched (packages compiled).
+    Otherwise only the plain phase lines are printed, for logs and CI.
+    """
 
     log_path: Path
     out: TextIO = field(default_factory=lambda: sys.stderr)
     started: float = field(default_factory=time.monotonic)
+    live: bool | None = None
+    refresh: float = 0.5
+    _phase: str = ""
+
+    def __post_init__(self) -> None:
+        if self.live is None:
+            isatty = getattr(self.out, "isatty", None)
+            self.live = bool(isatty and isatty())
 
     def phase(self, name: str) -> None:
-        elapsed = time.monotonic() - self.started
-        print(f"[{elapsed:7.1f}s] {name}", file=self.out, flush=True)
+        self._phase = name
+        print(f"[{self._elapsed():7.1f}s] {name}", file=self.out, flush=True)
         with self.log_path.open("a") as log:
             log.write(f"\n==== {name}\n")
 
@@ -104,24 +145,64 @@ class PhaseLog:
         *,
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
+        count: OutputCount | None = None,
     ) -> None:
         with self.log_path.open("a") as log:
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()
-            result = subprocess.run(
+            output_from = log.tell()
+            process = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                check=False,
             )
-        if result.returncode != 0:
+            try:
+                returncode = self._wait(process, count=count, output_from=output_from)
+            finally:
+                if process.poll() is None:  # interrupted: take the command down with us
+                    process.kill()
+                    process.wait()
+        if returncode != 0:
             raise ProvisionError(
-                f"step '{step}' failed (exit {result.returncode}) running "
+                f"step '{step}' failed (exit {returncode}) running "
                 f"{argv[0]}; see the log {self.log_path}"
             )
+
+    def _wait(
+        self, process: subprocess.Popen[bytes], *, count: OutputCount | None, output_from: int
+    ) -> int:
+        if not self.live:
+            return process.wait()
+        frame = 0
+        try:
+            while True:
+                try:
+                    return process.wait(timeout=self.refresh)
+                except subprocess.TimeoutExpired:
+                    counted = None
+                    if count is not None:
+                        counted = f"{count.count(self._output_since(output_from))} {count.noun}"
+                    line = progress_line(
+                        phase=self._phase, elapsed=self._elapsed(), frame=frame, counted=counted
+                    )
+                    self.out.write(_CLEAR_LINE + line)
+                    self.out.flush()
+                    frame += 1
+        finally:
+            if frame:
+                self.out.write(_CLEAR_LINE)
+                self.out.flush()
+
+    def _output_since(self, offset: int) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.started
 
 
 def _apt_missing(packages: Sequence[str]) -> list[str]:
@@ -243,9 +324,17 @@ def build_kubernetes(log: PhaseLog) -> None:
         openapi_gen = work / "openapi-gen"
         log.run(
             "build openapi-gen",
-            ["go", "build", "-o", str(openapi_gen), "./vendor/k8s.io/kube-openapi/cmd/openapi-gen"],
+            [
+                "go",
+                "build",
+                "-v",
+                "-o",
+                str(openapi_gen),
+                "./vendor/k8s.io/kube-openapi/cmd/openapi-gen",
+            ],
             cwd=pkg_root,
             env=env,
+            count=GO_PACKAGES,
         )
         packages = _openapi_packages(src)
         log.phase(f"openapi: generating definitions for {len(packages)} packages")
@@ -289,6 +378,7 @@ def build_kubernetes(log: PhaseLog) -> None:
             [
                 "go",
                 "build",
+                "-v",
                 "-ldflags",
                 " ".join(ldflags),
                 "-o",
@@ -297,6 +387,7 @@ def build_kubernetes(log: PhaseLog) -> None:
             ],
             cwd=pkg_root,
             env=env,
+            count=GO_PACKAGES,
         )
         target.mkdir(parents=True, exist_ok=True)
         for name in KUBE_BINARIES:
@@ -361,20 +452,34 @@ def flink_present(version: str) -> bool:
 
 def ensure_jdk(log: PhaseLog) -> None:
     """``java`` and ``javac`` on PATH, else Debian's JDK through apt-get."""
-    if shutil.which("java") and shutil.which("javac"):
-        log.phase("jdk: java and javac already installed")
+    _ensure_commands(log, step="jdk", package=JDK_PACKAGE, commands=("java", "javac"))
+
+
+def ensure_prometheus(log: PhaseLog) -> None:
+    """``prometheus`` and ``promtool`` on PATH, else Debian's ``prometheus`` package."""
+    _ensure_commands(
+        log, step="prometheus", package=PROMETHEUS_PACKAGE, commands=("prometheus", "promtool")
+    )
+
+
+def _ensure_commands(log: PhaseLog, *, step: str, package: str, commands: tuple[str, ...]) -> None:
+    """``commands`` on PATH, else the Debian ``package`` that has them, through apt-get."""
+    if all(shutil.which(command) for command in commands):
+        log.phase(f"{step}: {' and '.join(commands)} already installed")
         return
-    _require_root("jdk")
-    log.phase(f"jdk: installing {JDK_PACKAGE}")
+    _require_root(step)
+    log.phase(f"{step}: installing {package}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     log.run("apt-get update", ["apt-get", "update"], env=env)
     log.run(
-        "apt-get install jdk",
-        ["apt-get", "install", "-y", "--no-install-recommends", JDK_PACKAGE],
+        f"apt-get install {step}",
+        ["apt-get", "install", "-y", "--no-install-recommends", package],
         env=env,
     )
-    if not (shutil.which("java") and shutil.which("javac")):
-        raise ProvisionError(f"step 'jdk' installed {JDK_PACKAGE} but java/javac are not on PATH")
+    if not all(shutil.which(command) for command in commands):
+        raise ProvisionError(
+            f"step '{step}' installed {package} but {'/'.join(commands)} are not on PATH"
+        )
 
 
 @contextlib.contextmanager
@@ -490,6 +595,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--flink", action="store_true", help="also provision a JDK and Flink")
     parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also install Debian's prometheus (the server and promtool, for the tests)",
+    )
+    parser.add_argument(
         "--flink-version",
         default=DEFAULT_FLINK_VERSION,
         help=f"Flink version with --flink (default {DEFAULT_FLINK_VERSION})",
@@ -501,6 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = PhaseLog(log_path=cache_root() / "provision.log")
     try:
         provision(log=log)
+        if args.prometheus:
+            ensure_prometheus(log)
         if args.flink:
             install = provision_flink(log=log, version=args.flink_version)
             print("\n".join(install.export_lines()))

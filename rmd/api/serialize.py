@@ -46,6 +46,7 @@ def job_json(view: JobView) -> JsonObject:
         "slots": [_job_slot_json(slot) for slot in view.slots],
         "unfulfilled_reason": view.unfulfilled_reason,
         "problems": [problem_json(problem) for problem in view.problems],
+        "waiting_since": _timestamp(view.waiting_since),
     }
 
 
@@ -67,6 +68,7 @@ def taskmanager_json(view: TaskManagerView) -> JsonObject:
         "node_name": view.node_name,
         "kept_as_spare": view.kept_as_spare,
         "delete_waits_for_create": view.delete_waits_for_create,
+        "created_at": _timestamp(view.created_at),
     }
 
 
@@ -85,4 +87,11 @@ def status_json(view: StatusView) -> JsonObject:
             None if view.starts_throttled_until is None else rfc3339(view.starts_throttled_until)
         ),
         "extra": dict(view.extra),
+        "jobs_waiting": view.jobs_waiting,
+        "oldest_wait_seconds": round(view.oldest_wait_seconds, 3),
+        "pending_taskmanagers_by_reason": dict(view.pending_by_reason),
     }
+
+
+def _timestamp(epoch_seconds: float | None) -> str | None:
+    return None if epoch_seconds is None else rfc3339(epoch_seconds)

@@ -275,7 +275,7 @@ class Allocator:
             raise UnknownTaskManager(
                 f"TaskManager {taskmanager_id!r} is not known to this resource manager"
             )
-        return taskmanager_view(tm)
+        return taskmanager_view(tm, clock=self._clock)
 
     def taskmanager_views(self) -> list[TaskManagerView]:
         return self._views().taskmanager_views()

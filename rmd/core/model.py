@@ -246,6 +246,8 @@ class JobView:
     # the start-failure limit, pod problems); None while everything is on its way.
     unfulfilled_reason: str | None = None
     problems: tuple[ProblemView, ...] = ()
+    # Since when the oldest of its unmet slots waits (wall-clock seconds); None when fulfilled.
+    waiting_since: float | None = None
 
     @property
     def fulfilled(self) -> bool:
@@ -267,6 +269,7 @@ class TaskManagerView:
     kept_as_spare: bool = False
     # Releasing while its create is unanswered: the pod delete is sent once the pod exists.
     delete_waits_for_create: bool = False
+    created_at: float | None = None  # wall-clock seconds: its create was sent, or it was adopted
 
     @property
     def slots_allocated(self) -> int:
@@ -283,3 +286,8 @@ class StatusView:
     pending_slot_demand: int  # required but not allocated, over all jobs
     starts_throttled_until: float | None = None
     extra: dict[str, int] = field(default_factory=dict)
+    jobs_waiting: int = 0  # jobs with unmet slots
+    oldest_wait_seconds: float = 0.0  # how long the longest-waiting unmet slot has waited
+    # Requested and pending TaskManagers by why they are not registered yet (see
+    # rmd.core.views.pending_reason), every reason of PENDING_REASONS present.
+    pending_by_reason: dict[str, int] = field(default_factory=dict)

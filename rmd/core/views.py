@@ -33,9 +33,35 @@ from rmd.core.records import (
 )
 from rmd.core.slotcap import SlotCap
 
+# Why a requested or pending TaskManager is not registered yet (rmd_pending_taskmanagers).
+PENDING_REASONS = (
+    "creating",  # its pod create is on its way
+    "create-retry",  # the create could not reach the API server; it is sent again
+    "scheduling",  # the pod exists, no node yet
+    "unschedulable",  # the scheduler found no node
+    "image-pull",  # ErrImagePull, ImagePullBackOff, InvalidImageName
+    "container-problem",  # another reason the container waits (CreateContainerConfigError, ...)
+    "starting",  # on a node, the TaskManager has not registered yet
+)
+_IMAGE_PULL_PROBLEMS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
 
-def taskmanager_view(tm: TaskManagerRecord) -> TaskManagerView:
-    """Every slot of a registered TaskManager (free ones with job None); none before."""
+
+def pending_reason(tm: TaskManagerRecord) -> str:
+    """One of PENDING_REASONS for a requested or pending TaskManager."""
+    if tm.state is TaskManagerState.REQUESTED:
+        return "create-retry" if tm.create_retry is not None else "creating"
+    if tm.problem is not None:
+        if tm.problem.reason == "Unschedulable":
+            return "unschedulable"
+        if tm.problem.reason in _IMAGE_PULL_PROBLEMS:
+            return "image-pull"
+        return "container-problem"
+    return "starting" if tm.is_scheduled else "scheduling"
+
+
+def taskmanager_view(tm: TaskManagerRecord, *, clock: Clock) -> TaskManagerView:
+    """Every slot of a registered TaskManager (free ones with job None); none before.
+    ``clock`` turns its creation time into wall-clock time (``created_at``)."""
     slots = tuple(
         SlotView(slot_id(tm.name, index), tm.name, job_id, tm.address)
         for index, job_id in enumerate(tm.slot_jobs)
@@ -52,6 +78,7 @@ def taskmanager_view(tm: TaskManagerRecord) -> TaskManagerView:
         node_name=tm.node_name,
         kept_as_spare=tm.is_registered and tm.idle_checked,
         delete_waits_for_create=tm.delete_when_created is not None,
+        created_at=wall_time(clock, tm.created_at),
     )
 
 
@@ -126,7 +153,9 @@ class AllocatorViews:
         return [self._job_view(job, shortfalls.get(job.job_id)) for job in self.jobs.values()]
 
     def taskmanager_views(self) -> list[TaskManagerView]:
-        return [taskmanager_view(tm) for tm in self.taskmanagers.in_creation_order()]
+        return [
+            taskmanager_view(tm, clock=self.clock) for tm in self.taskmanagers.in_creation_order()
+        ]
 
     def status(self) -> StatusView:
         now = self.clock.monotonic()
@@ -140,6 +169,10 @@ class AllocatorViews:
             elif tm.is_coming:
                 slots_coming += tm.slots_total
         paused_until = self.limiter.paused_until(now)
+        pending_by_reason = dict.fromkeys(PENDING_REASONS, 0)
+        for tm in self.taskmanagers.in_states(*COMING):
+            pending_by_reason[pending_reason(tm)] += 1
+        waits = [job.waiting[0] for job in self.jobs.values() if job.waiting]
         return StatusView(
             taskmanagers=counts,
             slots_total=slots_total,
@@ -156,6 +189,9 @@ class AllocatorViews:
                 "start_failures_last_minute": self.limiter.failures_in_window(now),
                 "orphan_pods_deleting": self.orphans_deleting,
             },
+            jobs_waiting=len(waits),
+            oldest_wait_seconds=max(0.0, now - min(waits)) if waits else 0.0,
+            pending_by_reason=pending_by_reason,
         )
 
     def _shortfalls(self) -> dict[str, JobShortfall]:
@@ -181,6 +217,7 @@ class AllocatorViews:
             slots=job_slot_views(job, self.taskmanagers),
             unfulfilled_reason="; ".join(reasons) or None,
             problems=tuple(problems),
+            waiting_since=wall_time(self.clock, job.waiting[0]) if job.waiting else None,
         )
 
     def _waiting_reasons(self, job: JobRecord, shortfall: JobShortfall) -> Iterator[str]:

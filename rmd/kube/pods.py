@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Self, cast
 
@@ -25,10 +25,12 @@ from rmd.kube.listwatch import Json, ResourceQuery, list_objects
 from rmd.kube.retry import (
     KUBE_CALL_RETRY,
     KUBE_CREATE_MAX_ELAPSED,
+    RequestObserver,
     api_error_message,
     api_error_reason,
     call_with_retries,
     is_retriable,
+    request_result,
     status_of,
 )
 from rmd.retry import Pacing, RetryPolicy
@@ -107,6 +109,7 @@ class PodGateway:
         retry: RetryPolicy = KUBE_CALL_RETRY,
         create_max_elapsed: float = KUBE_CREATE_MAX_ELAPSED,
         on_api_error: Callable[[int], None] | None = None,
+        on_request: RequestObserver | None = None,
         pacing: Pacing | None = None,
     ) -> None:
         if max_parallel < 1:
@@ -126,6 +129,7 @@ class PodGateway:
             ),
         )
         self._on_api_error = on_api_error
+        self._on_request = on_request
         self._pacing = pacing
 
     @property
@@ -152,7 +156,7 @@ class PodGateway:
         async with self._slots:
             try:
                 created = await self._with_retries(
-                    post, what=f"create pod {name}", policy=self._create_retry
+                    post, verb="create", what=f"create pod {name}", policy=self._create_retry
                 )
             except ApiException as exc:
                 if exc.status == 409:
@@ -216,7 +220,7 @@ class PodGateway:
 
         async with self._slots:
             try:
-                await self._with_retries(send, what=f"delete pod {name}")
+                await self._with_retries(send, verb="delete", what=f"delete pod {name}")
             except ApiException as exc:
                 if exc.status == 404:
                     log.debug("pod_already_gone", pod=name, namespace=self._namespace)
@@ -239,7 +243,9 @@ class PodGateway:
             return await list_objects(self._api, query, timeout=timeout)
 
         try:
-            listed: tuple[list[Json], str] = await self._with_retries(fetch, what="list pods")
+            listed: tuple[list[Json], str] = await self._with_retries(
+                fetch, verb="list", what="list pods"
+            )
         except (ApiException, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             raise PodListError.from_exception(exc) from exc
         return listed
@@ -253,7 +259,7 @@ class PodGateway:
             )
 
         try:
-            existing = await self._with_retries(read, what=f"read pod {name}")
+            existing = await self._with_retries(read, verb="get", what=f"read pod {name}")
         except ApiException as exc:
             if exc.status == 404:
                 raise PodCreateError(
@@ -280,10 +286,31 @@ class PodGateway:
         return _uid_of(existing)
 
     async def _with_retries(
-        self, fn: Callable[[], Any], *, what: str, policy: RetryPolicy | None = None
+        self,
+        fn: Callable[[], Awaitable[Any]],
+        *,
+        verb: str,
+        what: str,
+        policy: RetryPolicy | None = None,
     ) -> Any:
+        observe = self._on_request
+
+        async def timed() -> Any:
+            if observe is None:
+                return await fn()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                answer = await fn()
+            except BaseException as error:
+                if not isinstance(error, asyncio.CancelledError):
+                    observe(verb, request_result(error), loop.time() - started)
+                raise
+            observe(verb, "success", loop.time() - started)
+            return answer
+
         return await call_with_retries(
-            fn,
+            timed,
             policy=self._retry if policy is None else policy,
             what=what,
             on_error=self._on_api_error,

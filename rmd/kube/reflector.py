@@ -37,7 +37,14 @@ from rmd.kube.listwatch import (
     list_objects,
     open_watch,
 )
-from rmd.kube.retry import api_error_message, retry_after_seconds, short_reason, status_of
+from rmd.kube.retry import (
+    RequestObserver,
+    api_error_message,
+    request_result,
+    retry_after_seconds,
+    short_reason,
+    status_of,
+)
 from rmd.retry import Backoff, Pacing
 
 log = structlog.get_logger(__name__)
@@ -84,6 +91,7 @@ class ReflectorCallbacks:
     on_event: Callable[[str, Json], None]  # ADDED, MODIFIED or DELETED
     on_restart: Callable[[str], None] | None = None  # why the watch was restarted
     on_list_started: Callable[[], None] | None = None  # a LIST goes out now
+    on_request: RequestObserver | None = None  # each LIST request: ("list", result, seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +226,7 @@ class Reflector:
         try:
             if self._callbacks.on_list_started is not None:
                 self._callbacks.on_list_started()
-            items, resource_version = await list_objects(
-                self._api,
-                self._query,
-                timeout=(self._timings.connect_timeout, self._timings.list_timeout),
-            )
+            items, resource_version = await self._timed_list()
             self._resource_version = resource_version or None
             if self._timings.resync_interval is not None:
                 loop = asyncio.get_running_loop()
@@ -235,6 +239,25 @@ class Reflector:
         async with self._snapshot_changed:
             self._snapshots_delivered += 1
             self._snapshot_changed.notify_all()
+
+    async def _timed_list(self) -> tuple[list[Json], str]:
+        """One (paged) LIST, reported to ``on_request`` with its result and duration."""
+        observe = self._callbacks.on_request
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            listed = await list_objects(
+                self._api,
+                self._query,
+                timeout=(self._timings.connect_timeout, self._timings.list_timeout),
+            )
+        except Exception as error:
+            if observe is not None:
+                observe("list", request_result(error), loop.time() - started)
+            raise
+        if observe is not None:
+            observe("list", "success", loop.time() - started)
+        return listed
 
     # ------------------------------------------------------------------ watch
 

@@ -49,6 +49,22 @@ def status_of(exc: BaseException) -> int:
 _SHORT_REASONS = {401: "unauthorized", 403: "forbidden", 429: "throttled"}
 
 
+# Called once per API request (every attempt, retries included): verb ("create", "delete",
+# "list", "get"), result (see request_result) and the seconds it took.
+RequestObserver = Callable[[str, str, float], None]
+REQUEST_RESULTS = ("success", "client-error", "server-error", "no-answer")
+
+
+def request_result(error: BaseException | None) -> str:
+    """One of REQUEST_RESULTS: the HTTP status class, or no-answer (connection, timeout)."""
+    if error is None:
+        return "success"
+    status = status_of(error)
+    if status == 0:
+        return "no-answer"
+    return "server-error" if status >= 500 else "client-error"
+
+
 def short_reason(exc: BaseException) -> str:
     """A short reason for a failed call, as a metric label: ``forbidden``, ``unauthorized``,
     ``throttled``, ``server-error``, ``http-NNN``, ``timeout``, ``disconnected`` or ``error``."""

@@ -17,6 +17,7 @@ from rmd.core.model import PodObservation
 from rmd.kube.listwatch import ResourceQuery
 from rmd.kube.observe import observe_pod
 from rmd.kube.reflector import Reflector, ReflectorCallbacks, ReflectorTimings
+from rmd.kube.retry import RequestObserver
 from rmd.retry import Pacing
 
 
@@ -33,6 +34,7 @@ class PodWatcher(Reflector):
         on_snapshot: Callable[[list[PodObservation]], None],
         on_restart: Callable[[str], None] | None = None,
         on_list_started: Callable[[], None] | None = None,
+        on_request: RequestObserver | None = None,
         timings: ReflectorTimings | None = None,
         pacing: Pacing | None = None,
     ) -> None:
@@ -42,6 +44,7 @@ class PodWatcher(Reflector):
             on_event=lambda kind, item: on_event(kind, observe_pod(item)),
             on_restart=on_restart,
             on_list_started=on_list_started,
+            on_request=on_request,
         )
         super().__init__(
             api, query, callbacks=callbacks, timings=timings, pacing=pacing, name="pod_watch"

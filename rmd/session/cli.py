@@ -64,7 +64,7 @@ def run_session(argv: Sequence[str]) -> int:
     prog = f"{PROG} {args.action}"
     try:
         if args.action == "start":
-            plan = _start_plan(args.conf_dir, args.overrides)
+            plan = start_plan(args.conf_dir, args.overrides)
             return asyncio.run(_start(args, plan, prog=prog))
         conf = FlinkConfiguration.load(conf_dir=args.conf_dir, overrides=args.overrides)
         namespace = conf.get(opt.NAMESPACE)
@@ -84,7 +84,7 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _start_plan(conf_dir: Path | None, overrides: Sequence[str]) -> SessionPlan:
+def start_plan(conf_dir: Path | None, overrides: Sequence[str]) -> SessionPlan:
     """Read and check the whole configuration (ConfigError); no cluster-id: one is made up."""
     conf = FlinkConfiguration.load(conf_dir=conf_dir, overrides=overrides)
     if not conf.get_str(opt.CLUSTER_ID.key):

@@ -75,6 +75,18 @@ def jobmanager_labels(cluster_id: str) -> dict[str, str]:
     }
 
 
+def scrape_annotations(*, port: int) -> dict[str, str]:
+    """The Prometheus convention (``prometheus.io/scrape``, ``port``, ``path``) that a
+    ``kubernetes_sd_configs`` pod role with the usual relabelling turns into a target: the
+    daemon's ``/metrics`` on ``rmd.rest.port`` of the JobManager pod. A pod template or
+    ``kubernetes.jobmanager.annotations`` may override each."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+
+
 def cluster_labels(cluster_id: str) -> dict[str, str]:
     """The labels every object of the cluster carries."""
     return {LABEL_TYPE: LABEL_TYPE_NATIVE, LABEL_APP: cluster_id}
@@ -213,12 +225,11 @@ def _deployment(
     source_metadata = source.get("metadata") or {}
     labels = {**(source_metadata.get("labels") or {}), **dict(jobmanager.labels), **selector}
     annotations = {
+        **scrape_annotations(port=settings.rest_port),
         **(source_metadata.get("annotations") or {}),
         **dict(jobmanager.annotations),
     }
-    pod_metadata: JsonDict = {"labels": labels}
-    if annotations:
-        pod_metadata["annotations"] = annotations
+    pod_metadata: JsonDict = {"labels": labels, "annotations": annotations}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -30,7 +30,12 @@ TM_SELECTOR = "type=flink-native-kubernetes,component=taskmanager"
 
 
 def daemon_overrides(
-    *, cluster_id: str, namespace: str, port: int, extra: Mapping[str, str] | None = None
+    *,
+    cluster_id: str,
+    namespace: str,
+    port: int,
+    address: str = "127.0.0.1",
+    extra: Mapping[str, str] | None = None,
 ) -> list[str]:
     values = {
         "kubernetes.cluster-id": cluster_id,
@@ -39,9 +44,9 @@ def daemon_overrides(
         "taskmanager.numberOfTaskSlots": "4",
         "taskmanager.memory.process.size": "256m",
         "kubernetes.taskmanager.cpu": "0.1",
-        "rmd.rest.address": "127.0.0.1",
+        "rmd.rest.address": address,
         "rmd.rest.port": str(port),
-        "rmd.taskmanager.resourcemanager-url": f"http://127.0.0.1:{port}",
+        "rmd.taskmanager.resourcemanager-url": f"http://{address}:{port}",
         "rmd.taskmanager.agent-command": f"{sys.executable};-m;rmd;taskmanager",
         "rmd.taskmanager.supervise-flink": "false",
         "kubernetes.taskmanager.annotations": "emulator.rmd.dev/run:process",
@@ -73,6 +78,12 @@ class RunningDaemon:
         async with self.http.get(f"{self.url}{path}") as resp:
             assert resp.status == expect, f"{path}: {resp.status} {await resp.text()}"
             return await resp.json(content_type=None)
+
+    async def metrics(self) -> str:
+        """The text of ``/metrics``."""
+        async with self.http.get(f"{self.url}/metrics") as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.text()
 
     async def wait_fulfilled(self, job_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
         """Long-poll the job until it is fulfilled (the API's own ?wait=)."""
@@ -190,16 +201,19 @@ async def running_daemon(
     cluster_id: str | None = None,
     kubeconfig: Path | None = None,
     wait_ready: bool = True,
+    address: str = "127.0.0.1",
+    port: int | None = None,
 ) -> AsyncIterator[RunningDaemon]:
-    """The daemon on a free port; ``kubeconfig`` (default: the admin one) is its identity."""
+    """The daemon on ``address`` (a loopback address, e.g. an emulated pod's IP) and
+    ``port`` (default: a free one); ``kubeconfig`` (default: the admin one) is its identity."""
     cluster_id = cluster_id or f"flink-{secrets.token_hex(3)}"
-    port = free_port()
+    port = port or free_port()
     # An empty configuration directory: only the overrides count (not ./conf of the checkout).
     empty_conf_dir = Path(tempfile.mkdtemp(prefix="rmd-conf-"))
     config = load_daemon_config(
         conf_dir=empty_conf_dir,
         overrides=daemon_overrides(
-            cluster_id=cluster_id, namespace=namespace, port=port, extra=extra
+            cluster_id=cluster_id, namespace=namespace, port=port, address=address, extra=extra
         ),
     )
     stop = asyncio.Event()
@@ -217,7 +231,7 @@ async def running_daemon(
     if task.done():
         task.result()  # raises what went wrong
     assert started.is_set(), "daemon did not start listening within 30 s"
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{address}:{port}"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
         daemon = RunningDaemon(
             url=url,
@@ -244,3 +258,16 @@ async def running_daemon(
                 label_selector=f"{TM_SELECTOR},app={cluster_id}",
                 _request_timeout=REQUEST_TIMEOUT,
             )
+
+
+async def metrics_after_a_job(
+    *, dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> str:
+    """``/metrics`` of a daemon that has created pods, seen them register and allocated
+    their slots (a 4-slot job fulfilled), so that every kind of metric has samples."""
+    async with running_daemon(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
+    ) as daemon:
+        await daemon.put_requirement("j1", 4)
+        await daemon.wait_fulfilled("j1")
+        return await daemon.metrics()

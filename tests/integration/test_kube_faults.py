@@ -54,6 +54,35 @@ async def test_503_then_success(
     assert [r.status for r in proxy.requests_matching(method="POST")] == [503, 201]
 
 
+async def test_every_request_is_timed_with_its_verb_and_result(
+    proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str
+) -> None:
+    requests: list[tuple[str, str, float]] = []
+    pods = PodGateway(
+        proxied_api,
+        namespace=namespace,
+        retry=FAST_RETRY,
+        on_request=lambda verb, result, seconds: requests.append((verb, result, seconds)),
+    )
+    proxy.inject(method="POST", path_regex=PODS_PATH, status=503, times=1)
+    proxy.inject(method="DELETE", path_regex=r"/pods/", status=500, times=1)
+    await pods.create(pod_body("c1-taskmanager-1-1"))
+    await pods.create(pod_body("c1-taskmanager-1-1"))  # 409, then a read of our own pod
+    await pods.list(label_selector=SELECTOR)
+    await pods.delete("c1-taskmanager-1-1", grace_period_seconds=0)
+
+    assert [(verb, result) for verb, result, _ in requests] == [
+        ("create", "server-error"),
+        ("create", "success"),
+        ("create", "client-error"),
+        ("get", "success"),
+        ("list", "success"),
+        ("delete", "server-error"),
+        ("delete", "success"),
+    ]
+    assert all(0 < seconds < 30 for _, _, seconds in requests)
+
+
 async def test_connection_closed_without_answer_is_retried(
     proxy: FaultProxy, proxied_api: client.ApiClient, namespace: str
 ) -> None:

@@ -22,6 +22,7 @@ JOB_FIELDS = {
     "slots",
     "unfulfilled_reason",
     "problems",
+    "waiting_since",
 }
 
 ClientFactory = Any  # pytest-aiohttp's aiohttp_client fixture

@@ -26,6 +26,7 @@ TASKMANAGER_FIELDS = {
     "node_name",
     "kept_as_spare",
     "delete_waits_for_create",
+    "created_at",
 }
 
 ClientFactory = Any

@@ -9,6 +9,7 @@ from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import ManualClock
 from rmd.core.model import (
     LossReason,
+    PodObservation,
     PodProblem,
     SlotsAllocated,
     SlotsFreed,
@@ -129,6 +130,53 @@ def test_edge_counters(metrics: RmdMetrics) -> None:
     assert value(metrics, "rmd_kubernetes_api_errors_total", code="429") == 1
     assert value(metrics, "rmd_kubernetes_api_errors_total", code="0") == 2
     assert value(metrics, "rmd_watch_restarts_total", reason="expired") == 1
+
+
+def test_relists_count_every_list_after_the_first(metrics: RmdMetrics) -> None:
+    metrics.watch_listed()
+    assert value(metrics, "rmd_watch_relists_total") == 0
+    metrics.watch_listed()
+    metrics.watch_listed()
+    assert value(metrics, "rmd_watch_relists_total") == 2
+
+
+def test_api_requests_are_a_histogram_by_verb_and_result(metrics: RmdMetrics) -> None:
+    name = "rmd_kubernetes_api_request_duration_seconds"
+    assert value(metrics, f"{name}_count", verb="create", result="no-answer") == 0  # pre-created
+
+    metrics.api_request("create", "success", 0.02)
+    metrics.api_request("create", "success", 0.3)
+    metrics.api_request("delete", "server-error", 1.5)
+
+    assert value(metrics, f"{name}_count", verb="create", result="success") == 2
+    assert value(metrics, f"{name}_bucket", verb="create", result="success", le="0.025") == 1
+    assert value(metrics, f"{name}_sum", verb="delete", result="server-error") == 1.5
+
+
+def test_waiting_jobs_and_pending_reasons_are_read_at_scrape_time(
+    metrics: RmdMetrics, allocator: Allocator, clock: ManualClock
+) -> None:
+    assert value(metrics, "rmd_jobs_waiting") == 0
+    assert value(metrics, "rmd_job_oldest_wait_seconds") == 0
+    assert value(metrics, "rmd_pending_taskmanagers", reason="image-pull") == 0
+
+    allocator.declare("j1", 4)  # two pods of two slots
+    clock.advance(12)
+
+    assert value(metrics, "rmd_jobs_waiting") == 1
+    assert value(metrics, "rmd_job_oldest_wait_seconds") == 12
+    assert value(metrics, "rmd_pending_taskmanagers", reason="creating") == 2
+
+    [first, second] = [tm.taskmanager_id for tm in allocator.taskmanager_views()]
+    allocator.create_succeeded(first)
+    allocator.create_succeeded(second)
+    allocator.pod_observed(
+        PodObservation(first, node_name="n1", waiting_problem=("ErrImagePull", "not found"))
+    )
+
+    assert value(metrics, "rmd_pending_taskmanagers", reason="creating") == 0
+    assert value(metrics, "rmd_pending_taskmanagers", reason="image-pull") == 1
+    assert value(metrics, "rmd_pending_taskmanagers", reason="scheduling") == 1
 
 
 def test_process_platform_and_gc_collectors_are_in_the_registry(metrics: RmdMetrics) -> None:

@@ -42,6 +42,7 @@ class Recorder:
         self.snapshots: list[list[str]] = []
         self.restarts: list[str] = []
         self.lists_started = 0
+        self.requests: list[tuple[str, str, float]] = []
         self._fail_first_events = fail_first_events
 
     def callbacks(self) -> ReflectorCallbacks:
@@ -50,6 +51,7 @@ class Recorder:
             on_event=self._event,
             on_restart=self.restarts.append,
             on_list_started=self._list_started,
+            on_request=lambda verb, result, seconds: self.requests.append((verb, result, seconds)),
         )
 
     def _snapshot(self, items: list[Json]) -> None:
@@ -224,6 +226,22 @@ async def test_an_http_410_on_the_watch_relists(fake: FakeApiServer, api: client
         fake.put_pod(NS, "tm-1", labels=OURS)
         await until(lambda: ("ADDED", "tm-1") in recorder.events, "events after the relist")
     assert recorder.restarts == ["gone"]
+
+
+async def test_every_list_request_is_reported_with_its_result_and_duration(
+    fake: FakeApiServer, api: client.ApiClient
+) -> None:
+    fake.fail(503, watch=False)
+    fake.fail(403, watch=False)
+    recorder = Recorder()
+    async with running(make_reflector(api, recorder)) as reflector:
+        assert await reflector.wait_synced(WAIT)
+    assert [(verb, result) for verb, result, _ in recorder.requests] == [
+        ("list", "server-error"),
+        ("list", "client-error"),
+        ("list", "success"),
+    ]
+    assert all(0 <= seconds < WAIT for _, _, seconds in recorder.requests)
 
 
 async def test_a_silent_watch_is_renewed_at_once_without_a_list(

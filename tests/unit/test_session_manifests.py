@@ -53,6 +53,11 @@ def test_defaults_are_flinks_native_mode() -> None:
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["selector"] == {"matchLabels": selector}
     assert deployment["spec"]["template"]["metadata"]["labels"] == selector
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8090",
+        "prometheus.io/path": "/metrics",
+    }
     main = _main(plan)
     assert main["name"] == "flink-main-container"
     assert main["command"] == ["/rmd-entrypoint.sh"]
@@ -99,7 +104,12 @@ def test_jobmanager_options_reach_the_pod() -> None:
     pod = spec["template"]
     assert spec["replicas"] == 2
     assert pod["metadata"]["labels"]["team"] == "a"
-    assert pod["metadata"]["annotations"] == {"emulator.rmd.dev/run": "process"}
+    assert pod["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8090",
+        "prometheus.io/path": "/metrics",
+        "emulator.rmd.dev/run": "process",
+    }
     assert pod["spec"]["serviceAccountName"] == "rmd"
     assert pod["spec"]["nodeSelector"] == {"disk": "ssd"}
     assert pod["spec"]["tolerations"] == [
@@ -114,6 +124,18 @@ def test_jobmanager_options_reach_the_pod() -> None:
     assert env["FLINK_HOME"] == {"name": "FLINK_HOME", "value": "/opt/f"}
     assert env["_POD_IP_ADDRESS"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert plan.rest_service["spec"]["type"] == "NodePort"
+
+
+def test_scrape_annotations_follow_the_daemon_port_and_can_be_overridden() -> None:
+    plan = _plan(
+        {"rmd.rest.port": "9100", "kubernetes.jobmanager.annotations": "prometheus.io/scrape:false"}
+    )
+    annotations = plan.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {
+        "prometheus.io/scrape": "false",
+        "prometheus.io/port": "9100",
+        "prometheus.io/path": "/metrics",
+    }
 
 
 def test_everything_but_the_deployment_is_owned_by_it() -> None:
