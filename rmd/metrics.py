@@ -40,7 +40,13 @@ from rmd.flink.demand import ProblemReason
 from rmd.flink.rest import FailureReason
 from rmd.kube.retry import REQUEST_RESULTS
 
-__all__ = ["API_REQUEST_BUCKETS", "DURATION_BUCKETS", "FlinkMetrics", "ReporterMetrics", "RmdMetrics"]
+__all__ = [
+    "API_REQUEST_BUCKETS",
+    "DURATION_BUCKETS",
+    "FlinkMetrics",
+    "ReporterMetrics",
+    "RmdMetrics",
+]
 
 # Seconds to minutes: a slot on an idle registered TaskManager is handed out in milliseconds,
 # a new pod takes seconds (p99 ≤ 5 s without image pull), an image pull or a crowded scheduler

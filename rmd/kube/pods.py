@@ -190,7 +190,9 @@ class PodGateway:
 
         async with self._slots:
             try:
-                await self._with_retries(send, what=f"label pod {name}", policy=self._create_retry)
+                await self._with_retries(
+                    send, verb="patch", what=f"label pod {name}", policy=self._create_retry
+                )
             except ApiException as exc:
                 if exc.status == 404:
                     return False
