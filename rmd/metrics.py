@@ -273,7 +273,7 @@ class RmdMetrics:
             self._taskmanagers_lost.labels(reason=loss_reason.value)
         for problem in _KNOWN_POD_PROBLEMS:
             self._pod_problems.labels(reason=problem)
-        for verb in ("create", "delete", "list"):
+        for verb in ("create", "patch", "delete", "list"):
             for result in REQUEST_RESULTS:
                 self._api_requests.labels(verb=verb, result=result)
 
