@@ -4,9 +4,11 @@ Start-up order: configuration is read and validated completely (a bad value stop
 one line, before anything touches the cluster); then the Kubernetes client, the JobManager
 Deployment as owner, the ``flink-config-<cluster-id>`` ConfigMap the TaskManagers mount (when
 rmd starts Flink's TaskManagers; :mod:`rmd.kube.flinkconfigmap`), the HTTP server
-(``/healthz`` answers at once, ``/v1`` answers 503 until the first pod list has been
-adopted), the pod watch, the timers and, with ``rmd.flink.rest-url``, the follower of Flink's
-REST API (:mod:`rmd.flink.follower`). SIGTERM/SIGINT: stop
+(``/healthz`` answers at once, ``/v1`` answers 503 until recovery is done), the start-up
+recovery (:func:`rmd.recovery.recover`: the stored demand and assignments, then the pods),
+then the pod watch, the timers, the writer of the state (:mod:`rmd.statewriter`) and, with
+``rmd.flink.rest-url``, the follower of Flink's REST API (:mod:`rmd.flink.follower`).
+SIGTERM/SIGINT: stop
 accepting, finish in-flight requests, stop the watch, close the Kubernetes session. The
 TaskManager pods are left running for the next start to adopt.
 """
@@ -53,9 +55,12 @@ from rmd.kube.owner import find_owner_reference, owner_exists
 from rmd.kube.pods import PodGateway
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
 from rmd.kube.reflector import ReflectorTimings
+from rmd.kube.statestore import ConfigMapStateStore, StateStoreError
 from rmd.kube.watch import PodWatcher
 from rmd.logs import configure_logging
 from rmd.metrics import FlinkMetrics, RmdMetrics
+from rmd.recovery import recover
+from rmd.statewriter import StateWriter
 
 log = structlog.get_logger("rmd.daemon")
 
@@ -81,6 +86,7 @@ def allocator_settings(settings: RmdSettings) -> AllocatorSettings:
         slots_per_taskmanager=settings.slots_per_taskmanager,
         idle_timeout=settings.idle_timeout,
         registration_timeout=settings.registration_timeout,
+        recovery_timeout=settings.recovery_timeout,
         heartbeat_timeout=settings.heartbeat_timeout,
         max_start_failures_per_minute=settings.max_start_failures_per_minute,
         start_retry_interval=settings.start_retry_interval,
@@ -196,6 +202,15 @@ async def serve(
                 api, namespace=settings.namespace, owner=owner, timeout=settings.api_request_timeout
             )
 
+        store = ConfigMapStateStore(
+            api,
+            namespace=settings.namespace,
+            cluster_id=settings.cluster_id,
+            owner=owner,
+            timeout=settings.api_request_timeout,
+            on_api_error=lambda status: metrics.api_error(status=status),
+        )
+        writer = StateWriter(snapshot=allocator.state_snapshot, store=store, metrics=metrics)
         engine = DaemonEngine(
             allocator=allocator,
             pods=gateway,
@@ -204,6 +219,7 @@ async def serve(
             clock=clock,
             owner_exists=None if owner is None else owner_still_exists,
             owner_name=None if owner is None else owner.name,
+            on_change=writer.changed,
         )
         watcher = PodWatcher(
             api,
@@ -220,21 +236,22 @@ async def serve(
             settings, engine=engine, clock=clock, registry=registry
         )
 
-        # Until the first pod list is adopted, /v1 answers 503 with Retry-After, so that
-        # neither a declaration nor a registration races recovery.
+        # Until recovery is done, /v1 answers 503 with Retry-After, so that neither a
+        # declaration nor a registration races it. A declaration is answered once stored.
         app = create_app(
             engine=engine,
             metrics=metrics,
             auth_token=config.auth_token,
             refuse_v1_until_ready=True,
             flink_status=None if follower is None else follower.status,
+            state_stored=writer.stored,
         )
         runner = web.AppRunner(
             app, access_log_class=StructlogAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
         await runner.setup()
         site = web.TCPSite(runner, settings.rest_address, settings.rest_port)
-        background: list[asyncio.Task[None]] = []
+        background: list[asyncio.Task[Any]] = []
         try:
             await site.start()
             port = _bound_port(runner) or settings.rest_port
@@ -246,15 +263,30 @@ async def serve(
                 port=port,
                 owner=owner.name if owner else None,
             )
-            background = [
-                asyncio.create_task(watcher.run(), name="pod-watch"),
-                asyncio.create_task(engine.run_timers(), name="timers"),
-            ]
-            if follower is not None:
-                background.append(asyncio.create_task(follower.run(), name="flink-follower"))
             if on_started is not None:
                 on_started(port)
             stopped = asyncio.create_task(stop.wait())
+            recovering = asyncio.create_task(
+                recover(
+                    engine=engine,
+                    store=store,
+                    pods=gateway,
+                    label_selector=selector_string(config.pods.selector_labels),
+                    clock=clock,
+                ),
+                name="recovery",
+            )
+            background = [recovering]
+            await asyncio.wait([stopped, recovering], return_when=asyncio.FIRST_COMPLETED)
+            if recovering.done():
+                writer.assume_stored(recovering.result())  # a refused read raises here
+                background = [
+                    asyncio.create_task(watcher.run(), name="pod-watch"),
+                    asyncio.create_task(engine.run_timers(), name="timers"),
+                    asyncio.create_task(writer.run(), name="state-writer"),
+                ]
+                if follower is not None:
+                    background.append(asyncio.create_task(follower.run(), name="flink-follower"))
             done, _ = await asyncio.wait(
                 [stopped, *background], return_when=asyncio.FIRST_COMPLETED
             )
@@ -330,7 +362,7 @@ def run_daemon(argv: Sequence[str]) -> int:
     except KubeConfigError as exc:
         print(f"rmd daemon: {exc}", file=sys.stderr)
         return 2
-    except ConfigMapPublishError as exc:
+    except (ConfigMapPublishError, StateStoreError) as exc:
         print(f"rmd daemon: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -29,6 +29,7 @@ from rmd.core.model import (
     Notice,
     PodObservation,
     PodProblem,
+    RecoveryCompleted,
     SlotsAllocated,
     SlotsFreed,
     StartFailure,
@@ -37,6 +38,7 @@ from rmd.core.model import (
     TaskManagerLost,
     TaskManagerRegistered,
 )
+from rmd.core.recovery import StateSnapshot
 from rmd.kube.pods import PodApiError
 from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
 
@@ -85,6 +87,7 @@ class DaemonEngine:
         pacing: Pacing | None = None,
         owner_exists: Callable[[], Awaitable[bool]] | None = None,
         owner_name: str | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._allocator = allocator
         self._pods = pods
@@ -106,6 +109,8 @@ class DaemonEngine:
         self._owner_name = owner_name
         self._owner_gone = False
         self._owner_checking = False
+        # Told after every applied event: the state to keep across restarts may have changed.
+        self._on_change = on_change
 
     # ------------------------------------------------------------------ Engine protocol
     @property
@@ -148,14 +153,19 @@ class DaemonEngine:
         return True
 
     # ------------------------------------------------------------------ Kubernetes events
+    def recover(self, state: StateSnapshot, pods: Sequence[PodObservation]) -> None:
+        """Start-up recovery (:mod:`rmd.recovery`): the stored jobs, then the listed pods."""
+        self._allocator.restore(state)
+        self.adopt(pods)
+
     def adopt(self, pods: Sequence[PodObservation]) -> None:
         """Start-up recovery: take over the pods a previous incarnation left."""
         self.apply(self._allocator.adopt(pods))
         self._adopted = True
         log.info(
-            "recovered",
+            "adopted",
             pods_found=len(pods),
-            adopted=sum(1 for v in self._allocator.taskmanager_views()),
+            taskmanagers=sum(1 for v in self._allocator.taskmanager_views()),
             attempt=self._allocator.attempt,
         )
 
@@ -350,6 +360,19 @@ class DaemonEngine:
                     "taskmanager_registered",
                     taskmanager=notice.taskmanager_id,
                     startup_seconds=round(notice.startup_seconds, 3),
+                    recovered=notice.recovered,
+                )
+            case RecoveryCompleted(figures=figures):
+                log.info(
+                    "recovered",
+                    seconds=round(notice.seconds, 3),
+                    jobs_restored=figures.jobs_restored,
+                    slots_declared=figures.slots_declared,
+                    slots_reserved=figures.slots_reserved,
+                    adopted=figures.adopted,
+                    deleted=figures.deleted,
+                    reregistered=figures.reregistered,
+                    not_reregistered=figures.not_reregistered,
                 )
             case SlotsAllocated():
                 log.info("slots_allocated", job=notice.job_id, slots=list(notice.slot_ids))
@@ -393,3 +416,5 @@ class DaemonEngine:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         self._timer_wakeup.set()
+        if self._on_change is not None:
+            self._on_change()
