@@ -55,7 +55,7 @@ from rmd.kube.owner import find_owner_reference, owner_exists
 from rmd.kube.pods import PodGateway
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
 from rmd.kube.reflector import ReflectorTimings
-from rmd.kube.statestore import ConfigMapStateStore, StateStoreError
+from rmd.kube.statestore import ConfigMapStateStore
 from rmd.kube.watch import PodWatcher
 from rmd.logs import configure_logging
 from rmd.metrics import FlinkMetrics, RmdMetrics
@@ -279,12 +279,14 @@ async def serve(
             background = [recovering]
             await asyncio.wait([stopped, recovering], return_when=asyncio.FIRST_COMPLETED)
             if recovering.done():
-                writer.assume_stored(recovering.result())  # a refused read raises here
+                stored = recovering.result()  # None: the state cannot be kept (RBAC)
+                writer.assume_stored(stored)
                 background = [
                     asyncio.create_task(watcher.run(), name="pod-watch"),
                     asyncio.create_task(engine.run_timers(), name="timers"),
-                    asyncio.create_task(writer.run(), name="state-writer"),
                 ]
+                if stored is not None:
+                    background.append(asyncio.create_task(writer.run(), name="state-writer"))
                 if follower is not None:
                     background.append(asyncio.create_task(follower.run(), name="flink-follower"))
             done, _ = await asyncio.wait(
@@ -362,7 +364,7 @@ def run_daemon(argv: Sequence[str]) -> int:
     except KubeConfigError as exc:
         print(f"rmd daemon: {exc}", file=sys.stderr)
         return 2
-    except (ConfigMapPublishError, StateStoreError) as exc:
+    except ConfigMapPublishError as exc:
         print(f"rmd daemon: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

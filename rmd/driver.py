@@ -153,10 +153,9 @@ class DaemonEngine:
         return True
 
     # ------------------------------------------------------------------ Kubernetes events
-    def recover(self, state: StateSnapshot, pods: Sequence[PodObservation]) -> None:
-        """Start-up recovery (:mod:`rmd.recovery`): the stored jobs, then the listed pods."""
+    def restore(self, state: StateSnapshot) -> None:
+        """Start-up recovery (:mod:`rmd.recovery`), before :meth:`adopt`: the stored jobs."""
         self._allocator.restore(state)
-        self.adopt(pods)
 
     def adopt(self, pods: Sequence[PodObservation]) -> None:
         """Start-up recovery: take over the pods a previous incarnation left."""

@@ -2,16 +2,21 @@
 request is served.
 
 :func:`recover` reads ``rmd-state-<cluster-id>`` (:mod:`rmd.kube.statestore`), then LISTs the
-TaskManager pods, then hands both to the engine (:meth:`rmd.driver.DaemonEngine.recover`):
-the jobs come back with their declared slots, live pods are adopted and each one's slots go
-back to the jobs that held them when its agent registers again (the agent registers again
-after its heartbeat gets 404). Until this has run, ``/v1`` answers 503.
+TaskManager pods, then hands both to the engine (:meth:`rmd.driver.DaemonEngine.restore`,
+:meth:`~rmd.driver.DaemonEngine.adopt`): the jobs come back with their declared slots, live
+pods are adopted, and each one's slots go back to the jobs that held them when its agent
+registers again (the agent registers again after its heartbeat gets 404). Until adoption,
+``/v1`` answers 503.
 
-Transient failures (the API server unreachable, 429, 5xx) are retried for as long as it takes
-(backoff with full jitter): without the state and the pods there is nothing sensible to do. A
-refused read (403: RBAC) raises :class:`StateStoreError` with the fix. A damaged state
-document is logged (``state_unreadable``, naming the field) and recovery goes on without it:
-jobs then come back when their JobMasters declare again, and the next write replaces it.
+- The API server unreachable (or 429, 5xx) while reading the state: retried for as long as
+  it takes (backoff with full jitter) — without the state there is nothing sensible to do.
+- The read refused (403: the service account may not read ConfigMaps; 401): logged as
+  ``state_store_unavailable`` with the fix, and the daemon runs without keeping its state
+  (as before rmd kept it: demand lives in memory, JobMasters declare again after a restart).
+- A damaged state document: logged as ``state_unreadable`` naming the field; recovery goes on
+  without it and the next write replaces it.
+- The pod LIST failing for good (e.g. 403): logged; the pod watch's first LIST adopts
+  instead (it keeps trying, and ``/readyz`` says why meanwhile).
 """
 
 from __future__ import annotations
@@ -45,16 +50,32 @@ async def recover(
     label_selector: str,
     clock: Clock,
     pacing: Pacing | None = None,
-) -> StateSnapshot:
-    """Restore demand and assignments and adopt the pods; returns the state read."""
+) -> StateSnapshot | None:
+    """Restore demand and assignments and adopt the pods. Returns the state read (empty when
+    there was none), or None when the state cannot be kept (the store refuses access)."""
     started = clock.monotonic()
-    text = await _until_done(store.read, what="read the stored state", pacing=pacing)
+    try:
+        text = await _until_done(store.read, what="read the stored state", pacing=pacing)
+    except StateStoreError as exc:
+        log.error(
+            "state_store_unavailable",
+            error=str(exc),
+            consequence="demand and assignments are not kept across restarts of rmd",
+        )
+        return None
     state = _decode(text, where=store.what)
+    engine.restore(state)
     read_at = clock.monotonic()
-    raw_pods, _ = await _until_done(
-        lambda: pods.list(label_selector=label_selector), what="list pods", pacing=pacing
-    )
-    engine.recover(state, [observe_pod(pod) for pod in raw_pods])
+    try:
+        raw_pods, _ = await pods.list(label_selector=label_selector)
+    except PodApiError as exc:
+        log.error(
+            "recovery_list_failed",
+            error=str(exc),
+            consequence="the pod watch adopts the pods once it can list them",
+        )
+        return state
+    engine.adopt([observe_pod(pod) for pod in raw_pods])
     log.info(
         "state_restored",
         configmap=store.what,
@@ -86,9 +107,7 @@ def _decode(text: str | None, *, where: str) -> StateSnapshot:
 
 async def _until_done(call: Callable[[], Awaitable[T]], *, what: str, pacing: Pacing | None) -> T:
     def transient(error: Exception) -> bool:
-        if isinstance(error, StateStoreError):
-            return error.transient
-        return isinstance(error, PodApiError) and error.retriable
+        return isinstance(error, StateStoreError) and error.transient
 
     def report(failure: Failure) -> None:
         log.warning(

@@ -72,10 +72,16 @@ class StateWriter:
         self._progress = asyncio.Event()
         self._last_write_at = -float("inf")
         self.failing = False  # the last write failed
+        self._disabled = False
 
-    def assume_stored(self, snapshot: StateSnapshot) -> None:
-        """What the store holds, as read at recovery (nothing is written while it stays so)."""
-        self._stored_state = snapshot
+    def assume_stored(self, snapshot: StateSnapshot | None) -> None:
+        """What the store holds, as read at recovery (nothing is written while it stays so);
+        None: the state cannot be kept (no access to the store): nothing is ever written and
+        changes are answered at once."""
+        if snapshot is None:
+            self._disabled = True
+        else:
+            self._stored_state = snapshot
 
     def changed(self) -> None:
         """The allocator's state may have changed (called after every applied event)."""
@@ -84,6 +90,8 @@ class StateWriter:
 
     async def stored(self) -> bool:
         """Wait until every change so far is stored; False after ``ack_timeout``."""
+        if self._disabled:
+            return True
         target = self._changes
         self._wake.set()
         with contextlib.suppress(TimeoutError):
@@ -94,7 +102,7 @@ class StateWriter:
         return self._stored_changes >= target
 
     async def run(self) -> None:
-        """Write until cancelled."""
+        """Write until cancelled (not needed once :meth:`assume_stored` got None)."""
         while True:
             await self._wake.wait()
             self._wake.clear()

@@ -277,7 +277,8 @@ def test_adopted_taskmanager_serves_demand_once_registered() -> None:
 def test_adopt_without_pods_keeps_the_attempt() -> None:
     h = Harness(attempt=3)
     actions = h.allocator.adopt([])
-    assert created(actions) == [] and deleted(actions) == {}
+    assert created(actions) == []
+    assert deleted(actions) == {}
     assert h.allocator.attempt == 3
 
 
