@@ -109,20 +109,27 @@ class Allocator:
 
     # ------------------------------------------------------------------ JobMaster side
 
-    def declare(self, job_id: str, slots: int) -> list[Action]:
-        """The job's TOTAL requirement now; the same number again changes nothing."""
+    def declare(self, job_id: str, slots: int, *, origin: str | None = None) -> list[Action]:
+        """The job's TOTAL requirement now; the same number again changes nothing.
+        ``origin``: who declares it when not the HTTP API (see :meth:`jobs_declared_by`)."""
         if slots < 0:
             raise ValueError(f"a job requires 0 or more slots (got {slots})")
         out: list[Action] = []
         job = self._jobs.get(job_id)
         if job is None:
             job = self._jobs[job_id] = JobRecord(job_id=job_id)
+        if origin is not None:
+            job.origin = origin
         job.set_required(slots, now=self._clock.monotonic())
         self._free_job_slots(
             job, count=job.allocated - slots, reason="requirement lowered", out=out
         )
         self._reconcile(out)
         return out
+
+    def jobs_declared_by(self, origin: str) -> dict[str, int]:
+        """The jobs declared with ``origin`` (restored ones included): id -> slots."""
+        return {job.job_id: job.required for job in self._jobs.values() if job.origin == origin}
 
     def remove_job(self, job_id: str) -> list[Action]:
         job = self._job(job_id)
@@ -249,7 +256,7 @@ class Allocator:
             raise RuntimeError("bug: restore() comes first, on a fresh allocator")
         now = self._clock.monotonic()
         for job in state.jobs:
-            record = self._jobs[job.job_id] = JobRecord(job_id=job.job_id)
+            record = self._jobs[job.job_id] = JobRecord(job_id=job.job_id, origin=job.origin)
             record.set_required(job.slots, now=now)
         self._recovery.expect(state)
 
@@ -284,7 +291,7 @@ class Allocator:
             held: dict[str, list[int]] = {name: list(ix) for name, ix in job.slots.items()}
             for name, indices in reserved.get(job.job_id, {}).items():
                 held.setdefault(name, []).extend(indices)
-            jobs.append(job_state(job.job_id, job.required, held))
+            jobs.append(job_state(job.job_id, job.required, held, origin=job.origin))
         return StateSnapshot(jobs=tuple(jobs))
 
     # ------------------------------------------------------------------ time

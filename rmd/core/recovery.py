@@ -39,6 +39,7 @@ class JobState:
     slots: int  # the declared total requirement
     # The slots it holds: (TaskManager name, sorted slot indices), sorted by name.
     held: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    origin: str | None = None  # who declares it, when not the HTTP API
 
     @property
     def held_count(self) -> int:
@@ -63,6 +64,7 @@ class StateSnapshot:
                     "id": job.job_id,
                     "slots": job.slots,
                     "held": {name: list(indices) for name, indices in job.held},
+                    **({} if job.origin is None else {"origin": job.origin}),
                 }
                 for job in self.jobs
             ],
@@ -118,15 +120,21 @@ def _job_from_json(raw: Any, *, where: str) -> JobState:
                 f"{where}.held[{name!r}]: expected a list of slot indices (integers >= 0)"
             )
         held.append((name, tuple(sorted(set(indices)))))
-    return JobState(job_id=job_id, slots=slots, held=tuple(sorted(held)))
+    origin = raw.get("origin")
+    if origin is not None and not isinstance(origin, str):
+        raise StateFormatError(f"{where}.origin: expected a string, got {origin!r}")
+    return JobState(job_id=job_id, slots=slots, held=tuple(sorted(held)), origin=origin)
 
 
-def job_state(job_id: str, slots: int, held: Mapping[str, Iterable[int]]) -> JobState:
+def job_state(
+    job_id: str, slots: int, held: Mapping[str, Iterable[int]], *, origin: str | None = None
+) -> JobState:
     """A :class:`JobState` in its canonical form (sorted, so equal states compare equal)."""
     return JobState(
         job_id=job_id,
         slots=slots,
         held=tuple(sorted((name, tuple(sorted(set(ix)))) for name, ix in held.items() if ix)),
+        origin=origin,
     )
 
 

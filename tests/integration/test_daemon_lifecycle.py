@@ -1,4 +1,5 @@
-"""``rmd daemon`` as a process: graceful SIGTERM leaves the pods, a restart adopts them."""
+"""``rmd daemon`` as a process: graceful SIGTERM leaves the pods, a restart adopts them and
+gives every job its slots back."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ async def test_sigterm_leaves_pods_and_a_restart_adopts_them(
         async with daemon_process(argv=argv, log=log) as first:
             await eventually(ready, timeout=30, what="first daemon ready")
             await daemon.put_requirement("job-a", 8)
-            await daemon.wait_fulfilled("job-a")
+            view = await daemon.wait_fulfilled("job-a")
+            slots_before = sorted(s["slot_id"] for s in view["slots"])
             pods = await daemon.live_pod_names()
             assert pods == {f"{cluster_id}-taskmanager-1-1", f"{cluster_id}-taskmanager-1-2"}
 
@@ -81,7 +83,10 @@ async def test_sigterm_leaves_pods_and_a_restart_adopts_them(
 
             # The agents re-register with the new daemon (heartbeat 404 → register).
             await eventually(adopted_and_registered, timeout=60, what="agents re-registered")
-            # The JobMaster re-declares its full requirement: served by the adopted pods.
+            # The demand and every slot assignment came back without the JobMaster.
+            view = await daemon.wait_fulfilled("job-a")
+            assert sorted(s["slot_id"] for s in view["slots"]) == slots_before
+            # The JobMaster declaring its full requirement again changes nothing.
             await daemon.put_requirement("job-a", 8)
             view = await daemon.wait_fulfilled("job-a")
             assert {s["taskmanager_id"] for s in view["slots"]} == pods
