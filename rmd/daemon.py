@@ -9,7 +9,8 @@ recovery (:func:`rmd.recovery.recover`: the stored demand and assignments, then 
 then the pod watch, the timers, the writer of the state (:mod:`rmd.statewriter`) and, with
 ``rmd.flink.rest-url``, the follower of Flink's REST API (:mod:`rmd.flink.follower`).
 SIGTERM/SIGINT: stop
-accepting, finish in-flight requests, stop the watch, close the Kubernetes session. The
+accepting, finish in-flight requests, write the state's last changes (at most 3 s), stop the
+watch, close the Kubernetes session. The
 TaskManager pods are left running for the next start to adopt.
 """
 
@@ -65,6 +66,7 @@ from rmd.statewriter import StateWriter
 log = structlog.get_logger("rmd.daemon")
 
 SHUTDOWN_TIMEOUT = 15.0  # below Kubernetes' default 30 s termination grace period
+FINAL_WRITE_TIMEOUT = 3.0  # the state's last write on the way out, within that grace period
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,11 @@ async def serve(
             log.info("daemon_stopping", reason="signal" if stop.is_set() else "task failed")
         finally:
             await runner.cleanup()  # stop accepting, let in-flight requests finish
+            if any(task.get_name() == "state-writer" and not task.done() for task in background):
+                # The last changes (e.g. slots handed out a moment ago) go with us.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FINAL_WRITE_TIMEOUT):
+                        await writer.stored()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
