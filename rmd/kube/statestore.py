@@ -123,6 +123,7 @@ class ConfigMapStateStore:
                     self.name, self._namespace, _request_timeout=self._timeout
                 ),
                 what=f"read {self.what}",
+                expected=frozenset({404}),
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -143,6 +144,7 @@ class ConfigMapStateStore:
                     _request_timeout=self._timeout,
                 ),
                 what=f"create {self.what}",
+                expected=frozenset({409}),
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -167,6 +169,7 @@ class ConfigMapStateStore:
                     _request_timeout=self._timeout,
                 ),
                 what=f"replace {self.what}",
+                expected=frozenset({404, 409}),
             )
         except ApiException as exc:
             if exc.status in (404, 409):
@@ -176,9 +179,13 @@ class ConfigMapStateStore:
         self._resource_version = replaced.metadata.resource_version
         return True
 
-    async def _call(self, fn: Callable[[], Awaitable[Any]], *, what: str) -> Any:
+    async def _call(
+        self, fn: Callable[[], Awaitable[Any]], *, what: str, expected: frozenset[int]
+    ) -> Any:
+        """One call, transient errors retried; ``expected`` statuses are answers, not failures
+        (the caller handles them), so they are not logged as failed calls."""
         return await call_with_retries(
-            fn, policy=self._retry, what=what, on_error=self._on_api_error
+            fn, policy=self._retry, what=what, on_error=self._on_api_error, expected=expected
         )
 
     def _manifest(self, data: dict[str, str], *, resource_version: str | None) -> dict[str, Any]:
