@@ -280,6 +280,7 @@ async def test_sigkill_at_random_moments_of_a_scale_out_keeps_the_pods_exact(
                 )
                 await asyncio.sleep(rng.uniform(0.0, 0.5))  # down for a random moment
             async with daemon_process(argv=c.argv, log=c.log) as process:
+                await eventually(c.ready, timeout=30, what="ready for good")
                 await within(plan, seconds=120, what=f"the plan declared (seed {seed})")
                 expected = {step.job_id: step.slots for step in steps}  # the last of each
 
