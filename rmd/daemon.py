@@ -5,10 +5,13 @@ one line, before anything touches the cluster); then the Kubernetes client, the 
 check (:mod:`rmd.kube.permissions`: a missing permission stops here with one line), the JobManager
 Deployment as owner, the ``flink-config-<cluster-id>`` ConfigMap the TaskManagers mount (when
 rmd starts Flink's TaskManagers; :mod:`rmd.kube.flinkconfigmap`), the HTTP server
-(``/healthz`` answers at once, ``/v1`` answers 503 until the first pod list has been
-adopted), the pod watch, the timers and, with ``rmd.flink.rest-url``, the follower of Flink's
-REST API (:mod:`rmd.flink.follower`). SIGTERM/SIGINT: stop
-accepting, finish in-flight requests, stop the watch, close the Kubernetes session. The
+(``/healthz`` answers at once, ``/v1`` answers 503 until recovery is done), the start-up
+recovery (:func:`rmd.recovery.recover`: the stored demand and assignments, then the pods),
+then the pod watch, the timers, the writer of the state (:mod:`rmd.statewriter`) and, with
+``rmd.flink.rest-url``, the follower of Flink's REST API (:mod:`rmd.flink.follower`).
+SIGTERM/SIGINT: stop
+accepting, finish in-flight requests, write the state's last changes (at most 3 s), stop the
+watch, close the Kubernetes session. The
 TaskManager pods are left running for the next start to adopt.
 """
 
@@ -61,13 +64,17 @@ from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_str
 from rmd.kube.reflector import ReflectorTimings
 from rmd.kube.reporter import KubeReporter
 from rmd.kube.statelabel import PodStateLabeler
+from rmd.kube.statestore import ConfigMapStateStore
 from rmd.kube.watch import PodWatcher
 from rmd.logs import configure_logging
 from rmd.metrics import FlinkMetrics, ReporterMetrics, RmdMetrics
+from rmd.recovery import recover
+from rmd.statewriter import StateWriter
 
 log = structlog.get_logger("rmd.daemon")
 
 SHUTDOWN_TIMEOUT = 15.0  # below Kubernetes' default 30 s termination grace period
+FINAL_WRITE_TIMEOUT = 3.0  # the state's last write on the way out, within that grace period
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ def allocator_settings(settings: RmdSettings) -> AllocatorSettings:
         slots_per_taskmanager=settings.slots_per_taskmanager,
         idle_timeout=settings.idle_timeout,
         registration_timeout=settings.registration_timeout,
+        recovery_timeout=settings.recovery_timeout,
         heartbeat_timeout=settings.heartbeat_timeout,
         max_start_failures_per_minute=settings.max_start_failures_per_minute,
         start_retry_interval=settings.start_retry_interval,
@@ -222,6 +230,15 @@ async def serve(
             clock=clock,
             metrics=ReporterMetrics(registry=registry),
         )
+        store = ConfigMapStateStore(
+            api,
+            namespace=settings.namespace,
+            cluster_id=settings.cluster_id,
+            owner=owner,
+            timeout=settings.api_request_timeout,
+            on_api_error=lambda status: metrics.api_error(status=status),
+        )
+        writer = StateWriter(snapshot=allocator.state_snapshot, store=store, metrics=metrics)
         engine = DaemonEngine(
             allocator=allocator,
             pods=gateway,
@@ -231,6 +248,7 @@ async def serve(
             owner_exists=None if owner is None else owner_still_exists,
             owner_name=None if owner is None else owner.name,
             reporter=reporter,
+            on_change=writer.changed,
         )
 
         def list_started() -> None:
@@ -253,21 +271,22 @@ async def serve(
             settings, engine=engine, clock=clock, registry=registry
         )
 
-        # Until the first pod list is adopted, /v1 answers 503 with Retry-After, so that
-        # neither a declaration nor a registration races recovery.
+        # Until recovery is done, /v1 answers 503 with Retry-After, so that neither a
+        # declaration nor a registration races it. A declaration is answered once stored.
         app = create_app(
             engine=engine,
             metrics=metrics,
             auth_token=config.auth_token,
             refuse_v1_until_ready=True,
             flink_status=None if follower is None else follower.status,
+            state_stored=writer.stored,
         )
         runner = web.AppRunner(
             app, access_log_class=StructlogAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
         await runner.setup()
         site = web.TCPSite(runner, settings.rest_address, settings.rest_port)
-        background: list[asyncio.Task[None]] = []
+        background: list[asyncio.Task[Any]] = []
         try:
             await site.start()
             port = _bound_port(runner) or settings.rest_port
@@ -279,16 +298,34 @@ async def serve(
                 port=port,
                 owner=owner.name if owner else None,
             )
-            background = [
-                asyncio.create_task(watcher.run(), name="pod-watch"),
-                asyncio.create_task(engine.run_timers(), name="timers"),
-                asyncio.create_task(events.run_flusher(), name="event-flusher"),
-            ]
-            if follower is not None:
-                background.append(asyncio.create_task(follower.run(), name="flink-follower"))
             if on_started is not None:
                 on_started(port)
             stopped = asyncio.create_task(stop.wait())
+            recovering = asyncio.create_task(
+                recover(
+                    engine=engine,
+                    store=store,
+                    pods=gateway,
+                    label_selector=selector_string(config.pods.selector_labels),
+                    clock=clock,
+                ),
+                name="recovery",
+            )
+            flusher = asyncio.create_task(events.run_flusher(), name="event-flusher")
+            background = [recovering, flusher]
+            await asyncio.wait([stopped, recovering], return_when=asyncio.FIRST_COMPLETED)
+            if recovering.done():
+                stored = recovering.result()  # None: the state cannot be kept (RBAC)
+                writer.assume_stored(stored)
+                background = [
+                    flusher,
+                    asyncio.create_task(watcher.run(), name="pod-watch"),
+                    asyncio.create_task(engine.run_timers(), name="timers"),
+                ]
+                if stored is not None:
+                    background.append(asyncio.create_task(writer.run(), name="state-writer"))
+                if follower is not None:
+                    background.append(asyncio.create_task(follower.run(), name="flink-follower"))
             done, _ = await asyncio.wait(
                 [stopped, *background], return_when=asyncio.FIRST_COMPLETED
             )
@@ -301,6 +338,11 @@ async def serve(
             log.info("daemon_stopping", reason="signal" if stop.is_set() else "task failed")
         finally:
             await runner.cleanup()  # stop accepting, let in-flight requests finish
+            if any(task.get_name() == "state-writer" and not task.done() for task in background):
+                # The last changes (e.g. slots handed out a moment ago) go with us.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FINAL_WRITE_TIMEOUT):
+                        await writer.stored()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

@@ -32,6 +32,7 @@ from rmd.core.model import (
     Notice,
     PodObservation,
     PodProblem,
+    RecoveryCompleted,
     SlotsAllocated,
     SlotsFreed,
     StartFailure,
@@ -40,6 +41,7 @@ from rmd.core.model import (
     TaskManagerLost,
     TaskManagerRegistered,
 )
+from rmd.core.recovery import StateSnapshot
 from rmd.kube.pods import PodApiError
 from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
 
@@ -106,6 +108,7 @@ class DaemonEngine:
         owner_exists: Callable[[], Awaitable[bool]] | None = None,
         owner_name: str | None = None,
         reporter: ClusterReporter | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._allocator = allocator
         self._pods = pods
@@ -128,6 +131,8 @@ class DaemonEngine:
         self._owner_gone = False
         self._owner_checking = False
         self._reporter = reporter
+        # Told after every applied event: the state to keep across restarts may have changed.
+        self._on_change = on_change
 
     # ------------------------------------------------------------------ Engine protocol
     @property
@@ -172,6 +177,10 @@ class DaemonEngine:
         return True
 
     # ------------------------------------------------------------------ Kubernetes events
+    def restore(self, state: StateSnapshot) -> None:
+        """Start-up recovery (:mod:`rmd.recovery`), before :meth:`adopt`: the stored jobs."""
+        self._allocator.restore(state)
+
     def adopt(self, pods: Sequence[PodObservation]) -> None:
         """Start-up recovery: take over the pods a previous incarnation left."""
         if self._reporter is not None:
@@ -179,9 +188,9 @@ class DaemonEngine:
         self.apply(self._allocator.adopt(pods))
         self._adopted = True
         log.info(
-            "recovered",
+            "adopted",
             pods_found=len(pods),
-            adopted=sum(1 for v in self._allocator.taskmanager_views()),
+            taskmanagers=sum(1 for v in self._allocator.taskmanager_views()),
             attempt=self._allocator.attempt,
         )
 
@@ -388,6 +397,19 @@ class DaemonEngine:
                     "taskmanager_registered",
                     taskmanager=notice.taskmanager_id,
                     startup_seconds=round(notice.startup_seconds, 3),
+                    recovered=notice.recovered,
+                )
+            case RecoveryCompleted(figures=figures):
+                log.info(
+                    "recovered",
+                    seconds=round(notice.seconds, 3),
+                    jobs_restored=figures.jobs_restored,
+                    slots_declared=figures.slots_declared,
+                    slots_reserved=figures.slots_reserved,
+                    adopted=figures.adopted,
+                    deleted=figures.deleted,
+                    reregistered=figures.reregistered,
+                    not_reregistered=figures.not_reregistered,
                 )
             case SlotsAllocated():
                 log.info("slots_allocated", job=notice.job_id, slots=list(notice.slot_ids))
@@ -431,3 +453,5 @@ class DaemonEngine:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         self._timer_wakeup.set()
+        if self._on_change is not None:
+            self._on_change()

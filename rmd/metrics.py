@@ -25,6 +25,7 @@ from rmd.core.model import (
     LossReason,
     Notice,
     PodProblem,
+    RecoveryCompleted,
     ReleaseReason,
     SlotsAllocated,
     SlotsFreed,
@@ -266,6 +267,35 @@ class RmdMetrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self._recovery_taskmanagers = Counter(
+            "rmd_recovery_taskmanagers",
+            "TaskManager pods found at start-up recovery, by outcome: adopted (live, kept), "
+            "deleted (finished or unscheduled), reregistered, not-reregistered (lost first).",
+            ["outcome"],
+            registry=registry,
+        )
+        self._recovery_jobs = Gauge(
+            "rmd_recovery_jobs_restored",
+            "Jobs the last start-up recovery read back from the stored state.",
+            registry=registry,
+        )
+        self._recovery_seconds = Gauge(
+            "rmd_recovery_seconds",
+            "Last start-up recovery: adoption of the pods until every adopted TaskManager "
+            "registered again or was lost.",
+            registry=registry,
+        )
+        self._state_writes = Counter(
+            "rmd_state_writes",
+            "Writes of the rmd-state-<cluster-id> ConfigMap (demand and assignments), by "
+            "result: ok, error.",
+            ["result"],
+            registry=registry,
+        )
+        for outcome in ("adopted", "deleted", "reregistered", "not-reregistered"):
+            self._recovery_taskmanagers.labels(outcome=outcome)
+        for result in ("ok", "error"):
+            self._state_writes.labels(result=result)
         # Label values known in advance start at zero, so rate() works from the first scrape.
         for release_reason in ReleaseReason:
             self._pods_deleted.labels(reason=release_reason.value)
@@ -297,11 +327,25 @@ class RmdMetrics:
                 pass  # the state gauges are read at scrape time
             case CreateRetryScheduled():
                 pass  # the failed call is counted in rmd_kubernetes_api_errors_total
+            case RecoveryCompleted(figures=figures, seconds=seconds):
+                outcomes = {
+                    "adopted": figures.adopted,
+                    "deleted": figures.deleted,
+                    "reregistered": figures.reregistered,
+                    "not-reregistered": figures.not_reregistered,
+                }
+                for outcome, count in outcomes.items():
+                    self._recovery_taskmanagers.labels(outcome=outcome).inc(count)
+                self._recovery_jobs.set(figures.jobs_restored)
+                self._recovery_seconds.set(seconds)
             case _:
                 assert_never(notice)
 
     def pod_created(self) -> None:
         self._pods_created.inc()
+
+    def state_written(self, *, result: str) -> None:
+        self._state_writes.labels(result=result).inc()
 
     def loop_stalled(self, *, seconds: float) -> None:
         self._loop_stalls.inc()

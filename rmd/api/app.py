@@ -10,14 +10,22 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from rmd.api import jobs, operations, taskmanagers
-from rmd.api.keys import AUTH_TOKEN, ENGINE, FLINK_STATUS, MAX_WAIT, METRICS, OPENAPI_DOCUMENT
+from rmd.api.keys import (
+    AUTH_TOKEN,
+    ENGINE,
+    FLINK_STATUS,
+    MAX_WAIT,
+    METRICS,
+    OPENAPI_DOCUMENT,
+    STATE_STORED,
+)
 from rmd.api.middleware import (
     auth_middleware,
     problem_middleware,
     ready_gate_middleware,
     request_id_middleware,
 )
-from rmd.api.ports import Engine
+from rmd.api.ports import Engine, StateStored
 from rmd.api.validation import MAX_BODY_BYTES
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
@@ -38,6 +46,7 @@ def create_app(
     max_wait: float = 300.0,
     refuse_v1_until_ready: bool = False,
     flink_status: Callable[[], FollowerStatus] | None = None,
+    state_stored: StateStored | None = None,
 ) -> web.Application:
     """The daemon's HTTP application.
 
@@ -45,7 +54,9 @@ def create_app(
     needs ``Authorization: Bearer <auth_token>``. ``max_wait``: the longest long poll
     (``GET /v1/jobs/{id}?wait=``) in seconds. ``refuse_v1_until_ready``: answer every /v1
     call (after authentication) with 503 + Retry-After while ``engine.ready`` is false.
-    ``flink_status``: the Flink follower's status, shown by /readyz. Serve it with
+    ``flink_status``: the Flink follower's status, shown by /readyz. ``state_stored``: job
+    declarations and removals are answered only once it says the state holding them is
+    stored (503 ``not-stored`` when it cannot be; the change stays in effect). Serve it with
     ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
     structured access logs.
     """
@@ -63,6 +74,7 @@ def create_app(
     app[MAX_WAIT] = float(max_wait)
     app[OPENAPI_DOCUMENT] = openapi_document()
     app[FLINK_STATUS] = flink_status
+    app[STATE_STORED] = state_stored
     app.add_routes(jobs.routes)
     app.add_routes(taskmanagers.routes)
     app.add_routes(operations.routes)

@@ -6,7 +6,8 @@ from aiohttp import web
 
 from rmd.api import serialize
 from rmd.api.body import read_json_object
-from rmd.api.keys import ENGINE, MAX_WAIT
+from rmd.api.keys import ENGINE, MAX_WAIT, STATE_STORED
+from rmd.api.problems import NOT_STORED, ProblemError
 from rmd.api.responses import json_ok, no_content
 from rmd.api.validation import JOB_SLOTS_MAX, parse_job_id, parse_wait, require_int
 from rmd.core.model import UnknownJob
@@ -23,6 +24,7 @@ async def put_requirements(request: web.Request) -> web.Response:
     slots = require_int(body, "slots", minimum=0, maximum=JOB_SLOTS_MAX)
     engine = request.app[ENGINE]
     engine.apply(engine.allocator.declare(job_id, slots))
+    await _stored(request, what=f"job {job_id}'s requirement of {slots} slots")
     return json_ok(serialize.job_json(engine.allocator.job_view(job_id)))
 
 
@@ -50,6 +52,7 @@ async def delete_job(request: web.Request) -> web.Response:
     job_id = parse_job_id(request.match_info["job_id"])
     engine = request.app[ENGINE]
     engine.apply(engine.allocator.remove_job(job_id))
+    await _stored(request, what=f"the removal of job {job_id}")
     return no_content()
 
 
@@ -57,3 +60,18 @@ async def delete_job(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     views = request.app[ENGINE].allocator.job_views()
     return json_ok({"jobs": [serialize.job_json(view) for view in views]})
+
+
+async def _stored(request: web.Request, *, what: str) -> None:
+    """Answer a change only once the state holding it is stored (it then survives a restart
+    of the daemon); 503 when it cannot be — the change is in effect all the same."""
+    state_stored = request.app[STATE_STORED]
+    if state_stored is None or await state_stored():
+        return
+    raise ProblemError(
+        NOT_STORED,
+        f"{what} is in effect but could not be stored in the Kubernetes API server (it is "
+        "unreachable or refuses the write), so it would not survive a restart of rmd; send "
+        "the same request again",
+        headers={"Retry-After": "2"},
+    )

@@ -6,11 +6,19 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from rmd.api.ports import Engine
+from rmd.api.ports import Engine, StateStored
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
 
-__all__ = ["AUTH_TOKEN", "ENGINE", "FLINK_STATUS", "MAX_WAIT", "METRICS", "OPENAPI_DOCUMENT"]
+__all__ = [
+    "AUTH_TOKEN",
+    "ENGINE",
+    "FLINK_STATUS",
+    "MAX_WAIT",
+    "METRICS",
+    "OPENAPI_DOCUMENT",
+    "STATE_STORED",
+]
 
 ENGINE = web.AppKey("rmd_engine", Engine)
 METRICS = web.AppKey("rmd_metrics", RmdMetrics)
@@ -22,3 +30,5 @@ MAX_WAIT = web.AppKey("rmd_max_wait", float)
 OPENAPI_DOCUMENT = web.AppKey("rmd_openapi_document", bytes)
 # How the Flink follower does (rmd.flink.rest-url), shown by /readyz; None = not following.
 FLINK_STATUS: web.AppKey[Callable[[], FollowerStatus] | None] = web.AppKey("rmd_flink_status")
+# Declarations are answered once the state holding them is stored; None = nothing is stored.
+STATE_STORED: web.AppKey[StateStored | None] = web.AppKey("rmd_state_stored")

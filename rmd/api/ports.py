@@ -9,13 +9,17 @@ Handlers call the allocator synchronously and hand its actions to :meth:`Engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeAlias
 
 from rmd.core.allocator import Allocator
 from rmd.core.model import Action
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "StateStored"]
+
+# Waits until the state as it is now (demand, assignments) is stored in the API server, so
+# it survives a restart; False when that could not be done in time (API server unreachable).
+StateStored: TypeAlias = Callable[[], Awaitable[bool]]
 
 
 class Engine(Protocol):

@@ -64,6 +64,7 @@ CONFLICT = _kind("conflict", "Conflict", 409)
 BODY_TOO_LARGE = _kind("body-too-large", "Request body too large", 413)
 INTERNAL_ERROR = _kind("internal-error", "Internal error", 500)
 NOT_READY = _kind("not-ready", "Not ready", 503)
+NOT_STORED = _kind("not-stored", "Not stored", 503)
 
 
 def http_problem_kind(status: int) -> ProblemKind:

@@ -17,6 +17,7 @@ from rmd.config.option import ConfigOption, MapOption, OptionKey
 from rmd.config.parsers import (
     boolean,
     choice,
+    duration,
     integer,
     non_empty_text,
     number,
@@ -58,6 +59,15 @@ REGISTRATION_TIMEOUT = ConfigOption(
     default="5 min",
     fallback_keys=("taskmanager.registration.timeout",),
     meaning="unregistered pods are deleted and replaced",
+)
+RECOVERY_TIMEOUT = ConfigOption(
+    key="resourcemanager.previous-worker.recovery.timeout",
+    parse=duration(),
+    default="0 s",
+    meaning="after a restart, adopted TaskManagers count as supply until they register again "
+    "or this passes (no new pods for demand they may cover); 0: they never do. "
+    "For exact restarts set it above `heartbeat.interval` plus the agents' reconnect time, "
+    "e.g. `1 min`",
 )
 MAX_FAILURE_RATE = ConfigOption(
     key="resourcemanager.start-worker.max-failure-rate",
@@ -450,6 +460,7 @@ DAEMON_OPTIONS: tuple[OptionKey, ...] = (
     SLOTS,
     IDLE_TIMEOUT,
     REGISTRATION_TIMEOUT,
+    RECOVERY_TIMEOUT,
     MAX_FAILURE_RATE,
     START_RETRY_INTERVAL,
     MAX_SLOTS,

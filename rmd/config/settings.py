@@ -52,6 +52,7 @@ class RmdSettings:
     taskmanager_cpu: float = 0.0  # see _cpu(); 0 here: the number of slots
     idle_timeout: float = _read(opt.IDLE_TIMEOUT)
     registration_timeout: float = _read(opt.REGISTRATION_TIMEOUT)
+    recovery_timeout: float = _read(opt.RECOVERY_TIMEOUT)
     max_start_failures_per_minute: float = _read(opt.MAX_FAILURE_RATE)
     start_retry_interval: float = _read(opt.START_RETRY_INTERVAL)
     max_slots: int | None = _read_optional(opt.MAX_SLOTS)
@@ -137,6 +138,7 @@ _DURATION_FIELDS = frozenset(
     {
         "idle_timeout",
         "registration_timeout",
+        "recovery_timeout",
         "start_retry_interval",
         "heartbeat_timeout",
         "heartbeat_interval",

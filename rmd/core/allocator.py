@@ -14,6 +14,10 @@ carry out and notices for logs and metrics. After every event the allocator reco
 4. create the pods still missing, within ``max_slots``, ``max_pending_creates`` and the
    start-failure rate limit (:mod:`rmd.core.ratelimit`).
 
+After a restart, :meth:`Allocator.restore` brings back the stored jobs and :meth:`adopt` the
+live pods; TaskManagers adopted that way get their slots' jobs back when they register again,
+and count as supply during the recovery window (:mod:`rmd.core.recovery`).
+
 TaskManager life cycle: requested → pending → registered → releasing → gone. A TaskManager
 with allocated slots is never released or cancelled by a decision of this class; when one is
 lost, its slots go back to their jobs' demand and a replacement is requested.
@@ -38,8 +42,10 @@ from rmd.core.clock import Clock
 from rmd.core.lifecycle import TaskManagerLifecycle
 from rmd.core.model import (
     Action,
+    DeletePod,
     JobView,
     PodObservation,
+    RecoveryCompleted,
     ReleaseReason,
     StatusView,
     TaskManagerState,
@@ -49,7 +55,8 @@ from rmd.core.model import (
 )
 from rmd.core.naming import parse_taskmanager_pod_name
 from rmd.core.podtracker import PodTracker
-from rmd.core.records import COMING, LIVE, JobRecord, TaskManagerIndex
+from rmd.core.records import COMING, LIVE, JobRecord, TaskManagerIndex, TaskManagerRecord
+from rmd.core.recovery import Recovery, StateSnapshot, job_state
 from rmd.core.views import AllocatorViews, taskmanager_view
 
 __all__ = ["Allocator", "AllocatorSettings"]
@@ -80,6 +87,7 @@ class Allocator:
             lifecycle=self._lifecycle,
             rng=rng or random.Random(),
         )
+        self._recovery = Recovery(recovery_timeout=settings.recovery_timeout)
 
     # ------------------------------------------------------------------ identity
 
@@ -101,20 +109,27 @@ class Allocator:
 
     # ------------------------------------------------------------------ JobMaster side
 
-    def declare(self, job_id: str, slots: int) -> list[Action]:
-        """The job's TOTAL requirement now; the same number again changes nothing."""
+    def declare(self, job_id: str, slots: int, *, origin: str | None = None) -> list[Action]:
+        """The job's TOTAL requirement now; the same number again changes nothing.
+        ``origin``: who declares it when not the HTTP API (see :meth:`jobs_declared_by`)."""
         if slots < 0:
             raise ValueError(f"a job requires 0 or more slots (got {slots})")
         out: list[Action] = []
         job = self._jobs.get(job_id)
         if job is None:
             job = self._jobs[job_id] = JobRecord(job_id=job_id)
+        if origin is not None:
+            job.origin = origin
         job.set_required(slots, now=self._clock.monotonic())
         self._free_job_slots(
             job, count=job.allocated - slots, reason="requirement lowered", out=out
         )
         self._reconcile(out)
         return out
+
+    def jobs_declared_by(self, origin: str) -> dict[str, int]:
+        """The jobs declared with ``origin`` (restored ones included): id -> slots."""
+        return {job.job_id: job.required for job in self._jobs.values() if job.origin == origin}
 
     def remove_job(self, job_id: str) -> list[Action]:
         job = self._job(job_id)
@@ -131,7 +146,11 @@ class Allocator:
         if slots < 1:
             raise ValueError(f"a TaskManager offers 1 or more slots (got {slots})")
         out: list[Action] = []
+        tm = self._taskmanagers.get(taskmanager_id)
+        recovered = tm is not None and tm.adopted
         if self._lifecycle.register(taskmanager_id, address=address, slots=slots, out=out):
+            if recovered and tm is not None:
+                self._restore_slots(tm, out)
             self._reconcile(out)
         return out
 
@@ -229,17 +248,51 @@ class Allocator:
         self._reconcile(out)
         return out
 
+    def restore(self, state: StateSnapshot) -> None:
+        """Start-up recovery, before :meth:`adopt`: the jobs of the stored state come back
+        with their declared slots (waiting from now, in their old order), and the slots they
+        held are reserved on those TaskManagers until they register again."""
+        if self._jobs or len(self._taskmanagers) or self._recovery.started_at is not None:
+            raise RuntimeError("bug: restore() comes first, on a fresh allocator")
+        now = self._clock.monotonic()
+        for job in state.jobs:
+            record = self._jobs[job.job_id] = JobRecord(job_id=job.job_id, origin=job.origin)
+            record.set_required(job.slots, now=now)
+        self._recovery.expect(state)
+
     def adopt(self, pods: Sequence[PodObservation]) -> list[Action]:
         """Start-up recovery: keep the live pods of earlier attempts, delete the dead ones.
 
         Adopted pods wait for their TaskManagers to register (registration timer from now);
-        they are neither counted as supply nor cancelled. New pods use attempt = highest
-        attempt found + 1.
+        they are never cancelled, and count as supply only during the recovery window
+        (``recovery_timeout`` from now, until each has registered). When one registers, the
+        slots it held (see :meth:`restore`) go back to their jobs. New pods use attempt =
+        highest attempt found + 1.
         """
         out: list[Action] = []
         self._pods.adopt(pods, out)
+        self._recovery.start(
+            now=self._clock.monotonic(),
+            adopted=[tm.name for tm in self._recovering()],
+            deleted=sum(1 for action in out if isinstance(action, DeletePod)),
+        )
         self._reconcile(out)
         return out
+
+    def state_snapshot(self) -> StateSnapshot:
+        """What survives a restart: every job's declared slots and the slots it holds (or
+        held before a restart, on TaskManagers that have not registered again yet)."""
+        reserved: dict[str, dict[str, list[int]]] = {}
+        for tm in self._recovering():
+            for index, job_id in self._recovery.reserved.get(tm.name, {}).items():
+                reserved.setdefault(job_id, {}).setdefault(tm.name, []).append(index)
+        jobs = []
+        for job in self._jobs.values():
+            held: dict[str, list[int]] = {name: list(ix) for name, ix in job.slots.items()}
+            for name, indices in reserved.get(job.job_id, {}).items():
+                held.setdefault(name, []).extend(indices)
+            jobs.append(job_state(job.job_id, job.required, held, origin=job.origin))
+        return StateSnapshot(jobs=tuple(jobs))
 
     # ------------------------------------------------------------------ time
 
@@ -255,7 +308,10 @@ class Allocator:
         """Monotonic time of the next timer (idle release, registration or heartbeat
         timeout, end of a start pause, a create to send again); None when nothing is
         scheduled."""
-        return min([*self._lifecycle.deadlines(), *self._pods.deadlines()], default=None)
+        deadlines = [*self._lifecycle.deadlines(), *self._pods.deadlines()]
+        if self._recovery.window_ends is not None:
+            deadlines.append(self._recovery.window_ends)
+        return min(deadlines, default=None)
 
     # ------------------------------------------------------------------ views
 
@@ -329,8 +385,50 @@ class Allocator:
             return 0
         return self._settings.redundant_taskmanagers * self._settings.slots_per_taskmanager
 
+    # ------------------------------------------------------------------ recovery
+
+    def _recovering(self) -> list[TaskManagerRecord]:
+        """TaskManagers adopted at start-up that have not registered again (yet)."""
+        return [tm for tm in self._taskmanagers.in_states(*COMING) if tm.adopted]
+
+    def _restore_slots(self, tm: TaskManagerRecord, out: list[Action]) -> None:
+        self._recovery.reregistered += 1
+        held = self._recovery.take(tm.name)
+        if held:
+            out.extend(
+                placement.restore_slots(
+                    tm, self._jobs, held, now=self._clock.monotonic(), wall=self._clock.wall()
+                )
+            )
+
+    def _note_recovery(self, now: float, out: list[Action]) -> list[TaskManagerRecord]:
+        """The adopted TaskManagers that count as supply now (the window is open); closes the
+        window when it has passed and reports the recovery once nobody is left to wait for."""
+        recovery = self._recovery
+        if recovery.started_at is None or recovery.completed:
+            return []
+        recovering = self._recovering()
+        if recovering and recovery.window_open(now=now):
+            return recovering
+        recovery.window_ends = None
+        if not recovering:
+            recovery.completed = True
+            out.append(RecoveryCompleted(recovery.figures(), seconds=now - recovery.started_at))
+        return []
+
+    def _held_back(self, recovering: Sequence[TaskManagerRecord]) -> dict[str, int]:
+        """Per job, waiting demand reserved on TaskManagers that are registering again."""
+        held: dict[str, int] = {}
+        for tm in recovering:
+            for job_id in self._recovery.reserved.get(tm.name, {}).values():
+                held[job_id] = held.get(job_id, 0) + 1
+        return held
+
+    # ------------------------------------------------------------------ reconciliation
+
     def _reconcile(self, out: list[Action]) -> None:
         now = self._clock.monotonic()
+        recovering = self._note_recovery(now, out)
         out.extend(
             placement.allocate_waiting(
                 self._jobs.values(),
@@ -338,6 +436,7 @@ class Allocator:
                 capacity=self._capped_unmet(),
                 now=now,
                 wall=self._clock.wall(),
+                held_back=self._held_back(recovering),
             )
         )
         unmet = self._capped_unmet()
@@ -358,8 +457,9 @@ class Allocator:
                 tm.idle_checked = True
 
         # Pods on their way that demand no longer needs are cancelled.
+        # Adopted pods are never cancelled; during the recovery window they are supply.
         coming = [tm for tm in self._taskmanagers.in_states(*COMING) if not tm.adopted]
-        supply = free_registered + sum(tm.slots_total for tm in coming)
+        supply = free_registered + sum(tm.slots_total for tm in [*coming, *recovering])
         if coming and supply - min(tm.slots_total for tm in coming) >= target:
             coming.sort(key=lambda tm: tm.order, reverse=True)  # newest first ...
             coming.sort(key=lambda tm: tm.is_scheduled)  # ... unscheduled before scheduled

@@ -26,6 +26,10 @@ class AllocatorSettings:
     # An external usage source (Flink's REST API) has the last word on idleness: an idle
     # TaskManager is released only after it has also reported it idle for idle_timeout.
     external_usage_gate: bool = False
+    # resourcemanager.previous-worker.recovery.timeout (s): after a restart, TaskManagers
+    # adopted from the previous run count as supply until they register again or this
+    # passes (0, Flink's default: they never do).
+    recovery_timeout: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -36,6 +40,8 @@ class AllocatorSettings:
         for name in ("idle_timeout", "registration_timeout", "heartbeat_timeout"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0")
+        if self.recovery_timeout < 0:
+            problems.append("recovery_timeout must be >= 0")
         if self.start_retry_interval < 0:
             problems.append("start_retry_interval must be >= 0")
         if self.max_slots is not None and self.max_slots < 0:

@@ -107,11 +107,15 @@ class TaskManagerLifecycle:
         tm.slot_jobs = [None] * slots
         tm.allocated = 0
         tm.problem = None
-        tm.adopted = False
+        recovered, tm.adopted = tm.adopted, False
         out.append(
             self._taskmanagers.set_state(tm, TaskManagerState.REGISTERED, reason="registered")
         )
-        out.append(TaskManagerRegistered(taskmanager_id, startup_seconds=now - tm.created_at))
+        out.append(
+            TaskManagerRegistered(
+                taskmanager_id, startup_seconds=now - tm.created_at, recovered=recovered
+            )
+        )
         self.limiter.record_success()
         tm.refresh_idle(now=now, wall=self._clock.wall())
         return True

@@ -119,7 +119,8 @@ class TaskManagerLost:
 @dataclass(frozen=True, slots=True)
 class TaskManagerRegistered:
     taskmanager_id: str
-    startup_seconds: float  # create sent → registered
+    startup_seconds: float  # create sent (or pod adopted) → registered
+    recovered: bool = False  # a TaskManager adopted at start-up registered again
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,27 @@ class StartsThrottled:
     until: float  # wall-clock seconds since the epoch (Clock.wall())
 
 
+@dataclass(frozen=True, slots=True)
+class RecoveryFigures:
+    """What one start-up recovery found and did."""
+
+    jobs_restored: int  # jobs read back from the stored state
+    slots_declared: int  # their declared slots, summed
+    slots_reserved: int  # slots of adopted TaskManagers kept for the jobs that held them
+    adopted: int  # live pods kept
+    deleted: int  # finished or unscheduled pods deleted
+    reregistered: int  # adopted TaskManagers that registered again
+    not_reregistered: int  # adopted TaskManagers lost before they registered again
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryCompleted:
+    """Every TaskManager adopted at start-up has registered again or is gone."""
+
+    figures: RecoveryFigures
+    seconds: float  # adoption → the last adopted TaskManager settled
+
+
 Effect: TypeAlias = CreatePod | DeletePod
 # A closed union: the edges map every notice with ``match`` and ``typing.assert_never``, so a
 # new kind of notice that one of them does not handle fails type checking.
@@ -187,6 +209,7 @@ Notice: TypeAlias = (
     | CreateRetryScheduled
     | PodProblem
     | StartsThrottled
+    | RecoveryCompleted
 )
 Action: TypeAlias = Effect | Notice
 

@@ -23,10 +23,18 @@ def allocate_waiting(
     capacity: int,
     now: float,
     wall: float,
+    held_back: Mapping[str, int] | None = None,
 ) -> list[SlotsAllocated]:
     """Give free slots of ``registered`` TaskManagers to the jobs' waiting demand, at most
-    ``capacity`` slots in all (what the slot cap allows)."""
-    waiting_jobs = [job for job in jobs if job.unmet]
+    ``capacity`` slots in all (what the slot cap allows). ``held_back``: per job, waiting
+    demand that is not to be served here (it waits for the TaskManagers that held its slots
+    before a restart)."""
+    held = held_back or {}
+
+    def waiting(job: JobRecord) -> int:
+        return job.unmet - held.get(job.job_id, 0)
+
+    waiting_jobs = [job for job in jobs if waiting(job) > 0]
     candidates = sorted(
         (tm for tm in registered if tm.free > 0), key=lambda tm: (-tm.allocated, tm.order)
     )
@@ -35,7 +43,7 @@ def allocate_waiting(
     for job in waiting_jobs:
         slot_ids: list[str] = []
         waited: list[float] = []
-        while job.unmet and capacity > 0 and position < len(candidates):
+        while waiting(job) > 0 and capacity > 0 and position < len(candidates):
             tm = candidates[position]
             if tm.free == 0:
                 position += 1
@@ -99,3 +107,33 @@ def free_taskmanager_slots(
         freed.setdefault(job_id, []).append(slot_id(tm.name, index))
     tm.refresh_idle(now=now, wall=wall)
     return [SlotsFreed(job_id, tuple(slot_ids), reason) for job_id, slot_ids in freed.items()]
+
+
+def restore_slots(
+    tm: TaskManagerRecord,
+    jobs: Mapping[str, JobRecord],
+    held: Mapping[int, str],
+    *,
+    now: float,
+    wall: float,
+) -> list[SlotsAllocated]:
+    """Give a TaskManager that registered again after a restart its slots back: slot
+    ``index`` to the job that held it (``held``), if that job still waits for a slot."""
+    given: dict[str, list[str]] = {}
+    waited: dict[str, list[float]] = {}
+    for index, job_id in sorted(held.items()):
+        job = jobs.get(job_id)
+        if job is None or not job.unmet or index >= len(tm.slot_jobs):
+            continue
+        if tm.slot_jobs[index] is not None:
+            continue
+        tm.slot_jobs[index] = job_id
+        tm.allocated += 1
+        waiting_since = job.add_slot(tm.name, index)
+        given.setdefault(job_id, []).append(slot_id(tm.name, index))
+        waited.setdefault(job_id, []).append(now - waiting_since)
+    tm.refresh_idle(now=now, wall=wall)
+    return [
+        SlotsAllocated(job_id, tuple(slot_ids), tuple(waited[job_id]))
+        for job_id, slot_ids in given.items()
+    ]

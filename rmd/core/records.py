@@ -133,6 +133,9 @@ class TaskManagerRecord:
 class JobRecord:
     job_id: str
     required: int = 0
+    # Who declares it, when not the HTTP API (e.g. "flink": the follower of Flink's REST
+    # API); kept across restarts, so the follower knows its jobs again.
+    origin: str | None = None
     # TaskManager name -> indices of this job's slots there.
     slots: dict[str, set[int]] = field(default_factory=dict)
     allocated: int = 0

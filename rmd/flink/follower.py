@@ -116,6 +116,9 @@ class PollOutcome:
             self.answered = True
 
 
+FLINK_ORIGIN = "flink"  # the origin of the jobs the follower declares
+
+
 class FlinkFollower:
     def __init__(
         self,
@@ -140,6 +143,7 @@ class FlinkFollower:
         self._requests = asyncio.Semaphore(max_parallel_requests)
         self._rng = rng or random.Random()
         self._followed: dict[str, int] = {}  # job id -> slots declared
+        self._resumed = False  # the jobs it declared before a restart are followed again
         self._details: dict[str, JobDetails] = {}  # read once per job
         self._vertices_only: set[str] = set()  # probed: the scheduler refuses requirements
         self._problems: dict[tuple[str, ProblemReason], str] = {}  # reported, not repeated
@@ -191,6 +195,11 @@ class FlinkFollower:
     # ------------------------------------------------------------------ jobs
 
     async def _follow_jobs(self, errors: PollOutcome) -> None:
+        if not self._resumed:
+            # Restored from the stored state after a restart: Flink's jobs, declared by the
+            # follower before; removed like any other when Flink no longer runs them.
+            self._followed.update(self._engine.allocator.jobs_declared_by(FLINK_ORIGIN))
+            self._resumed = True
         try:
             jobs = parse_jobs_overview((await self._get("/jobs/overview", errors)).body)
         except (FlinkRestError, MalformedAnswer) as exc:
@@ -219,7 +228,7 @@ class FlinkFollower:
             problem = cap_problem(job_id, slots, max_slots=allocator.settings.max_slots)
             if problem is not None:
                 self._report(problem)
-            self._engine.apply(allocator.declare(job_id, slots))
+            self._engine.apply(allocator.declare(job_id, slots, origin=FLINK_ORIGIN))
             log.info(
                 "flink_job_declared", job=job_id, slots=slots, previous=self._followed.get(job_id)
             )

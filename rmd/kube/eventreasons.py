@@ -12,6 +12,7 @@
 | ContainerNotStarting | Warning | pod | another waiting reason a person must fix |
 | TaskManagerStartFailed | Warning | Deployment | a pod failed to start (a crash loop: one count) |
 | StartsThrottled | Warning | Deployment | the start-failure limit paused pod creation |
+| Recovered | Normal | Deployment | a restarted daemon settled its recovery (figures) |
 
 Job-level Events name the JobManager Deployment; without one they are not written.
 """
@@ -26,6 +27,7 @@ from rmd.core.model import (
     LossReason,
     Notice,
     PodProblem,
+    RecoveryCompleted,
     ReleaseReason,
     SlotsAllocated,
     SlotsFreed,
@@ -107,6 +109,20 @@ def notice_events(
                     f"{notice.failures_in_window} TaskManager start failures within a minute "
                     "(resourcemanager.start-worker.max-failure-rate): pod creation pauses",
                     type="Warning",
+                )
+            ]
+        case RecoveryCompleted():
+            if deployment is None:
+                return []
+            figures = notice.figures
+            return [
+                EventDraft(
+                    deployment,
+                    "Recovered",
+                    f"rmd restarted and recovered in {notice.seconds:.1f} s: "
+                    f"{figures.jobs_restored} jobs restored, {figures.adopted} TaskManager pods "
+                    f"adopted ({figures.reregistered} registered again, "
+                    f"{figures.not_reregistered} lost), {figures.deleted} deleted",
                 )
             ]
         case SlotsAllocated() | SlotsFreed() | CreateRetryScheduled():

@@ -39,11 +39,6 @@ def always(settings: RmdSettings) -> bool:
     return True
 
 
-def publishes_flink_config(settings: RmdSettings) -> bool:
-    """The daemon writes ``flink-config-<cluster-id>`` when it starts Flink's TaskManagers."""
-    return settings.supervise_flink
-
-
 @dataclass(frozen=True, kw_only=True)
 class Need:
     """One permission the daemon uses, why, and for which configurations."""
@@ -68,8 +63,6 @@ def _need(
     )
 
 
-_WITH_FLINK = "rmd.taskmanager.supervise-flink: true"
-
 DAEMON_NEEDS: tuple[Need, ...] = (
     _need("create", "pods", why="TaskManager pods"),
     _need("delete", "pods", why="releasing idle, timed-out and orphaned TaskManager pods"),
@@ -86,23 +79,19 @@ DAEMON_NEEDS: tuple[Need, ...] = (
     _need(
         "get",
         "configmaps",
-        why="publishing flink-config-<cluster-id> (is it there, and the same?)",
-        when=publishes_flink_config,
-        when_text=_WITH_FLINK,
+        why="reading rmd-state-<cluster-id> (demand and assignments kept across restarts) "
+        "and publishing flink-config-<cluster-id>",
     ),
     _need(
         "create",
         "configmaps",
-        why="publishing flink-config-<cluster-id>, the TaskManagers' Flink configuration",
-        when=publishes_flink_config,
-        when_text=_WITH_FLINK,
+        why="creating rmd-state-<cluster-id> and flink-config-<cluster-id>",
     ),
     _need(
         "update",
         "configmaps",
-        why="publishing flink-config-<cluster-id> over an older one",
-        when=publishes_flink_config,
-        when_text=_WITH_FLINK,
+        why="rewriting rmd-state-<cluster-id> as demand changes, flink-config-<cluster-id> "
+        "over an older one",
     ),
     _need("create", "events", why="Kubernetes Events on TaskManager pods and the Deployment"),
     _need("patch", "events", why="counting a repeated Event (aggregation) instead of a new one"),

@@ -201,11 +201,14 @@ async def call_with_retries(
     what: str,
     on_error: Callable[[int], None] | None = None,
     pacing: Pacing | None = None,
+    expected: frozenset[int] = frozenset(),
 ) -> T:
     """Await ``fn()``; retry transient errors per ``policy``; raise the last error otherwise.
 
     ``what`` names the operation in log lines ("create pod x"). ``on_error(status)`` is called
     for every failed attempt (0 for connection errors and timeouts), retried or not.
+    ``expected``: statuses the caller handles as an answer (e.g. 404 on a read of something
+    that may not exist yet): raised without a warning.
     """
 
     def report(failure: Failure) -> None:
@@ -214,6 +217,8 @@ async def call_with_retries(
         if on_error is not None:
             on_error(status)
         message = api_error_message(error)
+        if failure.delay is None and status in expected:
+            return
         if failure.delay is None:
             log.warning(
                 "kube_call_failed",

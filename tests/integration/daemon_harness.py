@@ -3,13 +3,15 @@
 The daemon runs in the test's event loop through :func:`rmd.daemon.serve` — the same code
 ``rmd daemon`` runs — and is driven only over HTTP, as a JobMaster and the TaskManager
 agents would. Its TaskManager pods run the real agent as OS processes under the node
-emulator (``emulator.rmd.dev/run: process``).
+emulator (``emulator.rmd.dev/run: process``). :func:`daemon_process` runs ``rmd daemon`` as
+an OS process instead, for tests that kill it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 import sys
 import tempfile
@@ -53,6 +55,9 @@ def daemon_overrides(
         "heartbeat.interval": "1 s",
         "heartbeat.timeout": "10 s",
         "rmd.kubernetes.resync-interval": "30 s",
+        # A restarted daemon waits this long for its adopted pods to register again before
+        # it creates pods for the demand they may cover (Flink's default 0 s never waits).
+        "resourcemanager.previous-worker.recovery.timeout": "60 s",
         **(extra or {}),
     }
     return [f"{key}={value}" for key, value in values.items()]
@@ -116,10 +121,79 @@ class RunningDaemon:
         return tms
 
 
+def daemon_argv(
+    *,
+    dev_cluster: DevClusterInfo,
+    conf_dir: Path,
+    cluster_id: str,
+    namespace: str,
+    port: int,
+    extra: Mapping[str, str] | None = None,
+) -> list[str]:
+    """``rmd daemon`` arguments: an empty conf dir, the admin kubeconfig, the overrides."""
+    argv = ["--conf-dir", str(conf_dir), "--kubeconfig", str(dev_cluster.kubeconfig)]
+    for item in daemon_overrides(
+        cluster_id=cluster_id, namespace=namespace, port=port, extra=extra
+    ):
+        argv += ["-D", item]
+    return argv
+
+
+@contextlib.asynccontextmanager
+async def daemon_process(
+    *, argv: list[str], log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``rmd daemon`` as an OS process (output appended to ``log``); killed if still running."""
+    with log.open("ab") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "rmd", "daemon", *argv, stdout=sink, stderr=sink
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@dataclass
+class DemandHistory:
+    """The slot demand over time, as a JobMaster sent it: for :attr:`PodCensus.creation_limit`.
+
+    A declaration is in force from when it is sent (the daemon may act on it before it
+    answers) until the next one for the job is answered."""
+
+    slots_per_taskmanager: int
+    redundant: int = 0
+    jobs: dict[str, int] = field(default_factory=dict)
+    # (monotonic time, total slots in force at most from then on)
+    totals: list[tuple[float, int]] = field(default_factory=lambda: [(0.0, 0)])
+
+    def sending(self, job_id: str, slots: int) -> None:
+        upper = {**self.jobs, job_id: max(slots, self.jobs.get(job_id, 0))}
+        self.totals.append((asyncio.get_running_loop().time(), sum(upper.values())))
+
+    def answered(self, job_id: str, slots: int) -> None:
+        self.jobs[job_id] = slots
+        self.totals.append((asyncio.get_running_loop().time(), sum(self.jobs.values())))
+
+    def pods_needed(self, *, within: float) -> int:
+        """TaskManagers for the most slots in force during the last ``within`` seconds."""
+        since = asyncio.get_running_loop().time() - within
+        recent = [total for at, total in self.totals if at >= since]
+        before = [total for at, total in self.totals if at < since][-1:]
+        most = max([*before, *recent])
+        return math.ceil(most / self.slots_per_taskmanager) + self.redundant
+
+
 @dataclass
 class PodCensus:
     """An independent watcher of the TaskManager pods: records every pod ever seen and the
-    most pods alive (not being deleted) at any one time."""
+    most pods alive (not being deleted) at any one time.
+
+    ``limit``: checked on every event, pods alive must not exceed it. ``creation_limit``:
+    checked whenever a pod appears, for a limit that holds when pods are created but not
+    while idle pods wait for their idle timeout (e.g. :meth:`DemandHistory.pods_needed`)."""
 
     seen: set[str] = field(default_factory=set)
     alive: set[str] = field(default_factory=set)
@@ -128,6 +202,7 @@ class PodCensus:
     left_at: dict[str, float] = field(default_factory=dict)  # when a pod stopped being alive
     violations: list[str] = field(default_factory=list)
     limit: Callable[[], int] | None = None
+    creation_limit: Callable[[], int] | None = None
 
 
 async def _census(api: client.ApiClient, namespace: str, selector: str, census: PodCensus) -> None:
@@ -158,6 +233,7 @@ async def _census(api: client.ApiClient, namespace: str, selector: str, census: 
                     name = pod.metadata.name
                     rv = pod.metadata.resource_version
                     census.events.append((loop.time(), event["type"], name))
+                    new = name not in census.seen
                     census.seen.add(name)
                     if event["type"] == "DELETED" or pod.metadata.deletion_timestamp:
                         census.alive.discard(name)
@@ -169,6 +245,12 @@ async def _census(api: client.ApiClient, namespace: str, selector: str, census: 
                         census.violations.append(
                             f"{len(census.alive)} pods alive > limit {census.limit()}: "
                             f"{sorted(census.alive)}"
+                        )
+                    creation_limit = census.creation_limit
+                    if new and creation_limit is not None and len(census.alive) > creation_limit():
+                        census.violations.append(
+                            f"{name} created with {len(census.alive)} pods alive > "
+                            f"{creation_limit()} needed: {sorted(census.alive)}"
                         )
             except client.ApiException as exc:
                 if exc.status == 410:

@@ -1,13 +1,10 @@
-"""``rmd daemon`` as a process: graceful SIGTERM leaves the pods, a restart adopts them."""
+"""``rmd daemon`` as a process: graceful SIGTERM leaves the pods, a restart adopts them and
+gives every job its slots back."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import sys
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -19,28 +16,13 @@ from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
 from tests.integration.daemon_harness import (
     TM_SELECTOR,
     RunningDaemon,
-    daemon_overrides,
+    daemon_argv,
+    daemon_process,
     pod_census,
 )
 from tests.support.waiting import eventually, within
 
 pytestmark = pytest.mark.integration
-
-
-@asynccontextmanager
-async def daemon_process(
-    *, dev_cluster: DevClusterInfo, argv: list[str], log: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("ab") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rmd", "daemon", *argv, stdout=sink, stderr=sink
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_sigterm_leaves_pods_and_a_restart_adopts_them(
@@ -49,9 +31,13 @@ async def test_sigterm_leaves_pods_and_a_restart_adopts_them(
     cluster_id = "flink-restart"
     port = free_port()
     conf_dir = Path(tempfile.mkdtemp(prefix="rmd-conf-", dir=tmp_path))
-    argv = ["--conf-dir", str(conf_dir), "--kubeconfig", str(dev_cluster.kubeconfig)]
-    for item in daemon_overrides(cluster_id=cluster_id, namespace=namespace, port=port):
-        argv += ["-D", item]
+    argv = daemon_argv(
+        dev_cluster=dev_cluster,
+        conf_dir=conf_dir,
+        cluster_id=cluster_id,
+        namespace=namespace,
+        port=port,
+    )
     log = tmp_path / "daemon.log"
     core = client.CoreV1Api(kube_api)
     async with (
@@ -73,10 +59,11 @@ async def test_sigterm_leaves_pods_and_a_restart_adopts_them(
             except aiohttp.ClientError:
                 return False
 
-        async with daemon_process(dev_cluster=dev_cluster, argv=argv, log=log) as first:
+        async with daemon_process(argv=argv, log=log) as first:
             await eventually(ready, timeout=30, what="first daemon ready")
             await daemon.put_requirement("job-a", 8)
-            await daemon.wait_fulfilled("job-a")
+            view = await daemon.wait_fulfilled("job-a")
+            slots_before = sorted(s["slot_id"] for s in view["slots"])
             pods = await daemon.live_pod_names()
             assert pods == {f"{cluster_id}-taskmanager-1-1", f"{cluster_id}-taskmanager-1-2"}
 
@@ -87,7 +74,7 @@ async def test_sigterm_leaves_pods_and_a_restart_adopts_them(
         # The pods are left running for the next start to adopt.
         assert await daemon.live_pod_names() == pods
 
-        async with daemon_process(dev_cluster=dev_cluster, argv=argv, log=log) as second:
+        async with daemon_process(argv=argv, log=log) as second:
             await eventually(ready, timeout=30, what="second daemon ready")
 
             async def adopted_and_registered() -> bool:
@@ -96,7 +83,10 @@ async def test_sigterm_leaves_pods_and_a_restart_adopts_them(
 
             # The agents re-register with the new daemon (heartbeat 404 → register).
             await eventually(adopted_and_registered, timeout=60, what="agents re-registered")
-            # The JobMaster re-declares its full requirement: served by the adopted pods.
+            # The demand and every slot assignment came back without the JobMaster.
+            view = await daemon.wait_fulfilled("job-a")
+            assert sorted(s["slot_id"] for s in view["slots"]) == slots_before
+            # The JobMaster declaring its full requirement again changes nothing.
             await daemon.put_requirement("job-a", 8)
             view = await daemon.wait_fulfilled("job-a")
             assert {s["taskmanager_id"] for s in view["slots"]} == pods

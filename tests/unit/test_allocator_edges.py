@@ -276,7 +276,9 @@ def test_adopted_taskmanager_serves_demand_once_registered() -> None:
 
 def test_adopt_without_pods_keeps_the_attempt() -> None:
     h = Harness(attempt=3)
-    assert h.allocator.adopt([]) == []
+    actions = h.allocator.adopt([])
+    assert created(actions) == []
+    assert deleted(actions) == {}
     assert h.allocator.attempt == 3
 
 

@@ -60,14 +60,14 @@ def _verbs_on(needs: tuple[Need, ...], resource: str) -> set[str]:
     return {n.permission.verb for n in needs if n.permission.resource == resource}
 
 
-def test_configmaps_are_needed_only_when_rmd_publishes_the_flink_configuration() -> None:
+def test_every_configuration_needs_the_same_permissions_today() -> None:
     without_flink = needs_for(RmdSettings(cluster_id="c", supervise_flink=False))
     with_flink = needs_for(RmdSettings(cluster_id="c", supervise_flink=True))
-    assert _verbs_on(without_flink, "configmaps") == set()
-    assert _verbs_on(with_flink, "configmaps") == {"get", "create", "update"}
     for needs in (without_flink, with_flink):
         assert _verbs_on(needs, "pods") == {"get", "list", "watch", "create", "delete", "patch"}
         assert _verbs_on(needs, "deployments") == {"get"}
+        # rmd-state-<cluster-id> always; flink-config-<cluster-id> with Flink's TaskManagers.
+        assert _verbs_on(needs, "configmaps") == {"get", "create", "update"}
         assert _verbs_on(needs, "events") == {"create", "patch"}
 
 

@@ -12,10 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, ManualClock, SystemClock
 from rmd.core.model import PodObservation, TaskManagerState
+from rmd.core.recovery import StateSnapshot, job_state
 from rmd.driver import DaemonEngine
 from rmd.kube.pods import PodCreateError, PodDeleteError
 from rmd.metrics import RmdMetrics
@@ -360,3 +362,21 @@ async def test_a_delete_sent_again_for_a_pod_a_list_still_shows_is_counted_once(
     engine.on_snapshot([PodObservation(name, "Running", "n", "127.1.0.1")])
     await until(lambda: gateway.deleted == [name, name], what="the delete sent again")
     assert sample(metrics, "rmd_pods_deleted_total", reason="excess") == 1
+
+
+async def test_recovery_restores_the_jobs_logs_recovered_and_counts_it(
+    make_engine: EngineFactory,
+) -> None:
+    engine, gateway, metrics = make_engine(recovery_timeout=60.0)
+    adopted = "c-taskmanager-1-1"
+    with capture_logs() as logs:
+        engine.restore(StateSnapshot(jobs=(job_state("j", 2, {adopted: [0, 1]}),)))
+        engine.adopt([PodObservation(adopted, phase="Running", node_name="n")])
+        assert engine.allocator.status().taskmanagers["requested"] == 0  # the pod is supply
+        engine.apply(engine.allocator.register(adopted, address="a:1", slots=2))
+    [line] = [entry for entry in logs if entry["event"] == "recovered"]
+    assert (line["jobs_restored"], line["adopted"], line["reregistered"]) == (1, 1, 1)
+    assert engine.allocator.job_view("j").slots_allocated == 2
+    assert sample(metrics, "rmd_recovery_taskmanagers_total", outcome="reregistered") == 1
+    assert sample(metrics, "rmd_recovery_jobs_restored") == 1
+    assert gateway.created == []

@@ -8,6 +8,8 @@ from rmd.core.model import (
     LossReason,
     Notice,
     PodProblem,
+    RecoveryCompleted,
+    RecoveryFigures,
     ReleaseReason,
     SlotsFreed,
     StartFailure,
@@ -79,6 +81,25 @@ def test_job_level_events_name_the_deployment_and_no_pod() -> None:
     )
     assert throttled.reason == "StartsThrottled"
     assert notice_events(StartFailure("p", "x"), pod=pod, deployment=None) == []
+
+
+def test_a_settled_recovery_is_one_event_on_the_deployment() -> None:
+    figures = RecoveryFigures(
+        jobs_restored=3,
+        slots_declared=12,
+        slots_reserved=10,
+        adopted=5,
+        deleted=1,
+        reregistered=4,
+        not_reregistered=1,
+    )
+    notice = RecoveryCompleted(figures=figures, seconds=2.5)
+    (event,) = notice_events(notice, pod=pod, deployment=DEPLOYMENT)
+    assert (event.involved, event.reason, event.type) == (DEPLOYMENT, "Recovered", "Normal")
+    assert "3 jobs restored, 5 TaskManager pods adopted (4 registered again, 1 lost)" in (
+        event.message
+    )
+    assert notice_events(notice, pod=pod, deployment=None) == []
 
 
 def test_other_notices_and_changes_are_no_events() -> None:

@@ -19,6 +19,7 @@ from rmd.api.app import create_app
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import ManualClock
 from rmd.core.model import DeletePod, UnknownJob
+from rmd.core.recovery import StateSnapshot
 from rmd.flink.follower import FlinkFollower, retry_delay
 from rmd.flink.rest import FlinkRestClient
 from rmd.flink.status import FollowerState
@@ -207,6 +208,25 @@ async def test_a_job_that_left_the_overview_is_removed(rig: Rig) -> None:
     del rig.flink.jobs[A]
     await rig.follower.poll_once()
     assert rig.allocator.job_views() == []
+
+
+async def test_after_a_restart_its_restored_jobs_are_followed_and_a_finished_one_removed(
+    flink: FakeFlink, session: aiohttp.ClientSession
+) -> None:
+    before = make_rig(flink, session)
+    job = flink.add_job(A, parallelism=2)
+    flink.add_job(B, parallelism=4)
+    await before.follower.poll_once()
+    before.allocator.declare("http-job", 2)  # over the HTTP API: not the follower's
+    state = StateSnapshot.from_json(before.allocator.state_snapshot().to_json())
+    job.state = "FINISHED"  # while rmd was down
+
+    after = make_rig(flink, session)
+    after.allocator.restore(state)
+    after.engine.apply(after.allocator.adopt([]))
+    await after.follower.poll_once()
+    assert after.follower.followed_jobs == {B: 4}
+    assert {view.job_id for view in after.allocator.job_views()} == {B, "http-job"}
 
 
 async def test_a_job_deleted_through_the_http_api_meanwhile_is_no_error(rig: Rig) -> None:

@@ -241,6 +241,20 @@ async def test_client_errors_raise_at_once_and_log_why(
     assert failed[0]["what"] == "create pod p"
 
 
+async def test_an_expected_status_is_raised_without_a_warning() -> None:
+    fn = Flaky([api_error(404, 'configmaps "x" not found')])
+    with capture_logs() as logs, pytest.raises(ApiException):
+        await call_with_retries(
+            fn,
+            policy=SIX_TRIES,
+            what="read x",
+            pacing=pacing(FakeSleep()),
+            expected=frozenset({404}),
+        )
+    assert fn.calls == 1
+    assert [entry for entry in logs if entry["event"] == "kube_call_failed"] == []
+
+
 def test_quota_denial_has_its_own_reason() -> None:
     quota = api_error(403, "exceeded quota: q, requested: pods=1", reason="Forbidden")
     rbac = api_error(403, "pods is forbidden: cannot create", reason="Forbidden")

@@ -1,0 +1,218 @@
+"""The ``rmd-state-<cluster-id>`` ConfigMap: where the daemon keeps what pods cannot tell.
+
+One ConfigMap per cluster, labelled like the cluster's other objects
+(``type=flink-native-kubernetes, app=<cluster-id>``) and owned by the JobManager Deployment
+when there is one (deleting the cluster deletes it). Its key ``state.json`` holds
+:class:`rmd.core.recovery.StateSnapshot` as JSON: every job's declared slots and the slots it
+holds. One object, so one write stores a consistent state of all jobs.
+
+Writes are whole-state replaces with the ``resourceVersion`` last read or written as a
+precondition. A 409 (someone else changed it) reads the current version and applies our
+state again (the latest state wins: it is a state, not a log); a 404 creates it; a create
+that meets 409 reads and replaces. Transient errors (429, 5xx, lost connections) are
+retried briefly with the one backoff (:mod:`rmd.kube.retry`); every call has a timeout.
+The caller (:class:`rmd.statewriter.StateWriter`) retries failed writes with fresh state.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from rmd.core.recovery import StateSnapshot
+from rmd.kube.podspec import LABEL_APP, LABEL_TYPE, LABEL_TYPE_NATIVE, OwnerReference
+from rmd.kube.retry import (
+    KUBE_BACKOFF,
+    api_error_message,
+    call_with_retries,
+    is_retriable,
+    status_of,
+)
+from rmd.retry import RetryPolicy
+
+STATE_KEY = "state.json"
+# One write rides out short blips; the state writer tries again (with the newest state).
+STATE_CALL_RETRY = RetryPolicy(backoff=KUBE_BACKOFF, max_elapsed=3.0)
+MAX_CONFLICT_ROUNDS = 5  # 409s in a row before a write is given up (and tried again later)
+
+
+def state_config_map_name(cluster_id: str) -> str:
+    return f"rmd-state-{cluster_id}"
+
+
+class StateStoreError(RuntimeError):
+    """The state could not be read or written; the message names the cause and the fix."""
+
+    def __init__(self, message: str, *, status: int, transient: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+
+
+class ConfigMapStateStore:
+    """Reads and writes the state ConfigMap of one cluster."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        cluster_id: str,
+        owner: OwnerReference | None,
+        timeout: float,
+        retry: RetryPolicy = STATE_CALL_RETRY,
+        on_api_error: Callable[[int], None] | None = None,
+    ) -> None:
+        self._core = client.CoreV1Api(api)
+        self._namespace = namespace
+        self._cluster_id = cluster_id
+        self._owner = owner
+        self._timeout = timeout
+        self._retry = retry
+        self._on_api_error = on_api_error
+        self._resource_version: str | None = None  # None: not known to exist
+        self.name = state_config_map_name(cluster_id)
+
+    @property
+    def what(self) -> str:
+        return f"configmap {self._namespace}/{self.name}"
+
+    async def read(self) -> str | None:
+        """The stored state document, or None when there is none (no ConfigMap or no key)."""
+        try:
+            current = await self._get()
+        except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._error("read", exc) from exc
+        if current is None:
+            return None
+        text = (current.data or {}).get(STATE_KEY)
+        return text if isinstance(text, str) else None
+
+    async def write(self, snapshot: StateSnapshot) -> None:
+        """Store ``snapshot`` (replacing whatever is there)."""
+        data = {STATE_KEY: snapshot.to_json()}
+        try:
+            for _ in range(MAX_CONFLICT_ROUNDS):
+                if self._resource_version is None and await self._get() is None:
+                    if await self._create(data):
+                        return
+                    continue  # created by someone else meanwhile: read it
+                if await self._replace(data):
+                    return
+        except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._error("write", exc) from exc
+        raise StateStoreError(
+            f"cannot write {self.what}: {MAX_CONFLICT_ROUNDS} attempts in a row lost to "
+            "concurrent writers (another rmd daemon of this cluster?)",
+            status=409,
+            transient=True,
+        )
+
+    # ------------------------------------------------------------------ calls
+
+    async def _get(self) -> Any:
+        """The ConfigMap (its resourceVersion remembered), or None if it does not exist."""
+        try:
+            current = await self._call(
+                lambda: self._core.read_namespaced_config_map(
+                    self.name, self._namespace, _request_timeout=self._timeout
+                ),
+                what=f"read {self.what}",
+                expected=frozenset({404}),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                self._resource_version = None
+                return None
+            raise
+        self._resource_version = current.metadata.resource_version
+        return current
+
+    async def _create(self, data: dict[str, str]) -> bool:
+        """False when someone else created it first (409)."""
+        try:
+            created = await self._call(
+                functools.partial(
+                    self._core.create_namespaced_config_map,
+                    self._namespace,
+                    body=cast(client.V1ConfigMap, self._manifest(data, resource_version=None)),
+                    _request_timeout=self._timeout,
+                ),
+                what=f"create {self.what}",
+                expected=frozenset({409}),
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        self._resource_version = created.metadata.resource_version
+        return True
+
+    async def _replace(self, data: dict[str, str]) -> bool:
+        """False when the precondition failed (409: changed meanwhile) or it is gone (404):
+        the caller reads again and re-applies."""
+        try:
+            replaced = await self._call(
+                functools.partial(
+                    self._core.replace_namespaced_config_map,
+                    self.name,
+                    self._namespace,
+                    body=cast(
+                        client.V1ConfigMap,
+                        self._manifest(data, resource_version=self._resource_version),
+                    ),
+                    _request_timeout=self._timeout,
+                ),
+                what=f"replace {self.what}",
+                expected=frozenset({404, 409}),
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                self._resource_version = None
+                return False
+            raise
+        self._resource_version = replaced.metadata.resource_version
+        return True
+
+    async def _call(
+        self, fn: Callable[[], Awaitable[Any]], *, what: str, expected: frozenset[int]
+    ) -> Any:
+        """One call, transient errors retried; ``expected`` statuses are answers, not failures
+        (the caller handles them), so they are not logged as failed calls."""
+        return await call_with_retries(
+            fn, policy=self._retry, what=what, on_error=self._on_api_error, expected=expected
+        )
+
+    def _manifest(self, data: dict[str, str], *, resource_version: str | None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self._namespace,
+            "labels": {LABEL_TYPE: LABEL_TYPE_NATIVE, LABEL_APP: self._cluster_id},
+        }
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        if self._owner is not None:
+            metadata["ownerReferences"] = [self._owner.to_manifest()]
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
+
+    def _error(self, verb: str, exc: BaseException) -> StateStoreError:
+        status = status_of(exc)
+        if status == 403:
+            fix = (
+                "grant get, create and update on configmaps to the daemon's service account "
+                "(conf/kubernetes/rbac.yaml)"
+            )
+        elif status:
+            fix = "check the API server"
+        else:
+            fix = "the API server did not answer; check it and the kubeconfig"
+        return StateStoreError(
+            f"cannot {verb} {self.what} (HTTP {status}: {api_error_message(exc)}); {fix}",
+            status=status,
+            transient=is_retriable(exc),
+        )
