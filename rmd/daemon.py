@@ -9,6 +9,11 @@ adopted), the pod watch, the timers and, with ``rmd.flink.rest-url``, the follow
 REST API (:mod:`rmd.flink.follower`). SIGTERM/SIGINT: stop
 accepting, finish in-flight requests, stop the watch, close the Kubernetes session. The
 TaskManager pods are left running for the next start to adopt.
+
+With high availability (``high-availability.type: KUBERNETES``) the daemon starts as a
+standby: it watches the pods (a warm view) and answers /v1 with 503 and the leader's address
+until the Lease election (:mod:`rmd.kube.lease`) makes it the leader; then it adopts the pods
+at once and follows Flink. A leader that loses the Lease stops writing and exits (code 1).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ from rmd.config.flinkconf import ConfigError, FlinkConfiguration
 from rmd.config.settings import RmdSettings
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, SystemClock
+from rmd.core.leadership import Election, ElectionTimings
 from rmd.driver import DaemonEngine
 from rmd.flink.follower import FlinkFollower
 from rmd.flink.rest import FlinkRestClient
@@ -49,9 +55,22 @@ from rmd.kube.flinkconfigmap import (
     publish_flink_config_map,
     read_log_config_files,
 )
+from rmd.kube.lease import (
+    LeaderElector,
+    LeadershipLost,
+    advertised_url,
+    candidate_identity,
+    lease_name,
+)
 from rmd.kube.owner import find_owner_reference, owner_exists
 from rmd.kube.pods import PodGateway
-from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
+from rmd.kube.podspec import (
+    LABEL_APP,
+    LABEL_TYPE,
+    OwnerReference,
+    TaskManagerPodFactory,
+    selector_string,
+)
 from rmd.kube.reflector import ReflectorTimings
 from rmd.kube.watch import PodWatcher
 from rmd.logs import configure_logging
@@ -179,12 +198,35 @@ async def serve(
         registry = CollectorRegistry()
         allocator = Allocator(allocator_settings(settings), clock=clock)
         metrics = RmdMetrics(registry=registry, status=allocator.status)
+        leading = asyncio.Event()  # set while this daemon leads (at once without HA)
+
+        def on_leading(now_leading: bool) -> None:
+            metrics.leadership(leading=now_leading)
+            if now_leading:
+                leading.set()
+                engine.take_leadership()
+            else:
+                leading.clear()
+
+        elector = _leader_elector(
+            api,
+            settings,
+            owner=owner,
+            clock=clock,
+            selector=config.pods.selector_labels,
+            on_leading=on_leading,
+        )
+        if elector is None:
+            leading.set()
+        else:
+            metrics.leadership(leading=False, transition=False)
         gateway = PodGateway(
             api,
             namespace=settings.namespace,
             max_parallel=settings.max_parallel_creates,
             request_timeout=settings.api_request_timeout,
             on_api_error=lambda status: metrics.api_error(status=status),
+            may_write=None if elector is None else elector.may_write,
         )
 
         def build_pod(*, pod_name: str) -> dict[str, Any]:
@@ -204,6 +246,7 @@ async def serve(
             clock=clock,
             owner_exists=None if owner is None else owner_still_exists,
             owner_name=None if owner is None else owner.name,
+            standby=elector is not None,
         )
         watcher = PodWatcher(
             api,
@@ -228,6 +271,7 @@ async def serve(
             auth_token=config.auth_token,
             refuse_v1_until_ready=True,
             flink_status=None if follower is None else follower.status,
+            leadership=elector,
         )
         runner = web.AppRunner(
             app, access_log_class=StructlogAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT
@@ -235,6 +279,7 @@ async def serve(
         await runner.setup()
         site = web.TCPSite(runner, settings.rest_address, settings.rest_port)
         background: list[asyncio.Task[None]] = []
+        lost: LeadershipLost | None = None
         try:
             await site.start()
             port = _bound_port(runner) or settings.rest_port
@@ -245,13 +290,19 @@ async def serve(
                 address=settings.rest_address,
                 port=port,
                 owner=owner.name if owner else None,
+                standby=elector is not None,
             )
             background = [
                 asyncio.create_task(watcher.run(), name="pod-watch"),
                 asyncio.create_task(engine.run_timers(), name="timers"),
             ]
+            if elector is not None:
+                elector.set_url(advertised_url(rest_address=settings.rest_address, port=port))
+                background.append(asyncio.create_task(elector.run(), name="leader-election"))
             if follower is not None:
-                background.append(asyncio.create_task(follower.run(), name="flink-follower"))
+                background.append(
+                    asyncio.create_task(_once(leading, follower.run), name="flink-follower")
+                )
             if on_started is not None:
                 on_started(port)
             stopped = asyncio.create_task(stop.wait())
@@ -259,21 +310,69 @@ async def serve(
                 [stopped, *background], return_when=asyncio.FIRST_COMPLETED
             )
             for task in done:
-                if task is not stopped and task.exception() is not None:
-                    log.error(
-                        "background_task_failed", task=task.get_name(), error=repr(task.exception())
-                    )
+                error = None if task is stopped else task.exception()
+                if isinstance(error, LeadershipLost):
+                    lost = error
+                    await engine.close()  # cancel in-flight creates and deletes at once
+                elif error is not None:
+                    log.error("background_task_failed", task=task.get_name(), error=repr(error))
             stopped.cancel()
-            log.info("daemon_stopping", reason="signal" if stop.is_set() else "task failed")
+            reason = "signal" if stop.is_set() else "leadership lost" if lost else "task failed"
+            log.info("daemon_stopping", reason=reason)
         finally:
             await runner.cleanup()  # stop accepting, let in-flight requests finish
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await engine.close()
+            if elector is not None and lost is None:
+                await elector.release()  # nothing is written any more: a follower may lead
             if flink_session is not None:
                 await flink_session.close()
             log.info("daemon_stopped", taskmanagers_left=len(allocator.taskmanager_views()))
+        if lost is not None:
+            raise lost
+
+
+def _leader_elector(
+    api: client.ApiClient,
+    settings: RmdSettings,
+    *,
+    owner: OwnerReference | None,
+    clock: Clock,
+    selector: Mapping[str, str],
+    on_leading: Callable[[bool], None],
+) -> LeaderElector | None:
+    """The Lease election, with high-availability.type KUBERNETES; else None (no Lease call)."""
+    if not settings.leader_election:
+        return None
+    election = Election(
+        identity=candidate_identity(),
+        url="",  # set once the HTTP server listens
+        timings=ElectionTimings(
+            lease_duration=settings.lease_duration,
+            renew_deadline=settings.renew_deadline,
+            retry_period=settings.retry_period,
+        ),
+        clock=clock,
+    )
+    return LeaderElector(
+        api,
+        election=election,
+        namespace=settings.namespace,
+        name=lease_name(settings.cluster_id),
+        labels={key: value for key, value in selector.items() if key in (LABEL_TYPE, LABEL_APP)},
+        owner=owner,
+        clock=clock,
+        request_timeout=settings.api_request_timeout,
+        on_leading=on_leading,
+    )
+
+
+async def _once(event: asyncio.Event, run: Callable[[], Awaitable[None]]) -> None:
+    """``run()`` once ``event`` is set (the Flink follower starts when this daemon leads)."""
+    await event.wait()
+    await run()
 
 
 def _flink_follower(
@@ -332,6 +431,13 @@ def run_daemon(argv: Sequence[str]) -> int:
         return 2
     except ConfigMapPublishError as exc:
         print(f"rmd daemon: {exc}", file=sys.stderr)
+        return 1
+    except LeadershipLost as exc:
+        print(
+            f"rmd daemon: {exc}; stopped creating and deleting pods and exits, so that its "
+            "Deployment restarts it as a standby",
+            file=sys.stderr,
+        )
         return 1
     except OSError as exc:
         print(

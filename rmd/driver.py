@@ -85,7 +85,10 @@ class DaemonEngine:
         pacing: Pacing | None = None,
         owner_exists: Callable[[], Awaitable[bool]] | None = None,
         owner_name: str | None = None,
+        standby: bool = False,
     ) -> None:
+        """``standby``: a follower (high availability). It keeps a warm view of the pods from
+        the watch but adopts nothing and decides nothing until :meth:`take_leadership`."""
         self._allocator = allocator
         self._pods = pods
         self._build_pod = build_pod
@@ -106,6 +109,9 @@ class DaemonEngine:
         self._owner_name = owner_name
         self._owner_gone = False
         self._owner_checking = False
+        self._standby = standby
+        # The follower's warm view: the pods by name, None until the first LIST.
+        self._warm: dict[str, PodObservation] | None = None
 
     # ------------------------------------------------------------------ Engine protocol
     @property
@@ -114,7 +120,23 @@ class DaemonEngine:
 
     @property
     def ready(self) -> bool:
+        if self._standby:  # a follower is ready once its warm view is in sync
+            return self._warm is not None and self._watch_synced()
         return self._adopted and self._watch_synced()
+
+    @property
+    def standby(self) -> bool:
+        return self._standby
+
+    def take_leadership(self) -> None:
+        """The follower became the leader: the start-up recovery, at once, from the warm view
+        (or from the first LIST, if none has come yet)."""
+        if not self._standby:
+            return
+        self._standby = False
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            self.adopt(list(warm.values()))
 
     def set_watch_synced_probe(self, probe: Callable[[], bool]) -> None:
         self._watch_synced = probe
@@ -160,6 +182,12 @@ class DaemonEngine:
         )
 
     def on_pod_event(self, kind: str, pod: PodObservation) -> None:
+        if self._standby:
+            if self._warm is not None and kind == "DELETED":
+                self._warm.pop(pod.name, None)
+            elif self._warm is not None:
+                self._warm[pod.name] = pod
+            return
         if kind == "DELETED":
             self.apply(self._allocator.pod_deleted(pod.name))
         else:
@@ -170,6 +198,10 @@ class DaemonEngine:
         self._list_started_at = self._clock.monotonic()
 
     def on_snapshot(self, pods: list[PodObservation]) -> None:
+        if self._standby:
+            self._warm = {pod.name: pod for pod in pods}
+            self._notify()
+            return
         if not self._adopted:
             self.adopt(pods)
         else:

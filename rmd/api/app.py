@@ -10,14 +10,23 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from rmd.api import jobs, operations, taskmanagers
-from rmd.api.keys import AUTH_TOKEN, ENGINE, FLINK_STATUS, MAX_WAIT, METRICS, OPENAPI_DOCUMENT
+from rmd.api.keys import (
+    AUTH_TOKEN,
+    ENGINE,
+    FLINK_STATUS,
+    LEADERSHIP,
+    MAX_WAIT,
+    METRICS,
+    OPENAPI_DOCUMENT,
+)
 from rmd.api.middleware import (
     auth_middleware,
+    leader_gate_middleware,
     problem_middleware,
     ready_gate_middleware,
     request_id_middleware,
 )
-from rmd.api.ports import Engine
+from rmd.api.ports import Engine, Leadership
 from rmd.api.validation import MAX_BODY_BYTES
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
@@ -38,6 +47,7 @@ def create_app(
     max_wait: float = 300.0,
     refuse_v1_until_ready: bool = False,
     flink_status: Callable[[], FollowerStatus] | None = None,
+    leadership: Leadership | None = None,
 ) -> web.Application:
     """The daemon's HTTP application.
 
@@ -45,7 +55,8 @@ def create_app(
     needs ``Authorization: Bearer <auth_token>``. ``max_wait``: the longest long poll
     (``GET /v1/jobs/{id}?wait=``) in seconds. ``refuse_v1_until_ready``: answer every /v1
     call (after authentication) with 503 + Retry-After while ``engine.ready`` is false.
-    ``flink_status``: the Flink follower's status, shown by /readyz. Serve it with
+    ``flink_status``: the Flink follower's status, shown by /readyz. ``leadership``: with
+    high availability, a standby answers /v1 with 503 and the leader's address. Serve it with
     ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
     structured access logs.
     """
@@ -54,6 +65,8 @@ def create_app(
     if not (math.isfinite(max_wait) and max_wait > 0):
         raise ValueError(f"max_wait must be a positive number of seconds, not {max_wait!r}")
     middlewares = [request_id_middleware, problem_middleware, auth_middleware]
+    if leadership is not None:
+        middlewares.append(leader_gate_middleware)
     if refuse_v1_until_ready:
         middlewares.append(ready_gate_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
@@ -63,6 +76,7 @@ def create_app(
     app[MAX_WAIT] = float(max_wait)
     app[OPENAPI_DOCUMENT] = openapi_document()
     app[FLINK_STATUS] = flink_status
+    app[LEADERSHIP] = leadership
     app.add_routes(jobs.routes)
     app.add_routes(taskmanagers.routes)
     app.add_routes(operations.routes)

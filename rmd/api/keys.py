@@ -6,11 +6,19 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from rmd.api.ports import Engine
+from rmd.api.ports import Engine, Leadership
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
 
-__all__ = ["AUTH_TOKEN", "ENGINE", "FLINK_STATUS", "MAX_WAIT", "METRICS", "OPENAPI_DOCUMENT"]
+__all__ = [
+    "AUTH_TOKEN",
+    "ENGINE",
+    "FLINK_STATUS",
+    "LEADERSHIP",
+    "MAX_WAIT",
+    "METRICS",
+    "OPENAPI_DOCUMENT",
+]
 
 ENGINE = web.AppKey("rmd_engine", Engine)
 METRICS = web.AppKey("rmd_metrics", RmdMetrics)
@@ -22,3 +30,5 @@ MAX_WAIT = web.AppKey("rmd_max_wait", float)
 OPENAPI_DOCUMENT = web.AppKey("rmd_openapi_document", bytes)
 # How the Flink follower does (rmd.flink.rest-url), shown by /readyz; None = not following.
 FLINK_STATUS: web.AppKey[Callable[[], FollowerStatus] | None] = web.AppKey("rmd_flink_status")
+# Who leads (high availability); None = one daemon, always the leader.
+LEADERSHIP: web.AppKey[Leadership | None] = web.AppKey("rmd_leadership")

@@ -31,7 +31,7 @@ from rmd.kube.retry import (
     is_retriable,
     status_of,
 )
-from rmd.retry import Pacing, RetryPolicy
+from rmd.retry import Abandoned, Pacing, RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +76,18 @@ class PodApiError(Exception):
         )
 
 
+class NotLeaderError(PodApiError):
+    """The daemon is not (or no longer) the leader: the call was not sent."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            "NotLeader",
+            f"{what} not sent: this daemon does not hold the leader Lease (any more)",
+            retriable=True,
+            api_unavailable=True,
+        )
+
+
 class PodCreateError(PodApiError):
     """Creating a pod failed."""
 
@@ -104,7 +116,11 @@ class PodGateway:
         create_max_elapsed: float = KUBE_CREATE_MAX_ELAPSED,
         on_api_error: Callable[[int], None] | None = None,
         pacing: Pacing | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
+        """``may_write``: asked right before every create or delete attempt (with high
+        availability, "this daemon still holds the leader Lease"); when it says no, the call
+        is not sent and :class:`NotLeaderError` is raised."""
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
         self._api = api
@@ -123,6 +139,7 @@ class PodGateway:
         )
         self._on_api_error = on_api_error
         self._pacing = pacing
+        self._may_write = may_write
 
     @property
     def namespace(self) -> str:
@@ -147,7 +164,11 @@ class PodGateway:
 
         async with self._slots:
             try:
-                await self._with_retries(post, what=f"create pod {name}", policy=self._create_retry)
+                await self._with_retries(
+                    post, what=f"create pod {name}", policy=self._create_retry, mutating=True
+                )
+            except Abandoned as exc:
+                raise NotLeaderError(f"create pod {name}") from exc
             except ApiException as exc:
                 if exc.status == 409:
                     await self._accept_existing(name, labels=labels, conflict=exc)
@@ -178,7 +199,9 @@ class PodGateway:
 
         async with self._slots:
             try:
-                await self._with_retries(send, what=f"delete pod {name}")
+                await self._with_retries(send, what=f"delete pod {name}", mutating=True)
+            except Abandoned as exc:
+                raise NotLeaderError(f"delete pod {name}") from exc
             except ApiException as exc:
                 if exc.status == 404:
                     log.debug("pod_already_gone", pod=name, namespace=self._namespace)
@@ -241,14 +264,21 @@ class PodGateway:
         log.info("pod_create_already_done", pod=name, namespace=self._namespace)
 
     async def _with_retries(
-        self, fn: Callable[[], Any], *, what: str, policy: RetryPolicy | None = None
+        self,
+        fn: Callable[[], Any],
+        *,
+        what: str,
+        policy: RetryPolicy | None = None,
+        mutating: bool = False,
     ) -> Any:
+        may_write = self._may_write if mutating else None
         return await call_with_retries(
             fn,
             policy=self._retry if policy is None else policy,
             what=what,
             on_error=self._on_api_error,
             pacing=self._pacing,
+            abandon=None if may_write is None else lambda: not may_write(),
         )
 
 

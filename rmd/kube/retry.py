@@ -185,11 +185,14 @@ async def call_with_retries(
     what: str,
     on_error: Callable[[int], None] | None = None,
     pacing: Pacing | None = None,
+    abandon: Callable[[], bool] | None = None,
 ) -> T:
     """Await ``fn()``; retry transient errors per ``policy``; raise the last error otherwise.
 
     ``what`` names the operation in log lines ("create pod x"). ``on_error(status)`` is called
     for every failed attempt (0 for connection errors and timeouts), retried or not.
+    ``abandon()`` is asked before every attempt; when true, :class:`rmd.retry.Abandoned` is
+    raised (a deposed leader sends nothing more).
     """
 
     def report(failure: Failure) -> None:
@@ -226,5 +229,6 @@ async def call_with_retries(
         retriable=is_retriable,
         retry_after=retry_after_seconds,
         on_failure=report,
+        abandon=abandon,
         pacing=pacing,
     )
