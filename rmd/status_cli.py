@@ -44,7 +44,11 @@ async def fetch_status_text(url: str, *, token: str | None, timeout: float) -> s
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     try:
         async with aiohttp.ClientSession(timeout=client_timeout, headers=headers) as session:
-            status = await _get(session, f"{base}/v1/status")
+            try:
+                status = await _get(session, f"{base}/v1/status")
+            except _Standby as standby:  # high availability: ask the leader it names
+                base = standby.leader_url
+                status = await _get(session, f"{base}/v1/status")
             taskmanagers = await _get(session, f"{base}/v1/taskmanagers")
             jobs = await _get(session, f"{base}/v1/jobs")
     except (aiohttp.ClientError, TimeoutError, OSError) as error:
@@ -100,10 +104,22 @@ _STATES = ("registered", "pending", "requested", "releasing")
 _PROBLEM_WIDTH = 80
 
 
+class _Standby(StatusError):
+    """A standby daemon answered; ``leader_url`` is where the leader answers."""
+
+    def __init__(self, message: str, *, leader_url: str) -> None:
+        super().__init__(message)
+        self.leader_url = leader_url.rstrip("/")
+
+
 async def _get(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     async with session.get(url) as response:
         if response.status >= 400:
-            raise StatusError(await _refusal(response))
+            refusal = await _refusal(response)
+            leader_url = await _leader_url(response)
+            if leader_url is not None:
+                raise _Standby(refusal, leader_url=leader_url)
+            raise StatusError(refusal)
         try:
             document = await response.json(content_type=None)
         except ValueError:
@@ -127,6 +143,17 @@ async def _refusal(response: aiohttp.ClientResponse) -> str:
     if response.status == 401:
         text += " (pass --token-file)"
     return text
+
+
+async def _leader_url(response: aiohttp.ClientResponse) -> str | None:
+    if response.status != 503:
+        return None
+    try:
+        problem = await response.json(content_type=None)
+    except ValueError:
+        return None
+    url = problem.get("leader_url") if isinstance(problem, dict) else None
+    return url if isinstance(url, str) and url else None
 
 
 def _problem_text(problem: object) -> str:

@@ -180,6 +180,11 @@ class Election:
     def leading(self) -> bool:
         return self._leading
 
+    @property
+    def deposed(self) -> bool:
+        """A read or write showed another holder (or no Lease) while I led."""
+        return self._deposed
+
     def leader_url(self) -> str | None:
         """Where the leader answers: mine while I may write; else the holder's, while its
         Lease is valid; else None (no leader known)."""

@@ -179,14 +179,13 @@ class LeaderElector:
                 log.error(
                     "leadership_lost",
                     identity=self._election.identity,
-                    holder=self._known_holder,
+                    reason="another holder"
+                    if self._election.deposed
+                    else "no renewal within the write window",
                     consequence="no pod is created or deleted any more; the daemon exits "
                     "so that it restarts as a follower",
                 )
-                raise LeadershipLost(
-                    f"lost the leader Lease {self._namespace}/{self._name} "
-                    f"(now held by {self._known_holder or 'nobody'})"
-                )
+                raise LeadershipLost(f"lost the leader Lease {self._namespace}/{self._name}")
             wait = self._election.seconds_to_next_step()
             if not self._election.leading:
                 wait *= 1 + FOLLOWER_JITTER * self._uniform()

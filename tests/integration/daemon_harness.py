@@ -244,3 +244,21 @@ async def running_daemon(
                 label_selector=f"{TM_SELECTOR},app={cluster_id}",
                 _request_timeout=REQUEST_TIMEOUT,
             )
+
+
+@contextlib.asynccontextmanager
+async def daemon_process(
+    *, dev_cluster: DevClusterInfo, argv: list[str], log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``rmd daemon <argv>`` as a process (output appended to ``log``); killed if still
+    running at the end."""
+    with log.open("ab") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "rmd", "daemon", *argv, stdout=sink, stderr=sink
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import sys
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -20,27 +16,12 @@ from tests.integration.daemon_harness import (
     TM_SELECTOR,
     RunningDaemon,
     daemon_overrides,
+    daemon_process,
     pod_census,
 )
 from tests.support.waiting import eventually, within
 
 pytestmark = pytest.mark.integration
-
-
-@asynccontextmanager
-async def daemon_process(
-    *, dev_cluster: DevClusterInfo, argv: list[str], log: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("ab") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rmd", "daemon", *argv, stdout=sink, stderr=sink
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_sigterm_leaves_pods_and_a_restart_adopts_them(

@@ -16,6 +16,7 @@ from rmd.agent.client import Accepted, ResourceManagerClient, Unavailable
 from rmd.api.app import create_app
 from rmd.client import NotReady, RmdClient
 from rmd.core.clock import ManualClock
+from rmd.status_cli import fetch_status_text
 from tests.unit.api_fake_engine import InMemoryEngine, make_engine, make_metrics
 
 ServerFactory = Any  # pytest-aiohttp's aiohttp_server fixture
@@ -156,3 +157,10 @@ async def test_the_agent_registers_with_the_leader_a_standby_names(
         assert isinstance(waiting, Unavailable)
         assert not waiting.unreachable
         assert waiting.retry_after == 1.0
+
+
+async def test_rmd_status_asks_the_leader_a_standby_names(aiohttp_server: ServerFactory) -> None:
+    _, leader_engine, standby, _, _ = await daemons(aiohttp_server)
+    leader_engine.apply(leader_engine.allocator.declare("job-on-the-leader", 2))
+    text = await fetch_status_text(url_of(standby), token=None, timeout=5.0)
+    assert "job-on-the-leader" in text

@@ -1,0 +1,85 @@
+"""A stand-in for a Kubernetes Service in front of several daemons: a TCP proxy on
+127.0.0.1 that hands each connection to the first backend (round robin) that accepts it,
+as kube-proxy does once a dead pod has left the Service's endpoints. A frozen backend still
+accepts connections (the kernel does): :meth:`ServiceProxy.remove` takes it out, as a
+failing readiness probe would.
+
+::
+
+    async with ServiceProxy(["127.0.0.1:8091", "127.0.0.1:8092"]) as service:
+        service.url  # http://127.0.0.1:<port>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from rmd_dev.cluster import free_port
+
+
+class ServiceProxy:
+    def __init__(self, backends: Sequence[str]) -> None:
+        self._backends = [tuple(b.rsplit(":", 1)) for b in backends]
+        self._next = 0
+        self._port = free_port()
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[object]] = set()
+
+    def remove(self, backend: str) -> None:
+        """Take ``backend`` (``host:port``) out of the endpoints."""
+        self._backends = [b for b in self._backends if f"{b[0]}:{b[1]}" != backend]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    async def __aenter__(self) -> ServiceProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._connections):
+            connection.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        this = asyncio.current_task()
+        assert this is not None
+        self._connections.add(this)
+        writers = [writer]
+        try:
+            upstream = await self._connect()
+            if upstream is None:  # no endpoint: the connection is refused, as a Service does
+                return
+            up_reader, up_writer = upstream
+            writers.append(up_writer)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            self._connections.discard(this)
+            for w in writers:
+                w.close()
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        for _ in range(len(self._backends)):
+            host, port = self._backends[self._next % len(self._backends)]
+            self._next += 1
+            try:
+                return await asyncio.open_connection(host, int(port))
+            except OSError:
+                continue
+        return None
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    with contextlib.suppress(OSError):
+        writer.write_eof()
