@@ -199,7 +199,9 @@ class LeaderElector:
         try:
             await self._write(record, self._lease, acquired=True)
         except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.warning("lease_release_failed", status=status_of(exc), message=_message(exc))
+            log.warning(
+                "lease_release_failed", status=status_of(exc), message=api_error_message(exc)
+            )
             return
         log.info("lease_released", lease=f"{self._namespace}/{self._name}")
 
@@ -231,7 +233,9 @@ class LeaderElector:
             return
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._lease = None
-            log.warning("lease_write_failed", intent=str(step.intent), message=_message(exc))
+            log.warning(
+                "lease_write_failed", intent=str(step.intent), message=api_error_message(exc)
+            )
             return
         self._lease = written
         record = record_of(written)
@@ -258,7 +262,7 @@ class LeaderElector:
                 return False
             lease = None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.warning("lease_read_failed", message=_message(exc))
+            log.warning("lease_read_failed", message=api_error_message(exc))
             return False
         self._lease = lease
         self._election.observe(None if lease is None else record_of(lease))
@@ -312,7 +316,3 @@ class LeaderElector:
 
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _message(exc: BaseException) -> str:
-    return api_error_message(exc)

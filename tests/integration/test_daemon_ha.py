@@ -15,8 +15,8 @@ import json
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,16 +214,27 @@ async def ha_cluster(
             )
 
 
-async def test_three_replicas_one_leader_standbys_redirect_and_a_killed_leader_is_replaced(
+HaFactory = Callable[..., AbstractAsyncContextManager[HaCluster]]
+
+
+@pytest.fixture
+def start_ha(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
-) -> None:
-    async with ha_cluster(
+) -> HaFactory:
+    """``start_ha(replicas=n)``: n daemons in this test's namespace (see :func:`ha_cluster`)."""
+    return functools.partial(
+        ha_cluster,
         dev_cluster=dev_cluster,
         kube_api=kube_api,
         namespace=namespace,
         tmp_path=tmp_path,
-        replicas=3,
-    ) as ha:
+    )
+
+
+async def test_three_replicas_one_leader_standbys_redirect_and_a_killed_leader_is_replaced(
+    start_ha: HaFactory,
+) -> None:
+    async with start_ha(replicas=3) as ha:
         ha.census.limit = lambda: 2  # 8 slots = 2 TaskManagers, never more pods
         leader = await ha.the_leader()
         lease = await ha.lease()
@@ -299,15 +310,9 @@ async def test_three_replicas_one_leader_standbys_redirect_and_a_killed_leader_i
 
 
 async def test_a_frozen_leader_that_lost_the_lease_writes_nothing_when_it_wakes(
-    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+    start_ha: HaFactory,
 ) -> None:
-    async with ha_cluster(
-        dev_cluster=dev_cluster,
-        kube_api=kube_api,
-        namespace=namespace,
-        tmp_path=tmp_path,
-        replicas=2,
-    ) as ha:
+    async with start_ha(replicas=2) as ha:
         ha.census.limit = lambda: 2  # 8 slots = 2 TaskManagers
         old = await ha.the_leader()
         (other,) = [r for r in ha.replicas if r is not old]

@@ -26,6 +26,7 @@ class ServiceProxy:
         self._port = free_port()
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[object]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def remove(self, backend: str) -> None:
         """Take ``backend`` (``host:port``) out of the endpoints."""
@@ -40,11 +41,14 @@ class ServiceProxy:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Close every connection (no cancelling: each handler ends as its reads end) and
+        wait for the handlers, so no socket is left behind."""
         if self._server is not None:
             self._server.close()
-        for connection in list(self._connections):
-            connection.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        for writer in list(self._writers):
+            writer.close()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*self._connections, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -53,17 +57,23 @@ class ServiceProxy:
         assert this is not None
         self._connections.add(this)
         writers = [writer]
+        self._writers.add(writer)
         try:
             upstream = await self._connect()
             if upstream is None:  # no endpoint: the connection is refused, as a Service does
                 return
             up_reader, up_writer = upstream
             writers.append(up_writer)
+            self._writers.add(up_writer)
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
-            self._connections.discard(this)
             for w in writers:
                 w.close()
+            for w in writers:
+                with contextlib.suppress(OSError):
+                    await w.wait_closed()
+                self._writers.discard(w)
+            self._connections.discard(this)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for _ in range(len(self._backends)):
