@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 from rmd_dev.cluster import free_port
 
+QUIET_ITERATIONS = 20
+
 
 class ServiceProxy:
     def __init__(self, backends: Sequence[str]) -> None:
@@ -25,7 +27,7 @@ class ServiceProxy:
         self._next = 0
         self._port = free_port()
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[object]] = set()
+        self._connections: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
     def remove(self, backend: str) -> None:
@@ -45,19 +47,31 @@ class ServiceProxy:
         wait for the handlers, so no socket is left behind."""
         if self._server is not None:
             self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        async with asyncio.timeout(10):
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        # A connection accepted just before the close is handed over a few loop iterations
+        # later: keep closing until several iterations in a row bring none.
+        quiet = 0
+        while quiet < QUIET_ITERATIONS:
+            if not self._connections and not self._writers:
+                quiet += 1
+                await asyncio.sleep(0)
+                continue
+            quiet = 0
+            for writer in list(self._writers):
+                writer.close()
+            async with asyncio.timeout(10):
+                await asyncio.gather(*self._connections, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        this = asyncio.current_task()
-        assert this is not None
-        self._connections.add(this)
-        writers = [writer]
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Called as each connection is made (a plain callback, so none goes untracked)."""
         self._writers.add(writer)
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers = [writer]
         try:
             upstream = await self._connect()
             if upstream is None:  # no endpoint: the connection is refused, as a Service does
@@ -73,7 +87,6 @@ class ServiceProxy:
                 with contextlib.suppress(OSError):
                     await w.wait_closed()
                 self._writers.discard(w)
-            self._connections.discard(this)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for _ in range(len(self._backends)):
