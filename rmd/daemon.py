@@ -13,6 +13,11 @@ SIGTERM/SIGINT: stop
 accepting, finish in-flight requests, write the state's last changes (at most 3 s), stop the
 watch, close the Kubernetes session. The
 TaskManager pods are left running for the next start to adopt.
+
+With high availability (``high-availability.type: KUBERNETES``) the daemon starts as a
+standby: it watches the pods (a warm view) and answers /v1 with 503 and the leader's address
+until the Lease election (:mod:`rmd.kube.lease`) makes it the leader; then it adopts the pods
+at once and follows Flink. A leader that loses the Lease stops writing and exits (code 1).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +48,9 @@ from rmd.config.flinkconf import ConfigError, FlinkConfiguration
 from rmd.config.settings import RmdSettings
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, SystemClock
+from rmd.core.leadership import Election, ElectionTimings
 from rmd.core.model import TaskManagerView, UnknownTaskManager
+from rmd.core.recovery import StateSnapshot
 from rmd.driver import DaemonEngine
 from rmd.flink.follower import FlinkFollower
 from rmd.flink.rest import FlinkRestClient
@@ -57,10 +64,23 @@ from rmd.kube.flinkconfigmap import (
     publish_flink_config_map,
     read_log_config_files,
 )
+from rmd.kube.lease import (
+    LeaderElector,
+    LeadershipLost,
+    advertised_url,
+    candidate_identity,
+    lease_name,
+)
 from rmd.kube.owner import find_owner_reference, owner_exists
 from rmd.kube.permissions import MissingPermission, check_daemon_permissions, needs_for
 from rmd.kube.pods import PodGateway
-from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
+from rmd.kube.podspec import (
+    LABEL_APP,
+    LABEL_TYPE,
+    OwnerReference,
+    TaskManagerPodFactory,
+    selector_string,
+)
 from rmd.kube.reflector import ReflectorTimings
 from rmd.kube.reporter import KubeReporter
 from rmd.kube.statelabel import PodStateLabeler
@@ -203,6 +223,27 @@ async def serve(
         registry = CollectorRegistry()
         allocator = Allocator(allocator_settings(settings), clock=clock)
         metrics = RmdMetrics(registry=registry, status=allocator.status)
+        leading = asyncio.Event()  # set while this daemon leads (at once without HA)
+
+        def on_leading(now_leading: bool) -> None:
+            metrics.leadership(leading=now_leading)
+            if now_leading:
+                leading.set()  # the recovery task starts: state, pods, then decisions
+            else:
+                leading.clear()
+
+        elector = _leader_elector(
+            api,
+            settings,
+            owner=owner,
+            clock=clock,
+            selector=config.pods.selector_labels,
+            on_leading=on_leading,
+        )
+        if elector is None:
+            leading.set()
+        else:
+            metrics.leadership(leading=False, transition=False)
         gateway = PodGateway(
             api,
             namespace=settings.namespace,
@@ -210,6 +251,7 @@ async def serve(
             request_timeout=settings.api_request_timeout,
             on_api_error=lambda status: metrics.api_error(status=status),
             on_request=metrics.api_request,
+            may_write=None if elector is None else elector.may_write,
         )
 
         def build_pod(*, pod_name: str) -> dict[str, Any]:
@@ -237,6 +279,7 @@ async def serve(
             owner=owner,
             timeout=settings.api_request_timeout,
             on_api_error=lambda status: metrics.api_error(status=status),
+            may_write=None if elector is None else elector.may_write,
         )
         writer = StateWriter(snapshot=allocator.state_snapshot, store=store, metrics=metrics)
         engine = DaemonEngine(
@@ -249,6 +292,7 @@ async def serve(
             owner_name=None if owner is None else owner.name,
             reporter=reporter,
             on_change=writer.changed,
+            standby=elector is not None,
         )
 
         def list_started() -> None:
@@ -280,6 +324,7 @@ async def serve(
             refuse_v1_until_ready=True,
             flink_status=None if follower is None else follower.status,
             state_stored=writer.stored,
+            leadership=elector,
         )
         runner = web.AppRunner(
             app, access_log_class=StructlogAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT
@@ -287,6 +332,7 @@ async def serve(
         await runner.setup()
         site = web.TCPSite(runner, settings.rest_address, settings.rest_port)
         background: list[asyncio.Task[Any]] = []
+        lost: LeadershipLost | None = None
         try:
             await site.start()
             port = _bound_port(runner) or settings.rest_port
@@ -297,48 +343,64 @@ async def serve(
                 address=settings.rest_address,
                 port=port,
                 owner=owner.name if owner else None,
+                standby=elector is not None,
             )
+            if elector is not None:
+                elector.set_url(advertised_url(rest_address=settings.rest_address, port=port))
             if on_started is not None:
                 on_started(port)
             stopped = asyncio.create_task(stop.wait())
+            flusher = asyncio.create_task(events.run_flusher(), name="event-flusher")
+            background = [flusher]
+            if elector is not None:
+                # A standby keeps a warm view of the pods from the watch and waits for the Lease.
+                background.append(asyncio.create_task(watcher.run(), name="pod-watch"))
+                background.append(asyncio.create_task(elector.run(), name="leader-election"))
             recovering = asyncio.create_task(
-                recover(
+                _recover_when_leading(
+                    leading,
                     engine=engine,
                     store=store,
                     pods=gateway,
                     label_selector=selector_string(config.pods.selector_labels),
                     clock=clock,
+                    standby=elector is not None,
                 ),
                 name="recovery",
             )
-            flusher = asyncio.create_task(events.run_flusher(), name="event-flusher")
-            background = [recovering, flusher]
-            await asyncio.wait([stopped, recovering], return_when=asyncio.FIRST_COMPLETED)
-            if recovering.done():
+            done, _ = await asyncio.wait(
+                [stopped, recovering, *background], return_when=asyncio.FIRST_COMPLETED
+            )
+            if recovering in done and recovering.exception() is None:
                 stored = recovering.result()  # None: the state cannot be kept (RBAC)
                 writer.assume_stored(stored)
-                background = [
-                    flusher,
-                    asyncio.create_task(watcher.run(), name="pod-watch"),
-                    asyncio.create_task(engine.run_timers(), name="timers"),
-                ]
+                background.append(asyncio.create_task(engine.run_timers(), name="timers"))
+                if elector is None:
+                    background.append(asyncio.create_task(watcher.run(), name="pod-watch"))
                 if stored is not None:
                     background.append(asyncio.create_task(writer.run(), name="state-writer"))
                 if follower is not None:
                     background.append(asyncio.create_task(follower.run(), name="flink-follower"))
-            done, _ = await asyncio.wait(
-                [stopped, *background], return_when=asyncio.FIRST_COMPLETED
-            )
+                done, _ = await asyncio.wait(
+                    [stopped, *background], return_when=asyncio.FIRST_COMPLETED
+                )
+            else:
+                background.append(recovering)
             for task in done:
-                if task is not stopped and task.exception() is not None:
-                    log.error(
-                        "background_task_failed", task=task.get_name(), error=repr(task.exception())
-                    )
+                error = None if task is stopped else task.exception()
+                if isinstance(error, LeadershipLost):
+                    lost = error
+                    await engine.close()  # cancel in-flight creates and deletes at once
+                elif error is not None:
+                    log.error("background_task_failed", task=task.get_name(), error=repr(error))
             stopped.cancel()
-            log.info("daemon_stopping", reason="signal" if stop.is_set() else "task failed")
+            reason = "signal" if stop.is_set() else "leadership lost" if lost else "task failed"
+            log.info("daemon_stopping", reason=reason)
         finally:
             await runner.cleanup()  # stop accepting, let in-flight requests finish
-            if any(task.get_name() == "state-writer" and not task.done() for task in background):
+            if lost is None and any(
+                task.get_name() == "state-writer" and not task.done() for task in background
+            ):
                 # The last changes (e.g. slots handed out a moment ago) go with us.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(FINAL_WRITE_TIMEOUT):
@@ -349,9 +411,71 @@ async def serve(
             await engine.close()
             await labeler.close()
             await events.close()
+            if elector is not None and lost is None:
+                await elector.release()  # nothing is written any more: a follower may lead
             if flink_session is not None:
                 await flink_session.close()
             log.info("daemon_stopped", taskmanagers_left=len(allocator.taskmanager_views()))
+        if lost is not None:
+            raise lost
+
+
+def _leader_elector(
+    api: client.ApiClient,
+    settings: RmdSettings,
+    *,
+    owner: OwnerReference | None,
+    clock: Clock,
+    selector: Mapping[str, str],
+    on_leading: Callable[[bool], None],
+) -> LeaderElector | None:
+    """The Lease election, with high-availability.type KUBERNETES; else None (no Lease call)."""
+    if not settings.leader_election:
+        return None
+    election = Election(
+        identity=candidate_identity(),
+        url="",  # set once the HTTP server listens
+        timings=ElectionTimings(
+            lease_duration=settings.lease_duration,
+            renew_deadline=settings.renew_deadline,
+            retry_period=settings.retry_period,
+        ),
+        clock=clock,
+    )
+    return LeaderElector(
+        api,
+        election=election,
+        namespace=settings.namespace,
+        name=lease_name(settings.cluster_id),
+        labels={key: value for key, value in selector.items() if key in (LABEL_TYPE, LABEL_APP)},
+        owner=owner,
+        clock=clock,
+        request_timeout=settings.api_request_timeout,
+        on_leading=on_leading,
+    )
+
+
+async def _recover_when_leading(
+    leading: asyncio.Event,
+    *,
+    engine: DaemonEngine,
+    store: ConfigMapStateStore,
+    pods: PodGateway,
+    label_selector: str,
+    clock: Clock,
+    standby: bool,
+) -> StateSnapshot | None:
+    """The start-up recovery, once this daemon leads (at once without high availability); a
+    standby that became the leader adopts the pods its running watch shows."""
+    await leading.wait()
+    return await recover(
+        engine=engine,
+        store=store,
+        pods=pods,
+        label_selector=label_selector,
+        clock=clock,
+        warm_view=engine.warm_view if standby else None,
+    )
 
 
 def _kube_reporter(
@@ -454,6 +578,13 @@ def run_daemon(argv: Sequence[str]) -> int:
         return 2
     except (ConfigMapPublishError, MissingPermission) as exc:
         print(f"rmd daemon: {exc}", file=sys.stderr)
+        return 1
+    except LeadershipLost as exc:
+        print(
+            f"rmd daemon: {exc}; stopped creating and deleting pods and exits, so that its "
+            "Deployment restarts it as a standby",
+            file=sys.stderr,
+        )
         return 1
     except OSError as exc:
         print(

@@ -109,7 +109,11 @@ class DaemonEngine:
         owner_name: str | None = None,
         reporter: ClusterReporter | None = None,
         on_change: Callable[[], None] | None = None,
+        standby: bool = False,
     ) -> None:
+        """``standby``: a follower (high availability). It keeps a warm view of the pods from
+        the watch (:meth:`warm_view`) but adopts nothing and decides nothing until the
+        start-up recovery, run when it becomes the leader, calls :meth:`adopt`."""
         self._allocator = allocator
         self._pods = pods
         self._build_pod = build_pod
@@ -133,6 +137,9 @@ class DaemonEngine:
         self._reporter = reporter
         # Told after every applied event: the state to keep across restarts may have changed.
         self._on_change = on_change
+        self._standby = standby
+        # The follower's warm view: the pods by name, None until the first LIST.
+        self._warm: dict[str, PodObservation] | None = None
 
     # ------------------------------------------------------------------ Engine protocol
     @property
@@ -141,7 +148,27 @@ class DaemonEngine:
 
     @property
     def ready(self) -> bool:
+        if self._standby:  # a follower is ready once its warm view is in sync
+            return self._warm is not None and self._watch_synced()
         return self._adopted and self._watch_synced()
+
+    @property
+    def standby(self) -> bool:
+        return self._standby
+
+    def warm_view(self) -> list[PodObservation] | None:
+        """A standby's view of the pods, kept current by the watch; None before its first
+        LIST (or once it adopted: it is no standby any more)."""
+        return None if self._warm is None else list(self._warm.values())
+
+    def adopt_from_watch(self) -> None:
+        """Recovery could not LIST the pods: the watch's view is adopted — the warm view a
+        standby has by now, else the watch's next LIST."""
+        warm = self.warm_view()
+        if warm is not None:
+            self.adopt(warm)
+        else:
+            self._standby = False  # on_snapshot adopts the first LIST
 
     def set_watch_synced_probe(self, probe: Callable[[], bool]) -> None:
         self._watch_synced = probe
@@ -182,7 +209,10 @@ class DaemonEngine:
         self._allocator.restore(state)
 
     def adopt(self, pods: Sequence[PodObservation]) -> None:
-        """Start-up recovery: take over the pods a previous incarnation left."""
+        """Start-up recovery: take over the pods a previous incarnation left. A standby is a
+        standby no more: from now on pod events go to the allocator."""
+        self._standby = False
+        self._warm = None
         if self._reporter is not None:
             self._reporter.pods_observed(pods)
         self.apply(self._allocator.adopt(pods))
@@ -195,6 +225,12 @@ class DaemonEngine:
         )
 
     def on_pod_event(self, kind: str, pod: PodObservation) -> None:
+        if self._standby:
+            if self._warm is not None and kind == "DELETED":
+                self._warm.pop(pod.name, None)
+            elif self._warm is not None:
+                self._warm[pod.name] = pod
+            return
         if self._reporter is not None:
             self._reporter.pods_observed([pod])
         if kind == "DELETED":
@@ -209,6 +245,10 @@ class DaemonEngine:
         self._list_started_at = self._clock.monotonic()
 
     def on_snapshot(self, pods: list[PodObservation]) -> None:
+        if self._standby:
+            self._warm = {pod.name: pod for pod in pods}
+            self._notify()
+            return
         if not self._adopted:
             self.adopt(pods)
         else:

@@ -255,6 +255,18 @@ class RmdMetrics:
             buckets=API_REQUEST_BUCKETS,
             registry=registry,
         )
+        self._leader = Gauge(
+            "rmd_leader",
+            "1 while this daemon is the leader (always, without high availability), else 0.",
+            registry=registry,
+        )
+        self._leader.set(1)
+        self._leader_transitions = Counter(
+            "rmd_leader_transitions",
+            "Times this daemon became the leader or stopped being it (high availability).",
+            ["change"],
+            registry=registry,
+        )
         self._slot_allocation = Histogram(
             "rmd_slot_allocation_seconds",
             "Time from a job's slot demand to the slot being allocated to it.",
@@ -346,6 +358,12 @@ class RmdMetrics:
 
     def state_written(self, *, result: str) -> None:
         self._state_writes.labels(result=result).inc()
+
+    def leadership(self, *, leading: bool, transition: bool = True) -> None:
+        """This daemon leads (1) or follows (0); ``transition``: it changed (counted)."""
+        self._leader.set(1 if leading else 0)
+        if transition:
+            self._leader_transitions.labels(change="acquired" if leading else "lost").inc()
 
     def loop_stalled(self, *, seconds: float) -> None:
         self._loop_stalls.inc()

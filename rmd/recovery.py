@@ -21,12 +21,13 @@ registers again (the agent registers again after its heartbeat gets 404). Until 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import structlog
 
 from rmd.core.clock import Clock
+from rmd.core.model import PodObservation
 from rmd.core.recovery import StateFormatError, StateSnapshot
 from rmd.driver import DaemonEngine
 from rmd.kube.observe import observe_pod
@@ -50,9 +51,14 @@ async def recover(
     label_selector: str,
     clock: Clock,
     pacing: Pacing | None = None,
+    warm_view: Callable[[], Sequence[PodObservation] | None] | None = None,
 ) -> StateSnapshot | None:
     """Restore demand and assignments and adopt the pods. Returns the state read (empty when
-    there was none), or None when the state cannot be kept (the store refuses access)."""
+    there was none), or None when the state cannot be kept (the store refuses access).
+
+    ``warm_view``: a standby that has just become the leader (high availability) adopts the
+    pods its running watch shows at this moment — no LIST, and no event is missed between a
+    LIST and the adoption; None from it (no LIST seen yet) → a LIST, as at a plain start."""
     started = clock.monotonic()
     try:
         text = await _until_done(store.read, what="read the stored state", pacing=pacing)
@@ -62,31 +68,40 @@ async def recover(
             error=str(exc),
             consequence="demand and assignments are not kept across restarts of rmd",
         )
-        return None
-    state = _decode(text, where=store.what)
-    engine.restore(state)
+        kept = False
+        state = StateSnapshot()
+    else:
+        kept = True
+        state = _decode(text, where=store.what)
+        engine.restore(state)
     read_at = clock.monotonic()
-    try:
-        raw_pods, _ = await pods.list(label_selector=label_selector)
-    except PodApiError as exc:
-        log.error(
-            "recovery_list_failed",
-            error=str(exc),
-            consequence="the pod watch adopts the pods once it can list them",
-        )
-        return state
-    engine.adopt([observe_pod(pod) for pod in raw_pods])
+    observed = None if warm_view is None else warm_view()
+    from_warm_view = observed is not None
+    if observed is None:
+        try:
+            raw_pods, _ = await pods.list(label_selector=label_selector)
+        except PodApiError as exc:
+            log.error(
+                "recovery_list_failed",
+                error=str(exc),
+                consequence="the pod watch adopts the pods once it can list them",
+            )
+            engine.adopt_from_watch()
+            return state if kept else None
+        observed = [observe_pod(pod) for pod in raw_pods]
+    engine.adopt(observed)
     log.info(
         "state_restored",
         configmap=store.what,
         jobs=len(state.jobs),
         slots_declared=state.slots_declared,
         slots_held=sum(job.held_count for job in state.jobs),
-        pods_listed=len(raw_pods),
+        pods_listed=len(observed),
+        from_warm_view=from_warm_view,
         read_seconds=round(read_at - started, 3),
         seconds=round(clock.monotonic() - started, 3),
     )
-    return state
+    return state if kept else None
 
 
 def _decode(text: str | None, *, where: str) -> StateSnapshot:

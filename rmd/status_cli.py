@@ -106,7 +106,11 @@ async def fetch_snapshot(session: aiohttp.ClientSession, url: str) -> Snapshot:
     tables tell the same story."""
     base = url.rstrip("/")
     try:
-        status = await _get(session, f"{base}/v1/status")
+        try:
+            status = await _get(session, f"{base}/v1/status")
+        except _Standby as standby:  # high availability: ask the leader it names
+            base = standby.leader_url
+            status = await _get(session, f"{base}/v1/status")
         for _attempt in range(_CONSISTENT_READS):
             taskmanagers = await _get(session, f"{base}/v1/taskmanagers")
             jobs = await _get(session, f"{base}/v1/jobs")
@@ -158,10 +162,22 @@ def _list_of(document: dict[str, Any], key: str, *, url: str) -> list[dict[str, 
     return items
 
 
+class _Standby(StatusError):
+    """A standby daemon answered; ``leader_url`` is where the leader answers."""
+
+    def __init__(self, message: str, *, leader_url: str) -> None:
+        super().__init__(message)
+        self.leader_url = leader_url.rstrip("/")
+
+
 async def _get(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     async with session.get(url) as response:
         if response.status >= 400:
-            raise StatusError(await _refusal(response))
+            refusal = await _refusal(response)
+            leader_url = await _leader_url(response)
+            if leader_url is not None:
+                raise _Standby(refusal, leader_url=leader_url)
+            raise StatusError(refusal)
         try:
             document = await response.json(content_type=None)
         except ValueError:
@@ -185,6 +201,17 @@ async def _refusal(response: aiohttp.ClientResponse) -> str:
     if response.status == 401:
         text += " (pass --token-file)"
     return text
+
+
+async def _leader_url(response: aiohttp.ClientResponse) -> str | None:
+    if response.status != 503:
+        return None
+    try:
+        problem = await response.json(content_type=None)
+    except ValueError:
+        return None
+    url = problem.get("leader_url") if isinstance(problem, dict) else None
+    return url if isinstance(url, str) and url else None
 
 
 def _read_token(token_file: Path | None) -> str | None:

@@ -62,11 +62,15 @@ class Rejected:
 class Unavailable:
     """No usable answer (connection, timeout, 5xx, 408, 429): try again later.
 
-    ``retry_after`` is the daemon's own ``Retry-After`` in seconds, when it sent one.
+    ``retry_after`` is the daemon's own ``Retry-After`` in seconds, when it sent one;
+    ``leader_url`` where the leader answers, when a standby daemon said so (high
+    availability); ``unreachable`` when no daemon answered at all.
     """
 
     error: str
     retry_after: float | None = None
+    leader_url: str | None = None
+    unreachable: bool = False
 
 
 Answer = Accepted | Unknown | Refused | Rejected | Unavailable
@@ -75,7 +79,11 @@ _RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
 
 class ResourceManagerClient:
-    """Calls ``/v1/taskmanagers`` on the daemon at ``base_url`` through ``session``."""
+    """Calls ``/v1/taskmanagers`` on the daemon at ``base_url`` through ``session``.
+
+    With standby daemons, a standby answers 503 with the leader's address: the call goes
+    there at once, and so do the next ones, until the leader cannot be reached any more —
+    then it is ``base_url`` (the Service) again, which finds the next leader."""
 
     def __init__(
         self,
@@ -88,6 +96,7 @@ class ResourceManagerClient:
     ) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
+        self._target = self._base_url  # the leader's address once a standby named it
         self._headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
         self._request_timeout = request_timeout
         self._clock = clock
@@ -110,11 +119,33 @@ class ResourceManagerClient:
         body: Mapping[str, Any] | None = None,
         time_limit: float | None = None,
     ) -> Answer:
+        answer = await self._send(method, path, body=body, time_limit=time_limit)
+        if isinstance(answer, Unavailable):
+            if answer.leader_url is not None and answer.leader_url != self._target:
+                self._target = answer.leader_url  # a standby named the leader: go there now
+                answer = await self._send(method, path, body=body, time_limit=time_limit)
+            if isinstance(answer, Unavailable) and answer.unreachable:
+                self._target = self._base_url  # the leader is gone: ask the Service again
+        return answer
+
+    @property
+    def target_url(self) -> str:
+        """Where calls go now: ``base_url``, or the leader a standby named."""
+        return self._target
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None,
+        time_limit: float | None,
+    ) -> Answer:
         seconds = self._request_timeout if time_limit is None else time_limit
         try:
             async with self._session.request(
                 method,
-                self._base_url + path,
+                self._target + path,
                 json=body,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=seconds),
@@ -127,9 +158,11 @@ class ResourceManagerClient:
                     now_wall=self._clock.wall(),
                 )
         except TimeoutError:
-            return Unavailable(f"{method} {path}: no answer within {seconds:g} s")
+            return Unavailable(f"{method} {path}: no answer within {seconds:g} s", unreachable=True)
         except aiohttp.ClientError as error:
-            return Unavailable(f"{method} {path}: {type(error).__name__}: {error}")
+            return Unavailable(
+                f"{method} {path}: {type(error).__name__}: {error}", unreachable=True
+            )
 
 
 def answer_for(*, status: int, text: str, retry_after: str | None, now_wall: float) -> Answer:
@@ -144,7 +177,14 @@ def answer_for(*, status: int, text: str, retry_after: str | None, now_wall: flo
     if status == 403:
         return Refused(detail, released=_says_released(document, detail))
     if status >= 500 or status in _RETRYABLE_STATUSES:
-        return Unavailable(detail, retry_after=parse_retry_after(retry_after, now_wall=now_wall))
+        leader_url = document.get("leader_url")
+        return Unavailable(
+            detail,
+            retry_after=parse_retry_after(retry_after, now_wall=now_wall),
+            leader_url=leader_url.rstrip("/")
+            if isinstance(leader_url, str) and leader_url
+            else None,
+        )
     return Rejected(status, detail)
 
 

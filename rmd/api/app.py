@@ -14,6 +14,7 @@ from rmd.api.keys import (
     AUTH_TOKEN,
     ENGINE,
     FLINK_STATUS,
+    LEADERSHIP,
     MAX_WAIT,
     METRICS,
     OPENAPI_DOCUMENT,
@@ -21,11 +22,12 @@ from rmd.api.keys import (
 )
 from rmd.api.middleware import (
     auth_middleware,
+    leader_gate_middleware,
     problem_middleware,
     ready_gate_middleware,
     request_id_middleware,
 )
-from rmd.api.ports import Engine, StateStored
+from rmd.api.ports import Engine, Leadership, StateStored
 from rmd.api.validation import MAX_BODY_BYTES
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
@@ -47,6 +49,7 @@ def create_app(
     refuse_v1_until_ready: bool = False,
     flink_status: Callable[[], FollowerStatus] | None = None,
     state_stored: StateStored | None = None,
+    leadership: Leadership | None = None,
 ) -> web.Application:
     """The daemon's HTTP application.
 
@@ -56,8 +59,9 @@ def create_app(
     call (after authentication) with 503 + Retry-After while ``engine.ready`` is false.
     ``flink_status``: the Flink follower's status, shown by /readyz. ``state_stored``: job
     declarations and removals are answered only once it says the state holding them is
-    stored (503 ``not-stored`` when it cannot be; the change stays in effect). Serve it with
-    ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
+    stored (503 ``not-stored`` when it cannot be; the change stays in effect). ``leadership``:
+    with high availability, a standby answers /v1 with 503 and the leader's address. Serve it
+    with     ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
     structured access logs.
     """
     if auth_token is not None and not auth_token.strip():
@@ -65,6 +69,8 @@ def create_app(
     if not (math.isfinite(max_wait) and max_wait > 0):
         raise ValueError(f"max_wait must be a positive number of seconds, not {max_wait!r}")
     middlewares = [request_id_middleware, problem_middleware, auth_middleware]
+    if leadership is not None:
+        middlewares.append(leader_gate_middleware)
     if refuse_v1_until_ready:
         middlewares.append(ready_gate_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
@@ -75,6 +81,7 @@ def create_app(
     app[OPENAPI_DOCUMENT] = openapi_document()
     app[FLINK_STATUS] = flink_status
     app[STATE_STORED] = state_stored
+    app[LEADERSHIP] = leadership
     app.add_routes(jobs.routes)
     app.add_routes(taskmanagers.routes)
     app.add_routes(operations.routes)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from rmd.api.ports import Engine, StateStored
+from rmd.api.ports import Engine, Leadership, StateStored
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
 
@@ -14,6 +14,7 @@ __all__ = [
     "AUTH_TOKEN",
     "ENGINE",
     "FLINK_STATUS",
+    "LEADERSHIP",
     "MAX_WAIT",
     "METRICS",
     "OPENAPI_DOCUMENT",
@@ -32,3 +33,5 @@ OPENAPI_DOCUMENT = web.AppKey("rmd_openapi_document", bytes)
 FLINK_STATUS: web.AppKey[Callable[[], FollowerStatus] | None] = web.AppKey("rmd_flink_status")
 # Declarations are answered once the state holding them is stored; None = nothing is stored.
 STATE_STORED: web.AppKey[StateStored | None] = web.AppKey("rmd_state_stored")
+# Who leads (high availability); None = one daemon, always the leader.
+LEADERSHIP: web.AppKey[Leadership | None] = web.AppKey("rmd_leadership")

@@ -11,11 +11,12 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from rmd.api.keys import AUTH_TOKEN, ENGINE
+from rmd.api.keys import AUTH_TOKEN, ENGINE, LEADERSHIP
 from rmd.api.problems import (
     BODY_TOO_LARGE,
     CONFLICT,
     INTERNAL_ERROR,
+    NOT_LEADER,
     NOT_READY,
     REGISTRATION_REFUSED,
     UNAUTHORIZED,
@@ -39,6 +40,7 @@ __all__ = [
     "OPEN_PATHS",
     "REQUEST_ID_HEADER",
     "auth_middleware",
+    "leader_gate_middleware",
     "problem_middleware",
     "ready_gate_middleware",
     "request_id_middleware",
@@ -80,7 +82,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except ProblemError as problem:
         return problem_response(
-            problem.kind, problem.detail, field=problem.field, headers=problem.headers
+            problem.kind,
+            problem.detail,
+            field=problem.field,
+            headers=problem.headers,
+            extensions=problem.extensions,
         )
     except CoreError as error:
         return problem_response(_core_error_kind(error), error.detail)
@@ -132,6 +138,31 @@ async def ready_gate_middleware(request: web.Request, handler: Handler) -> web.S
             headers={"Retry-After": "1"},
         )
     return await handler(request)
+
+
+@web.middleware
+async def leader_gate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With high availability, only the leader serves /v1 (its reads too: a follower's
+    allocator holds nothing). A follower answers 503 with ``leader_url``, the leader's
+    address, when it knows one."""
+    leadership = request.app[LEADERSHIP]
+    if leadership is None or not request.path.startswith("/v1/") or leadership.is_leader:
+        return await handler(request)
+    leader_url = leadership.leader_url
+    if leader_url is None:
+        raise ProblemError(
+            NOT_LEADER,
+            "This daemon is a standby and no leader is known yet (an election is under "
+            "way). Retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+    raise ProblemError(
+        NOT_LEADER,
+        f"This daemon is a standby; the leader answers at {leader_url}: send the request "
+        "there (leader_url).",
+        headers={"Retry-After": "1"},
+        extensions={"leader_url": leader_url},
+    )
 
 
 def _core_error_kind(error: CoreError) -> ProblemKind:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rmd.api import serialize
-from rmd.api.keys import ENGINE, FLINK_STATUS, OPENAPI_DOCUMENT
+from rmd.api.keys import ENGINE, FLINK_STATUS, LEADERSHIP, OPENAPI_DOCUMENT
 from rmd.api.problems import NOT_READY, ProblemError
 from rmd.api.responses import json_ok
 
@@ -34,6 +34,11 @@ async def readyz(request: web.Request) -> web.Response:
         # Ready even while Flink cannot be read: the TaskManagers still need rmd (and the
         # last demand is kept); the detail says what rmd does meanwhile.
         body["flink"] = flink_status().as_json()
+    leadership = request.app[LEADERSHIP]
+    if leadership is not None:
+        # A standby is ready too (warm, and it sends clients to the leader): a Deployment's
+        # rolling update waits for new pods to be ready, and a new pod starts as a standby.
+        body["leader"] = {"is_leader": leadership.is_leader, "leader_url": leadership.leader_url}
     return json_ok(body)
 
 

@@ -15,7 +15,7 @@ from typing import Protocol, TypeAlias
 from rmd.core.allocator import Allocator
 from rmd.core.model import Action
 
-__all__ = ["Engine", "StateStored"]
+__all__ = ["Engine", "Leadership", "StateStored"]
 
 # Waits until the state as it is now (demand, assignments) is stored in the API server, so
 # it survives a restart; False when that could not be done in time (API server unreachable).
@@ -45,4 +45,16 @@ class Engine(Protocol):
     @property
     def ready(self) -> bool:
         """True once the pod watch has synced and the daemon serves requests."""
+        ...
+
+
+class Leadership(Protocol):
+    """With high availability: whether this daemon leads, and where the leader answers."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def leader_url(self) -> str | None:
+        """The leader's base URL (``http://<pod IP>:<port>``); None when none is known."""
         ...

@@ -8,7 +8,8 @@ Status codes, chosen once for the whole API:
   bounds, an ``address`` that is not ``host:port``, an id with forbidden characters,
   ``wait`` beyond the maximum.
 * 401 missing/wrong bearer token, 403 registration refused, 404 unknown route/job/TaskManager,
-  405 method not allowed, 413 body over 64 KiB, 500 internal error, 503 not ready.
+  405 method not allowed, 413 body over 64 KiB, 500 internal error, 503 not ready (or, with
+  high availability, not the leader: the answer's ``leader_url`` says where the leader is).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "INTERNAL_ERROR",
     "INVALID_VALUE",
     "MALFORMED_REQUEST",
+    "NOT_LEADER",
     "NOT_READY",
     "PROBLEM_CONTENT_TYPE",
     "REGISTRATION_REFUSED",
@@ -65,6 +67,7 @@ BODY_TOO_LARGE = _kind("body-too-large", "Request body too large", 413)
 INTERNAL_ERROR = _kind("internal-error", "Internal error", 500)
 NOT_READY = _kind("not-ready", "Not ready", 503)
 NOT_STORED = _kind("not-stored", "Not stored", 503)
+NOT_LEADER = _kind("not-leader", "Not the leader", 503)
 
 
 def http_problem_kind(status: int) -> ProblemKind:
@@ -86,12 +89,14 @@ class ProblemError(Exception):
         *,
         field: str | None = None,
         headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
         self.field = field
         self.headers = dict(headers or {})
+        self.extensions = dict(extensions or {})
 
 
 def problem_response(
@@ -100,8 +105,10 @@ def problem_response(
     *,
     field: str | None = None,
     headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, str] | None = None,
 ) -> web.Response:
-    """A problem+json response; ``field`` (an extension member) names the offending input."""
+    """A problem+json response; ``field`` (an extension member) names the offending input,
+    ``extensions`` are further members (``leader_url``)."""
     body: dict[str, object] = {
         "type": kind.type_uri,
         "title": kind.title,
@@ -110,6 +117,7 @@ def problem_response(
     }
     if field is not None:
         body["field"] = field
+    body.update(extensions or {})
     return web.Response(
         status=kind.status,
         text=json.dumps(body),

@@ -10,8 +10,10 @@
 
 Every call has a timeout. A ``503`` (the daemon recovering its TaskManagers after a start)
 is retried, waiting its ``Retry-After`` plus jitter, at most ``max_attempts`` times in all;
-so is a connection error on the idempotent GET and PUT. Error answers raise the typed
-exceptions of :mod:`rmd.client.errors`.
+so is a connection error on the idempotent GET and PUT. A 503 from a standby daemon that
+names the leader (``leader_url``, high availability) sends the call there at once, and the
+next calls too, until the leader cannot be reached — then ``base_url`` (the Service) again.
+Error answers raise the typed exceptions of :mod:`rmd.client.errors`.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class RmdClient:
         if token is not None and not token.strip():
             raise ValueError("token is empty: give the bearer token or None")
         self._base_url = base_url.rstrip("/")
+        self._target = self._base_url  # the leader's address once a standby named it
         self._headers = {"Authorization": f"Bearer {token.strip()}"} if token else {}
         self._session = session
         self._own_session = session is None
@@ -159,11 +162,17 @@ class RmdClient:
             except NotReady as problem:
                 if last:
                     raise
+                if problem.leader_url is not None and problem.leader_url != self._target:
+                    self._target = problem.leader_url  # a standby named the leader: go now
+                    continue
                 await self._sleep(self._retry_wait(attempt, problem.retry_after))
             except RmdUnreachable:
+                followed = self._target != self._base_url
+                self._target = self._base_url  # the leader is gone: ask the Service again
                 if last or not retry_connection_errors:
                     raise
-                await self._sleep(self._retry_wait(attempt, None))
+                if not followed:
+                    await self._sleep(self._retry_wait(attempt, None))
 
     async def _once(
         self,
@@ -178,7 +187,7 @@ class RmdClient:
         try:
             async with self._client().request(
                 method,
-                self._base_url + path,
+                self._target + path,
                 json=json_body,
                 params=query,
                 headers=self._headers,
@@ -206,6 +215,11 @@ class RmdClient:
             text=text,
             retry_after=retry_after,
         )
+
+    @property
+    def target_url(self) -> str:
+        """Where calls go now: ``base_url``, or the leader a standby named."""
+        return self._target
 
     def _retry_wait(self, attempt: int, retry_after: float | None) -> float:
         """The server's Retry-After (else exponential from 0.5 s), capped, plus up to 25 %

@@ -34,7 +34,8 @@ class UnexpectedAnswer(RmdError):
 
 class RmdProblem(RmdError):
     """An error answer (``application/problem+json``): its ``type``, ``title``, ``status``,
-    ``detail`` (what to fix) and, when the daemon names it, the offending ``field``."""
+    ``detail`` (what to fix) and, when the daemon names it, the offending ``field``;
+    ``leader_url``: a standby daemon's pointer to the leader (high availability)."""
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class RmdProblem(RmdError):
         detail: str,
         field: str | None = None,
         retry_after: float | None = None,
+        leader_url: str | None = None,
     ) -> None:
         super().__init__(f"{status} {title}: {detail}")
         self.type = type
@@ -53,6 +55,7 @@ class RmdProblem(RmdError):
         self.detail = detail
         self.field = field
         self.retry_after = retry_after
+        self.leader_url = leader_url
 
     @classmethod
     def from_answer(
@@ -65,6 +68,7 @@ class RmdProblem(RmdError):
         detail = document.get("detail")
         problem_type = document.get("type")
         field = document.get("field")
+        leader_url = document.get("leader_url")
         return kind(
             type=problem_type if isinstance(problem_type, str) else "about:blank",
             title=title if isinstance(title, str) else f"HTTP {status}",
@@ -72,6 +76,9 @@ class RmdProblem(RmdError):
             detail=detail if isinstance(detail, str) else (" ".join(text.split())[:300] or "-"),
             field=field if isinstance(field, str) else None,
             retry_after=retry_after,
+            leader_url=leader_url.rstrip("/")
+            if isinstance(leader_url, str) and leader_url
+            else None,
         )
 
 
@@ -96,7 +103,8 @@ class InvalidValue(RmdProblem):
 
 
 class NotReady(RmdProblem):
-    """503 after the retries: the daemon is still recovering its TaskManagers."""
+    """503 after the retries: the daemon is still recovering its TaskManagers, or (with
+    ``leader_url``) it is a standby and no leader could be reached."""
 
 
 class ServerError(RmdProblem):

@@ -102,3 +102,21 @@ def flink_rest_url(raw: str) -> str | None:
     except ValueError:
         raise ValueError(f"'{value}' has an invalid port; expected e.g. '{example}'") from None
     return value.rstrip("/")
+
+
+KUBERNETES_HA_FACTORY = "org.apache.flink.kubernetes.highavailability.KubernetesHaServicesFactory"
+HA_TYPES = ("NONE", "KUBERNETES", "ZOOKEEPER")
+
+
+def high_availability_type(raw: str) -> str:
+    """``high-availability.type``: Flink's ``NONE``, ``KUBERNETES`` or ``ZOOKEEPER`` (any case),
+    or the Kubernetes factory's class name (= ``KUBERNETES``); returned upper-case."""
+    value = raw.strip()
+    if value == KUBERNETES_HA_FACTORY:
+        return "KUBERNETES"
+    if value.upper() in HA_TYPES:
+        return value.upper()
+    raise ValueError(
+        f"'{value}' is no high-availability type rmd knows; expected NONE, KUBERNETES (or "
+        f"{KUBERNETES_HA_FACTORY}) or ZOOKEEPER"
+    )

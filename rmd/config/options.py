@@ -171,6 +171,36 @@ FLINK_REQUEST_TIMEOUT = ConfigOption(
     meaning="timeout of one request to Flink's REST API",
 )
 
+# ---------------------------------------------------------------------------- high availability
+
+HA_TYPE = ConfigOption(
+    key="high-availability.type",
+    deprecated_keys=("high-availability", "recovery.mode"),
+    parse=daemon.high_availability_type,
+    default="NONE",
+    meaning="`KUBERNETES` (or Flink's `KubernetesHaServicesFactory` class name): standby "
+    "daemons, one leader elected through the Lease `<cluster-id>-rmd-leader`; `NONE`: one daemon",
+)
+LEASE_DURATION = ConfigOption(
+    key="high-availability.kubernetes.leader-election.lease-duration",
+    parse=positive_duration,
+    default="15 s",
+    meaning="a follower takes over once the leader has not renewed the Lease for this long",
+)
+RENEW_DEADLINE = ConfigOption(
+    key="high-availability.kubernetes.leader-election.renew-deadline",
+    parse=positive_duration,
+    default="15 s",
+    meaning="a leader that cannot renew for this long stops writing and exits; "
+    "at most the lease duration",
+)
+RETRY_PERIOD = ConfigOption(
+    key="high-availability.kubernetes.leader-election.retry-period",
+    parse=positive_duration,
+    default="5 s",
+    meaning="the leader renews and the followers try to acquire this often",
+)
+
 # ---------------------------------------------------------------------------- the TaskManager pod
 
 IMAGE = ConfigOption(
@@ -478,6 +508,10 @@ DAEMON_OPTIONS: tuple[OptionKey, ...] = (
     FLINK_REST_URL,
     FLINK_POLL_INTERVAL,
     FLINK_REQUEST_TIMEOUT,
+    HA_TYPE,
+    LEASE_DURATION,
+    RENEW_DEADLINE,
+    RETRY_PERIOD,
 )
 POD_OPTIONS: tuple[OptionKey, ...] = (
     IMAGE,

@@ -74,6 +74,10 @@ class RmdSettings:
     flink_rest_url: str | None = _read_optional(opt.FLINK_REST_URL)  # None: demand only over HTTP
     flink_poll_interval: float = _read(opt.FLINK_POLL_INTERVAL)
     flink_request_timeout: float = _read(opt.FLINK_REQUEST_TIMEOUT)
+    high_availability: str = _read(opt.HA_TYPE)  # NONE, KUBERNETES or ZOOKEEPER
+    lease_duration: float = _read(opt.LEASE_DURATION)
+    renew_deadline: float = _read(opt.RENEW_DEADLINE)
+    retry_period: float = _read(opt.RETRY_PERIOD)
 
     def __post_init__(self) -> None:
         # Derived defaults, so that RmdSettings(cluster_id="x") in code means what the same
@@ -107,6 +111,7 @@ class RmdSettings:
                 f"'{format_duration(interval)}' is longer than {opt.HEARTBEAT_TIMEOUT.key} "
                 f"'{format_duration(timeout)}'; expected an interval <= the timeout",
             )
+        _check_high_availability(conf, read)
         return cls(
             **read,
             cluster_id=cluster_id,
@@ -118,6 +123,12 @@ class RmdSettings:
                 rest_port=read["rest_port"],
             ),
         )
+
+    @property
+    def leader_election(self) -> bool:
+        """Standby daemons: one leader, elected through a Lease (high-availability.type
+        KUBERNETES). Otherwise one daemon, which never touches a Lease."""
+        return self.high_availability == "KUBERNETES"
 
     def describe(self) -> dict[str, str]:
         """Every setting as text in Flink's units (``'30 s'``, ``'1728m'``), for a start-up log."""
@@ -146,6 +157,9 @@ _DURATION_FIELDS = frozenset(
         "api_request_timeout",
         "flink_poll_interval",
         "flink_request_timeout",
+        "lease_duration",
+        "renew_deadline",
+        "retry_period",
     }
 )
 
@@ -178,6 +192,31 @@ def _cluster_id(conf: FlinkConfiguration) -> str:
             key=key,
         )
     return conf.get(opt.CLUSTER_ID)
+
+
+def _check_high_availability(conf: FlinkConfiguration, read: dict[str, Any]) -> None:
+    """Several JobManager replicas need the Lease election (else each would create pods);
+    the timings must leave the leader time to renew before a follower takes over."""
+    replicas = conf.get(opt.JOBMANAGER_REPLICAS)
+    if replicas > 1 and read["high_availability"] != "KUBERNETES":
+        raise conf.invalid(
+            opt.JOBMANAGER_REPLICAS.key,
+            f"'{replicas}' replicas need {opt.HA_TYPE.key}: KUBERNETES (rmd elects one leader "
+            f"through a Lease; it is '{read['high_availability']}'); set it, or use 1 replica",
+        )
+    lease, deadline, period = read["lease_duration"], read["renew_deadline"], read["retry_period"]
+    if deadline > lease:
+        raise conf.invalid(
+            opt.RENEW_DEADLINE.key,
+            f"'{format_duration(deadline)}' is longer than {opt.LEASE_DURATION.key} "
+            f"'{format_duration(lease)}'; expected a renew deadline <= the lease duration",
+        )
+    if period >= deadline:
+        raise conf.invalid(
+            opt.RETRY_PERIOD.key,
+            f"'{format_duration(period)}' is not shorter than {opt.RENEW_DEADLINE.key} "
+            f"'{format_duration(deadline)}'; expected a retry period < the renew deadline",
+        )
 
 
 def _cpu(conf: FlinkConfiguration, *, slots: int) -> float:

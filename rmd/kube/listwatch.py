@@ -154,18 +154,39 @@ def _event(line: bytes) -> WatchEvent:
     return WatchEvent(kind, obj, str(version or ""))
 
 
+async def call_json(
+    api: client.ApiClient, method: str, path: str, *, body: Json | None = None, timeout: Timeout
+) -> Json:
+    """One request whose answer is a JSON object (GET, POST, PUT of one object), as a dict:
+    the object exactly as the API server wrote it (no model round trip). A non-2xx answer
+    raises ``ApiException``."""
+    async with _get(api, path, params=[], timeout=timeout, method=method, body=body) as response:
+        return _json_object(await response.read())
+
+
 @asynccontextmanager
 async def _get(
-    api: client.ApiClient, path: str, *, params: list[tuple[str, str]], timeout: Timeout
+    api: client.ApiClient,
+    path: str,
+    *,
+    params: list[tuple[str, str]],
+    timeout: Timeout,
+    method: str = "GET",
+    body: Json | None = None,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
-    """GET ``path``; raise ``ApiException`` for a non-2xx answer, else yield the response."""
+    """``method`` ``path``; raise ``ApiException`` for a non-2xx answer, else yield the
+    response."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     response = cast(
         aiohttp.ClientResponse,
         await api.call_api(
             path,
-            "GET",
+            method,
             query_params=params,
-            header_params={"Accept": "application/json"},
+            header_params=headers,
+            body=body,
             auth_settings=["BearerToken"],
             _preload_content=False,
             _request_timeout=client_timeout(timeout),
@@ -194,7 +215,7 @@ def _json_object(data: bytes) -> Json:
     except ValueError:
         parsed = None
     if not isinstance(parsed, dict):
-        raise ApiException(status=0, reason="the API server answered a list with a non-object")
+        raise ApiException(status=0, reason="the API server answered with a non-object")
     return parsed
 
 

@@ -39,6 +39,14 @@ def always(settings: RmdSettings) -> bool:
     return True
 
 
+def elects_a_leader(settings: RmdSettings) -> bool:
+    """Standby daemons (high availability): the leader election Lease."""
+    return settings.leader_election
+
+
+_WITH_HA = "high-availability.type: KUBERNETES"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Need:
     """One permission the daemon uses, why, and for which configurations."""
@@ -95,6 +103,17 @@ DAEMON_NEEDS: tuple[Need, ...] = (
     ),
     _need("create", "events", why="Kubernetes Events on TaskManager pods and the Deployment"),
     _need("patch", "events", why="counting a repeated Event (aggregation) instead of a new one"),
+    *(
+        _need(
+            verb,
+            "leases",
+            group="coordination.k8s.io",
+            why=f"{what} the leader election Lease <cluster-id>-rmd-leader",
+            when=elects_a_leader,
+            when_text=_WITH_HA,
+        )
+        for verb, what in (("get", "reading"), ("create", "creating"), ("update", "renewing"))
+    ),
 )
 
 

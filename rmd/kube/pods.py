@@ -33,7 +33,7 @@ from rmd.kube.retry import (
     request_result,
     status_of,
 )
-from rmd.retry import Pacing, RetryPolicy
+from rmd.retry import Abandoned, Pacing, RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +78,18 @@ class PodApiError(Exception):
         )
 
 
+class NotLeaderError(PodApiError):
+    """The daemon is not (or no longer) the leader: the call was not sent."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            "NotLeader",
+            f"{what} not sent: this daemon does not hold the leader Lease (any more)",
+            retriable=True,
+            api_unavailable=True,
+        )
+
+
 class PodCreateError(PodApiError):
     """Creating a pod failed."""
 
@@ -111,7 +123,11 @@ class PodGateway:
         on_api_error: Callable[[int], None] | None = None,
         on_request: RequestObserver | None = None,
         pacing: Pacing | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
+        """``may_write``: asked right before every create or delete attempt (with high
+        availability, "this daemon still holds the leader Lease"); when it says no, the call
+        is not sent and :class:`NotLeaderError` is raised."""
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
         self._api = api
@@ -131,6 +147,7 @@ class PodGateway:
         self._on_api_error = on_api_error
         self._on_request = on_request
         self._pacing = pacing
+        self._may_write = may_write
 
     @property
     def namespace(self) -> str:
@@ -156,8 +173,14 @@ class PodGateway:
         async with self._slots:
             try:
                 created = await self._with_retries(
-                    post, verb="create", what=f"create pod {name}", policy=self._create_retry
+                    post,
+                    verb="create",
+                    what=f"create pod {name}",
+                    policy=self._create_retry,
+                    mutating=True,
                 )
+            except Abandoned as exc:
+                raise NotLeaderError(f"create pod {name}") from exc
             except ApiException as exc:
                 if exc.status == 409:
                     return await self._accept_existing(name, labels=labels, conflict=exc)
@@ -169,8 +192,8 @@ class PodGateway:
 
     async def patch_labels(self, name: str, labels: Mapping[str, str]) -> bool:
         """Merge-patch ``labels`` into the pod's ``metadata.labels``; False when the pod is
-        gone (404). Retried within the create's short limit only (it holds a slot of the
-        gateway meanwhile); the caller retries later itself.
+        gone (404) or this daemon no longer leads. Retried within the create's short limit
+        only (it holds a slot of the gateway meanwhile); the caller retries later itself.
 
         Raises :class:`PodPatchError` otherwise.
         """
@@ -191,8 +214,14 @@ class PodGateway:
         async with self._slots:
             try:
                 await self._with_retries(
-                    send, verb="patch", what=f"label pod {name}", policy=self._create_retry
+                    send,
+                    verb="patch",
+                    what=f"label pod {name}",
+                    policy=self._create_retry,
+                    mutating=True,
                 )
+            except Abandoned:
+                return False  # a deposed leader labels nothing more (it is on its way out)
             except ApiException as exc:
                 if exc.status == 404:
                     return False
@@ -222,7 +251,11 @@ class PodGateway:
 
         async with self._slots:
             try:
-                await self._with_retries(send, verb="delete", what=f"delete pod {name}")
+                await self._with_retries(
+                    send, verb="delete", what=f"delete pod {name}", mutating=True
+                )
+            except Abandoned as exc:
+                raise NotLeaderError(f"delete pod {name}") from exc
             except ApiException as exc:
                 if exc.status == 404:
                     log.debug("pod_already_gone", pod=name, namespace=self._namespace)
@@ -294,7 +327,9 @@ class PodGateway:
         verb: str,
         what: str,
         policy: RetryPolicy | None = None,
+        mutating: bool = False,
     ) -> Any:
+        may_write = self._may_write if mutating else None
         observe = self._on_request
 
         async def timed() -> Any:
@@ -317,6 +352,7 @@ class PodGateway:
             what=what,
             on_error=self._on_api_error,
             pacing=self._pacing,
+            abandon=None if may_write is None else lambda: not may_write(),
         )
 
 

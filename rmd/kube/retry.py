@@ -202,6 +202,7 @@ async def call_with_retries(
     on_error: Callable[[int], None] | None = None,
     pacing: Pacing | None = None,
     expected: frozenset[int] = frozenset(),
+    abandon: Callable[[], bool] | None = None,
 ) -> T:
     """Await ``fn()``; retry transient errors per ``policy``; raise the last error otherwise.
 
@@ -209,6 +210,8 @@ async def call_with_retries(
     for every failed attempt (0 for connection errors and timeouts), retried or not.
     ``expected``: statuses the caller handles as an answer (e.g. 404 on a read of something
     that may not exist yet): raised without a warning.
+    ``abandon()`` is asked before every attempt; when true, :class:`rmd.retry.Abandoned` is
+    raised (a deposed leader sends nothing more).
     """
 
     def report(failure: Failure) -> None:
@@ -247,5 +250,6 @@ async def call_with_retries(
         retriable=is_retriable,
         retry_after=retry_after_seconds,
         on_failure=report,
+        abandon=abandon,
         pacing=pacing,
     )

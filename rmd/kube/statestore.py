@@ -33,7 +33,7 @@ from rmd.kube.retry import (
     is_retriable,
     status_of,
 )
-from rmd.retry import RetryPolicy
+from rmd.retry import Abandoned, RetryPolicy
 
 STATE_KEY = "state.json"
 # One write rides out short blips; the state writer tries again (with the newest state).
@@ -67,8 +67,12 @@ class ConfigMapStateStore:
         timeout: float,
         retry: RetryPolicy = STATE_CALL_RETRY,
         on_api_error: Callable[[int], None] | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
+        """``may_write``: asked before every create or replace (with high availability, "this
+        daemon still holds the leader Lease"); when it says no, nothing is sent."""
         self._core = client.CoreV1Api(api)
+        self._may_write = may_write
         self._namespace = namespace
         self._cluster_id = cluster_id
         self._owner = owner
@@ -106,6 +110,12 @@ class ConfigMapStateStore:
                     return
         except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._error("write", exc) from exc
+        except Abandoned as exc:
+            raise StateStoreError(
+                f"{self.what} not written: this daemon does not hold the leader Lease (any more)",
+                status=0,
+                transient=True,
+            ) from exc
         raise StateStoreError(
             f"cannot write {self.what}: {MAX_CONFLICT_ROUNDS} attempts in a row lost to "
             "concurrent writers (another rmd daemon of this cluster?)",
@@ -145,6 +155,7 @@ class ConfigMapStateStore:
                 ),
                 what=f"create {self.what}",
                 expected=frozenset({409}),
+                mutating=True,
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -170,6 +181,7 @@ class ConfigMapStateStore:
                 ),
                 what=f"replace {self.what}",
                 expected=frozenset({404, 409}),
+                mutating=True,
             )
         except ApiException as exc:
             if exc.status in (404, 409):
@@ -180,12 +192,24 @@ class ConfigMapStateStore:
         return True
 
     async def _call(
-        self, fn: Callable[[], Awaitable[Any]], *, what: str, expected: frozenset[int]
+        self,
+        fn: Callable[[], Awaitable[Any]],
+        *,
+        what: str,
+        expected: frozenset[int],
+        mutating: bool = False,
     ) -> Any:
         """One call, transient errors retried; ``expected`` statuses are answers, not failures
-        (the caller handles them), so they are not logged as failed calls."""
+        (the caller handles them), so they are not logged as failed calls. A ``mutating``
+        call is not sent once ``may_write`` says no (:class:`rmd.retry.Abandoned`)."""
+        may_write = self._may_write if mutating else None
         return await call_with_retries(
-            fn, policy=self._retry, what=what, on_error=self._on_api_error, expected=expected
+            fn,
+            policy=self._retry,
+            what=what,
+            on_error=self._on_api_error,
+            expected=expected,
+            abandon=None if may_write is None else lambda: not may_write(),
         )
 
     def _manifest(self, data: dict[str, str], *, resource_version: str | None) -> dict[str, Any]:

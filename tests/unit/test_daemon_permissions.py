@@ -69,6 +69,12 @@ def test_every_configuration_needs_the_same_permissions_today() -> None:
         # rmd-state-<cluster-id> always; flink-config-<cluster-id> with Flink's TaskManagers.
         assert _verbs_on(needs, "configmaps") == {"get", "create", "update"}
         assert _verbs_on(needs, "events") == {"create", "patch"}
+        assert _verbs_on(needs, "leases") == set()  # no Lease call without HA
+
+
+def test_leases_are_needed_only_with_high_availability() -> None:
+    settings = RmdSettings(cluster_id="c", high_availability="KUBERNETES")
+    assert _verbs_on(needs_for(settings), "leases") == {"get", "create", "update"}
 
 
 def _token(claims: dict[str, str]) -> str:

@@ -52,6 +52,7 @@ def build_engine(
     owner_exists: Callable[[], Awaitable[bool]] | None = None,
     owner_name: str | None = None,
     clock: Clock | None = None,
+    standby: bool = False,
     **settings: Any,
 ) -> tuple[DaemonEngine, FakePodGateway, RmdMetrics]:
     settings.setdefault("slots_per_taskmanager", 2)
@@ -73,6 +74,7 @@ def build_engine(
         pacing=Pacing(uniform=random.Random(7).random),
         owner_exists=owner_exists,
         owner_name=owner_name,
+        standby=standby,
     )
     return engine, gateway, metrics
 
@@ -222,6 +224,38 @@ async def test_ready_only_after_adoption_and_a_synced_watch(make_engine: EngineF
     assert states(engine) == {"c-taskmanager-4-1": TaskManagerState.PENDING}
     assert engine.allocator.attempt == 5
     await engine.close()
+
+
+async def test_a_standby_keeps_a_warm_view_and_decides_nothing_until_it_adopts(
+    make_engine: EngineFactory,
+) -> None:
+    engine, gateway, _ = make_engine(standby=True)
+    engine.set_watch_synced_probe(lambda: True)
+    assert not engine.ready
+    assert engine.warm_view() is None  # no LIST yet: recovery would LIST itself
+    engine.on_snapshot(
+        [PodObservation(f"c-taskmanager-3-{i}", "Running", "n", "1.2.3.4") for i in (1, 2)]
+    )
+    assert engine.ready  # a warm standby is ready (it sends callers to the leader)
+    engine.on_pod_event("ADDED", PodObservation("c-taskmanager-3-3", "Running", "n", "1.2.3.5"))
+    engine.on_pod_event("DELETED", PodObservation("c-taskmanager-3-1", "Running", "n", "1.2.3.4"))
+    assert states(engine) == {}  # nothing adopted, nothing decided while standing by
+    warm = engine.warm_view()
+    assert warm is not None
+    assert sorted(pod.name for pod in warm) == ["c-taskmanager-3-2", "c-taskmanager-3-3"]
+    engine.adopt(warm)  # what the start-up recovery does when this daemon becomes the leader
+    assert not engine.standby
+    assert engine.warm_view() is None
+    assert states(engine) == {
+        "c-taskmanager-3-2": TaskManagerState.PENDING,
+        "c-taskmanager-3-3": TaskManagerState.PENDING,
+    }
+    assert engine.allocator.attempt == 4
+    assert engine.ready
+    engine.on_pod_event("DELETED", PodObservation("c-taskmanager-3-2", "Running", "n", "1.2.3.4"))
+    assert "c-taskmanager-3-2" not in states(engine)  # events reach the allocator now
+    assert gateway.created == []
+    assert gateway.deleted == []
 
 
 @pytest.mark.parametrize("during", ["create"])

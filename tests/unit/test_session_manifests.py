@@ -86,6 +86,7 @@ def test_jobmanager_options_reach_the_pod() -> None:
     plan = _plan(
         {
             "kubernetes.jobmanager.replicas": "2",
+            "high-availability.type": "kubernetes",  # more than one replica needs it
             "kubernetes.jobmanager.cpu.amount": "0.5",
             "kubernetes.jobmanager.cpu.limit-factor": "2",
             "jobmanager.memory.process.size": "1g",
