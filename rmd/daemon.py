@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from rmd.api.access_log import StructlogAccessLogger
 from rmd.api.app import create_app
+from rmd.api.server import ApiRunner
 from rmd.cli_options import add_configuration_arguments
 from rmd.config.files import configuration_directory
 from rmd.config.flinkconf import ConfigError, FlinkConfiguration
@@ -229,7 +230,7 @@ async def serve(
             refuse_v1_until_ready=True,
             flink_status=None if follower is None else follower.status,
         )
-        runner = web.AppRunner(
+        runner = ApiRunner(
             app, access_log_class=StructlogAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
         await runner.setup()

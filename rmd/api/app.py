@@ -10,7 +10,15 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from rmd.api import jobs, operations, taskmanagers
-from rmd.api.keys import AUTH_TOKEN, ENGINE, FLINK_STATUS, MAX_WAIT, METRICS, OPENAPI_DOCUMENT
+from rmd.api.keys import (
+    AUTH_TOKEN,
+    BODY_TIMEOUT,
+    ENGINE,
+    FLINK_STATUS,
+    MAX_WAIT,
+    METRICS,
+    OPENAPI_DOCUMENT,
+)
 from rmd.api.middleware import (
     auth_middleware,
     problem_middleware,
@@ -22,7 +30,10 @@ from rmd.api.validation import MAX_BODY_BYTES
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
 
-__all__ = ["create_app", "openapi_document"]
+__all__ = ["BODY_TIMEOUT_SECONDS", "create_app", "openapi_document"]
+
+# A request body (a small JSON object) must arrive whole within this; else 408.
+BODY_TIMEOUT_SECONDS = 10.0
 
 
 def openapi_document() -> bytes:
@@ -36,6 +47,7 @@ def create_app(
     metrics: RmdMetrics,
     auth_token: str | None = None,
     max_wait: float = 300.0,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     refuse_v1_until_ready: bool = False,
     flink_status: Callable[[], FollowerStatus] | None = None,
 ) -> web.Application:
@@ -43,16 +55,21 @@ def create_app(
 
     ``auth_token``: when set, every path except /metrics, /healthz, /readyz and /openapi.json
     needs ``Authorization: Bearer <auth_token>``. ``max_wait``: the longest long poll
-    (``GET /v1/jobs/{id}?wait=``) in seconds. ``refuse_v1_until_ready``: answer every /v1
-    call (after authentication) with 503 + Retry-After while ``engine.ready`` is false.
+    (``GET /v1/jobs/{id}?wait=``) in seconds. ``body_timeout``: a request body not received
+    whole within this many seconds is answered 408 and its connection closed.
+    ``refuse_v1_until_ready``: answer every /v1 call (after authentication) with 503 +
+    Retry-After while ``engine.ready`` is false.
     ``flink_status``: the Flink follower's status, shown by /readyz. Serve it with
     ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
-    structured access logs.
+    structured access logs, and with :class:`rmd.api.server.ApiRunner` for problem+json on
+    requests aiohttp's parser refuses and for idle connections being closed.
     """
     if auth_token is not None and not auth_token.strip():
         raise ValueError("the bearer token is empty: give a token or None for no authentication")
     if not (math.isfinite(max_wait) and max_wait > 0):
         raise ValueError(f"max_wait must be a positive number of seconds, not {max_wait!r}")
+    if not (math.isfinite(body_timeout) and body_timeout > 0):
+        raise ValueError(f"body_timeout must be a positive number of seconds, not {body_timeout!r}")
     middlewares = [request_id_middleware, problem_middleware, auth_middleware]
     if refuse_v1_until_ready:
         middlewares.append(ready_gate_middleware)
@@ -61,6 +78,7 @@ def create_app(
     app[METRICS] = metrics
     app[AUTH_TOKEN] = None if auth_token is None else auth_token.strip().encode("utf-8")
     app[MAX_WAIT] = float(max_wait)
+    app[BODY_TIMEOUT] = float(body_timeout)
     app[OPENAPI_DOCUMENT] = openapi_document()
     app[FLINK_STATUS] = flink_status
     app.add_routes(jobs.routes)

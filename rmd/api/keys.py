@@ -10,12 +10,22 @@ from rmd.api.ports import Engine
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
 
-__all__ = ["AUTH_TOKEN", "ENGINE", "FLINK_STATUS", "MAX_WAIT", "METRICS", "OPENAPI_DOCUMENT"]
+__all__ = [
+    "AUTH_TOKEN",
+    "BODY_TIMEOUT",
+    "ENGINE",
+    "FLINK_STATUS",
+    "MAX_WAIT",
+    "METRICS",
+    "OPENAPI_DOCUMENT",
+]
 
 ENGINE = web.AppKey("rmd_engine", Engine)
 METRICS = web.AppKey("rmd_metrics", RmdMetrics)
 # The bearer token required on every path but the open ones; None = no authentication.
 AUTH_TOKEN: web.AppKey[bytes | None] = web.AppKey("rmd_auth_token")
+# How long a request body may take to arrive whole, in seconds.
+BODY_TIMEOUT = web.AppKey("rmd_body_timeout", float)
 # The longest ``?wait=`` a client may ask for, in seconds.
 MAX_WAIT = web.AppKey("rmd_max_wait", float)
 # The OpenAPI document as served (bytes of rmd/api/openapi.json).

@@ -8,7 +8,8 @@ Status codes, chosen once for the whole API:
   bounds, an ``address`` that is not ``host:port``, an id with forbidden characters,
   ``wait`` beyond the maximum.
 * 401 missing/wrong bearer token, 403 registration refused, 404 unknown route/job/TaskManager,
-  405 method not allowed, 413 body over 64 KiB, 500 internal error, 503 not ready.
+  405 method not allowed, 408 body not received in time (the connection is closed), 413 body
+  over 64 KiB, 500 internal error, 503 not ready.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "NOT_READY",
     "PROBLEM_CONTENT_TYPE",
     "REGISTRATION_REFUSED",
+    "REQUEST_TIMEOUT",
     "UNAUTHORIZED",
     "UNKNOWN_JOB",
     "UNKNOWN_TASKMANAGER",
@@ -61,6 +63,7 @@ REGISTRATION_REFUSED = _kind("registration-refused", "Registration refused", 403
 UNKNOWN_JOB = _kind("unknown-job", "Unknown job", 404)
 UNKNOWN_TASKMANAGER = _kind("unknown-taskmanager", "Unknown TaskManager", 404)
 CONFLICT = _kind("conflict", "Conflict", 409)
+REQUEST_TIMEOUT = _kind("request-timeout", "Request timeout", 408)
 BODY_TOO_LARGE = _kind("body-too-large", "Request body too large", 413)
 INTERNAL_ERROR = _kind("internal-error", "Internal error", 500)
 NOT_READY = _kind("not-ready", "Not ready", 503)
@@ -100,7 +103,8 @@ def problem_response(
     field: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
-    """A problem+json response; ``field`` (an extension member) names the offending input."""
+    """A problem+json response; ``field`` (an extension member) names the offending input.
+    A 408 closes the connection (RFC 9110: the server gives up on the request)."""
     body: dict[str, object] = {
         "type": kind.type_uri,
         "title": kind.title,
@@ -109,9 +113,12 @@ def problem_response(
     }
     if field is not None:
         body["field"] = field
-    return web.Response(
+    response = web.Response(
         status=kind.status,
         text=json.dumps(body),
         content_type=PROBLEM_CONTENT_TYPE,
         headers=headers,
     )
+    if kind.status == REQUEST_TIMEOUT.status:
+        response.force_close()
+    return response
