@@ -55,6 +55,7 @@ from rmd.kube.pods import PodGateway
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
 from rmd.kube.reflector import ReflectorTimings
 from rmd.kube.watch import PodWatcher
+from rmd.kube.writehealth import WriteHealth
 from rmd.logs import configure_logging
 from rmd.metrics import FlinkMetrics, RmdMetrics
 
@@ -180,12 +181,15 @@ async def serve(
         registry = CollectorRegistry()
         allocator = Allocator(allocator_settings(settings), clock=clock)
         metrics = RmdMetrics(registry=registry, status=allocator.status)
+        write_health = WriteHealth(clock=clock)
+        metrics.follow_write_health(lambda: write_health.unanswered() is not None)
         gateway = PodGateway(
             api,
             namespace=settings.namespace,
             max_parallel=settings.max_parallel_creates,
             request_timeout=settings.api_request_timeout,
             on_api_error=lambda status: metrics.api_error(status=status),
+            write_health=write_health,
         )
 
         def build_pod(*, pod_name: str) -> dict[str, Any]:
@@ -229,6 +233,7 @@ async def serve(
             auth_token=config.auth_token,
             refuse_v1_until_ready=True,
             flink_status=None if follower is None else follower.status,
+            kube_writes=lambda: _unanswered_writes(write_health, clock),
         )
         runner = ApiRunner(
             app, access_log_class=StructlogAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT
@@ -295,6 +300,11 @@ def _flink_follower(
         metrics=FlinkMetrics(registry=registry),
     )
     return session, follower
+
+
+def _unanswered_writes(health: WriteHealth, clock: Clock) -> str | None:
+    unanswered = health.unanswered()
+    return None if unanswered is None else unanswered.detail(now=clock.monotonic())
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

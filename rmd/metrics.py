@@ -266,6 +266,16 @@ class RmdMetrics:
     def watch_restarted(self, *, reason: str) -> None:
         self._watch_restarts.labels(reason=reason).inc()
 
+    def follow_write_health(self, unanswered: Callable[[], bool]) -> None:
+        """``rmd_kubernetes_writes_unanswered``: ``unanswered()`` read at every scrape."""
+        gauge = Gauge(
+            "rmd_kubernetes_writes_unanswered",
+            "1 while the Kubernetes API server leaves pod creates/deletes unanswered (they "
+            "hang or time out: its storage, etcd, may be stuck), else 0.",
+            registry=self.registry,
+        )
+        gauge.set_function(lambda: 1.0 if unanswered() else 0.0)
+
 
 class FlinkMetrics:
     """The Flink follower's metrics; registered only when ``rmd.flink.rest-url`` is set."""

@@ -15,6 +15,7 @@ from rmd.api.keys import (
     BODY_TIMEOUT,
     ENGINE,
     FLINK_STATUS,
+    KUBE_WRITES,
     MAX_WAIT,
     METRICS,
     OPENAPI_DOCUMENT,
@@ -50,6 +51,7 @@ def create_app(
     body_timeout: float = BODY_TIMEOUT_SECONDS,
     refuse_v1_until_ready: bool = False,
     flink_status: Callable[[], FollowerStatus] | None = None,
+    kube_writes: Callable[[], str | None] | None = None,
 ) -> web.Application:
     """The daemon's HTTP application.
 
@@ -59,8 +61,9 @@ def create_app(
     whole within this many seconds is answered 408 and its connection closed.
     ``refuse_v1_until_ready``: answer every /v1 call (after authentication) with 503 +
     Retry-After while ``engine.ready`` is false.
-    ``flink_status``: the Flink follower's status, shown by /readyz. Serve it with
-    ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
+    ``flink_status``: the Flink follower's status, shown by /readyz; ``kube_writes``: why
+    the API server leaves pod writes unanswered (None: it answers them), shown by /readyz.
+    Serve it with ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
     structured access logs, and with :class:`rmd.api.server.ApiRunner` for problem+json on
     requests aiohttp's parser refuses and for idle connections being closed.
     """
@@ -81,6 +84,7 @@ def create_app(
     app[BODY_TIMEOUT] = float(body_timeout)
     app[OPENAPI_DOCUMENT] = openapi_document()
     app[FLINK_STATUS] = flink_status
+    app[KUBE_WRITES] = kube_writes
     app.add_routes(jobs.routes)
     app.add_routes(taskmanagers.routes)
     app.add_routes(operations.routes)

@@ -15,6 +15,7 @@ __all__ = [
     "BODY_TIMEOUT",
     "ENGINE",
     "FLINK_STATUS",
+    "KUBE_WRITES",
     "MAX_WAIT",
     "METRICS",
     "OPENAPI_DOCUMENT",
@@ -30,5 +31,7 @@ BODY_TIMEOUT = web.AppKey("rmd_body_timeout", float)
 MAX_WAIT = web.AppKey("rmd_max_wait", float)
 # The OpenAPI document as served (bytes of rmd/api/openapi.json).
 OPENAPI_DOCUMENT = web.AppKey("rmd_openapi_document", bytes)
+# Why pod writes go unanswered (a sentence), or None while the API server answers them.
+KUBE_WRITES: web.AppKey[Callable[[], str | None] | None] = web.AppKey("rmd_kube_writes")
 # How the Flink follower does (rmd.flink.rest-url), shown by /readyz; None = not following.
 FLINK_STATUS: web.AppKey[Callable[[], FollowerStatus] | None] = web.AppKey("rmd_flink_status")

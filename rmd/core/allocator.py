@@ -288,6 +288,7 @@ class Allocator:
             clock=self._clock,
             orphans_deleting=self._pods.orphans_deleting,
             recent_create_failure=self._pods.recent_create_failure(),
+            create_unanswered_after=self._settings.create_unanswered_after,
         )
 
     # ================================================================== decisions

@@ -46,8 +46,18 @@ def create_failure_reason(problem: ProblemView) -> str:
 
 def api_unreachable_reason(*, waiting: int, error: ProblemView, retry_in: float) -> str:
     creates = "create waits" if waiting == 1 else "creates wait"
+    trouble = "does not answer in time" if error.reason == "Timeout" else "cannot be reached"
     return (
-        f"the Kubernetes API server cannot be reached ({error.reason}: {error.message}): "
+        f"the Kubernetes API server {trouble} ({error.reason}: {error.message}): "
         f"{waiting} TaskManager pod {creates} to be sent again, the next in {retry_in:.1f} s; "
         f"this is not the pods' fault: check the API server and the network to it"
+    )
+
+
+def creates_unanswered_reason(*, waiting: int, seconds: float) -> str:
+    creates = "create has" if waiting == 1 else "creates have"
+    return (
+        f"{waiting} TaskManager pod {creates} had no answer from the Kubernetes API server "
+        f"for {seconds:.0f} s: it accepts requests but does not complete writes (check its "
+        f"storage, etcd, and its log); this is not the pods' fault"
     )

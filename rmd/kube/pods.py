@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Self, cast
 
@@ -31,6 +31,7 @@ from rmd.kube.retry import (
     is_retriable,
     status_of,
 )
+from rmd.kube.writehealth import WriteHealth
 from rmd.retry import Pacing, RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -104,6 +105,7 @@ class PodGateway:
         create_max_elapsed: float = KUBE_CREATE_MAX_ELAPSED,
         on_api_error: Callable[[int], None] | None = None,
         pacing: Pacing | None = None,
+        write_health: WriteHealth | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -123,6 +125,7 @@ class PodGateway:
         )
         self._on_api_error = on_api_error
         self._pacing = pacing
+        self._write_health = write_health
 
     @property
     def namespace(self) -> str:
@@ -141,8 +144,10 @@ class PodGateway:
         labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
 
         async def post() -> None:
-            await self._core.create_namespaced_pod(
-                self._namespace, cast(V1Pod, body), _request_timeout=self._request_timeout
+            await self._observed_write(
+                self._core.create_namespaced_pod(
+                    self._namespace, cast(V1Pod, body), _request_timeout=self._request_timeout
+                )
             )
 
         async with self._slots:
@@ -165,16 +170,17 @@ class PodGateway:
 
         async def send() -> None:
             if grace_period_seconds is None:
-                await self._core.delete_namespaced_pod(
+                call = self._core.delete_namespaced_pod(
                     name, self._namespace, _request_timeout=self._request_timeout
                 )
             else:
-                await self._core.delete_namespaced_pod(
+                call = self._core.delete_namespaced_pod(
                     name,
                     self._namespace,
                     grace_period_seconds=grace_period_seconds,
                     _request_timeout=self._request_timeout,
                 )
+            await self._observed_write(call)
 
         async with self._slots:
             try:
@@ -187,6 +193,26 @@ class PodGateway:
             except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
                 raise PodDeleteError.from_exception(exc) from exc
         log.debug("pod_deleted", pod=name, namespace=self._namespace)
+
+    async def _observed_write(self, call: Awaitable[object]) -> None:
+        """Await one write attempt, telling the write health how it ended."""
+        health = self._write_health
+        if health is None:
+            await call
+            return
+        token = health.sent()
+        try:
+            await call
+        except ApiException:
+            health.answered(token)
+            raise
+        except TimeoutError:
+            health.timed_out(token)
+            raise
+        except BaseException:
+            health.failed(token)
+            raise
+        health.answered(token)
 
     async def list(self, *, label_selector: str) -> tuple[list[Json], str]:
         """All pods matching ``label_selector`` (raw JSON) and the list's resourceVersion.

@@ -208,6 +208,29 @@ async def test_readyz_follows_the_engine(
     assert ready.status == 200
 
 
+async def test_readyz_stays_ready_and_says_when_pod_writes_go_unanswered(
+    aiohttp_client: ClientFactory, engine: InMemoryEngine
+) -> None:
+    unanswered: list[str] = []
+    app = create_app(
+        engine=engine,
+        metrics=make_metrics(engine),
+        kube_writes=lambda: unanswered[0] if unanswered else None,
+    )
+    client = await aiohttp_client(app)
+
+    answered = await (await client.get("/readyz")).json()
+    unanswered.append("the Kubernetes API server has not answered pod creates/deletes for 12 s")
+    hanging = await client.get("/readyz")
+
+    assert "kubernetes_writes" not in answered
+    assert hanging.status == 200
+    assert (await hanging.json())["kubernetes_writes"] == {
+        "answered": False,
+        "detail": unanswered[0],
+    }
+
+
 async def test_healthz_is_200_even_when_not_ready(
     client: TestClient[Any, Any], engine: InMemoryEngine
 ) -> None:
