@@ -65,6 +65,16 @@ class PodApiError(Exception):
         self.status = status
         self.api_unavailable = api_unavailable
 
+    @property
+    def pod_not_judged(self) -> bool:
+        """Nothing was learnt about the pod: the API server was unavailable, or it refused
+        the daemon (401 credentials, 403 RBAC or an exhausted ResourceQuota) — a person
+        fixes that, the pod is not at fault. The same create is sent again with backoff
+        meanwhile (1 s growing to 10 s: no hot loop), never counted as a start failure, so
+        creates resume within seconds of the fix instead of after the start-failure
+        limiter's minute."""
+        return self.api_unavailable or self.status in (401, 403)
+
     @classmethod
     def from_exception(cls, exc: BaseException) -> Self:
         transient = is_retriable(exc)

@@ -140,24 +140,36 @@ class PodCensus:
     left_at: dict[str, float] = field(default_factory=dict)  # when a pod stopped being alive
     violations: list[str] = field(default_factory=list)
     limit: Callable[[], int] | None = None
+    blind: int = 0  # times the census lost the API server and had to list again
+
+    def check(self, _now: float) -> None:
+        """Record the most pods alive, and a violation when they exceed ``limit()``."""
+        self.max_alive = max(self.max_alive, len(self.alive))
+        if self.limit is not None and len(self.alive) > self.limit():
+            self.violations.append(
+                f"{len(self.alive)} pods alive > limit {self.limit()}: {sorted(self.alive)}"
+            )
 
 
 async def _census(api: client.ApiClient, namespace: str, selector: str, census: PodCensus) -> None:
+    """List, then watch from the list's resourceVersion; relist after a 410 and, when the API
+    server cannot be reached (a fault under test), once it answers again."""
     core = client.CoreV1Api(api)
     loop = asyncio.get_running_loop()
     rv: str | None = None
     while True:
-        if rv is None:
-            listed = await core.list_namespaced_pod(
-                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
-            )
-            rv = listed.metadata.resource_version
-            census.alive = {
-                p.metadata.name for p in listed.items if not p.metadata.deletion_timestamp
-            }
-            census.seen |= census.alive
-        async with watch.Watch() as w:
-            try:
+        try:
+            if rv is None:
+                listed = await core.list_namespaced_pod(
+                    namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+                )
+                rv = listed.metadata.resource_version
+                census.alive = {
+                    p.metadata.name for p in listed.items if not p.metadata.deletion_timestamp
+                }
+                census.seen |= census.alive
+                census.check(loop.time())
+            async with watch.Watch() as w:
                 async for event in w.stream(
                     core.list_namespaced_pod,
                     namespace,
@@ -176,17 +188,17 @@ async def _census(api: client.ApiClient, namespace: str, selector: str, census: 
                         census.left_at.setdefault(name, loop.time())
                     else:
                         census.alive.add(name)
-                    census.max_alive = max(census.max_alive, len(census.alive))
-                    if census.limit is not None and len(census.alive) > census.limit():
-                        census.violations.append(
-                            f"{len(census.alive)} pods alive > limit {census.limit()}: "
-                            f"{sorted(census.alive)}"
-                        )
-            except client.ApiException as exc:
-                if exc.status == 410:
-                    rv = None
-                    continue
-                raise
+                    census.check(loop.time())
+        except client.ApiException as exc:
+            if exc.status != 410:
+                census.blind += 1
+                await asyncio.sleep(0.5)
+            rv = None
+        except (aiohttp.ClientError, TimeoutError, ConnectionError, ValueError):
+            # The API server is down (the fault under test): look again once it answers.
+            census.blind += 1
+            rv = None
+            await asyncio.sleep(0.5)
 
 
 @contextlib.asynccontextmanager

@@ -219,3 +219,19 @@ def test_a_create_left_unanswered_is_named_in_the_jobs_reason() -> None:
     h.allocator.create_succeeded(name)
     assert "no answer" not in (h.allocator.job_view("j1").unfulfilled_reason or "")
     assert h.allocator.status().extra["creates_unanswered"] == 0
+
+
+def test_a_create_refused_by_the_quota_waits_with_a_reason_naming_the_quota() -> None:
+    h = Harness()
+    (name,) = created(h.allocator.declare("j1", 4))
+    actions = h.allocator.create_failed(
+        name,
+        reason="QuotaExceeded",
+        message="exceeded quota: pods, requested: pods=1, used: pods=2, limited: pods=2",
+        api_unavailable=True,  # as the driver passes PodApiError.pod_not_judged
+    )
+    assert of_type(actions, StartFailure) == []
+    reason = h.allocator.job_view("j1").unfulfilled_reason or ""
+    assert reason.startswith("a ResourceQuota of the namespace refuses TaskManager pods")
+    assert "raise the quota" in reason
+    assert "cannot be reached" not in reason
