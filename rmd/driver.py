@@ -116,6 +116,10 @@ class DaemonEngine:
     def ready(self) -> bool:
         return self._adopted and self._watch_synced()
 
+    @property
+    def adopted(self) -> bool:
+        return self._adopted
+
     def set_watch_synced_probe(self, probe: Callable[[], bool]) -> None:
         self._watch_synced = probe
 

@@ -60,7 +60,7 @@ def create_app(
     (``GET /v1/jobs/{id}?wait=``) in seconds. ``body_timeout``: a request body not received
     whole within this many seconds is answered 408 and its connection closed.
     ``refuse_v1_until_ready``: answer every /v1 call (after authentication) with 503 +
-    Retry-After while ``engine.ready`` is false.
+    Retry-After until ``engine.adopted`` (the first pod list adopted).
     ``flink_status``: the Flink follower's status, shown by /readyz; ``kube_writes``: why
     the API server leaves pod writes unanswered (None: it answers them), shown by /readyz.
     Serve it with ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for

@@ -122,9 +122,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def ready_gate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Until the engine is ready (pods listed and adopted), /v1 answers 503 with Retry-After,
-    so no declaration or registration races the start-up recovery."""
-    if request.path.startswith("/v1/") and not request.app[ENGINE].ready:
+    """Until the first pod list is adopted, /v1 answers 503 with Retry-After, so no
+    declaration or registration races the start-up recovery. Only then: a watch that loses
+    the API server later (an outage, a restart) must not stop heartbeats — agents refused
+    for a heartbeat timeout would be lost."""
+    if request.path.startswith("/v1/") and not request.app[ENGINE].adopted:
         raise ProblemError(
             NOT_READY,
             "The daemon is starting: it has not finished listing its TaskManager pods yet. "

@@ -42,3 +42,10 @@ class Engine(Protocol):
     def ready(self) -> bool:
         """True once the pod watch has synced and the daemon serves requests."""
         ...
+
+    @property
+    def adopted(self) -> bool:
+        """True once the first pod list has been adopted (start-up recovery is over); stays
+        true while the watch reconnects later, so /v1 — heartbeats above all — is served
+        through an API server outage."""
+        ...

@@ -9,6 +9,7 @@ connection), that
 - pods alive never exceeded the demand (+ redundant TaskManagers: none here);
 - at the end pods == the demand, every one registered with the daemon, every job fulfilled,
   no pod the daemon does not know of (nothing leaked), and the daemon process still runs;
+- no TaskManager was lost (none of these faults touches one: a job keeps its slots);
 
 and records how long the cluster took to converge after the fault ended. With
 ``RMD_RELIABILITY_RESULTS=<file>`` each row is appended to that file as one JSON line, from
@@ -63,6 +64,7 @@ class MatrixRow:
     demand_pods: int
     most_pods: int
     pods_leaked: int
+    taskmanagers_lost: int
     invariants_held: bool
     profile: str = PROFILE
 
@@ -147,6 +149,7 @@ class Workload:
     ) -> MatrixRow:
         """The row of this fault, after the end state held; asserts the invariants."""
         leaked = await self.leaked()
+        lost = int(await self.daemon.metric("rmd_taskmanagers_lost_total"))
         row = MatrixRow(
             fault=fault,
             what_happened=what_happened,
@@ -155,11 +158,13 @@ class Workload:
             demand_pods=self.demand_pods,
             most_pods=self.census.max_alive,
             pods_leaked=leaked,
-            invariants_held=not self.census.violations and leaked == 0,
+            taskmanagers_lost=lost,
+            invariants_held=not self.census.violations and leaked == 0 and lost == 0,
         )
         record(row)
         assert self.census.violations == [], self.census.violations
         assert leaked == 0
+        assert lost == 0, "no fault here kills a TaskManager: none may be lost"
         return row
 
 

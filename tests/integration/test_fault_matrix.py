@@ -21,11 +21,12 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
-from rmd_dev.cluster import ControlPlane, port_is_free, write_kubeconfig
+from rmd_dev.cluster import port_is_free, write_kubeconfig
 from tests.conftest import (
     REQUEST_TIMEOUT,
     SHIPPED_RBAC,
     DevClusterInfo,
+    _devcluster,
     apply_shipped_rbac,
     create_pod_quota,
     manifest,
@@ -73,7 +74,6 @@ async def job_reason(daemon: RunningDaemon, job_id: str) -> str:
 
 async def test_kube_apiserver_restart(fault_cluster: DevClusterInfo) -> None:
     down = fault_seconds(ci=10.0, full=30.0)
-    plane = ControlPlane(fault_cluster.dir)
     port = int(fault_cluster.server.rsplit(":", 1)[1])
     async with (
         cluster_namespace(fault_cluster) as (api, namespace),
@@ -85,7 +85,14 @@ async def test_kube_apiserver_restart(fault_cluster: DevClusterInfo) -> None:
         workload = Workload(daemon, census, dict(STEADY))
         await workload.start()
         restart = asyncio.create_task(
-            asyncio.to_thread(plane.restart, "kube-apiserver", down_for=down)
+            asyncio.to_thread(
+                _devcluster,
+                "restart",
+                "--dir",
+                str(fault_cluster.dir),
+                "kube-apiserver",
+                f"--down-for={down}",
+            )
         )
         await eventually_true(lambda: port_is_free(port), what="kube-apiserver to stop")
         await workload.declare("job-b", RAISED)
@@ -97,7 +104,8 @@ async def test_kube_apiserver_restart(fault_cluster: DevClusterInfo) -> None:
             return "API server" in reason
 
         await eventually(told, timeout=down, what="the job's reason to name the API server")
-        await restart
+        restarted = await restart
+        assert restarted.returncode == 0, restarted.stderr
         converge = await workload.converged()
         await workload.row(
             fault=f"kube-apiserver stopped {down:g} s and restarted",

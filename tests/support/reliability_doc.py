@@ -26,6 +26,7 @@ COLUMNS = (
     ("demand_pods", "pods demanded"),
     ("most_pods", "most pods alive"),
     ("pods_leaked", "pods leaked"),
+    ("taskmanagers_lost", "TaskManagers lost"),
     ("invariants_held", "invariants held"),
 )
 
@@ -51,7 +52,8 @@ def render(rows: Iterable[dict[str, Any]]) -> str:
         "(a third TaskManager must come through it). An independent pod watcher (its own "
         "watch and connection) checks that pods never exceed the demand; after the fault, "
         "the cluster must converge to exactly the demand — every pod registered, every job "
-        "fulfilled, no pod the daemon does not know, the daemon still running. "
+        "fulfilled, no pod the daemon does not know, the daemon still running — and no "
+        "TaskManager may have been lost. "
         "*Converged* counts from the end of the fault.",
         "",
         f"Reproduce: `{COMMAND}` (profile `full`; `make test` runs the short `ci` profile). "

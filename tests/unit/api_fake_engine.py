@@ -37,6 +37,7 @@ class InMemoryEngine:
         self._started: set[str] = set()
         self.applied: list[Action] = []
         self.ready = ready
+        self.adopted = ready  # the first pod list adopted; stays so when the watch drops
 
     @property
     def allocator(self) -> Allocator:

@@ -278,10 +278,10 @@ async def test_metrics_negotiate_openmetrics(client: TestClient[Any, Any]) -> No
     assert (await response.text()).endswith("# EOF\n")
 
 
-async def test_ready_gate_refuses_v1_until_ready(
+async def test_ready_gate_refuses_v1_until_the_first_pod_list_is_adopted(
     aiohttp_client: ClientFactory, engine: InMemoryEngine
 ) -> None:
-    engine.ready = False
+    engine.ready = engine.adopted = False
     app = create_app(
         engine=engine, metrics=make_metrics(engine), auth_token=TOKEN, refuse_v1_until_ready=True
     )
@@ -292,7 +292,7 @@ async def test_ready_gate_refuses_v1_until_ready(
         "/v1/jobs/j1/requirements", json={"slots": 1}, headers=bearer(TOKEN)
     )
     health = await client.get("/healthz")
-    engine.ready = True
+    engine.ready = engine.adopted = True
     started = await client.put("/v1/jobs/j1/requirements", json={"slots": 1}, headers=bearer(TOKEN))
 
     assert unauthenticated.status == 401  # authentication comes first
@@ -303,6 +303,27 @@ async def test_ready_gate_refuses_v1_until_ready(
     assert health.status == 200
     assert started.status == 200
     assert [job.job_id for job in engine.allocator.job_views()] == ["j1"]
+
+
+async def test_the_gate_stays_open_when_the_watch_loses_the_api_server_later(
+    aiohttp_client: ClientFactory, engine: InMemoryEngine
+) -> None:
+    """An API server outage after start-up unsyncs the watch (/readyz 503) but must not
+    refuse heartbeats: agents refused past the heartbeat timeout would be lost (seen in the
+    fault matrix's kube-apiserver restart: every TaskManager lost after 10 s of 503s)."""
+    app = create_app(engine=engine, metrics=make_metrics(engine), refuse_v1_until_ready=True)
+    client = await aiohttp_client(app)
+    await client.put("/v1/jobs/j1/requirements", json={"slots": 1})
+    [pod] = engine.start_requested_pods()
+    registration = {"taskmanager_id": pod, "address": "10.0.0.7:6122", "slots": 1}
+    assert (await client.post("/v1/taskmanagers", json=registration)).status == 200
+    engine.ready = False  # the watch lost the API server; adopted stays true
+
+    heartbeat = await client.put(f"/v1/taskmanagers/{pod}/heartbeat", json={})
+    readyz = await client.get("/readyz")
+
+    assert heartbeat.status == 200
+    assert readyz.status == 503
 
 
 async def test_without_the_gate_v1_serves_while_not_ready(
