@@ -41,7 +41,7 @@ from tests.conftest import (
     manifest,
     wait_for_service_account,
 )
-from tests.integration.daemon_harness import PodCensus, RunningDaemon
+from tests.integration.daemon_harness import PodCensus, RunningDaemon, pod_census, running_daemon
 from tests.support.waiting import eventually
 
 SLOTS_PER_TASKMANAGER = 4  # the harness' taskmanager.numberOfTaskSlots
@@ -197,3 +197,45 @@ async def cluster_namespace(info: DevClusterInfo) -> AsyncIterator[tuple[client.
         )
         await wait_for_service_account(core, namespace=name)
         yield api, name
+
+
+STEADY = {"job-a": 4, "job-b": 4}  # two TaskManagers of 4 slots
+
+
+@contextlib.asynccontextmanager
+async def steady_workload(
+    *,
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    kubeconfig: Path | None = None,
+) -> AsyncIterator[Workload]:
+    """The ``rmd daemon`` process (as ``kubeconfig``'s identity, default admin) with the
+    steady workload running and converged, watched by a census of its own."""
+    async with (
+        running_daemon(
+            dev_cluster=dev_cluster,
+            kube_api=kube_api,
+            namespace=namespace,
+            kubeconfig=kubeconfig,
+            as_process=True,
+        ) as daemon,
+        pod_census(kube_api, namespace=namespace, cluster_id=daemon.cluster_id) as census,
+    ):
+        workload = Workload(daemon, census, dict(STEADY))
+        await workload.start()
+        yield workload
+
+
+@contextlib.asynccontextmanager
+async def steady_workload_on(
+    cluster: DevClusterInfo, *, kubeconfig: Path | None = None
+) -> AsyncIterator[Workload]:
+    """:func:`steady_workload` in a fresh namespace of a dedicated cluster."""
+    async with (
+        cluster_namespace(cluster) as (api, namespace),
+        steady_workload(
+            dev_cluster=cluster, kube_api=api, namespace=namespace, kubeconfig=kubeconfig
+        ) as workload,
+    ):
+        yield workload

@@ -32,19 +32,18 @@ from tests.conftest import (
     manifest,
     service_account_kubeconfig,
 )
-from tests.integration.daemon_harness import RunningDaemon, pod_census, running_daemon
+from tests.integration.daemon_harness import RunningDaemon
 from tests.integration.fault_matrix import (
-    Workload,
-    cluster_namespace,
     dedicated_cluster,
     fault_seconds,
+    steady_workload,
+    steady_workload_on,
 )
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually, eventually_true
 
 pytestmark = pytest.mark.integration
 
-STEADY = {"job-a": 4, "job-b": 4}  # two TaskManagers of 4 slots
 RAISED = 8  # job-b during the fault: a third TaskManager must come through it
 
 
@@ -75,15 +74,8 @@ async def job_reason(daemon: RunningDaemon, job_id: str) -> str:
 async def test_kube_apiserver_restart(fault_cluster: DevClusterInfo) -> None:
     down = fault_seconds(ci=10.0, full=30.0)
     port = int(fault_cluster.server.rsplit(":", 1)[1])
-    async with (
-        cluster_namespace(fault_cluster) as (api, namespace),
-        running_daemon(
-            dev_cluster=fault_cluster, kube_api=api, namespace=namespace, as_process=True
-        ) as daemon,
-        pod_census(api, namespace=namespace, cluster_id=daemon.cluster_id) as census,
-    ):
-        workload = Workload(daemon, census, dict(STEADY))
-        await workload.start()
+    async with steady_workload_on(fault_cluster) as workload:
+        daemon = workload.daemon
         restart = asyncio.create_task(
             asyncio.to_thread(
                 _devcluster,
@@ -137,34 +129,20 @@ async def compact_etcd(etcd_url: str, revision: int) -> None:
 async def test_a_real_410_gone_after_an_etcd_compaction(
     fault_cluster: DevClusterInfo, tmp_path: Path
 ) -> None:
-    async with (
-        FaultProxy(upstream=fault_cluster.server, ca_file=fault_cluster.ca_file) as proxy,
-        cluster_namespace(fault_cluster) as (api, namespace),
-    ):
+    async with FaultProxy(upstream=fault_cluster.server, ca_file=fault_cluster.ca_file) as proxy:
         kubeconfig = write_kubeconfig(
             tmp_path / "proxy.kubeconfig", server=proxy.url, token=fault_cluster.admin_token
         )
-        async with (
-            running_daemon(
-                dev_cluster=fault_cluster,
-                kube_api=api,
-                namespace=namespace,
-                kubeconfig=kubeconfig,
-                as_process=True,
-            ) as daemon,
-            pod_census(api, namespace=namespace, cluster_id=daemon.cluster_id) as census,
-        ):
-            workload = Workload(daemon, census, dict(STEADY))
-            await workload.start()
+        async with steady_workload_on(fault_cluster, kubeconfig=kubeconfig) as workload:
+            daemon = workload.daemon
             loop = asyncio.get_running_loop()
             started = loop.time()
             # Move etcd past the daemon's resourceVersion, compact it, and cut the watch:
             # the daemon watches again from its old resourceVersion and the API server
             # itself (no watch cache) answers 410.
-            core = client.CoreV1Api(api)
             for number in range(5):
-                await core.create_namespaced_config_map(
-                    namespace,
+                await daemon.core.create_namespaced_config_map(
+                    daemon.namespace,
                     body=manifest({"metadata": {"name": f"bump-{number}"}}),
                     _request_timeout=REQUEST_TIMEOUT,
                 )
@@ -190,15 +168,8 @@ async def test_a_real_410_gone_after_an_etcd_compaction(
 async def test_etcd_paused(fault_cluster: DevClusterInfo) -> None:
     paused = fault_seconds(ci=15.0, full=30.0)
     [etcd] = [c for c in fault_cluster.components if c.name == "etcd"]
-    async with (
-        cluster_namespace(fault_cluster) as (api, namespace),
-        running_daemon(
-            dev_cluster=fault_cluster, kube_api=api, namespace=namespace, as_process=True
-        ) as daemon,
-        pod_census(api, namespace=namespace, cluster_id=daemon.cluster_id) as census,
-    ):
-        workload = Workload(daemon, census, dict(STEADY))
-        await workload.start()
+    async with steady_workload_on(fault_cluster) as workload:
+        daemon = workload.daemon
         loop = asyncio.get_running_loop()
         os.kill(etcd.pid, signal.SIGSTOP)
         try:
@@ -234,14 +205,10 @@ async def test_resource_quota_exhausted(
     refused_for = fault_seconds(ci=15.0, full=60.0)
     core = client.CoreV1Api(kube_api)
     await create_pod_quota(core, namespace=namespace, name="pods", pods=2)
-    async with (
-        running_daemon(
-            dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, as_process=True
-        ) as daemon,
-        pod_census(kube_api, namespace=namespace, cluster_id=daemon.cluster_id) as census,
-    ):
-        workload = Workload(daemon, census, dict(STEADY))
-        await workload.start()
+    async with steady_workload(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
+    ) as workload:
+        daemon = workload.daemon
         loop = asyncio.get_running_loop()
         await workload.declare("job-b", RAISED)  # a third pod: over the quota
         refused_since = loop.time()
@@ -283,18 +250,10 @@ async def test_permission_lost_and_restored(
     kubeconfig = await service_account_kubeconfig(
         core, dev_cluster, namespace=namespace, account="rmd", path=tmp_path / "rmd.kubeconfig"
     )
-    async with (
-        running_daemon(
-            dev_cluster=dev_cluster,
-            kube_api=kube_api,
-            namespace=namespace,
-            kubeconfig=kubeconfig,
-            as_process=True,
-        ) as daemon,
-        pod_census(kube_api, namespace=namespace, cluster_id=daemon.cluster_id) as census,
-    ):
-        workload = Workload(daemon, census, dict(STEADY))
-        await workload.start()
+    async with steady_workload(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, kubeconfig=kubeconfig
+    ) as workload:
+        daemon = workload.daemon
         loop = asyncio.get_running_loop()
         await rbac.delete_namespaced_role_binding(
             "rmd", namespace, _request_timeout=REQUEST_TIMEOUT
