@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry
 from rmd.api.access_log import StructlogAccessLogger
 from rmd.api.app import create_app
 from rmd.api.server import ApiRunner
+from rmd.api.tokens import BearerTokens
 from rmd.cli_options import add_configuration_arguments
 from rmd.config.files import configuration_directory
 from rmd.config.flinkconf import ConfigError, FlinkConfiguration
@@ -230,7 +231,9 @@ async def serve(
         app = create_app(
             engine=engine,
             metrics=metrics,
-            auth_token=config.auth_token,
+            auth_tokens=None
+            if config.auth_token is None
+            else BearerTokens(config.auth_token, clock=clock, path=settings.auth_token_file),
             refuse_v1_until_ready=True,
             flink_status=None if follower is None else follower.status,
             kube_writes=lambda: _unanswered_writes(write_health, clock),

@@ -27,7 +27,9 @@ from rmd.api.middleware import (
     request_id_middleware,
 )
 from rmd.api.ports import Engine
+from rmd.api.tokens import BearerTokens
 from rmd.api.validation import MAX_BODY_BYTES
+from rmd.core.clock import SystemClock
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
 
@@ -47,6 +49,7 @@ def create_app(
     engine: Engine,
     metrics: RmdMetrics,
     auth_token: str | None = None,
+    auth_tokens: BearerTokens | None = None,
     max_wait: float = 300.0,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
     refuse_v1_until_ready: bool = False,
@@ -56,9 +59,11 @@ def create_app(
     """The daemon's HTTP application.
 
     ``auth_token``: when set, every path except /metrics, /healthz, /readyz and /openapi.json
-    needs ``Authorization: Bearer <auth_token>``. ``max_wait``: the longest long poll
-    (``GET /v1/jobs/{id}?wait=``) in seconds. ``body_timeout``: a request body not received
-    whole within this many seconds is answered 408 and its connection closed.
+    needs ``Authorization: Bearer <auth_token>``; ``auth_tokens`` instead: the tokens of
+    ``rmd.auth.token-file``, taken again when it changes (:mod:`rmd.api.tokens`).
+    ``max_wait``: the longest long poll (``GET /v1/jobs/{id}?wait=``) in seconds.
+    ``body_timeout``: a request body not received whole within this many seconds is answered
+    408 and its connection closed.
     ``refuse_v1_until_ready``: answer every /v1 call (after authentication) with 503 +
     Retry-After until ``engine.adopted`` (the first pod list adopted).
     ``flink_status``: the Flink follower's status, shown by /readyz; ``kube_writes``: why
@@ -79,7 +84,9 @@ def create_app(
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[ENGINE] = engine
     app[METRICS] = metrics
-    app[AUTH_TOKEN] = None if auth_token is None else auth_token.strip().encode("utf-8")
+    if auth_tokens is None and auth_token is not None:
+        auth_tokens = BearerTokens(auth_token, clock=SystemClock())
+    app[AUTH_TOKEN] = auth_tokens
     app[MAX_WAIT] = float(max_wait)
     app[BODY_TIMEOUT] = float(body_timeout)
     app[OPENAPI_DOCUMENT] = openapi_document()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from rmd.api.ports import Engine
+from rmd.api.tokens import BearerTokens
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
 
@@ -23,8 +24,8 @@ __all__ = [
 
 ENGINE = web.AppKey("rmd_engine", Engine)
 METRICS = web.AppKey("rmd_metrics", RmdMetrics)
-# The bearer token required on every path but the open ones; None = no authentication.
-AUTH_TOKEN: web.AppKey[bytes | None] = web.AppKey("rmd_auth_token")
+# The bearer tokens accepted on every path but the open ones; None = no authentication.
+AUTH_TOKEN: web.AppKey[BearerTokens | None] = web.AppKey("rmd_auth_token")
 # How long a request body may take to arrive whole, in seconds.
 BODY_TIMEOUT = web.AppKey("rmd_body_timeout", float)
 # The longest ``?wait=`` a client may ask for, in seconds.

@@ -66,12 +66,13 @@ def render(rows: Iterable[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(_cell(row.get(key, "")) for key, _ in COLUMNS) + " |")
     lines += [
         "",
-        "Not in the matrix: rotating `rmd.auth.token-file` — the daemon reads the token once at "
-        "start-up, and the TaskManager pods get it from the Secret `rmd.auth.token-secret` as "
-        "an environment variable, which a running pod never re-reads; a rotation therefore "
-        "needs the daemon to accept the old and the new token for a while (not built yet), "
-        "and is done today by restarting the JobManager pod (running TaskManager pods keep "
-        "the old token and are refused until replaced).",
+        "Not a row of the matrix: rotating `rmd.auth.token-file` (unit-tested, "
+        "`tests/unit/test_tokens.py`) — the daemon takes a rewritten file within a second, "
+        "without a restart, and keeps accepting the token before it until the next "
+        "rotation: running TaskManager pods got the token from the Secret "
+        "`rmd.auth.token-secret` as an environment variable, which they never re-read; pods "
+        "started after the rotation get the new one. The daemon's own stall (SIGSTOP past "
+        "the heartbeat timeout) is `tests/integration/test_daemon_stall.py`.",
         "",
     ]
     return "\n".join(lines)
