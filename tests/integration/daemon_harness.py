@@ -67,6 +67,11 @@ class RunningDaemon:
     # The ``rmd daemon`` process (``as_process=True``), its log file; None when in-process.
     process: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
+    # The bearer token sent on /v1 calls (with rmd.auth.token-file); may change mid-test.
+    token: str | None = None
+
+    def _auth(self) -> dict[str, str]:
+        return {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
 
     async def metric(self, name: str, **labels: str) -> float:
         """A sample of /metrics (summed over the label values not given); 0 when absent."""
@@ -86,14 +91,14 @@ class RunningDaemon:
 
     async def put_requirement(self, job_id: str, slots: int) -> dict[str, Any]:
         async with self.http.put(
-            f"{self.url}/v1/jobs/{job_id}/requirements", json={"slots": slots}
+            f"{self.url}/v1/jobs/{job_id}/requirements", json={"slots": slots}, headers=self._auth()
         ) as resp:
             assert resp.status == 200, await resp.text()
             body: dict[str, Any] = await resp.json()
             return body
 
     async def get_json(self, path: str, *, expect: int = 200) -> Any:
-        async with self.http.get(f"{self.url}{path}") as resp:
+        async with self.http.get(f"{self.url}{path}", headers=self._auth()) as resp:
             assert resp.status == expect, f"{path}: {resp.status} {await resp.text()}"
             return await resp.json(content_type=None)
 
@@ -226,6 +231,7 @@ async def running_daemon(
     kubeconfig: Path | None = None,
     wait_ready: bool = True,
     as_process: bool = False,
+    token: str | None = None,
 ) -> AsyncIterator[RunningDaemon]:
     """The daemon on a free port; ``kubeconfig`` (default: the admin one) is its identity."""
     cluster_id = cluster_id or f"flink-{secrets.token_hex(3)}"
@@ -261,6 +267,7 @@ async def running_daemon(
                 core=client.CoreV1Api(kube_api),
                 process=process,
                 log_path=empty_conf_dir / "daemon.log" if process is not None else None,
+                token=token,
             )
 
             async def ready() -> bool:

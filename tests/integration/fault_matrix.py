@@ -26,7 +26,7 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -209,9 +209,12 @@ async def steady_workload(
     kube_api: client.ApiClient,
     namespace: str,
     kubeconfig: Path | None = None,
+    extra: Mapping[str, str] | None = None,
+    token: str | None = None,
 ) -> AsyncIterator[Workload]:
-    """The ``rmd daemon`` process (as ``kubeconfig``'s identity, default admin) with the
-    steady workload running and converged, watched by a census of its own."""
+    """The ``rmd daemon`` process (as ``kubeconfig``'s identity, default admin; ``extra``
+    configuration; ``token`` on its /v1 calls) with the steady workload running and
+    converged, watched by a census of its own."""
     async with (
         running_daemon(
             dev_cluster=dev_cluster,
@@ -219,6 +222,8 @@ async def steady_workload(
             namespace=namespace,
             kubeconfig=kubeconfig,
             as_process=True,
+            extra=extra,
+            token=token,
         ) as daemon,
         pod_census(kube_api, namespace=namespace, cluster_id=daemon.cluster_id) as census,
     ):

@@ -279,3 +279,55 @@ async def test_permission_lost_and_restored(
             fault_seconds=lost_for,
             converge_seconds=converge,
         )
+
+
+async def test_token_file_rotated(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """rmd.auth.token-file rewritten (and the Secret the pods read): the daemon takes the
+    new token without a restart; running agents, which keep the old one, stay."""
+    core = client.CoreV1Api(kube_api)
+    token_file = tmp_path / "token"
+    token_file.write_text("token-one\n")
+    await core.create_namespaced_secret(
+        namespace,
+        body=manifest({"metadata": {"name": "rmd-token"}, "stringData": {"token": "token-one"}}),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    extra = {"rmd.auth.token-file": str(token_file), "rmd.auth.token-secret": "rmd-token"}
+    async with steady_workload(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        extra=extra,
+        token="token-one",
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        token_file.write_text("token-two\n")
+        await core.patch_namespaced_secret(
+            "rmd-token",
+            namespace,
+            body={"stringData": {"token": "token-two"}},
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        rotated = loop.time()
+
+        async def new_token_taken() -> bool:
+            async with daemon.http.get(
+                f"{daemon.url}/v1/status", headers={"Authorization": "Bearer token-two"}
+            ) as resp:
+                return resp.status == 200
+
+        await eventually(new_token_taken, timeout=10, what="the daemon to take the new token")
+        taken_after = loop.time() - rotated
+        daemon.token = "token-two"  # the JobMaster moves on; the running agents do not
+        await workload.declare("job-b", RAISED)  # a new pod: it reads token-two
+        converge = await workload.converged()
+        await workload.row(
+            fault="rmd.auth.token-file and the Secret rotated",
+            what_happened=f"new token taken after {taken_after:.1f} s without a restart; running "
+            f"agents kept the old one; {await counts(daemon)}",
+            fault_seconds=0.0,
+            converge_seconds=converge,
+        )

@@ -66,10 +66,9 @@ def render(rows: Iterable[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(_cell(row.get(key, "")) for key, _ in COLUMNS) + " |")
     lines += [
         "",
-        "Not a row of the matrix: rotating `rmd.auth.token-file` (unit-tested, "
-        "`tests/unit/test_tokens.py`) — the daemon takes a rewritten file within a second, "
+        "Token rotation: the daemon takes a rewritten `rmd.auth.token-file` within a second, "
         "without a restart, and keeps accepting the token before it until the next "
-        "rotation: running TaskManager pods got the token from the Secret "
+        "rotation — running TaskManager pods got theirs from the Secret "
         "`rmd.auth.token-secret` as an environment variable, which they never re-read; pods "
         "started after the rotation get the new one. The daemon's own stall (SIGSTOP past "
         "the heartbeat timeout) is `tests/integration/test_daemon_stall.py`.",
