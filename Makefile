@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench config-docs grafana clean
+.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench config-docs grafana reliability clean
 
 all: test
 
@@ -66,6 +66,15 @@ config-docs: $(STAMP)
 # conf/grafana/rmd.json, from rmd_dev/grafana.py (a unit test checks it is current).
 grafana: $(STAMP)
 	$(BIN)/python -m rmd_dev.grafana
+
+# The fault matrix in its full profile (30-60 s faults; about 10 minutes), then
+# docs/RELIABILITY.md from its rows (docs/reliability-results.jsonl; a unit test checks the
+# two agree). `make test` runs the same matrix in its short profile.
+reliability: provision
+	rm -f docs/reliability-results.jsonl
+	RMD_RELIABILITY_PROFILE=full RMD_RELIABILITY_RESULTS=$(CURDIR)/docs/reliability-results.jsonl \
+		$(BIN)/pytest -q -p no:cacheprovider -p no:randomly tests/integration/test_fault_matrix.py
+	$(BIN)/python -m tests.support.reliability_doc docs/reliability-results.jsonl docs/RELIABILITY.md
 
 clean:
 	rm -rf $(VENV) .devcluster

@@ -42,6 +42,8 @@ from prometheus_client import CollectorRegistry
 
 from rmd.api.access_log import StructlogAccessLogger
 from rmd.api.app import create_app
+from rmd.api.server import ApiRunner
+from rmd.api.tokens import BearerTokens
 from rmd.cli_options import add_configuration_arguments
 from rmd.config.files import configuration_directory
 from rmd.config.flinkconf import ConfigError, FlinkConfiguration
@@ -86,6 +88,7 @@ from rmd.kube.reporter import KubeReporter
 from rmd.kube.statelabel import PodStateLabeler
 from rmd.kube.statestore import ConfigMapStateStore
 from rmd.kube.watch import PodWatcher
+from rmd.kube.writehealth import WriteHealth
 from rmd.logs import configure_logging
 from rmd.metrics import FlinkMetrics, ReporterMetrics, RmdMetrics
 from rmd.recovery import recover
@@ -244,6 +247,8 @@ async def serve(
             leading.set()
         else:
             metrics.leadership(leading=False, transition=False)
+        write_health = WriteHealth(clock=clock)
+        metrics.follow_write_health(lambda: write_health.unanswered() is not None)
         gateway = PodGateway(
             api,
             namespace=settings.namespace,
@@ -252,6 +257,7 @@ async def serve(
             on_api_error=lambda status: metrics.api_error(status=status),
             on_request=metrics.api_request,
             may_write=None if elector is None else elector.may_write,
+            write_health=write_health,
         )
 
         def build_pod(*, pod_name: str) -> dict[str, Any]:
@@ -320,13 +326,16 @@ async def serve(
         app = create_app(
             engine=engine,
             metrics=metrics,
-            auth_token=config.auth_token,
+            auth_tokens=None
+            if config.auth_token is None
+            else BearerTokens(config.auth_token, clock=clock, path=settings.auth_token_file),
             refuse_v1_until_ready=True,
             flink_status=None if follower is None else follower.status,
             state_stored=writer.stored,
             leadership=elector,
+            kube_writes=lambda: _unanswered_writes(write_health, clock),
         )
-        runner = web.AppRunner(
+        runner = ApiRunner(
             app, access_log_class=StructlogAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
         await runner.setup()
@@ -540,6 +549,11 @@ def _flink_follower(
         metrics=FlinkMetrics(registry=registry),
     )
     return session, follower
+
+
+def _unanswered_writes(health: WriteHealth, clock: Clock) -> str | None:
+    unanswered = health.unanswered()
+    return None if unanswered is None else unanswered.detail(now=clock.monotonic())
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

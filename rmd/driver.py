@@ -170,6 +170,10 @@ class DaemonEngine:
         else:
             self._standby = False  # on_snapshot adopts the first LIST
 
+    @property
+    def adopted(self) -> bool:
+        return self._adopted
+
     def set_watch_synced_probe(self, probe: Callable[[], bool]) -> None:
         self._watch_synced = probe
 
@@ -331,13 +335,14 @@ class DaemonEngine:
                 message=exc.message,
             )
             # A transient error (no connection, 429, 5xx) says the API server is unavailable,
-            # not that the pod cannot start: the allocator sends the create again later.
+            # and an exhausted quota that the namespace is full, not that the pod cannot
+            # start: the allocator sends the same create again later.
             self.apply(
                 self._allocator.create_failed(
                     name,
                     reason=exc.reason,
                     message=exc.message,
-                    api_unavailable=exc.api_unavailable,
+                    api_unavailable=exc.pod_not_judged,
                 )
             )
             return

@@ -389,6 +389,16 @@ class RmdMetrics:
         """One Kubernetes API request (a :data:`rmd.kube.retry.RequestObserver`)."""
         self._api_requests.labels(verb=verb, result=result).observe(max(0.0, seconds))
 
+    def follow_write_health(self, unanswered: Callable[[], bool]) -> None:
+        """``rmd_kubernetes_writes_unanswered``: ``unanswered()`` read at every scrape."""
+        gauge = Gauge(
+            "rmd_kubernetes_writes_unanswered",
+            "1 while the Kubernetes API server leaves pod creates/deletes unanswered (they "
+            "hang or time out: its storage, etcd, may be stuck), else 0.",
+            registry=self.registry,
+        )
+        gauge.set_function(lambda: 1.0 if unanswered() else 0.0)
+
 
 class FlinkMetrics:
     """The Flink follower's metrics; registered only when ``rmd.flink.rest-url`` is set."""

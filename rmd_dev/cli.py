@@ -1,4 +1,4 @@
-"""``rmd dev-cluster up|down|status``."""
+"""``rmd dev-cluster up|down|status|restart``."""
 
 from __future__ import annotations
 
@@ -33,9 +33,26 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         default=None,
         help=f"the Flink version for --flink (default {DEFAULT_FLINK_VERSION}; 1.20.x works too)",
     )
+    up.add_argument(
+        "--apiserver-arg",
+        dest="apiserver_args",
+        action="append",
+        default=[],
+        metavar="--FLAG=VALUE",
+        help="add a flag to kube-apiserver's command line (repeatable), "
+        "e.g. --apiserver-arg=--watch-cache=false",
+    )
     for name, text in (("down", "stop everything 'up' started"), ("status", "what runs where")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="cluster directory")
+    restart = sub.add_parser(
+        "restart", help="stop one component and start it again (same command line and ports)"
+    )
+    restart.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="cluster directory")
+    restart.add_argument("component", help="etcd, kube-apiserver, kube-scheduler, ...")
+    restart.add_argument(
+        "--down-for", type=float, default=0.0, help="seconds to keep it stopped (default 0)"
+    )
     return parser
 
 
@@ -62,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 unpullable_images=[p for p in args.unpullable_images.split(",") if p],
                 emulator=not args.no_emulator,
                 flink_version=flink_version,
+                apiserver_args=args.apiserver_args,
             )
         except ClusterError as exc:
             print(f"rmd dev-cluster: {exc}", file=sys.stderr)
@@ -77,6 +95,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"rmd dev-cluster: ports still busy after down: {busy}", file=sys.stderr)
             return 1
         print(f"rmd dev-cluster: stopped the cluster in {plane.dir}", file=sys.stderr)
+        return 0
+    if args.action == "restart":
+        try:
+            restarted = plane.restart(args.component, down_for=args.down_for)
+        except ClusterError as exc:
+            print(f"rmd dev-cluster: {exc}", file=sys.stderr)
+            return 1
+        print(f"rmd dev-cluster: restarted {restarted.name} (pid {restarted.pid})", file=sys.stderr)
         return 0
     current = plane.status()
     if current is None:

@@ -5,6 +5,11 @@ kube-controller-manager and kube-scheduler v1.20.2 on free loopback ports, creat
 fake Node objects, writes an admin kubeconfig and starts the node emulator (the kubelet's
 stand-in). Every process is started in its own session and recorded in ``DIR/state.json``,
 so ``down`` can stop exactly what ``up`` started, even from another process.
+
+``restart COMPONENT`` stops one component and starts it again with the same command line and
+ports (``--down-for S`` keeps it down that long), for fault tests: an API server restart, an
+etcd restart. ``up --apiserver-arg=--flag=value`` adds flags to kube-apiserver's command line
+(e.g. ``--watch-cache=false`` so that watches read etcd and a compaction answers 410).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class Component:
     log: str
     argv0: str
     start_ticks: int  # field 22 of /proc/PID/stat: tells a reused pid from ours
+    argv: list[str] = field(default_factory=list)  # the whole command line, for restart
+    env: dict[str, str] | None = None
 
 
 @dataclass
@@ -221,6 +228,8 @@ class ControlPlane:
             log=str(log),
             argv0=argv[0],
             start_ticks=stat[1] if stat else -1,
+            argv=list(argv),
+            env=env,
         )
 
     def _phase(self, text: str) -> None:
@@ -234,8 +243,10 @@ class ControlPlane:
         unpullable_images: Sequence[str] = (),
         emulator: bool = True,
         flink_version: str | None = None,
+        apiserver_args: Sequence[str] = (),
     ) -> ClusterState:
-        """Start the cluster; with ``flink_version`` also provision a JDK and that Flink."""
+        """Start the cluster; with ``flink_version`` also provision a JDK and that Flink;
+        ``apiserver_args`` are added to kube-apiserver's command line."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         flink: FlinkInstall | None = None
@@ -276,6 +287,7 @@ class ControlPlane:
                 nodes=nodes,
                 unpullable_images=unpullable_images,
                 emulator=emulator,
+                apiserver_args=apiserver_args,
             )
         except BaseException:
             state.components = started
@@ -294,6 +306,7 @@ class ControlPlane:
         nodes: int,
         unpullable_images: Sequence[str],
         emulator: bool,
+        apiserver_args: Sequence[str],
     ) -> None:
         self._phase("certificates and tokens")
         pki = create_pki(self.dir / "pki")
@@ -357,6 +370,7 @@ class ControlPlane:
                 "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
                 "ResourceQuota",
                 f"--cert-dir={self.dir / 'pki' / 'apiserver-certs'}",
+                *apiserver_args,
             ],
             ports={"secure": secure_port},
         )
@@ -447,6 +461,48 @@ class ControlPlane:
     def _save(self, state: ClusterState, started: list[Component]) -> None:
         state.components = list(started)
         state.save(state_path(self.dir))
+
+    # ------------------------------------------------------------------ restart
+    def restart(self, name: str, *, down_for: float = 0.0) -> Component:
+        """Stop the component ``name`` and start it again with the same command line and
+        ports after ``down_for`` seconds; returns once it is healthy again (etcd, the API
+        server) or started (the others)."""
+        path = state_path(self.dir)
+        if not path.exists():
+            raise ClusterError(f"no cluster in {self.dir}")
+        state = ClusterState.load(path)
+        found = [c for c in state.components if c.name == name]
+        if not found:
+            known = ", ".join(c.name for c in state.components)
+            raise ClusterError(f"no component {name!r} in {self.dir}: use one of {known}")
+        old = found[0]
+        if not old.argv:
+            raise ClusterError(
+                f"{name}: its command line was not recorded (started by an older rmd): "
+                "run 'down' and 'up' again"
+            )
+        self._stop_components([old])
+        ports = list(old.ports.values())
+        deadline = time.monotonic() + 10
+        while any(not port_is_free(p) for p in ports) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(max(0.0, down_for))
+        new = self._start(name, old.argv, ports=dict(old.ports), env=old.env)
+        state.components = [new if c is old else c for c in state.components]
+        state.save(path)
+        if name == "etcd":
+            _wait_http(f"{state.etcd_url}/health", what="etcd", log=Path(new.log), component=new)
+        elif name == "kube-apiserver":
+            pki = Pki(self.dir / "pki")
+            _wait_http(
+                f"{state.server}/readyz",
+                what="kube-apiserver",
+                log=Path(new.log),
+                component=new,
+                context=ssl.create_default_context(cafile=str(pki.ca_crt)),
+                token=pki.admin_token(),
+            )
+        return new
 
     # ------------------------------------------------------------------ down
     def _stop_components(self, components: Sequence[Component]) -> list[str]:

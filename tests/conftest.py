@@ -159,6 +159,14 @@ async def proxied_api(
         yield api
 
 
+@pytest.fixture
+def proxied_kubeconfig(proxy: FaultProxy, dev_cluster: DevClusterInfo, tmp_path: Path) -> Path:
+    """An admin kubeconfig whose server is :func:`proxy` (for a daemon behind the faults)."""
+    return write_kubeconfig(
+        tmp_path / "through-proxy.kubeconfig", server=proxy.url, token=dev_cluster.admin_token
+    )
+
+
 async def wait_for_service_account(
     core: client.CoreV1Api, *, namespace: str, name: str = "default", timeout: float = 30.0
 ) -> Any:

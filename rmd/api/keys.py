@@ -7,13 +7,16 @@ from collections.abc import Callable
 from aiohttp import web
 
 from rmd.api.ports import Engine, Leadership, StateStored
+from rmd.api.tokens import BearerTokens
 from rmd.flink.status import FollowerStatus
 from rmd.metrics import RmdMetrics
 
 __all__ = [
     "AUTH_TOKEN",
+    "BODY_TIMEOUT",
     "ENGINE",
     "FLINK_STATUS",
+    "KUBE_WRITES",
     "LEADERSHIP",
     "MAX_WAIT",
     "METRICS",
@@ -23,12 +26,16 @@ __all__ = [
 
 ENGINE = web.AppKey("rmd_engine", Engine)
 METRICS = web.AppKey("rmd_metrics", RmdMetrics)
-# The bearer token required on every path but the open ones; None = no authentication.
-AUTH_TOKEN: web.AppKey[bytes | None] = web.AppKey("rmd_auth_token")
+# The bearer tokens accepted on every path but the open ones; None = no authentication.
+AUTH_TOKEN: web.AppKey[BearerTokens | None] = web.AppKey("rmd_auth_token")
+# How long a request body may take to arrive whole, in seconds.
+BODY_TIMEOUT = web.AppKey("rmd_body_timeout", float)
 # The longest ``?wait=`` a client may ask for, in seconds.
 MAX_WAIT = web.AppKey("rmd_max_wait", float)
 # The OpenAPI document as served (bytes of rmd/api/openapi.json).
 OPENAPI_DOCUMENT = web.AppKey("rmd_openapi_document", bytes)
+# Why pod writes go unanswered (a sentence), or None while the API server answers them.
+KUBE_WRITES: web.AppKey[Callable[[], str | None] | None] = web.AppKey("rmd_kube_writes")
 # How the Flink follower does (rmd.flink.rest-url), shown by /readyz; None = not following.
 FLINK_STATUS: web.AppKey[Callable[[], FollowerStatus] | None] = web.AppKey("rmd_flink_status")
 # Declarations are answered once the state holding them is stored; None = nothing is stored.

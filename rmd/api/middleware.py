@@ -106,8 +106,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """When a token is configured, require ``Authorization: Bearer <token>`` off OPEN_PATHS."""
-    expected = request.app[AUTH_TOKEN]
-    if expected is None or request.path in OPEN_PATHS:
+    tokens = request.app[AUTH_TOKEN]
+    if tokens is None or request.path in OPEN_PATHS:
         return await handler(request)
     scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not offered.strip():
@@ -117,7 +117,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "token from the file named by rmd.auth.token-file.",
             headers={"WWW-Authenticate": 'Bearer realm="rmd"'},
         )
-    if not hmac.compare_digest(offered.strip().encode("utf-8"), expected):
+    given = offered.strip().encode("utf-8")
+    # every accepted token compared, so the time taken does not say which one came close
+    matches = [hmac.compare_digest(given, token) for token in tokens.accepted()]
+    if not any(matches):
         raise ProblemError(
             UNAUTHORIZED,
             "The bearer token is wrong: send the token from the file named by rmd.auth.token-file.",
@@ -128,9 +131,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def ready_gate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Until the engine is ready (pods listed and adopted), /v1 answers 503 with Retry-After,
-    so no declaration or registration races the start-up recovery."""
-    if request.path.startswith("/v1/") and not request.app[ENGINE].ready:
+    """Until the first pod list is adopted, /v1 answers 503 with Retry-After, so no
+    declaration or registration races the start-up recovery. Only then: a watch that loses
+    the API server later (an outage, a restart) must not stop heartbeats — agents refused
+    for a heartbeat timeout would be lost."""
+    if request.path.startswith("/v1/") and not request.app[ENGINE].adopted:
         raise ProblemError(
             NOT_READY,
             "The daemon is starting: it has not finished listing its TaskManager pods yet. "

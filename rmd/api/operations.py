@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rmd.api import serialize
-from rmd.api.keys import ENGINE, FLINK_STATUS, LEADERSHIP, OPENAPI_DOCUMENT
+from rmd.api.keys import ENGINE, FLINK_STATUS, KUBE_WRITES, LEADERSHIP, OPENAPI_DOCUMENT
 from rmd.api.problems import NOT_READY, ProblemError
 from rmd.api.responses import json_ok
 
@@ -39,6 +39,13 @@ async def readyz(request: web.Request) -> web.Response:
         # A standby is ready too (warm, and it sends clients to the leader): a Deployment's
         # rolling update waits for new pods to be ready, and a new pod starts as a standby.
         body["leader"] = {"is_leader": leadership.is_leader, "leader_url": leadership.leader_url}
+    kube_writes = request.app[KUBE_WRITES]
+    unanswered = None if kube_writes is None else kube_writes()
+    if unanswered is not None:
+        # Ready all the same: heartbeats, registrations and declarations are served, the
+        # running TaskManagers need rmd; an unready JobManager pod would also lose its
+        # Services' traffic (Flink's RPC and REST) for a fault that does not touch them.
+        body["kubernetes_writes"] = {"answered": False, "detail": unanswered}
     return json_ok(body)
 
 

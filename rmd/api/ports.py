@@ -47,6 +47,13 @@ class Engine(Protocol):
         """True once the pod watch has synced and the daemon serves requests."""
         ...
 
+    @property
+    def adopted(self) -> bool:
+        """True once the first pod list has been adopted (start-up recovery is over); stays
+        true while the watch reconnects later, so /v1 — heartbeats above all — is served
+        through an API server outage."""
+        ...
+
 
 class Leadership(Protocol):
     """With high availability: whether this daemon leads, and where the leader answers."""

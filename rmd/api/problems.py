@@ -8,8 +8,9 @@ Status codes, chosen once for the whole API:
   bounds, an ``address`` that is not ``host:port``, an id with forbidden characters,
   ``wait`` beyond the maximum.
 * 401 missing/wrong bearer token, 403 registration refused, 404 unknown route/job/TaskManager,
-  405 method not allowed, 413 body over 64 KiB, 500 internal error, 503 not ready (or, with
-  high availability, not the leader: the answer's ``leader_url`` says where the leader is).
+  405 method not allowed, 408 body not received in time (the connection is closed), 413 body
+  over 64 KiB, 500 internal error, 503 not ready (or, with high availability, not the
+  leader: the answer's ``leader_url`` says where the leader is).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "NOT_READY",
     "PROBLEM_CONTENT_TYPE",
     "REGISTRATION_REFUSED",
+    "REQUEST_TIMEOUT",
     "UNAUTHORIZED",
     "UNKNOWN_JOB",
     "UNKNOWN_TASKMANAGER",
@@ -63,6 +65,7 @@ REGISTRATION_REFUSED = _kind("registration-refused", "Registration refused", 403
 UNKNOWN_JOB = _kind("unknown-job", "Unknown job", 404)
 UNKNOWN_TASKMANAGER = _kind("unknown-taskmanager", "Unknown TaskManager", 404)
 CONFLICT = _kind("conflict", "Conflict", 409)
+REQUEST_TIMEOUT = _kind("request-timeout", "Request timeout", 408)
 BODY_TOO_LARGE = _kind("body-too-large", "Request body too large", 413)
 INTERNAL_ERROR = _kind("internal-error", "Internal error", 500)
 NOT_READY = _kind("not-ready", "Not ready", 503)
@@ -108,7 +111,8 @@ def problem_response(
     extensions: Mapping[str, str] | None = None,
 ) -> web.Response:
     """A problem+json response; ``field`` (an extension member) names the offending input,
-    ``extensions`` are further members (``leader_url``)."""
+    ``extensions`` are further members (``leader_url``). A 408 closes the connection
+    (RFC 9110: the server gives up on the request)."""
     body: dict[str, object] = {
         "type": kind.type_uri,
         "title": kind.title,
@@ -118,9 +122,12 @@ def problem_response(
     if field is not None:
         body["field"] = field
     body.update(extensions or {})
-    return web.Response(
+    response = web.Response(
         status=kind.status,
         text=json.dumps(body),
         content_type=PROBLEM_CONTENT_TYPE,
         headers=headers,
     )
+    if kind.status == REQUEST_TIMEOUT.status:
+        response.force_close()
+    return response

@@ -10,6 +10,7 @@ from rmd.api.keys import ENGINE
 from rmd.api.responses import json_ok, no_content
 from rmd.api.validation import (
     TASKMANAGER_SLOTS_MAX,
+    check_slot_report_fits,
     parse_address,
     parse_slot_report,
     parse_taskmanager_id,
@@ -38,8 +39,13 @@ async def register(request: web.Request) -> web.Response:
 @routes.put("/v1/taskmanagers/{taskmanager_id}/heartbeat")
 async def heartbeat(request: web.Request) -> web.Response:
     taskmanager_id = parse_taskmanager_id(request.match_info["taskmanager_id"])
-    parse_slot_report(await read_json_object(request, empty_means={}))
+    report = parse_slot_report(
+        await read_json_object(request, empty_means={}), taskmanager_id=taskmanager_id
+    )
     engine = request.app[ENGINE]
+    if report:  # an unknown TaskManager: 404, as the heartbeat itself would answer
+        slots_total = engine.allocator.taskmanager_view(taskmanager_id).slots_total
+        check_slot_report_fits(report, slots_total=slots_total)
     engine.apply(engine.allocator.heartbeat(taskmanager_id))
     return json_ok(serialize.taskmanager_json(engine.allocator.taskmanager_view(taskmanager_id)))
 

@@ -10,16 +10,20 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rmd.api.problems import INVALID_VALUE, MALFORMED_REQUEST, ProblemError
 from rmd.config.names import is_dns1123_subdomain
 
 __all__ = [
+    "ADDRESS_PATTERN",
     "ID_MAX_LENGTH",
     "JOB_SLOTS_MAX",
     "MAX_BODY_BYTES",
     "TASKMANAGER_SLOTS_MAX",
+    "ReportedSlot",
+    "check_slot_report_fits",
     "parse_address",
     "parse_job_id",
     "parse_json_object",
@@ -40,6 +44,15 @@ TASKMANAGER_SLOTS_MAX = 10_000
 _JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _PORT = re.compile(r"[0-9]{1,5}")
+# ``host:port`` as the OpenAPI document states it (the Registration schema's pattern; a test
+# keeps the two equal): a host name, an IPv4 address or a bracketed IPv6 address, a port.
+# parse_address checks more than a pattern can: the IPv6 address, the length, the port range.
+ADDRESS_PATTERN = (
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*):[0-9]{1,5}$"
+)
+_ADDRESS = re.compile(ADDRESS_PATTERN)
+_SLOT_INDEX = re.compile(r"0|[1-9][0-9]{0,4}")
 
 
 def parse_job_id(raw: str) -> str:
@@ -103,22 +116,27 @@ def require_int(body: Mapping[str, Any], key: str, *, minimum: int, maximum: int
     return value
 
 
-def require_field_str(body: Mapping[str, Any], key: str, *, meaning: str) -> str:
+def require_field_str(
+    body: Mapping[str, Any], key: str, *, meaning: str, where: str | None = None
+) -> str:
     """A required string field, content unchecked (the caller parses it).
 
-    ``meaning`` completes the sentence "send ... as a string", e.g. "the pod name".
+    ``meaning`` completes the sentence "send ... as a string", e.g. "the pod name";
+    ``where`` names the field in the problem when it is nested (default: ``key``).
     """
-    value = _present(body, key, wanted=f"{meaning} as a string")
+    name = where or key
+    value = _present(body, key, wanted=f"{meaning} as a string", where=name)
     if not isinstance(value, str):
-        raise _wrong_type(key, value, wanted=f"{meaning} as a string")
+        raise _wrong_type(name, value, wanted=f"{meaning} as a string")
     return value
 
 
-def _present(body: Mapping[str, Any], key: str, *, wanted: str) -> Any:
+def _present(body: Mapping[str, Any], key: str, *, wanted: str, where: str | None = None) -> Any:
     """The field's value; a missing field is a malformed request saying what to send."""
     if key not in body:
+        name = where or key
         raise ProblemError(
-            MALFORMED_REQUEST, f"The field {key!r} is missing: send {wanted}.", field=key
+            MALFORMED_REQUEST, f"The field {name!r} is missing: send {wanted}.", field=name
         )
     return body[key]
 
@@ -134,8 +152,8 @@ def _wrong_type(key: str, value: object, *, wanted: str) -> ProblemError:
 def parse_address(body: Mapping[str, Any], key: str = "address") -> str:
     """A required ``host:port`` string; IPv6 hosts in brackets; port 1..65535."""
     value = require_field_str(body, key, meaning="the TaskManager's address 'host:port'")
-    host, colon, port = value.rpartition(":")
-    if not colon or not _valid_host(host) or not _valid_port(port):
+    host, _, port = value.rpartition(":")
+    if _ADDRESS.fullmatch(value) is None or not _valid_host(host) or not _valid_port(port):
         raise ProblemError(
             INVALID_VALUE,
             f"The field {key!r} is {_shorten(value)!r}: send 'host:port' with a host name, "
@@ -145,21 +163,97 @@ def parse_address(body: Mapping[str, Any], key: str = "address") -> str:
     return value
 
 
-def parse_slot_report(body: Mapping[str, Any]) -> None:
+@dataclass(frozen=True, slots=True)
+class ReportedSlot:
+    """One entry of a heartbeat's slot report: the slot's index on its TaskManager, and the
+    job the TaskManager says holds it (None: free)."""
+
+    index: int
+    job_id: str | None
+
+
+def parse_slot_report(body: Mapping[str, Any], *, taskmanager_id: str) -> tuple[ReportedSlot, ...]:
     """A heartbeat's optional slot report: ``{"slots": [{"slot_id": ..., "job_id": ...}]}``.
 
-    Only its shape is checked; the daemon does not use its content yet.
+    Each entry: ``slot_id`` is ``<taskmanager_id>/<index>`` of this TaskManager, once;
+    ``job_id`` is null or a job id. How many slots the TaskManager has is checked by
+    :func:`check_slot_report_fits`. The daemon does not use the content yet.
     """
     if "slots" not in body:
-        return
+        return ()
     slots = body["slots"]
-    if not isinstance(slots, list) or not all(isinstance(slot, dict) for slot in slots):
+    if not isinstance(slots, list):
         raise ProblemError(
             MALFORMED_REQUEST,
-            "The field 'slots' of a heartbeat must be a list of objects "
-            '{"slot_id": ..., "job_id": ...}: send that list, or send {}.',
+            f"The field 'slots' of a heartbeat is a JSON {_json_type(slots)}: send a list of "
+            '{"slot_id": ..., "job_id": ...} objects, or send {}.',
             field="slots",
         )
+    if len(slots) > TASKMANAGER_SLOTS_MAX:
+        raise ProblemError(
+            INVALID_VALUE,
+            f"The field 'slots' has {len(slots)} entries: send at most one per slot of the "
+            "TaskManager.",
+            field="slots",
+        )
+    reported = tuple(
+        _reported_slot(entry, where=f"slots[{number}]", taskmanager_id=taskmanager_id)
+        for number, entry in enumerate(slots)
+    )
+    seen: set[int] = set()
+    for number, slot in enumerate(reported):
+        if slot.index in seen:
+            raise ProblemError(
+                INVALID_VALUE,
+                f"The field 'slots[{number}].slot_id' repeats slot {slot.index}: send each "
+                "slot once.",
+                field=f"slots[{number}].slot_id",
+            )
+        seen.add(slot.index)
+    return reported
+
+
+def check_slot_report_fits(reported: Sequence[ReportedSlot], *, slots_total: int) -> None:
+    """The report names no slot the TaskManager does not have (it has ``slots_total``)."""
+    for number, slot in enumerate(reported):
+        if slot.index >= slots_total:
+            raise ProblemError(
+                INVALID_VALUE,
+                f"The field 'slots[{number}].slot_id' names slot {slot.index}, but the "
+                f"TaskManager has {slots_total} slot(s): send indexes from 0 to "
+                f"{slots_total - 1}.",
+                field=f"slots[{number}].slot_id",
+            )
+
+
+def _reported_slot(entry: object, *, where: str, taskmanager_id: str) -> ReportedSlot:
+    if not isinstance(entry, dict):
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The field {where!r} is a JSON {_json_type(entry)}: send an object "
+            '{"slot_id": ..., "job_id": ...}.',
+            field=where,
+        )
+    slot_id = require_field_str(
+        entry, "slot_id", meaning=f"'{taskmanager_id}/<index>'", where=f"{where}.slot_id"
+    )
+    owner, slash, index = slot_id.rpartition("/")
+    if not slash or owner != taskmanager_id or _SLOT_INDEX.fullmatch(index) is None:
+        raise ProblemError(
+            INVALID_VALUE,
+            f"The field '{where}.slot_id' is {_shorten(slot_id)!r}: send "
+            f"'{taskmanager_id}/<index>' with the slot's index (0, 1, ...) on this TaskManager.",
+            field=f"{where}.slot_id",
+        )
+    job_id = entry.get("job_id")
+    if job_id is not None:
+        if not isinstance(job_id, str):
+            raise _wrong_type(f"{where}.job_id", job_id, wanted="the job's id as a string, or null")
+        try:
+            parse_job_id(job_id)
+        except ProblemError as error:
+            raise ProblemError(error.kind, error.detail, field=f"{where}.job_id") from None
+    return ReportedSlot(index=int(index), job_id=job_id)
 
 
 def parse_wait(values: Sequence[str], *, max_wait: float) -> float | None:

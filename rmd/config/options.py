@@ -120,7 +120,8 @@ REST_PORT = ConfigOption(
 AUTH_TOKEN_FILE = ConfigOption(
     key="rmd.auth.token-file",
     parse=optional_path,
-    meaning="bearer token required on `/v1/*`",
+    meaning="bearer token required on `/v1/*`; a rewritten file is taken within a second "
+    "(the token before stays valid until the next rotation, for running TaskManagers)",
 )
 AUTH_TOKEN_SECRET = ConfigOption(
     key="rmd.auth.token-secret",

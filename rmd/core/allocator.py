@@ -209,7 +209,8 @@ class Allocator:
         self, name: str, *, reason: str, message: str, api_unavailable: bool = False
     ) -> list[Action]:
         """The pod create failed. ``api_unavailable``: the API server could not be reached
-        (a connection error, 429, 5xx): then the pod is not at fault, no start failure is
+        (a connection error, 429, 5xx) or refused the daemon (401, 403: RBAC, an exhausted
+        ResourceQuota): then the pod is not at fault, no start failure is
         counted, and the same create is sent again after a backoff (see ``next_deadline``);
         otherwise the TaskManager failed to start and a new one is requested."""
         out: list[Action] = []
@@ -348,6 +349,7 @@ class Allocator:
             clock=self._clock,
             orphans_deleting=self._pods.orphans_deleting,
             recent_create_failure=self._pods.recent_create_failure(),
+            create_unanswered_after=self._settings.create_unanswered_after,
         )
 
     # ================================================================== decisions

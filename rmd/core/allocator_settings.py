@@ -23,6 +23,9 @@ class AllocatorSettings:
     # after a backoff growing from create_retry_base to create_retry_max seconds (jittered).
     create_retry_base: float = 1.0
     create_retry_max: float = 10.0
+    # A create sent this many seconds ago without an answer: the API server does not
+    # complete writes (its storage hangs); the job's reason says so.
+    create_unanswered_after: float = 10.0
     # An external usage source (Flink's REST API) has the last word on idleness: an idle
     # TaskManager is released only after it has also reported it idle for idle_timeout.
     external_usage_gate: bool = False
@@ -37,7 +40,12 @@ class AllocatorSettings:
             problems.append("cluster_id must not be empty")
         if self.slots_per_taskmanager < 1:
             problems.append("slots_per_taskmanager must be >= 1")
-        for name in ("idle_timeout", "registration_timeout", "heartbeat_timeout"):
+        for name in (
+            "idle_timeout",
+            "registration_timeout",
+            "heartbeat_timeout",
+            "create_unanswered_after",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0")
         if self.recovery_timeout < 0:

@@ -46,8 +46,30 @@ def create_failure_reason(problem: ProblemView) -> str:
 
 def api_unreachable_reason(*, waiting: int, error: ProblemView, retry_in: float) -> str:
     creates = "create waits" if waiting == 1 else "creates wait"
+    again = f"{waiting} TaskManager pod {creates} to be sent again, the next in {retry_in:.1f} s"
+    if error.reason == "QuotaExceeded":
+        return (
+            f"a ResourceQuota of the namespace refuses TaskManager pods ({error.reason}: "
+            f"{error.message}): {again}; raise the quota or lower the demand"
+        )
+    if error.reason in ("Forbidden", "Unauthorized"):
+        return (
+            f"the Kubernetes API server refuses the daemon's pod creates ({error.reason}: "
+            f"{error.message}): {again}; give the daemon's service account its Role and "
+            f"RoleBinding (conf/kubernetes/rbac.yaml) or valid credentials"
+        )
+    trouble = "does not answer in time" if error.reason == "Timeout" else "cannot be reached"
     return (
-        f"the Kubernetes API server cannot be reached ({error.reason}: {error.message}): "
+        f"the Kubernetes API server {trouble} ({error.reason}: {error.message}): "
         f"{waiting} TaskManager pod {creates} to be sent again, the next in {retry_in:.1f} s; "
         f"this is not the pods' fault: check the API server and the network to it"
+    )
+
+
+def creates_unanswered_reason(*, waiting: int, seconds: float) -> str:
+    creates = "create has" if waiting == 1 else "creates have"
+    return (
+        f"{waiting} TaskManager pod {creates} had no answer from the Kubernetes API server "
+        f"for {seconds:.0f} s: it accepts requests but does not complete writes (check its "
+        f"storage, etcd, and its log); this is not the pods' fault"
     )

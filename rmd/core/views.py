@@ -144,6 +144,8 @@ class AllocatorViews:
     orphans_deleting: int
     # The last pod create that failed, while it is recent enough to be news.
     recent_create_failure: ProblemView | None
+    # A create in flight this long (seconds) has gone unanswered: the API server hangs.
+    create_unanswered_after: float = 10.0
 
     def job_view(self, job: JobRecord) -> JobView:
         return self._job_view(job, self._shortfalls().get(job.job_id))
@@ -186,6 +188,7 @@ class AllocatorViews:
             extra={
                 "slots_coming": slots_coming,
                 "creates_awaiting_retry": len(self._create_retries()),
+                "creates_unanswered": len(self._unanswered_creates()),
                 "start_failures_last_minute": self.limiter.failures_in_window(now),
                 "orphan_pods_deleting": self.orphans_deleting,
             },
@@ -233,6 +236,12 @@ class AllocatorViews:
                 error=first.error,
                 retry_in=max(0.0, first.at - self.clock.monotonic()),
             )
+        unanswered = self._unanswered_creates()
+        if unanswered:
+            yield explain.creates_unanswered_reason(
+                waiting=len(unanswered),
+                seconds=self.clock.monotonic() - min(tm.created_at for tm in unanswered),
+            )
         if shortfall.uncovered <= shortfall.beyond_cap:
             return
         now = self.clock.monotonic()
@@ -251,6 +260,15 @@ class AllocatorViews:
         """The creates that could not reach the API server and wait to be sent again."""
         requested = self.taskmanagers.in_states(TaskManagerState.REQUESTED)
         return [tm.create_retry for tm in requested if tm.create_retry is not None]
+
+    def _unanswered_creates(self) -> list[TaskManagerRecord]:
+        """The TaskManagers whose create was sent long ago and has had no answer yet."""
+        overdue = self.clock.monotonic() - self.create_unanswered_after
+        return [
+            tm
+            for tm in self.taskmanagers.in_states(TaskManagerState.REQUESTED)
+            if tm.create_retry is None and tm.confirmed_at is None and tm.created_at <= overdue
+        ]
 
     def _problems_of_coming_pods(self) -> list[ProblemView]:
         problems = [

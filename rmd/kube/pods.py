@@ -13,7 +13,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar, cast
 
 import aiohttp
 import structlog
@@ -33,9 +33,11 @@ from rmd.kube.retry import (
     request_result,
     status_of,
 )
+from rmd.kube.writehealth import WriteHealth
 from rmd.retry import Abandoned, Pacing, RetryPolicy
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class PodApiError(Exception):
@@ -65,6 +67,16 @@ class PodApiError(Exception):
         self.retriable = retriable
         self.status = status
         self.api_unavailable = api_unavailable
+
+    @property
+    def pod_not_judged(self) -> bool:
+        """Nothing was learnt about the pod: the API server was unavailable, or it refused
+        the daemon (401 credentials, 403 RBAC or an exhausted ResourceQuota) — a person
+        fixes that, the pod is not at fault. The same create is sent again with backoff
+        meanwhile (1 s growing to 10 s: no hot loop), never counted as a start failure, so
+        creates resume within seconds of the fix instead of after the start-failure
+        limiter's minute."""
+        return self.api_unavailable or self.status in (401, 403)
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Self:
@@ -124,6 +136,7 @@ class PodGateway:
         on_request: RequestObserver | None = None,
         pacing: Pacing | None = None,
         may_write: Callable[[], bool] | None = None,
+        write_health: WriteHealth | None = None,
     ) -> None:
         """``may_write``: asked right before every create or delete attempt (with high
         availability, "this daemon still holds the leader Lease"); when it says no, the call
@@ -148,6 +161,7 @@ class PodGateway:
         self._on_request = on_request
         self._pacing = pacing
         self._may_write = may_write
+        self._write_health = write_health
 
     @property
     def namespace(self) -> str:
@@ -166,8 +180,10 @@ class PodGateway:
         labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
 
         async def post() -> V1Pod:
-            return await self._core.create_namespaced_pod(
-                self._namespace, cast(V1Pod, body), _request_timeout=self._request_timeout
+            return await self._observed_write(
+                self._core.create_namespaced_pod(
+                    self._namespace, cast(V1Pod, body), _request_timeout=self._request_timeout
+                )
             )
 
         async with self._slots:
@@ -238,16 +254,17 @@ class PodGateway:
 
         async def send() -> None:
             if grace_period_seconds is None:
-                await self._core.delete_namespaced_pod(
+                call = self._core.delete_namespaced_pod(
                     name, self._namespace, _request_timeout=self._request_timeout
                 )
             else:
-                await self._core.delete_namespaced_pod(
+                call = self._core.delete_namespaced_pod(
                     name,
                     self._namespace,
                     grace_period_seconds=grace_period_seconds,
                     _request_timeout=self._request_timeout,
                 )
+            await self._observed_write(call)
 
         async with self._slots:
             try:
@@ -264,6 +281,26 @@ class PodGateway:
             except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
                 raise PodDeleteError.from_exception(exc) from exc
         log.debug("pod_deleted", pod=name, namespace=self._namespace)
+
+    async def _observed_write(self, call: Awaitable[T]) -> T:
+        """Await one write attempt, telling the write health how it ended."""
+        health = self._write_health
+        if health is None:
+            return await call
+        token = health.sent()
+        try:
+            answer = await call
+        except ApiException:
+            health.answered(token)
+            raise
+        except TimeoutError:
+            health.timed_out(token)
+            raise
+        except BaseException:
+            health.failed(token)
+            raise
+        health.answered(token)
+        return answer
 
     async def list(self, *, label_selector: str) -> tuple[list[Json], str]:
         """All pods matching ``label_selector`` (raw JSON) and the list's resourceVersion.

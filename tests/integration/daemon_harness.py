@@ -1,10 +1,12 @@
 """Run the real daemon against the real control plane, and watch what it does to pods.
 
 The daemon runs in the test's event loop through :func:`rmd.daemon.serve` — the same code
-``rmd daemon`` runs — and is driven only over HTTP, as a JobMaster and the TaskManager
-agents would. Its TaskManager pods run the real agent as OS processes under the node
-emulator (``emulator.rmd.dev/run: process``). :func:`daemon_process` runs ``rmd daemon`` as
-an OS process instead, for tests that kill it.
+``rmd daemon`` runs — or, with ``as_process=True``, as the ``rmd daemon`` process itself
+(for faults that need a process: SIGSTOP, a restart); either way it is driven only over
+HTTP, as a JobMaster and the TaskManager agents would. Its TaskManager pods run the real
+agent as OS processes under the node emulator (``emulator.rmd.dev/run: process``).
+:func:`daemon_process` runs ``rmd daemon`` as an OS process with arguments of the test's
+own, for tests that kill it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import secrets
+import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -22,6 +26,7 @@ from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client, watch
+from prometheus_client.parser import text_string_to_metric_families
 
 from rmd.daemon import load_daemon_config, serve
 from rmd_dev.cluster import free_port
@@ -70,17 +75,41 @@ class RunningDaemon:
     namespace: str
     http: aiohttp.ClientSession
     core: client.CoreV1Api
+    # The ``rmd daemon`` process (``as_process=True``), its log file; None when in-process.
+    process: asyncio.subprocess.Process | None = None
+    log_path: Path | None = None
+    # The bearer token sent on /v1 calls (with rmd.auth.token-file); may change mid-test.
+    token: str | None = None
+
+    def _auth(self) -> dict[str, str]:
+        return {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """A sample of /metrics (summed over the label values not given); 0 when absent."""
+        async with self.http.get(f"{self.url}/metrics") as resp:
+            text = await resp.text()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Send ``signum`` to the daemon process (SIGSTOP / SIGCONT: stall and resume it)."""
+        assert self.process is not None, "signals need running_daemon(as_process=True)"
+        os.kill(self.process.pid, signum)
 
     async def put_requirement(self, job_id: str, slots: int) -> dict[str, Any]:
         async with self.http.put(
-            f"{self.url}/v1/jobs/{job_id}/requirements", json={"slots": slots}
+            f"{self.url}/v1/jobs/{job_id}/requirements", json={"slots": slots}, headers=self._auth()
         ) as resp:
             assert resp.status == 200, await resp.text()
             body: dict[str, Any] = await resp.json()
             return body
 
     async def get_json(self, path: str, *, expect: int = 200) -> Any:
-        async with self.http.get(f"{self.url}{path}") as resp:
+        async with self.http.get(f"{self.url}{path}", headers=self._auth()) as resp:
             assert resp.status == expect, f"{path}: {resp.status} {await resp.text()}"
             return await resp.json(content_type=None)
 
@@ -203,24 +232,36 @@ class PodCensus:
     violations: list[str] = field(default_factory=list)
     limit: Callable[[], int] | None = None
     creation_limit: Callable[[], int] | None = None
+    blind: int = 0  # times the census lost the API server and had to list again
+
+    def check(self, _now: float) -> None:
+        """Record the most pods alive, and a violation when they exceed ``limit()``."""
+        self.max_alive = max(self.max_alive, len(self.alive))
+        if self.limit is not None and len(self.alive) > self.limit():
+            self.violations.append(
+                f"{len(self.alive)} pods alive > limit {self.limit()}: {sorted(self.alive)}"
+            )
 
 
 async def _census(api: client.ApiClient, namespace: str, selector: str, census: PodCensus) -> None:
+    """List, then watch from the list's resourceVersion; relist after a 410 and, when the API
+    server cannot be reached (a fault under test), once it answers again."""
     core = client.CoreV1Api(api)
     loop = asyncio.get_running_loop()
     rv: str | None = None
     while True:
-        if rv is None:
-            listed = await core.list_namespaced_pod(
-                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
-            )
-            rv = listed.metadata.resource_version
-            census.alive = {
-                p.metadata.name for p in listed.items if not p.metadata.deletion_timestamp
-            }
-            census.seen |= census.alive
-        async with watch.Watch() as w:
-            try:
+        try:
+            if rv is None:
+                listed = await core.list_namespaced_pod(
+                    namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+                )
+                rv = listed.metadata.resource_version
+                census.alive = {
+                    p.metadata.name for p in listed.items if not p.metadata.deletion_timestamp
+                }
+                census.seen |= census.alive
+                census.check(loop.time())
+            async with watch.Watch() as w:
                 async for event in w.stream(
                     core.list_namespaced_pod,
                     namespace,
@@ -240,23 +281,23 @@ async def _census(api: client.ApiClient, namespace: str, selector: str, census: 
                         census.left_at.setdefault(name, loop.time())
                     else:
                         census.alive.add(name)
-                    census.max_alive = max(census.max_alive, len(census.alive))
-                    if census.limit is not None and len(census.alive) > census.limit():
-                        census.violations.append(
-                            f"{len(census.alive)} pods alive > limit {census.limit()}: "
-                            f"{sorted(census.alive)}"
-                        )
+                    census.check(loop.time())
                     creation_limit = census.creation_limit
                     if new and creation_limit is not None and len(census.alive) > creation_limit():
                         census.violations.append(
                             f"{name} created with {len(census.alive)} pods alive > "
                             f"{creation_limit()} needed: {sorted(census.alive)}"
                         )
-            except client.ApiException as exc:
-                if exc.status == 410:
-                    rv = None
-                    continue
-                raise
+        except client.ApiException as exc:
+            if exc.status != 410:
+                census.blind += 1
+                await asyncio.sleep(0.5)
+            rv = None
+        except (aiohttp.ClientError, TimeoutError, ConnectionError, ValueError):
+            # The API server is down (the fault under test): look again once it answers.
+            census.blind += 1
+            rv = None
+            await asyncio.sleep(0.5)
 
 
 @contextlib.asynccontextmanager
@@ -285,6 +326,8 @@ async def running_daemon(
     wait_ready: bool = True,
     address: str = "127.0.0.1",
     port: int | None = None,
+    as_process: bool = False,
+    token: str | None = None,
 ) -> AsyncIterator[RunningDaemon]:
     """The daemon on ``address`` (a loopback address, e.g. an emulated pod's IP) and
     ``port`` (default: a free one); ``kubeconfig`` (default: the admin one) is its identity."""
@@ -292,54 +335,124 @@ async def running_daemon(
     port = port or free_port()
     # An empty configuration directory: only the overrides count (not ./conf of the checkout).
     empty_conf_dir = Path(tempfile.mkdtemp(prefix="rmd-conf-"))
-    config = load_daemon_config(
-        conf_dir=empty_conf_dir,
-        overrides=daemon_overrides(
-            cluster_id=cluster_id, namespace=namespace, port=port, address=address, extra=extra
-        ),
+    overrides = daemon_overrides(
+        cluster_id=cluster_id, namespace=namespace, port=port, address=address, extra=extra
     )
+    url = f"http://{address}:{port}"
+    starting = (
+        _daemon_process(
+            conf_dir=empty_conf_dir,
+            overrides=overrides,
+            kubeconfig=kubeconfig or dev_cluster.kubeconfig,
+            url=url,
+        )
+        if as_process
+        else _daemon_task(
+            conf_dir=empty_conf_dir,
+            overrides=overrides,
+            kubeconfig=kubeconfig or dev_cluster.kubeconfig,
+        )
+    )
+    try:
+        async with (
+            starting as process,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http,
+        ):
+            daemon = RunningDaemon(
+                url=url,
+                cluster_id=cluster_id,
+                namespace=namespace,
+                http=http,
+                core=client.CoreV1Api(kube_api),
+                process=process,
+                log_path=empty_conf_dir / "daemon.log" if process is not None else None,
+                token=token,
+            )
+
+            async def ready() -> bool:
+                async with http.get(f"{url}/readyz") as resp:
+                    return resp.status == 200
+
+            if wait_ready:
+                await eventually(ready, timeout=30, what="daemon /readyz")
+            yield daemon
+    finally:
+        # Leave nothing behind: remove the TaskManager pods of this daemon, once it stopped.
+        await client.CoreV1Api(kube_api).delete_collection_namespaced_pod(
+            namespace,
+            label_selector=f"{TM_SELECTOR},app={cluster_id}",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+
+@contextlib.asynccontextmanager
+async def _daemon_task(
+    *, conf_dir: Path, overrides: list[str], kubeconfig: Path
+) -> AsyncIterator[None]:
+    """:func:`rmd.daemon.serve` in this event loop, until the block ends."""
+    config = load_daemon_config(conf_dir=conf_dir, overrides=overrides)
     stop = asyncio.Event()
     started = asyncio.Event()
     task = asyncio.create_task(
-        serve(
-            config,
-            stop=stop,
-            kubeconfig=kubeconfig or dev_cluster.kubeconfig,
-            on_started=lambda _port: started.set(),
-        )
+        serve(config, stop=stop, kubeconfig=kubeconfig, on_started=lambda _port: started.set())
     )
     waiter = asyncio.create_task(started.wait())
     await asyncio.wait([task, waiter], timeout=30, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         task.result()  # raises what went wrong
     assert started.is_set(), "daemon did not start listening within 30 s"
-    url = f"http://{address}:{port}"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-        daemon = RunningDaemon(
-            url=url,
-            cluster_id=cluster_id,
-            namespace=namespace,
-            http=http,
-            core=client.CoreV1Api(kube_api),
+    try:
+        yield None
+    finally:
+        stop.set()
+        await within(task, seconds=30, what="the daemon task to stop")
+
+
+@contextlib.asynccontextmanager
+async def _daemon_process(
+    *, conf_dir: Path, overrides: list[str], kubeconfig: Path, url: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``rmd daemon`` as a process (its own session; log in ``conf_dir/daemon.log``) until the
+    block ends; then SIGCONT (it may be stopped), SIGTERM, SIGKILL after 30 s."""
+    argv = [sys.executable, "-m", "rmd", "daemon", "--conf-dir", str(conf_dir)]
+    argv += ["--kubeconfig", str(kubeconfig)]
+    for override in overrides:
+        argv += ["-D", override]
+    with (conf_dir / "daemon.log").open("ab") as sink:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=sink,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
         )
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
 
-        async def ready() -> bool:
-            async with http.get(f"{url}/readyz") as resp:
-                return resp.status == 200
+            async def listening() -> bool:
+                assert process.returncode is None, (
+                    f"rmd daemon exited with {process.returncode}: see {conf_dir / 'daemon.log'}"
+                )
+                try:
+                    async with http.get(f"{url}/healthz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
 
-        try:
-            if wait_ready:
-                await eventually(ready, timeout=30, what="daemon /readyz")
-            yield daemon
-        finally:
-            stop.set()
-            await within(task, seconds=30, what="the daemon task to stop")
-            # Leave nothing behind: remove the TaskManager pods of this daemon.
-            await daemon.core.delete_collection_namespaced_pod(
-                namespace,
-                label_selector=f"{TM_SELECTOR},app={cluster_id}",
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            await eventually(listening, timeout=30, what="rmd daemon to listen")
+        yield process
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGCONT)
+                os.kill(process.pid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(30):
+                    await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                await process.wait()
 
 
 async def metrics_after_a_job(

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from rmd_dev.cluster import write_kubeconfig
 from tests.conftest import DevClusterInfo
 from tests.integration.daemon_harness import pod_census, running_daemon
 from tests.support.faultproxy import FaultProxy
@@ -30,11 +29,9 @@ async def test_creates_resume_soon_after_an_api_outage_with_no_start_failure(
     kube_api: client.ApiClient,
     namespace: str,
     proxy: FaultProxy,
-    tmp_path: Path,
+    proxied_kubeconfig: Path,
 ) -> None:
-    kubeconfig = write_kubeconfig(
-        tmp_path / "through-proxy.kubeconfig", server=proxy.url, token=dev_cluster.admin_token
-    )
+    kubeconfig = proxied_kubeconfig
     async with running_daemon(
         dev_cluster=dev_cluster,
         kube_api=kube_api,

@@ -220,6 +220,7 @@ async def test_quota_denial_surfaces_unchanged(kube_api: client.ApiClient, names
     assert raised.value.reason == "QuotaExceeded"
     assert raised.value.retriable is False
     assert raised.value.api_unavailable is False
+    assert raised.value.pod_not_judged is True  # sent again, no start failure
     assert raised.value.message.startswith(
         'pods "c1-taskmanager-1-2" is forbidden: exceeded quota: two-pods'
     )

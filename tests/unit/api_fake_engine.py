@@ -8,12 +8,15 @@ and register TaskManagers through the HTTP API or directly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from rmd.api.app import create_app
+from rmd.api.access_log import StructlogAccessLogger
+from rmd.api.app import BODY_TIMEOUT_SECONDS, create_app
+from rmd.api.server import IDLE_TIMEOUT, ApiRunner
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import ManualClock
 from rmd.core.model import Action, CreatePod, DeletePod
@@ -34,6 +37,7 @@ class InMemoryEngine:
         self._started: set[str] = set()
         self.applied: list[Action] = []
         self.ready = ready
+        self.adopted = ready  # the first pod list adopted; stays so when the watch drops
 
     @property
     def allocator(self) -> Allocator:
@@ -100,8 +104,37 @@ def make_metrics(engine: InMemoryEngine) -> RmdMetrics:
 
 
 def make_app(
-    engine: InMemoryEngine, *, auth_token: str | None = None, max_wait: float = 300.0
+    engine: InMemoryEngine,
+    *,
+    auth_token: str | None = None,
+    max_wait: float = 300.0,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
 ) -> web.Application:
     return create_app(
-        engine=engine, metrics=make_metrics(engine), auth_token=auth_token, max_wait=max_wait
+        engine=engine,
+        metrics=make_metrics(engine),
+        auth_token=auth_token,
+        max_wait=max_wait,
+        body_timeout=body_timeout,
     )
+
+
+@contextlib.asynccontextmanager
+async def served_api(
+    app: web.Application, *, idle_timeout: float = IDLE_TIMEOUT
+) -> AsyncIterator[tuple[int, ApiRunner]]:
+    """``app`` served on a free loopback port as the daemon serves it (its runner, its
+    connection handler): yields the port and the runner."""
+    runner = ApiRunner(
+        app,
+        access_log_class=StructlogAccessLogger,
+        shutdown_timeout=1.0,
+        idle_timeout=idle_timeout,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield runner.addresses[0][1], runner
+    finally:
+        await runner.cleanup()

@@ -199,3 +199,39 @@ def test_pods_problems_and_the_outage_are_told_apart() -> None:
     assert f"TaskManager pod {first} cannot start: ErrImagePull" in reason
     assert [problem.taskmanager_id for problem in view.problems] == [first]
     assert h.allocator.status().extra["creates_awaiting_retry"] == 1
+
+
+def test_a_create_left_unanswered_is_named_in_the_jobs_reason() -> None:
+    """The API server takes the request and never answers (its storage hangs): after 10 s
+    the job's reason says so, and the status counts it; the answer ends it."""
+    h = Harness()
+    (name,) = created(h.allocator.declare("j1", 4))
+    h.advance(9.9)
+    assert "no answer" not in (h.allocator.job_view("j1").unfulfilled_reason or "")
+    assert h.allocator.status().extra["creates_unanswered"] == 0
+
+    h.advance(0.2)
+    reason = h.allocator.job_view("j1").unfulfilled_reason or ""
+    assert "1 TaskManager pod create has had no answer from the Kubernetes API server" in reason
+    assert "etcd" in reason
+    assert h.allocator.status().extra["creates_unanswered"] == 1
+
+    h.allocator.create_succeeded(name)
+    assert "no answer" not in (h.allocator.job_view("j1").unfulfilled_reason or "")
+    assert h.allocator.status().extra["creates_unanswered"] == 0
+
+
+def test_a_create_refused_by_the_quota_waits_with_a_reason_naming_the_quota() -> None:
+    h = Harness()
+    (name,) = created(h.allocator.declare("j1", 4))
+    actions = h.allocator.create_failed(
+        name,
+        reason="QuotaExceeded",
+        message="exceeded quota: pods, requested: pods=1, used: pods=2, limited: pods=2",
+        api_unavailable=True,  # as the driver passes PodApiError.pod_not_judged
+    )
+    assert of_type(actions, StartFailure) == []
+    reason = h.allocator.job_view("j1").unfulfilled_reason or ""
+    assert reason.startswith("a ResourceQuota of the namespace refuses TaskManager pods")
+    assert "raise the quota" in reason
+    assert "cannot be reached" not in reason

@@ -208,6 +208,29 @@ async def test_readyz_follows_the_engine(
     assert ready.status == 200
 
 
+async def test_readyz_stays_ready_and_says_when_pod_writes_go_unanswered(
+    aiohttp_client: ClientFactory, engine: InMemoryEngine
+) -> None:
+    unanswered: list[str] = []
+    app = create_app(
+        engine=engine,
+        metrics=make_metrics(engine),
+        kube_writes=lambda: unanswered[0] if unanswered else None,
+    )
+    client = await aiohttp_client(app)
+
+    answered = await (await client.get("/readyz")).json()
+    unanswered.append("the Kubernetes API server has not answered pod creates/deletes for 12 s")
+    hanging = await client.get("/readyz")
+
+    assert "kubernetes_writes" not in answered
+    assert hanging.status == 200
+    assert (await hanging.json())["kubernetes_writes"] == {
+        "answered": False,
+        "detail": unanswered[0],
+    }
+
+
 async def test_healthz_is_200_even_when_not_ready(
     client: TestClient[Any, Any], engine: InMemoryEngine
 ) -> None:
@@ -255,10 +278,10 @@ async def test_metrics_negotiate_openmetrics(client: TestClient[Any, Any]) -> No
     assert (await response.text()).endswith("# EOF\n")
 
 
-async def test_ready_gate_refuses_v1_until_ready(
+async def test_ready_gate_refuses_v1_until_the_first_pod_list_is_adopted(
     aiohttp_client: ClientFactory, engine: InMemoryEngine
 ) -> None:
-    engine.ready = False
+    engine.ready = engine.adopted = False
     app = create_app(
         engine=engine, metrics=make_metrics(engine), auth_token=TOKEN, refuse_v1_until_ready=True
     )
@@ -269,7 +292,7 @@ async def test_ready_gate_refuses_v1_until_ready(
         "/v1/jobs/j1/requirements", json={"slots": 1}, headers=bearer(TOKEN)
     )
     health = await client.get("/healthz")
-    engine.ready = True
+    engine.ready = engine.adopted = True
     started = await client.put("/v1/jobs/j1/requirements", json={"slots": 1}, headers=bearer(TOKEN))
 
     assert unauthenticated.status == 401  # authentication comes first
@@ -280,6 +303,27 @@ async def test_ready_gate_refuses_v1_until_ready(
     assert health.status == 200
     assert started.status == 200
     assert [job.job_id for job in engine.allocator.job_views()] == ["j1"]
+
+
+async def test_the_gate_stays_open_when_the_watch_loses_the_api_server_later(
+    aiohttp_client: ClientFactory, engine: InMemoryEngine
+) -> None:
+    """An API server outage after start-up unsyncs the watch (/readyz 503) but must not
+    refuse heartbeats: agents refused past the heartbeat timeout would be lost (seen in the
+    fault matrix's kube-apiserver restart: every TaskManager lost after 10 s of 503s)."""
+    app = create_app(engine=engine, metrics=make_metrics(engine), refuse_v1_until_ready=True)
+    client = await aiohttp_client(app)
+    await client.put("/v1/jobs/j1/requirements", json={"slots": 1})
+    [pod] = engine.start_requested_pods()
+    registration = {"taskmanager_id": pod, "address": "10.0.0.7:6122", "slots": 1}
+    assert (await client.post("/v1/taskmanagers", json=registration)).status == 200
+    engine.ready = False  # the watch lost the API server; adopted stays true
+
+    heartbeat = await client.put(f"/v1/taskmanagers/{pod}/heartbeat", json={})
+    readyz = await client.get("/readyz")
+
+    assert heartbeat.status == 200
+    assert readyz.status == 503
 
 
 async def test_without_the_gate_v1_serves_while_not_ready(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -117,14 +118,22 @@ async def test_idle_since_is_an_rfc3339_utc_time(
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"{}", b'{"slots": []}', b'{"slots": [{"slot_id": "x/0", "job_id": null}]}'],
+    [
+        b"",
+        b"{}",
+        b'{"slots": []}',
+        b'{"slots": [{"slot_id": "POD/0", "job_id": null}]}',
+        b'{"slots": [{"slot_id": "POD/1", "job_id": "j1"}, {"slot_id": "POD/0"}]}',
+    ],
 )
 async def test_heartbeat_accepts_empty_or_a_slot_report(
     client: TestClient[Any, Any], pod: str, body: bytes
 ) -> None:
     await client.post("/v1/taskmanagers", json=registration(pod))
 
-    response = await client.put(f"/v1/taskmanagers/{pod}/heartbeat", data=body)
+    response = await client.put(
+        f"/v1/taskmanagers/{pod}/heartbeat", data=body.replace(b"POD", pod.encode())
+    )
 
     assert response.status == 200
     view = await response.json()
@@ -134,7 +143,7 @@ async def test_heartbeat_accepts_empty_or_a_slot_report(
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [(b"[]", None), (b"{", None), (b'{"slots": 3}', "slots"), (b'{"slots": [1]}', "slots")],
+    [(b"[]", None), (b"{", None), (b'{"slots": 3}', "slots"), (b'{"slots": [1]}', "slots[0]")],
 )
 async def test_heartbeat_with_a_malformed_body_is_400(
     client: TestClient[Any, Any], pod: str, body: bytes, field: str | None
@@ -145,6 +154,68 @@ async def test_heartbeat_with_a_malformed_body_is_400(
 
     assert response.status == 400
     assert (await response.json()).get("field") == field
+
+
+def slot(slot_id: object, job_id: object = None) -> dict[str, object]:
+    return {"slot_id": slot_id, "job_id": job_id}
+
+
+@pytest.mark.parametrize(
+    ("slots", "status", "field"),
+    [
+        ({"slot_id": "POD/0"}, 400, "slots"),
+        ([slot("POD/0"), "POD/1"], 400, "slots[1]"),
+        ([{"job_id": "j1"}], 400, "slots[0].slot_id"),
+        ([slot(0)], 400, "slots[0].slot_id"),
+        ([slot("POD/0", job_id=7)], 400, "slots[0].job_id"),
+        ([slot("flink-1-taskmanager-9-9/0")], 422, "slots[0].slot_id"),  # another TaskManager
+        ([slot("POD")], 422, "slots[0].slot_id"),
+        ([slot("POD/01")], 422, "slots[0].slot_id"),
+        ([slot("POD/-1")], 422, "slots[0].slot_id"),
+        ([slot("POD/2")], 422, "slots[0].slot_id"),  # the TaskManager has 2 slots: 0 and 1
+        ([slot("POD/0"), slot("POD/0", "j1")], 422, "slots[1].slot_id"),
+        ([slot("POD/0"), slot("POD/1"), slot("POD/2")], 422, "slots[2].slot_id"),  # > slots
+        ([slot("POD/0", job_id="..")], 422, "slots[0].job_id"),
+        ([slot("POD/0", job_id="a b")], 422, "slots[0].job_id"),
+        ([slot("POD/0", job_id="j" * 129)], 422, "slots[0].job_id"),
+    ],
+)
+async def test_a_wrong_slot_report_names_the_field_and_changes_nothing(
+    client: TestClient[Any, Any],
+    engine: InMemoryEngine,
+    clock: ManualClock,
+    pod: str,
+    slots: object,
+    status: int,
+    field: str,
+) -> None:
+    await client.post("/v1/taskmanagers", json=registration(pod))
+    deadline_before = engine.allocator.next_deadline()
+    clock.advance(5.0)
+    body = json.loads(json.dumps({"slots": slots}).replace("POD", pod))
+
+    response = await client.put(f"/v1/taskmanagers/{pod}/heartbeat", json=body)
+
+    assert response.status == status
+    assert response.content_type == "application/problem+json"
+    problem = await response.json()
+    assert problem["field"] == field
+    assert FIX_HINT.search(problem["detail"]), problem["detail"]
+    assert engine.allocator.next_deadline() == deadline_before  # not taken as a heartbeat
+    accepted = await client.put(f"/v1/taskmanagers/{pod}/heartbeat", json={})
+    assert accepted.status == 200
+    assert engine.allocator.next_deadline() != deadline_before
+
+
+async def test_a_slot_report_for_an_unknown_taskmanager_is_404(
+    client: TestClient[Any, Any],
+) -> None:
+    name = "flink-1-taskmanager-9-9"
+    response = await client.put(
+        f"/v1/taskmanagers/{name}/heartbeat", json={"slots": [slot(f"{name}/0")]}
+    )
+
+    assert response.status == 404
 
 
 async def test_heartbeat_of_an_unknown_taskmanager_is_404(client: TestClient[Any, Any]) -> None:

@@ -178,8 +178,8 @@ async def test_bad_values_raise_invalid_value_naming_the_field(rmd: RmdClient) -
 async def test_not_ready_is_retried_after_retry_after_with_jitter(
     server: TestServer, engine: InMemoryEngine
 ) -> None:
-    engine.ready = False
-    sleep = SleepRecorder(then=lambda: setattr(engine, "ready", True))
+    engine.adopted = False
+    sleep = SleepRecorder(then=lambda: setattr(engine, "adopted", True))
     async with RmdClient(url_of(server), token=TOKEN, sleep=sleep) as client:
         view = await client.declare("job-1", 2)
     assert view.slots_required == 2
@@ -190,7 +190,7 @@ async def test_not_ready_is_retried_after_retry_after_with_jitter(
 async def test_not_ready_for_good_raises_after_the_attempts(
     server: TestServer, engine: InMemoryEngine
 ) -> None:
-    engine.ready = False
+    engine.adopted = False
     sleep = SleepRecorder()
     async with RmdClient(url_of(server), token=TOKEN, sleep=sleep, max_attempts=3) as client:
         with pytest.raises(NotReady) as raised:

@@ -127,14 +127,32 @@ async def test_a_failed_create_is_a_start_failure_and_is_replaced(
 ) -> None:
     engine, gateway, metrics = make_engine()
     gateway.create_errors.append(
-        PodCreateError(
-            "Forbidden", "pods is forbidden: exceeded quota", retriable=False, status=403
-        )
+        PodCreateError("Invalid", 'Pod "x" is invalid: spec', retriable=False, status=422)
     )
     engine.apply(engine.allocator.declare("j", 2))
     await until(lambda: len(gateway.created) == 1, what="the replacement created")
     assert sample(metrics, "rmd_start_failures_total") == 1
     assert gateway.created == ["c-taskmanager-1-2"]
+    await engine.close()
+
+
+async def test_a_create_refused_by_the_quota_is_sent_again_not_counted(
+    make_engine: EngineFactory, background: Background
+) -> None:
+    engine, gateway, metrics = make_engine(create_retry_base=0.01, create_retry_max=0.02)
+    gateway.create_errors.append(
+        PodCreateError(
+            "QuotaExceeded",
+            'pods "c-taskmanager-1-1" is forbidden: exceeded quota: q',
+            retriable=False,
+            status=403,
+        )
+    )
+    background.start(engine.run_timers())
+    engine.apply(engine.allocator.declare("j", 2))
+    await until(lambda: len(gateway.created) == 1, what="the same create sent again")
+    assert gateway.created == ["c-taskmanager-1-1"]  # the same name: no second pod
+    assert sample(metrics, "rmd_start_failures_total") == 0
     await engine.close()
 
 

@@ -13,6 +13,8 @@ from aiohttp.test_utils import TestClient
 
 import rmd.api
 from rmd.api.app import openapi_document
+from rmd.api.problems import ProblemError
+from rmd.api.validation import ADDRESS_PATTERN, parse_address
 from tests.unit.api_fake_engine import InMemoryEngine, make_app, make_engine
 
 ClientFactory = Any
@@ -264,3 +266,44 @@ async def test_real_answers_match_the_documented_schemas(
     await call("GET", "/metrics", "/metrics")
 
     assert {status for _, _, status in checked} >= {200, 400, 403, 404, 422, 503}
+
+
+ADDRESSES = [
+    "10.0.0.7:6122",
+    "[::1]:6122",
+    "[fe80::1%eth0]:6122",
+    "tm-1.flink.svc.cluster.local:6122",
+    "localhost:1",
+    "10.0.0.7",
+    ":6122",
+    "10.0.0.7:0",
+    "10.0.0.7:65536",
+    "10.0.0.7:61a2",
+    "[zz::1]:6122",
+    "bad host:6122",
+    "-dash.example:6122",
+    "10.0.0.7:6122\n",
+    "a" * 254 + ":6122",
+    "http://10.0.0.7:6122",
+]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_the_address_pattern_is_documented_and_enforced(
+    document: dict[str, Any], address: str
+) -> None:
+    """The Registration schema states the pattern parse_address applies; an address outside
+    it is refused, and every address parse_address takes matches it."""
+    schema = document["components"]["schemas"]["Registration"]["properties"]["address"]
+    assert schema["pattern"] == ADDRESS_PATTERN
+    documented = not schema_errors(document, schema, address) and re.fullmatch(
+        schema["pattern"], address
+    )
+    try:
+        parse_address({"address": address})
+        refused_field = None
+    except ProblemError as refused:
+        refused_field = refused.field
+    accepted = refused_field is None
+    assert accepted or refused_field == "address"
+    assert not accepted or documented, f"{address!r} taken but outside the documented pattern"

@@ -1,0 +1,333 @@
+"""The fault matrix (issue #12): one row per fault, each against the real ``rmd daemon``
+process under a steady workload, with the invariants and the time to converge of
+:mod:`tests.integration.fault_matrix`. Faults that stop control-plane components run on a
+cluster of their own (kube-apiserver with ``--watch-cache=false``, so that watches read etcd
+and a compaction makes the API server itself answer 410).
+
+CI runs the short profile (``make test``); ``make reliability`` runs the full one and writes
+docs/RELIABILITY.md from the rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client
+
+from rmd_dev.cluster import port_is_free, write_kubeconfig
+from tests.conftest import (
+    REQUEST_TIMEOUT,
+    SHIPPED_RBAC,
+    DevClusterInfo,
+    _devcluster,
+    apply_shipped_rbac,
+    create_pod_quota,
+    manifest,
+    service_account_kubeconfig,
+)
+from tests.integration.daemon_harness import RunningDaemon
+from tests.integration.fault_matrix import (
+    dedicated_cluster,
+    fault_seconds,
+    steady_workload,
+    steady_workload_on,
+)
+from tests.support.faultproxy import FaultProxy
+from tests.support.waiting import eventually, eventually_true
+
+pytestmark = pytest.mark.integration
+
+RAISED = 8  # job-b during the fault: a third TaskManager must come through it
+
+
+@pytest.fixture(scope="module")
+def fault_cluster() -> Iterator[DevClusterInfo]:
+    with dedicated_cluster("--watch-cache=false") as info:
+        yield info
+
+
+async def counts(daemon: RunningDaemon) -> str:
+    """What the daemon did, from its own metrics."""
+    created = await daemon.metric("rmd_pods_created_total")
+    restarts = await daemon.metric("rmd_watch_restarts_total")
+    errors = await daemon.metric("rmd_kubernetes_api_errors_total")
+    failures = await daemon.metric("rmd_start_failures_total")
+    lost = await daemon.metric("rmd_taskmanagers_lost_total")
+    return (
+        f"{created:.0f} pods created, {errors:.0f} failed API calls, {restarts:.0f} watch "
+        f"restarts, {failures:.0f} start failures, {lost:.0f} TaskManagers lost"
+    )
+
+
+async def job_reason(daemon: RunningDaemon, job_id: str) -> str:
+    view = await daemon.get_json(f"/v1/jobs/{job_id}")
+    return str(view["unfulfilled_reason"] or "")
+
+
+async def test_kube_apiserver_restart(fault_cluster: DevClusterInfo) -> None:
+    down = fault_seconds(ci=10.0, full=30.0)
+    port = int(fault_cluster.server.rsplit(":", 1)[1])
+    async with steady_workload_on(fault_cluster) as workload:
+        daemon = workload.daemon
+        restart = asyncio.create_task(
+            asyncio.to_thread(
+                _devcluster,
+                "restart",
+                "--dir",
+                str(fault_cluster.dir),
+                "kube-apiserver",
+                f"--down-for={down}",
+            )
+        )
+        await eventually_true(lambda: port_is_free(port), what="kube-apiserver to stop")
+        await workload.declare("job-b", RAISED)
+        reason = ""
+
+        async def told() -> bool:
+            nonlocal reason
+            reason = await job_reason(daemon, "job-b")
+            return "API server" in reason
+
+        await eventually(told, timeout=down, what="the job's reason to name the API server")
+        restarted = await restart
+        assert restarted.returncode == 0, restarted.stderr
+        converge = await workload.converged()
+        await workload.row(
+            fault=f"kube-apiserver stopped {down:g} s and restarted",
+            what_happened=f"job reason: {reason[:90]}…; {await counts(daemon)}",
+            fault_seconds=down,
+            converge_seconds=converge,
+        )
+
+
+async def etcd_revision(etcd_url: str) -> int:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{etcd_url}/v3/kv/range", json={"key": base64.b64encode(b"/").decode()}) as r,
+    ):
+        body = await r.json()
+    return int(body["header"]["revision"])
+
+
+async def compact_etcd(etcd_url: str, revision: int) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{etcd_url}/v3/kv/compaction", json={"revision": str(revision), "physical": True}
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+
+
+async def test_a_real_410_gone_after_an_etcd_compaction(
+    fault_cluster: DevClusterInfo, tmp_path: Path
+) -> None:
+    async with FaultProxy(upstream=fault_cluster.server, ca_file=fault_cluster.ca_file) as proxy:
+        kubeconfig = write_kubeconfig(
+            tmp_path / "proxy.kubeconfig", server=proxy.url, token=fault_cluster.admin_token
+        )
+        async with steady_workload_on(fault_cluster, kubeconfig=kubeconfig) as workload:
+            daemon = workload.daemon
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            # Move etcd past the daemon's resourceVersion, compact it, and cut the watch:
+            # the daemon watches again from its old resourceVersion and the API server
+            # itself (no watch cache) answers 410.
+            for number in range(5):
+                await daemon.core.create_namespaced_config_map(
+                    daemon.namespace,
+                    body=manifest({"metadata": {"name": f"bump-{number}"}}),
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            await compact_etcd(fault_cluster.etcd_url, await etcd_revision(fault_cluster.etcd_url))
+            assert proxy.drop_watches() >= 1
+            await workload.declare("job-b", RAISED)
+
+            async def gone() -> bool:
+                return await daemon.metric("rmd_watch_restarts_total", reason="gone") >= 1
+
+            await eventually(gone, timeout=30, what="the daemon's watch to get 410 Gone")
+            relisted = loop.time() - started
+            converge = await workload.converged()
+            await workload.row(
+                fault="etcd compacted past the watch's resourceVersion (real 410 Gone)",
+                what_happened=f"410 → relist {relisted:.1f} s after the compaction; "
+                f"{await counts(daemon)}",
+                fault_seconds=0.0,
+                converge_seconds=converge,
+            )
+
+
+async def test_etcd_paused(fault_cluster: DevClusterInfo) -> None:
+    paused = fault_seconds(ci=15.0, full=30.0)
+    [etcd] = [c for c in fault_cluster.components if c.name == "etcd"]
+    async with steady_workload_on(fault_cluster) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        os.kill(etcd.pid, signal.SIGSTOP)
+        try:
+            stopped = loop.time()
+            await workload.declare("job-b", RAISED)
+            reason = ""
+
+            async def told() -> bool:
+                nonlocal reason
+                reason = await job_reason(daemon, "job-b")
+                readyz = await daemon.get_json("/readyz")
+                return "API server" in reason and "kubernetes_writes" in readyz
+
+            await eventually(told, timeout=paused + 20, what="the hang in reason and /readyz")
+            told_after = loop.time() - stopped
+            # The pause lasts ``paused`` seconds: an interval being staged.
+            await asyncio.sleep(max(0.0, stopped + paused - loop.time()))
+        finally:
+            os.kill(etcd.pid, signal.SIGCONT)
+        converge = await workload.converged()
+        await workload.row(
+            fault=f"etcd stopped (SIGSTOP) {paused:g} s: writes hang",
+            what_happened=f"told after {told_after:.1f} s (readyz detail, job reason: "
+            f"{reason[:70]}…); {await counts(daemon)}",
+            fault_seconds=max(paused, told_after),
+            converge_seconds=converge,
+        )
+
+
+async def test_resource_quota_exhausted(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    refused_for = fault_seconds(ci=15.0, full=60.0)
+    core = client.CoreV1Api(kube_api)
+    await create_pod_quota(core, namespace=namespace, name="pods", pods=2)
+    async with steady_workload(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        await workload.declare("job-b", RAISED)  # a third pod: over the quota
+        refused_since = loop.time()
+
+        async def told() -> bool:
+            return "QuotaExceeded" in await job_reason(daemon, "job-b")
+
+        await eventually(told, timeout=15, what="the job's reason to name the quota")
+        reason = await job_reason(daemon, "job-b")
+        # The quota holds for ``refused_for`` seconds: an interval being staged.
+        await asyncio.sleep(max(0.0, refused_since + refused_for - loop.time()))
+        refused = await daemon.metric("rmd_kubernetes_api_errors_total", code="403")
+        # No hot loop: the start-failure limit (10 a minute, then one per 3 s retry
+        # interval) bounds the creates.
+        assert refused <= 12 + refused_for / 3, refused
+        await core.patch_namespaced_resource_quota(
+            "pods",
+            namespace,
+            body={"spec": {"hard": {"pods": "3"}}},
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        converge = await workload.converged()
+        await workload.row(
+            fault=f"ResourceQuota exhausted for {refused_for:g} s (403 exceeded quota)",
+            what_happened=f"{refused:.0f} creates refused, reason: {reason[:80]}…; "
+            f"{await counts(daemon)}",
+            fault_seconds=refused_for,
+            converge_seconds=converge,
+        )
+
+
+async def test_permission_lost_and_restored(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    lost_for = fault_seconds(ci=15.0, full=60.0)
+    await apply_shipped_rbac(dev_cluster, namespace=namespace)
+    core = client.CoreV1Api(kube_api)
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    kubeconfig = await service_account_kubeconfig(
+        core, dev_cluster, namespace=namespace, account="rmd", path=tmp_path / "rmd.kubeconfig"
+    )
+    async with steady_workload(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, kubeconfig=kubeconfig
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        await rbac.delete_namespaced_role_binding(
+            "rmd", namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+        lost_since = loop.time()
+        await workload.declare("job-b", RAISED)
+
+        async def told() -> bool:
+            return "refuses the daemon's pod creates (Forbidden" in await job_reason(
+                daemon, "job-b"
+            )
+
+        await eventually(told, timeout=15, what="the job's reason to name the refusal")
+        reason = await job_reason(daemon, "job-b")
+        # The permission stays lost for ``lost_for`` seconds: an interval being staged.
+        await asyncio.sleep(max(0.0, lost_since + lost_for - loop.time()))
+        await apply_shipped_rbac(dev_cluster, namespace=namespace)  # the RoleBinding again
+        converge = await workload.converged()
+        assert SHIPPED_RBAC.exists()
+        await workload.row(
+            fault=f"RoleBinding deleted for {lost_for:g} s, then restored",
+            what_happened=f"reason: {reason[:80]}…; {await counts(daemon)}",
+            fault_seconds=lost_for,
+            converge_seconds=converge,
+        )
+
+
+async def test_token_file_rotated(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """rmd.auth.token-file rewritten (and the Secret the pods read): the daemon takes the
+    new token without a restart; running agents, which keep the old one, stay."""
+    core = client.CoreV1Api(kube_api)
+    token_file = tmp_path / "token"
+    token_file.write_text("token-one\n")
+    await core.create_namespaced_secret(
+        namespace,
+        body=manifest({"metadata": {"name": "rmd-token"}, "stringData": {"token": "token-one"}}),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    extra = {"rmd.auth.token-file": str(token_file), "rmd.auth.token-secret": "rmd-token"}
+    async with steady_workload(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        extra=extra,
+        token="token-one",
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        token_file.write_text("token-two\n")
+        await core.patch_namespaced_secret(
+            "rmd-token",
+            namespace,
+            body={"stringData": {"token": "token-two"}},
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        rotated = loop.time()
+
+        async def new_token_taken() -> bool:
+            async with daemon.http.get(
+                f"{daemon.url}/v1/status", headers={"Authorization": "Bearer token-two"}
+            ) as resp:
+                return resp.status == 200
+
+        await eventually(new_token_taken, timeout=10, what="the daemon to take the new token")
+        taken_after = loop.time() - rotated
+        daemon.token = "token-two"  # the JobMaster moves on; the running agents do not
+        await workload.declare("job-b", RAISED)  # a new pod: it reads token-two
+        converge = await workload.converged()
+        await workload.row(
+            fault="rmd.auth.token-file and the Secret rotated",
+            what_happened=f"new token taken after {taken_after:.1f} s without a restart; running "
+            f"agents kept the old one; {await counts(daemon)}",
+            fault_seconds=0.0,
+            converge_seconds=converge,
+        )
