@@ -94,6 +94,9 @@ class DaemonEngine:
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer_wakeup = asyncio.Event()
+        # The deadline the timer task sleeps until (None: none, it sleeps until woken); only
+        # an event that brings the next deadline before it wakes the timer.
+        self._timer_sleeps_until: float | None = None
         self._adopted = False
         self._watch_synced: Callable[[], bool] = lambda: False
         self._closing = False
@@ -186,7 +189,7 @@ class DaemonEngine:
         while True:
             self.apply(self._allocator.tick())
             self._timer_wakeup.clear()
-            deadline = self._allocator.next_deadline()
+            deadline = self._timer_sleeps_until = self._allocator.next_deadline()
             delay = None if deadline is None else deadline - self._clock.monotonic()
             if delay is not None:
                 # A deadline that tick() did not clear must not make this loop spin.
@@ -389,7 +392,16 @@ class DaemonEngine:
                 assert_never(notice)
 
     def _notify(self) -> None:
-        # Wake every waiter (long polls, the timer) and arm a fresh event for the next change.
+        # Wake every waiter and arm a fresh event for the next change.
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        self._timer_wakeup.set()
+        # Wake the timer only when the next deadline came earlier than the one it sleeps
+        # until, or is overdue: a heartbeat (it moves a deadline later) costs it nothing.
+        deadline = self._allocator.next_deadline()
+        if deadline is not None and (
+            self._timer_sleeps_until is None
+            or deadline < self._timer_sleeps_until
+            or deadline <= self._clock.monotonic()
+        ):
+            self._timer_sleeps_until = deadline
+            self._timer_wakeup.set()

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from rmd.core import placement
 from rmd.core.allocator_settings import AllocatorSettings
 from rmd.core.clock import Clock
+from rmd.core.deadlines import DeadlineQueue, Timer
 from rmd.core.lifecycle import TaskManagerLifecycle
 from rmd.core.model import (
     Action,
@@ -49,7 +50,7 @@ from rmd.core.model import (
 )
 from rmd.core.naming import parse_taskmanager_pod_name
 from rmd.core.podtracker import PodTracker
-from rmd.core.records import COMING, LIVE, JobRecord, TaskManagerIndex
+from rmd.core.records import COMING, LIVE, JobRecord, TaskManagerIndex, TaskManagerRecord
 from rmd.core.views import AllocatorViews, taskmanager_view
 
 __all__ = ["Allocator", "AllocatorSettings"]
@@ -69,6 +70,7 @@ class Allocator:
         self._clock = clock
         self._taskmanagers = TaskManagerIndex()
         self._jobs: dict[str, JobRecord] = {}  # insertion order = first declaration (FIFO)
+        self._timers = DeadlineQueue()
         self._lifecycle = TaskManagerLifecycle(
             settings, clock=clock, taskmanagers=self._taskmanagers, jobs=self._jobs
         )
@@ -114,7 +116,7 @@ class Allocator:
             job, count=job.allocated - slots, reason="requirement lowered", out=out
         )
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     def remove_job(self, job_id: str) -> list[Action]:
         job = self._job(job_id)
@@ -123,7 +125,7 @@ class Allocator:
         self._free_job_slots(job, count=job.allocated, reason="job removed", out=out)
         del self._jobs[job_id]
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     # ------------------------------------------------------------------ TaskManager side
 
@@ -133,7 +135,7 @@ class Allocator:
         out: list[Action] = []
         if self._lifecycle.register(taskmanager_id, address=address, slots=slots, out=out):
             self._reconcile(out)
-        return out
+        return self._done(out)
 
     def heartbeat(self, taskmanager_id: str) -> list[Action]:
         self._lifecycle.heartbeat(taskmanager_id)
@@ -149,7 +151,7 @@ class Allocator:
         out: list[Action] = []
         if self._lifecycle.deregister(taskmanager_id, out):
             self._reconcile(out)
-        return out
+        return self._done(out)
 
     # ------------------------------------------------------------------ external usage
 
@@ -165,7 +167,7 @@ class Allocator:
         self._lifecycle.observe_external_usage(busy)
         out: list[Action] = []
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     def external_usage_unknown(self) -> list[Action]:
         """The external usage source cannot be read: every release timer stops until it
@@ -184,7 +186,7 @@ class Allocator:
         out: list[Action] = []
         if self._pods.create_succeeded(name, out):
             self._reconcile(out)
-        return out
+        return self._done(out)
 
     def create_failed(
         self, name: str, *, reason: str, message: str, api_unavailable: bool = False
@@ -199,19 +201,19 @@ class Allocator:
         )
         if failed:
             self._reconcile(out)
-        return out
+        return self._done(out)
 
     def pod_observed(self, pod: PodObservation) -> list[Action]:
         out: list[Action] = []
         self._pods.pod_observed(pod, out)
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     def pod_deleted(self, name: str) -> list[Action]:
         out: list[Action] = []
         if self._pods.pod_deleted(name, out):
             self._reconcile(out)
-        return out
+        return self._done(out)
 
     def resync(
         self, pods: Sequence[PodObservation], *, listed_at: float | None = None
@@ -227,7 +229,7 @@ class Allocator:
         out: list[Action] = []
         self._pods.resync(pods, listed_at=listed_at, out=out)
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     def adopt(self, pods: Sequence[PodObservation]) -> list[Action]:
         """Start-up recovery: keep the live pods of earlier attempts, delete the dead ones.
@@ -239,23 +241,71 @@ class Allocator:
         out: list[Action] = []
         self._pods.adopt(pods, out)
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     # ------------------------------------------------------------------ time
 
     def tick(self) -> list[Action]:
-        """Fire every timer due at ``clock.monotonic()``."""
+        """Fire every timer due at ``clock.monotonic()``; touches only what is due (with
+        nothing due and no start limit in force, it does nothing at all)."""
         out: list[Action] = []
-        self._lifecycle.fire_timeouts(out)
-        self._pods.send_due_creates(out)
-        self._reconcile(out)
-        return out
+        now = self._clock.monotonic()
+        due = self._pop_due(now)
+        for tm, timer in sorted(due, key=lambda item: item[0].order):
+            if tm.name not in self._taskmanagers or timer is Timer.IDLE_RELEASE:
+                continue  # gone with an earlier timer; idle releases are decided below
+            at = self._lifecycle.deadline(tm, timer)
+            if at is None or at > now:
+                continue  # an earlier timer changed it
+            if timer is Timer.CREATE_RETRY:
+                self._pods.send_create_again(tm, out)
+            else:
+                self._lifecycle.fire_timeout(tm, timer, out)
+        if due or self._lifecycle.limiter.engaged:
+            self._reconcile(out)
+        return self._done(out)
 
     def next_deadline(self) -> float | None:
         """Monotonic time of the next timer (idle release, registration or heartbeat
         timeout, end of a start pause, a create to send again); None when nothing is
-        scheduled."""
-        return min([*self._lifecycle.deadlines(), *self._pods.deadlines()], default=None)
+        scheduled. O(1) but for stale entries dropped on the way (each once)."""
+        now = self._clock.monotonic()
+        while (first := self._timers.first()) is not None:
+            at, name, timer = first
+            tm = self._taskmanagers.get(name)
+            true_at = None if tm is None else self._lifecycle.deadline(tm, timer)
+            if true_at == at:
+                break
+            self._timers.pop()  # moved later (a heartbeat) or stopped: arm it where it is
+            self._timers.arm(name, timer, true_at)
+        limiter_at = self._lifecycle.limiter.next_deadline(now)
+        if first is None or (limiter_at is not None and limiter_at < first[0]):
+            return limiter_at
+        return first[0]
+
+    def _pop_due(self, now: float) -> list[tuple[TaskManagerRecord, Timer]]:
+        """Take the timers due at ``now`` off the queue; entries whose deadline moved later
+        are armed again where it is now, stopped ones dropped."""
+        due: list[tuple[TaskManagerRecord, Timer]] = []
+        while (first := self._timers.first()) is not None and first[0] <= now:
+            _, name, timer = first
+            self._timers.pop()
+            tm = self._taskmanagers.get(name)
+            true_at = None if tm is None else self._lifecycle.deadline(tm, timer)
+            if tm is None or true_at is None:
+                continue
+            if true_at > now:
+                self._timers.arm(name, timer, true_at)
+            else:
+                due.append((tm, timer))
+        return due
+
+    def _done(self, out: list[Action]) -> list[Action]:
+        """After every event: arm the timers of the TaskManagers it touched."""
+        for tm in self._taskmanagers.take_touched():
+            for timer in (Timer.REGISTRATION, Timer.HEARTBEAT, Timer.CREATE_RETRY):
+                self._timers.arm(tm.name, timer, self._lifecycle.deadline(tm, timer))
+        return out
 
     # ------------------------------------------------------------------ views
 
@@ -341,11 +391,18 @@ class Allocator:
         registered = self._taskmanagers.in_states(TaskManagerState.REGISTERED)
         free_registered = sum(tm.free for tm in registered)
 
-        # Idle TaskManagers past their timeout go, unless demand or the spares need them.
-        idle_due = sorted(
-            (tm for tm in registered if self._lifecycle.idle_due(tm, now=now)),
-            key=lambda tm: (tm.idle_since, tm.order),
-        )
+        # Idle TaskManagers past their timeout go, unless demand or the spares need them. Every
+        # change of idleness comes with a reconciliation: the idle timers are armed here.
+        idle_due: list[TaskManagerRecord] = []
+        for tm in registered:
+            release_at = self._lifecycle.idle_release_at(tm)
+            if release_at is None:
+                continue
+            if release_at <= now:
+                idle_due.append(tm)
+            elif not tm.idle_checked:
+                self._timers.arm(tm.name, Timer.IDLE_RELEASE, release_at)
+        idle_due.sort(key=lambda tm: (tm.idle_since or 0.0, tm.order))
         for tm in idle_due:
             if free_registered - tm.free >= target:
                 free_registered -= tm.free

@@ -176,6 +176,8 @@ class TaskManagerIndex:
 
     State changes go through :meth:`add`, :meth:`set_state` and :meth:`forget`, which keep
     both maps in step and describe each change as a :class:`TaskManagerChanged` notice.
+    Those, and :meth:`touch`, note the TaskManager as touched: its timers may have come
+    earlier, and the allocator arms them again (:meth:`take_touched`).
     """
 
     def __init__(self) -> None:
@@ -183,6 +185,7 @@ class TaskManagerIndex:
         self._by_state: dict[TaskManagerState, dict[str, TaskManagerRecord]] = {
             state: {} for state in TaskManagerState
         }
+        self._touched: dict[str, None] = {}  # an ordered set
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -205,6 +208,7 @@ class TaskManagerIndex:
             raise ValueError(f"bug: TaskManager {tm.name} is already known")
         self._by_name[tm.name] = tm
         self._by_state[tm.state][tm.name] = tm
+        self._touched[tm.name] = None
         return TaskManagerChanged(tm.name, None, tm.state, reason)
 
     def set_state(
@@ -214,12 +218,24 @@ class TaskManagerIndex:
         del self._by_state[old][tm.name]
         tm.state = new
         self._by_state[new][tm.name] = tm
+        self._touched[tm.name] = None
         return TaskManagerChanged(tm.name, old, new, reason)
 
     def forget(self, tm: TaskManagerRecord, *, reason: str) -> TaskManagerChanged:
         del self._by_name[tm.name]
         del self._by_state[tm.state][tm.name]
         return TaskManagerChanged(tm.name, tm.state, None, reason)
+
+    def touch(self, tm: TaskManagerRecord) -> None:
+        """A timer of ``tm`` may have started or come earlier (a create sent again, its pod
+        confirmed, a registration)."""
+        self._touched[tm.name] = None
+
+    def take_touched(self) -> list[TaskManagerRecord]:
+        """The known TaskManagers touched since the last call."""
+        touched = [tm for name in self._touched if (tm := self._by_name.get(name)) is not None]
+        self._touched.clear()
+        return touched
 
     def in_states(self, *states: TaskManagerState) -> list[TaskManagerRecord]:
         return [tm for state in states for tm in self._by_state[state].values()]

@@ -360,3 +360,24 @@ async def test_a_delete_sent_again_for_a_pod_a_list_still_shows_is_counted_once(
     engine.on_snapshot([PodObservation(name, "Running", "n", "127.1.0.1")])
     await until(lambda: gateway.deleted == [name, name], what="the delete sent again")
     assert sample(metrics, "rmd_pods_deleted_total", reason="excess") == 1
+
+
+async def test_a_heartbeat_does_not_wake_the_timer_an_earlier_deadline_does(
+    make_engine: EngineFactory, background: Background
+) -> None:
+    clock = ManualClock()
+    engine, gateway, _ = make_engine(clock=clock, heartbeat_timeout=50.0)
+    engine.apply(engine.allocator.declare("j", 2))
+    await until(lambda: len(gateway.created) == 1, what="the pod created")
+    (name,) = gateway.created
+    engine.apply(engine.allocator.pod_observed(PodObservation(name, "Running", "n", "127.1.0.1")))
+    engine.apply(engine.allocator.register(name, address="127.1.0.1:6122", slots=2))
+    background.start(engine.run_timers())
+    await until(lambda: not engine._timer_wakeup.is_set(), what="the timer asleep")
+
+    clock.advance(10.0)
+    engine.apply(engine.allocator.heartbeat(name))  # its deadline moves later: nothing to do
+    assert not engine._timer_wakeup.is_set()
+
+    engine.apply(engine.allocator.declare("j", 0))  # idle now: a release 30 s from now
+    assert engine._timer_wakeup.is_set()
