@@ -28,6 +28,7 @@ cap's arithmetic :mod:`rmd.core.slotcap`, and everything shown to the outside
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,7 @@ from rmd.core.deadlines import DeadlineQueue, Timer
 from rmd.core.lifecycle import TaskManagerLifecycle
 from rmd.core.model import (
     Action,
+    JobSummary,
     JobView,
     PodObservation,
     ReleaseReason,
@@ -71,6 +73,7 @@ class Allocator:
         self._taskmanagers = TaskManagerIndex()
         self._jobs: dict[str, JobRecord] = {}  # insertion order = first declaration (FIFO)
         self._timers = DeadlineQueue()
+        self._incarnations = itertools.count(1)  # of job records: see JobRecord.version
         self._lifecycle = TaskManagerLifecycle(
             settings, clock=clock, taskmanagers=self._taskmanagers, jobs=self._jobs
         )
@@ -110,7 +113,9 @@ class Allocator:
         out: list[Action] = []
         job = self._jobs.get(job_id)
         if job is None:
-            job = self._jobs[job_id] = JobRecord(job_id=job_id)
+            job = self._jobs[job_id] = JobRecord(
+                job_id=job_id, incarnation=next(self._incarnations)
+            )
         job.set_required(slots, now=self._clock.monotonic())
         self._free_job_slots(
             job, count=job.allocated - slots, reason="requirement lowered", out=out
@@ -311,6 +316,16 @@ class Allocator:
 
     def job_view(self, job_id: str) -> JobView:
         return self._views().job_view(self._job(job_id))
+
+    def job_summary(self, job_id: str) -> JobSummary:
+        """The job without its slot list (cheap at any size: O(1) once fulfilled)."""
+        return self._views().job_summary(self._job(job_id))
+
+    def job_version(self, job_id: str) -> str | None:
+        """Changes whenever the job's requirement or slots change; None for an unknown job.
+        O(1): long polls compare it after every event."""
+        job = self._jobs.get(job_id)
+        return None if job is None else job.version
 
     def job_views(self) -> list[JobView]:
         return self._views().job_views()

@@ -100,6 +100,9 @@ class TaskManagerLifecycle:
             )
         now = self._clock.monotonic()
         tm.confirm(now=now)  # its agent runs: the pod exists
+        if tm.address != address:  # the jobs' slot lists show the address
+            for job_id in {job_id for job_id in tm.slot_jobs if job_id is not None}:
+                self._jobs[job_id].changes += 1
         tm.address = address
         tm.last_heartbeat = now
         self._taskmanagers.touch(tm)  # its registration and heartbeat timers change

@@ -132,6 +132,10 @@ class TaskManagerRecord:
 @dataclass(eq=False, kw_only=True)
 class JobRecord:
     job_id: str
+    # Which declaration of this id (a job removed and declared again is a new one), and how
+    # often its requirement or slots changed since: together the job's version.
+    incarnation: int = 0
+    changes: int = 0
     required: int = 0
     # TaskManager name -> indices of this job's slots there.
     slots: dict[str, set[int]] = field(default_factory=dict)
@@ -143,11 +147,18 @@ class JobRecord:
     def unmet(self) -> int:
         return len(self.waiting)
 
+    @property
+    def version(self) -> str:
+        """Changes whenever the requirement or any slot of the job changes."""
+        return f"{self.incarnation}.{self.changes}"
+
     def set_required(self, required: int, *, now: float) -> None:
         """New total requirement; extra demand waits from ``now``; less drops the newest first.
 
         Slots above the new requirement stay allocated: the caller frees them.
         """
+        if required != self.required:
+            self.changes += 1
         self.required = required
         wanted = max(0, required - self.allocated)
         while len(self.waiting) > wanted:
@@ -158,6 +169,7 @@ class JobRecord:
         """Record a slot given to this job; when the demand it fulfils started waiting."""
         self.slots.setdefault(taskmanager, set()).add(index)
         self.allocated += 1
+        self.changes += 1
         return self.waiting.popleft()
 
     def remove_slot(self, taskmanager: str, index: int, *, now: float) -> None:
@@ -167,6 +179,7 @@ class JobRecord:
         if not indices:
             del self.slots[taskmanager]
         self.allocated -= 1
+        self.changes += 1
         if self.allocated + len(self.waiting) < self.required:
             self.waiting.append(now)
 
