@@ -40,7 +40,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     taskmanager_id = parse_taskmanager_id(request.match_info["taskmanager_id"])
     parse_slot_report(await read_json_object(request, empty_means={}))
     engine = request.app[ENGINE]
-    engine.apply(engine.allocator.heartbeat(taskmanager_id))
+    actions = engine.allocator.heartbeat(taskmanager_id)
+    if actions:  # a heartbeat only moves a deadline later: usually nothing to carry out
+        engine.apply(actions)
     return json_ok(serialize.taskmanager_json(engine.allocator.taskmanager_view(taskmanager_id)))
 
 
