@@ -403,13 +403,16 @@ class Allocator:
         )
         unmet = self._capped_unmet()
         target = unmet + self._spare_slots()
-        registered = self._taskmanagers.in_states(TaskManagerState.REGISTERED)
-        free_registered = sum(tm.free for tm in registered)
-
-        # Idle TaskManagers past their timeout go, unless demand or the spares need them. Every
-        # change of idleness comes with a reconciliation: the idle timers are armed here.
+        # One walk over the registered TaskManagers (it runs after every event): their free
+        # slots, and the idle ones. Idle TaskManagers past their timeout go, unless demand or
+        # the spares need them; every change of idleness comes with a reconciliation, so the
+        # idle timers are armed here.
+        free_registered = 0
         idle_due: list[TaskManagerRecord] = []
-        for tm in registered:
+        for tm in self._taskmanagers.in_states(TaskManagerState.REGISTERED):
+            free_registered += len(tm.slot_jobs) - tm.allocated
+            if tm.idle_since is None:
+                continue  # busy: no idle timer
             release_at = self._lifecycle.idle_release_at(tm)
             if release_at is None:
                 continue
@@ -425,10 +428,11 @@ class Allocator:
             else:
                 tm.idle_checked = True
 
-        # Pods on their way that demand no longer needs are cancelled.
+        # Pods on their way that demand no longer needs are cancelled. Each was created for
+        # slots_per_taskmanager slots (adopted ones are neither supply nor cancelled).
         coming = [tm for tm in self._taskmanagers.in_states(*COMING) if not tm.adopted]
-        supply = free_registered + sum(tm.slots_total for tm in coming)
-        if coming and supply - min(tm.slots_total for tm in coming) >= target:
+        supply = free_registered + len(coming) * self._settings.slots_per_taskmanager
+        if coming and supply - self._settings.slots_per_taskmanager >= target:
             coming.sort(key=lambda tm: tm.order, reverse=True)  # newest first ...
             coming.sort(key=lambda tm: tm.is_scheduled)  # ... unscheduled before scheduled
             for tm in coming:

@@ -27,8 +27,11 @@ def allocate_waiting(
     """Give free slots of ``registered`` TaskManagers to the jobs' waiting demand, at most
     ``capacity`` slots in all (what the slot cap allows)."""
     waiting_jobs = [job for job in jobs if job.unmet]
+    if not waiting_jobs or capacity <= 0:
+        return []
     candidates = sorted(
-        (tm for tm in registered if tm.free > 0), key=lambda tm: (-tm.allocated, tm.order)
+        (tm for tm in registered if len(tm.slot_jobs) > tm.allocated),  # free slots
+        key=lambda tm: (-tm.allocated, tm.order),
     )
     allocated: list[SlotsAllocated] = []
     position = 0
