@@ -2,6 +2,7 @@
 measured in the same run.
 
     python -m bench [--full] [--name NAME] [--cluster-dir DIR]
+                    [--scale 500,1000] [--sweep 4,8] [--idle 1000,3000] [--idle-window 60]
 
 quick (default, a few minutes on 2 cores): scale-out of 500 TaskManagers (bare API baseline
 and rmd at ``rmd.kubernetes.max-parallel-requests`` 8), the idle cost at 500 over 30 s, and
@@ -23,7 +24,7 @@ import json
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,9 @@ async def heartbeats(profile: Profile) -> dict[str, Any]:
         "rmd": asdict(ours),
         "ratio_requests_per_s": round(ours.requests_per_s / max(bare.requests_per_s, 1e-9), 2),
         "ratio_p99": round(ours.p99_ms / max(bare.p99_ms, 1e-9), 2),
+        "ratio_server_cpu_per_request": round(
+            ours.server_cpu_ms_per_request / max(bare.server_cpu_ms_per_request, 1e-9), 2
+        ),
     }
     print(
         f"heartbeats, 50 clients: rmd {ours.requests_per_s:.0f}/s p99 {ours.p99_ms:.1f} ms; "
@@ -238,15 +242,19 @@ def table(report: dict[str, Any]) -> str:
         )
     beats = report["heartbeats"]
     lines.append("")
-    lines.append(f"{'heartbeats':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server cpu %':>14}")
+    lines.append(
+        f"{'heartbeats':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server cpu %':>14}"
+        f"{'cpu ms/req':>12}"
+    )
     for kind in ("bare", "rmd"):
         row = beats[kind]
         lines.append(
             f"{kind:<12}{row['requests_per_s']:>9.0f}{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}"
-            f"{row['server_cpu_percent']:>14.0f}"
+            f"{row['server_cpu_percent']:>14.0f}{row['server_cpu_ms_per_request']:>12.3f}"
         )
     lines.append(
         f"{'rmd / bare':<12}{beats['ratio_requests_per_s']:>9.2f}{'':>9}{beats['ratio_p99']:>9.2f}"
+        f"{'':>14}{beats['ratio_server_cpu_per_request']:>12.2f}"
     )
     return "\n".join(lines)
 
@@ -257,13 +265,30 @@ def _own_pid() -> int:
     return os.getpid()
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     parser.add_argument("--full", action="store_true", help="the long profile")
     parser.add_argument("--name", help="results file name (default: profile and time)")
     parser.add_argument("--cluster-dir", type=Path, help="use a running dev cluster")
+    parser.add_argument("--scale", type=_sizes, help="scale-out sizes, e.g. 500,1000")
+    parser.add_argument("--sweep", type=_sizes, help="parallelisms to sweep at the first size")
+    parser.add_argument("--idle", type=_sizes, help="idle-cost sizes, e.g. 500,1000,3000")
+    parser.add_argument("--idle-window", type=float, help="seconds of each idle measurement")
     args = parser.parse_args(argv)
     profile = FULL if args.full else QUICK
+    if args.scale is not None:
+        profile = replace(profile, name=f"{profile.name}+", scale_sizes=args.scale)
+    if args.sweep is not None:
+        first = (args.scale or profile.scale_sizes or (1000,))[0]
+        profile = replace(profile, name=f"{profile.name}+", sweep_size=first, sweep=args.sweep)
+    if args.idle is not None:
+        profile = replace(profile, name=f"{profile.name}+", idle_sizes=args.idle)
+    if args.idle_window is not None:
+        profile = replace(profile, name=f"{profile.name}+", idle_window=args.idle_window)
     name = args.name or f"{profile.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     report = run_cancellable(run(profile, name=name, cluster_dir=args.cluster_dir))
     if report is None:

@@ -42,6 +42,9 @@ class HeartbeatResult:
     p50_ms: float
     p99_ms: float
     server_cpu_percent: float
+    # The server's CPU per answered request: steadier than requests/s on a busy machine
+    # (where the load generator, sharing the cores, is often the limit).
+    server_cpu_ms_per_request: float
     generator_cpu_percent: float
 
 
@@ -208,6 +211,9 @@ async def measure(
         p50_ms=round(1000 * statistics.median(ok), 2) if ok else -1.0,
         p99_ms=round(1000 * ok[int(0.99 * (len(ok) - 1))], 2) if ok else -1.0,
         server_cpu_percent=cpu["server"],
+        server_cpu_ms_per_request=(
+            round(10.0 * cpu["server"] * elapsed / len(ok), 4) if ok else -1.0
+        ),
         generator_cpu_percent=cpu["generator"],
     )
 

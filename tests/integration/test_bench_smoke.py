@@ -24,6 +24,7 @@ def test_the_table_shows_every_part() -> None:
         "p50_ms": 1.0,
         "p99_ms": 2.0,
         "server_cpu_percent": 3.0,
+        "server_cpu_ms_per_request": 0.1,
     }
     report = {
         "profile": QUICK.name,
@@ -52,7 +53,13 @@ def test_the_table_shows_every_part() -> None:
                 "rss_growth_mb": 1.0,
             }
         ],
-        "heartbeats": {"bare": row, "rmd": row, "ratio_requests_per_s": 1.0, "ratio_p99": 1.0},
+        "heartbeats": {
+            "bare": row,
+            "rmd": row,
+            "ratio_requests_per_s": 1.0,
+            "ratio_p99": 1.0,
+            "ratio_server_cpu_per_request": 1.0,
+        },
     }
     text = table(report)
     assert "    5 @ 8" in text
