@@ -281,14 +281,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     profile = FULL if args.full else QUICK
     if args.scale is not None:
-        profile = replace(profile, name=f"{profile.name}+", scale_sizes=args.scale)
+        profile = replace(profile, scale_sizes=args.scale)
     if args.sweep is not None:
         first = (args.scale or profile.scale_sizes or (1000,))[0]
-        profile = replace(profile, name=f"{profile.name}+", sweep_size=first, sweep=args.sweep)
+        profile = replace(profile, sweep_size=first, sweep=args.sweep)
     if args.idle is not None:
-        profile = replace(profile, name=f"{profile.name}+", idle_sizes=args.idle)
+        profile = replace(profile, idle_sizes=args.idle)
     if args.idle_window is not None:
-        profile = replace(profile, name=f"{profile.name}+", idle_window=args.idle_window)
+        profile = replace(profile, idle_window=args.idle_window)
+    if profile not in (QUICK, FULL):
+        profile = replace(profile, name=f"{profile.name}-custom")
     name = args.name or f"{profile.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     report = run_cancellable(run(profile, name=name, cluster_dir=args.cluster_dir))
     if report is None:
