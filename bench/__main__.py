@@ -82,13 +82,16 @@ def runs_of(profile: Profile) -> list[tuple[int, int]]:
     return list(dict.fromkeys(runs))
 
 
-async def run(profile: Profile, *, name: str, cluster_dir: Path | None) -> dict[str, Any]:
+async def run(
+    profile: Profile, *, name: str, cluster_dir: Path | None, daemon_tree: Path | None = None
+) -> dict[str, Any]:
     report: dict[str, Any] = {
         "profile": profile.name,
         "machine": machine_facts(),
         "busy_before": await asyncio.to_thread(busy_processes),
         "scale_out": [],
         "idle": [],
+        "daemon_tree": None if daemon_tree is None else str(daemon_tree),
     }
     print(f"bench {name}: profile {profile.name}", flush=True)
     report["heartbeats"] = await heartbeats(profile)
@@ -131,6 +134,7 @@ async def run(profile: Profile, *, name: str, cluster_dir: Path | None) -> dict[
                     pids=pids,
                     idle_window=profile.idle_window if pods in profile.idle_sizes else None,
                     log_dir=log_dir,
+                    daemon_tree=daemon_tree,
                 )
                 record_run(report, base, ours)
             with contextlib.suppress(client.ApiException):
@@ -278,6 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep", type=_sizes, help="parallelisms to sweep at the first size")
     parser.add_argument("--idle", type=_sizes, help="idle-cost sizes, e.g. 500,1000,3000")
     parser.add_argument("--idle-window", type=float, help="seconds of each idle measurement")
+    parser.add_argument(
+        "--daemon-tree",
+        type=Path,
+        help="run the daemon from another checkout (e.g. `git archive` of an older commit) "
+        "to compare before and after on the same machine",
+    )
     args = parser.parse_args(argv)
     profile = FULL if args.full else QUICK
     if args.scale is not None:
@@ -292,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if profile not in (QUICK, FULL):
         profile = replace(profile, name=f"{profile.name}-custom")
     name = args.name or f"{profile.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    report = run_cancellable(run(profile, name=name, cluster_dir=args.cluster_dir))
+    report = run_cancellable(
+        run(profile, name=name, cluster_dir=args.cluster_dir, daemon_tree=args.daemon_tree)
+    )
     if report is None:
         return SIGTERM_EXIT_CODE
     print()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -241,7 +242,15 @@ class RmdResult:
 class DaemonProcess:
     """``rmd daemon`` as its own process (so /proc measures it alone)."""
 
-    def __init__(self, *, kubeconfig: Path, options: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        options: dict[str, str],
+        log: Path,
+        tree: Path | None = None,
+    ) -> None:
+        self._tree = tree  # another checkout to run the daemon from (before/after)
         self._kubeconfig = kubeconfig
         self._options = options
         self._log_path = log
@@ -261,7 +270,10 @@ class DaemonProcess:
         for key, value in self._options.items():
             argv += ["-D", f"{key}={value}"]
         log = self._log_path.open("ab")
-        self.process = await asyncio.create_subprocess_exec(*argv, stdout=log, stderr=log)
+        env = None if self._tree is None else {**os.environ, "PYTHONPATH": str(self._tree)}
+        self.process = await asyncio.create_subprocess_exec(
+            *argv, stdout=log, stderr=log, cwd=self._tree, env=env
+        )
         log.close()
         return self
 
@@ -298,6 +310,7 @@ async def rmd_run(
     pids: dict[str, int],
     idle_window: float | None,
     log_dir: Path,
+    daemon_tree: Path | None = None,
 ) -> RmdResult:
     cluster_id = f"rmd-{pods}-{parallel}-{int(time.time()) % 100000}"
     options = manifest_options(
@@ -308,7 +321,10 @@ async def rmd_run(
         workload="rmd-agent",
     )
     daemon = DaemonProcess(
-        kubeconfig=kubeconfig, options=options, log=log_dir / f"{cluster_id}.log"
+        kubeconfig=kubeconfig,
+        options=options,
+        log=log_dir / f"{cluster_id}.log",
+        tree=daemon_tree,
     )
     timeout = aiohttp.ClientTimeout(total=120)
     try:
