@@ -57,7 +57,7 @@ dev-cluster-down: $(STAMP)
 	$(BIN)/rmd dev-cluster down
 
 bench: provision
-	$(BIN)/python -m bench.scale_out
+	$(BIN)/python -m bench $(ARGS)
 
 # README's tables of configuration keys, from rmd/config/options.py (a unit test checks them).
 config-docs: $(STAMP)

@@ -1,46 +1,50 @@
-"""Scale-out benchmark: rmd against the bare-API floor, measured in the same run.
+"""Scale-out and idle cost: rmd (the real daemon, as its own process) against the bare API.
 
-Floor: create N TaskManager pods straight through the API (the same manifests, the same
-parallelism) and wait until the node emulator reports all of them Running. rmd: declare
-N x slots through the daemon's HTTP API and wait until the job is fulfilled — pods created,
-running, their agents registered, every slot allocated. Both use in-process agents
-(``emulator.rmd.dev/run: coroutine``) so hundreds of pods fit on a small machine.
+Baseline, in the same run: a bare kubernetes_asyncio script creates the same TaskManager pod
+manifests at the same concurrency (``rmd.kubernetes.max-parallel-requests``). Both are timed
+by an independent watch (:class:`PodCensus`) until every pod exists. rmd: declaration →
+every pod exists (the same watch) → every TaskManager registered (``/v1/status``) → the job
+fulfilled (a long poll on the compact view). The pods run in-process agents under the node
+emulator (``emulator.rmd.dev/run: coroutine``): the baseline's pods only sleep, rmd's run
+the real agent, which registers and heartbeats every ``heartbeat.interval``.
 
-    python -m bench.scale_out [--pods 50] [--rounds 2]
-
-Prints the figures and the ratio rmd / floor; the ratio is what to compare across changes.
+Idle cost: once fulfilled, the daemon's CPU (% of one core) and RSS over a window while
+every TaskManager heartbeats every 10 s, and how its RSS grew over the window.
+Per-process CPU (kube-apiserver, node emulator, daemon, this script) comes from /proc.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import statistics
+import json
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio import client
 
+from bench.procstat import CpuMeter, rss_bytes
 from rmd.config.flinkconf import FlinkConfiguration
 from rmd.config.settings import RmdSettings
-from rmd.daemon import load_daemon_config, serve
 from rmd.kube.podspec import TaskManagerPodFactory
-from rmd.logs import configure_logging
-from rmd_dev.cluster import ControlPlane, free_port
-from rmd_dev.interrupt import SIGTERM_EXIT_CODE, run_cancellable
+from rmd_dev.cluster import free_port
 
-SLOTS = 2
+SLOTS = 1
 TIMEOUT = (5, 60)
+HEARTBEAT_INTERVAL = "10 s"
+MB = 1024 * 1024
 
 
-def overrides(*, cluster_id: str, namespace: str, port: int) -> list[str]:
-    values = {
+def manifest_options(
+    *, cluster_id: str, namespace: str, port: int, parallel: int, workload: str
+) -> dict[str, str]:
+    return {
         "kubernetes.cluster-id": cluster_id,
         "kubernetes.namespace": namespace,
         "taskmanager.numberOfTaskSlots": str(SLOTS),
@@ -51,194 +55,370 @@ def overrides(*, cluster_id: str, namespace: str, port: int) -> list[str]:
         "rmd.taskmanager.resourcemanager-url": f"http://127.0.0.1:{port}",
         "rmd.taskmanager.supervise-flink": "false",
         "kubernetes.taskmanager.annotations": "emulator.rmd.dev/run:coroutine,"
-        "emulator.rmd.dev/workload:rmd-agent",
-        "heartbeat.interval": "5 s",
+        f"emulator.rmd.dev/workload:{workload}",
+        "heartbeat.interval": HEARTBEAT_INTERVAL,
+        "rmd.kubernetes.max-parallel-requests": str(parallel),
         "rmd.log.level": "warning",
     }
-    return [f"{k}={v}" for k, v in values.items()]
 
 
-async def wait_running(core: client.CoreV1Api, namespace: str, selector: str, n: int) -> None:
-    running: set[str] = set()
-    listed = await core.list_namespaced_pod(
-        namespace, label_selector=selector, _request_timeout=TIMEOUT
-    )
-    running |= {p.metadata.name for p in listed.items if p.status.phase == "Running"}
-    rv = listed.metadata.resource_version
-    async with watch.Watch() as w:
-        while len(running) < n:
-            async for event in w.stream(
-                core.list_namespaced_pod,
-                namespace,
-                label_selector=selector,
-                resource_version=rv,
-                timeout_seconds=60,
-                _request_timeout=(5, 90),
-            ):
-                pod = event["object"]
-                rv = pod.metadata.resource_version
-                if pod.status.phase == "Running":
-                    running.add(pod.metadata.name)
-                if len(running) >= n:
-                    break
+# ---------------------------------------------------------------------------- the watch
 
 
-async def delete_all(core: client.CoreV1Api, namespace: str, selector: str) -> None:
-    await core.delete_collection_namespaced_pod(
-        namespace, label_selector=selector, _request_timeout=TIMEOUT
-    )
-    while True:  # a benchmark's clean-up, not a test: polling the API is fine here
-        left = await core.list_namespaced_pod(
-            namespace, label_selector=selector, _request_timeout=TIMEOUT
+class PodCensus:
+    """An independent watch of one cluster id's pods: when did the n-th pod first exist.
+
+    Reads the raw JSON lines of one LIST + WATCH (no model classes), so watching costs this
+    process little."""
+
+    def __init__(self, core: client.CoreV1Api, namespace: str, cluster_id: str) -> None:
+        self._core = core
+        self._namespace = namespace
+        self._selector = f"app={cluster_id}"
+        self.seen: set[str] = set()
+        self.alive: set[str] = set()
+        self.listed = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        # _preload_content=False: the raw aiohttp response (the stubs do not know it)
+        response: Any = await self._core.list_namespaced_pod(
+            self._namespace,
+            label_selector=self._selector,
+            _preload_content=False,
+            _request_timeout=TIMEOUT,
         )
-        if not left.items:
-            return
-        await asyncio.sleep(0.2)
+        listed = json.loads(await response.read())
+        for pod in listed["items"]:
+            self._note("ADDED", pod["metadata"]["name"])
+        version = listed["metadata"]["resourceVersion"]
+        self.listed.set()
+        while True:
+            stream: Any = await self._core.list_namespaced_pod(
+                self._namespace,
+                label_selector=self._selector,
+                watch=True,
+                resource_version=version,
+                timeout_seconds=300,
+                _preload_content=False,
+                _request_timeout=(5, 330),
+            )
+            async with stream:
+                async for line in stream.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    metadata = event["object"]["metadata"]
+                    version = metadata["resourceVersion"]
+                    self._note(event["type"], metadata.get("name", ""))
+
+    def _note(self, kind: str, name: str) -> None:
+        if kind in ("ADDED", "MODIFIED"):
+            self.seen.add(name)
+            self.alive.add(name)
+        elif kind == "DELETED":
+            self.alive.discard(name)
+        self._changed.set()
+
+    async def until(self, condition: Any, *, timeout: float, what: str) -> float:
+        """Wait until ``condition()``; the time.perf_counter() it first held."""
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self._changed.clear()
+                try:
+                    await self._changed.wait()
+                except TimeoutError:
+                    raise TimeoutError(f"{what}: not within {timeout:g} s") from None
+        return time.perf_counter()
 
 
-async def floor_round(
-    api: client.ApiClient, namespace: str, n: int, tag: str
-) -> tuple[float, float]:
-    """(all creates answered, all pods Running) in seconds."""
-    cluster_id = f"floor-{tag}"
-    conf = FlinkConfiguration(
-        dict(
-            o.split("=", 1)
-            for o in overrides(cluster_id=cluster_id, namespace=namespace, port=8090)
-        )
-    )
-    factory = TaskManagerPodFactory.from_configuration(conf, RmdSettings.from_configuration(conf))
-    core = client.CoreV1Api(api)
+@contextlib.asynccontextmanager
+async def census(core: client.CoreV1Api, namespace: str, cluster_id: str) -> Any:
+    """A running :class:`PodCensus` whose first LIST has been read."""
+    watcher = PodCensus(core, namespace, cluster_id)
+    task = asyncio.create_task(watcher.run())
+    try:
+        listed = asyncio.create_task(watcher.listed.wait())
+        await asyncio.wait({task, listed}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        listed.cancel()
+        if task.done():
+            task.result()  # the watch failed: say why
+        if not watcher.listed.is_set():
+            raise TimeoutError("the pod census could not LIST within 60 s")
+        yield watcher
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def delete_pods(core: client.CoreV1Api, namespace: str, cluster_id: str) -> None:
+    """Delete every pod of ``cluster_id`` and wait until the API server has none left."""
     selector = f"app={cluster_id}"
-    gate = asyncio.Semaphore(8)  # the daemon's default rmd.kubernetes.max-parallel-requests
+    await core.delete_collection_namespaced_pod(
+        namespace, label_selector=selector, grace_period_seconds=0, _request_timeout=TIMEOUT
+    )
+    async with asyncio.timeout(300):
+        while True:  # a benchmark's clean-up: polling the API is fine here
+            left = await core.list_namespaced_pod(
+                namespace, label_selector=selector, limit=1, _request_timeout=TIMEOUT
+            )
+            if not left.items:
+                return
+            await asyncio.sleep(0.5)
 
-    async def create(i: int) -> None:
-        body: Any = factory.build(pod_name=f"{cluster_id}-taskmanager-1-{i}", owner=None)
+
+# ---------------------------------------------------------------------------- baseline
+
+
+@dataclass
+class BaselineResult:
+    pods: int
+    parallel: int
+    creates_answered_s: float
+    all_exist_s: float
+    cpu_percent: dict[str, float]
+
+
+async def baseline(
+    core: client.CoreV1Api, *, namespace: str, pods: int, parallel: int, pids: dict[str, int]
+) -> BaselineResult:
+    """The same manifests through bare kubernetes_asyncio calls, ``parallel`` at a time."""
+    cluster_id = f"base-{pods}-{parallel}-{int(time.time()) % 100000}"
+    options = manifest_options(
+        cluster_id=cluster_id, namespace=namespace, port=8090, parallel=parallel, workload="sleep"
+    )
+    conf = FlinkConfiguration(options)
+    factory = TaskManagerPodFactory.from_configuration(conf, RmdSettings.from_configuration(conf))
+    gate = asyncio.Semaphore(parallel)
+
+    async def create(index: int) -> None:
+        body: Any = factory.build(pod_name=f"{cluster_id}-taskmanager-1-{index}", owner=None)
         async with gate:
             await core.create_namespaced_pod(namespace, body=body, _request_timeout=TIMEOUT)
 
-    began = time.perf_counter()
-    await asyncio.gather(*(create(i) for i in range(1, n + 1)))
-    created = time.perf_counter() - began
-    await wait_running(core, namespace, selector, n)
-    running = time.perf_counter() - began
-    await delete_all(core, namespace, selector)
-    return created, running
+    async with census(core, namespace, cluster_id) as watcher:
+        meter = CpuMeter(pids)
+        meter.start()
+        began = time.perf_counter()
+        await asyncio.gather(*(create(index) for index in range(1, pods + 1)))
+        answered = time.perf_counter() - began
+        exist = await watcher.until(
+            lambda: len(watcher.seen) >= pods, timeout=600, what="baseline pods"
+        )
+        cpu = meter.stop()
+    await delete_pods(core, namespace, cluster_id)
+    return BaselineResult(pods, parallel, round(answered, 3), round(exist - began, 3), cpu)
 
 
-async def rmd_round(
-    kubeconfig: Path, api: client.ApiClient, namespace: str, n: int, tag: str
-) -> float:
-    cluster_id = f"rmd-{tag}"
-    port = free_port()
-    cfg = load_daemon_config(
-        conf_dir=Path(tempfile.mkdtemp(prefix="rmd-conf-")),  # only the overrides count
-        overrides=overrides(cluster_id=cluster_id, namespace=namespace, port=port),
-    )
-    stop = asyncio.Event()
-    started = asyncio.Event()
-    task = asyncio.create_task(
-        serve(cfg, stop=stop, kubeconfig=kubeconfig, on_started=lambda _p: started.set())
-    )
-    await asyncio.wait_for(started.wait(), 30)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
+# ---------------------------------------------------------------------------- rmd
+
+
+@dataclass
+class IdleResult:
+    taskmanagers: int
+    window_s: float
+    daemon_cpu_percent: float
+    rss_mb_start: float
+    rss_mb_end: float
+    rss_mb_peak: float
+    rss_growth_mb: float
+    registered_at_end: int  # nobody lost while idle: the same as taskmanagers
+
+
+@dataclass
+class RmdResult:
+    pods: int
+    parallel: int
+    all_exist_s: float
+    all_registered_s: float
+    fulfilled_s: float
+    cpu_percent: dict[str, float]
+    daemon_rss_mb: float
+    idle: IdleResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class DaemonProcess:
+    """``rmd daemon`` as its own process (so /proc measures it alone)."""
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        options: dict[str, str],
+        log: Path,
+        tree: Path | None = None,
+    ) -> None:
+        self._tree = tree  # another checkout to run the daemon from (before/after)
+        self._kubeconfig = kubeconfig
+        self._options = options
+        self._log_path = log
+        self.port = int(options["rmd.rest.port"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def __aenter__(self) -> DaemonProcess:
+        conf_dir = Path(tempfile.mkdtemp(prefix="rmd-bench-conf-"))  # only the -D count
+        argv = [sys.executable, "-m", "rmd", "daemon", "--conf-dir", str(conf_dir)]
+        argv += ["--kubeconfig", str(self._kubeconfig)]
+        for key, value in self._options.items():
+            argv += ["-D", f"{key}={value}"]
+        log = self._log_path.open("ab")
+        env = None if self._tree is None else {**os.environ, "PYTHONPATH": str(self._tree)}
+        self.process = await asyncio.create_subprocess_exec(
+            *argv, stdout=log, stderr=log, cwd=self._tree, env=env
+        )
+        log.close()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.terminate()
+        try:
+            async with asyncio.timeout(30):
+                await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+    async def ready(self, http: aiohttp.ClientSession, *, timeout: float = 60.0) -> None:
+        async with asyncio.timeout(timeout):
             while True:
-                async with http.get(f"{url}/readyz") as resp:
-                    if resp.status == 200:
-                        break
-                await asyncio.sleep(0.05)
+                if self.process is not None and self.process.returncode is not None:
+                    raise RuntimeError(f"the daemon exited ({self._log_path})")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{self.url}/readyz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+
+
+async def rmd_run(
+    core: client.CoreV1Api,
+    *,
+    kubeconfig: Path,
+    namespace: str,
+    pods: int,
+    parallel: int,
+    pids: dict[str, int],
+    idle_window: float | None,
+    log_dir: Path,
+    daemon_tree: Path | None = None,
+) -> RmdResult:
+    cluster_id = f"rmd-{pods}-{parallel}-{int(time.time()) % 100000}"
+    options = manifest_options(
+        cluster_id=cluster_id,
+        namespace=namespace,
+        port=free_port(),
+        parallel=parallel,
+        workload="rmd-agent",
+    )
+    daemon = DaemonProcess(
+        kubeconfig=kubeconfig,
+        options=options,
+        log=log_dir / f"{cluster_id}.log",
+        tree=daemon_tree,
+    )
+    timeout = aiohttp.ClientTimeout(total=120)
+    try:
+        async with (
+            daemon,
+            aiohttp.ClientSession(timeout=timeout) as http,
+            census(core, namespace, cluster_id) as watcher,
+        ):
+            await daemon.ready(http)
+            meter = CpuMeter({**pids, "daemon": daemon.pid})
+            meter.start()
             began = time.perf_counter()
             async with http.put(
-                f"{url}/v1/jobs/bench/requirements", json={"slots": n * SLOTS}
-            ) as resp:
-                resp.raise_for_status()
-            while True:
-                async with http.get(f"{url}/v1/jobs/bench?wait=60") as resp:
-                    view = await resp.json()
-                if view["fulfilled"]:
-                    break
-            return time.perf_counter() - began
-    finally:
-        stop.set()
-        await task
-        await delete_all(client.CoreV1Api(api), namespace, f"app={cluster_id}")
-
-
-async def run(pods: int, rounds: int, cluster_dir: Path | None) -> int:
-    own = cluster_dir is None
-    directory = cluster_dir or Path(tempfile.mkdtemp(prefix="rmd-bench-"))
-    plane = ControlPlane(directory)
-    state = plane.status() if not own else await asyncio.to_thread(plane.up, nodes=4)
-    if state is None:
-        print(f"no cluster in {directory}", file=sys.stderr)
-        return 1
-    kubeconfig = Path(state.kubeconfig)
-    try:
-        cfg = client.Configuration()
-        await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-        async with client.ApiClient(cfg) as api:
-            core = client.CoreV1Api(api)
-            namespace = f"bench-{int(time.time())}"
-            await core.create_namespace(
-                body={"metadata": {"name": namespace}},  # type: ignore[arg-type]
-                _request_timeout=TIMEOUT,
-            )
-            while True:
-                with contextlib.suppress(client.ApiException):
-                    await core.read_namespaced_service_account(
-                        "default", namespace, _request_timeout=TIMEOUT
-                    )
-                    break
-                await asyncio.sleep(0.1)
-            creates: list[float] = []
-            runs: list[float] = []
-            rmds: list[float] = []
-            for r in range(rounds):
-                created, running = await floor_round(api, namespace, pods, f"{r}")
-                creates.append(created)
-                runs.append(running)
-                rmds.append(await rmd_round(kubeconfig, api, namespace, pods, f"{r}"))
-                print(
-                    f"round {r + 1}: creates {created:.2f} s, running {running:.2f} s, "
-                    f"rmd {rmds[-1]:.2f} s",
-                    flush=True,
+                f"{daemon.url}/v1/jobs/bench/requirements", json={"slots": pods * SLOTS}
+            ) as response:
+                response.raise_for_status()
+            registered = asyncio.create_task(all_registered(http, daemon.url, pods))
+            fulfilled = asyncio.create_task(until_fulfilled(http, daemon.url))
+            try:
+                exist = await watcher.until(
+                    lambda: len(watcher.seen) >= pods, timeout=900, what="rmd's pods"
                 )
-            create_floor = statistics.median(creates)
-            run_floor = statistics.median(runs)
-            ours = statistics.median(rmds)
-            print(f"\nscale-out of {pods} TaskManagers ({pods * SLOTS} slots), median of {rounds}:")
-            for label, value in (
-                ("bare API: all creates answered", create_floor),
-                ("bare API: all pods Running", run_floor),
-                ("rmd: declare -> every slot allocated", ours),
-            ):
-                print(f"  {label:<40}{value:7.2f} s  {pods / value:7.1f} pods/s")
-            print(f"  ratio rmd / creates answered            {ours / create_floor:7.2f}")
-            print(f"  ratio rmd / pods Running                {ours / run_floor:7.2f}")
-            await core.delete_namespace(namespace, _request_timeout=TIMEOUT)
+                registered_at = await registered
+                fulfilled_at = await fulfilled
+            finally:
+                for task in (registered, fulfilled):
+                    task.cancel()
+                await asyncio.gather(registered, fulfilled, return_exceptions=True)
+            cpu = meter.stop()
+            result = RmdResult(
+                pods=pods,
+                parallel=parallel,
+                all_exist_s=round(exist - began, 3),
+                all_registered_s=round(registered_at - began, 3),
+                fulfilled_s=round(fulfilled_at - began, 3),
+                cpu_percent=cpu,
+                daemon_rss_mb=round(rss_bytes(daemon.pid) / MB, 1),
+            )
+            if idle_window:
+                result.idle = await idle_cost(http, daemon, taskmanagers=pods, window=idle_window)
+            return result
     finally:
-        if own:
-            await asyncio.to_thread(plane.down)
-    return 0
+        await delete_pods(core, namespace, cluster_id)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.scale_out", description=__doc__)
-    parser.add_argument("--pods", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument(
-        "--cluster-dir",
-        type=Path,
-        default=None,
-        help="use a running dev cluster instead of starting one",
+async def all_registered(http: aiohttp.ClientSession, url: str, count: int) -> float:
+    """When ``/v1/status`` first shows ``count`` registered TaskManagers (polled every
+    0.1 s: the figure is that precise)."""
+    async with asyncio.timeout(900):
+        while True:
+            async with http.get(f"{url}/v1/status") as response:
+                status = await response.json()
+            if status["taskmanagers"].get("registered", 0) >= count:
+                return time.perf_counter()
+            await asyncio.sleep(0.1)
+
+
+async def until_fulfilled(http: aiohttp.ClientSession, url: str) -> float:
+    """Long-poll the compact view until the job is fulfilled."""
+    async with asyncio.timeout(900):
+        while True:
+            async with http.get(f"{url}/v1/jobs/bench?wait=60&slots=false") as response:
+                view = await response.json()
+            if view["fulfilled"]:
+                return time.perf_counter()
+
+
+async def idle_cost(
+    http: aiohttp.ClientSession, daemon: DaemonProcess, *, taskmanagers: int, window: float
+) -> IdleResult:
+    """The daemon with nothing to decide: every TaskManager heartbeats, nothing changes."""
+    await asyncio.sleep(15.0)  # a benchmark's settling time: the first heartbeat round passes
+    meter = CpuMeter({"daemon": daemon.pid})
+    start_rss = peak_rss = rss_bytes(daemon.pid)
+    meter.start()
+    began = time.monotonic()
+    while (left := window - (time.monotonic() - began)) > 0:
+        await asyncio.sleep(min(5.0, left))
+        peak_rss = max(peak_rss, rss_bytes(daemon.pid))
+    cpu = meter.stop()["daemon"]
+    end_rss = rss_bytes(daemon.pid)
+    async with http.get(f"{daemon.url}/v1/status") as response:
+        registered = (await response.json())["taskmanagers"].get("registered", 0)
+    return IdleResult(
+        taskmanagers=taskmanagers,
+        window_s=window,
+        daemon_cpu_percent=cpu,
+        rss_mb_start=round(start_rss / MB, 1),
+        rss_mb_end=round(end_rss / MB, 1),
+        rss_mb_peak=round(peak_rss / MB, 1),
+        rss_growth_mb=round((end_rss - start_rss) / MB, 1),
+        registered_at_end=registered,
     )
-    args = parser.parse_args(argv)
-    configure_logging(level="warning")
-    code = run_cancellable(run(args.pods, args.rounds, args.cluster_dir))
-    return SIGTERM_EXIT_CODE if code is None else code
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def as_json(value: Any) -> Any:
+    return asdict(value)

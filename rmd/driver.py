@@ -42,6 +42,7 @@ from rmd.core.model import (
     TaskManagerRegistered,
 )
 from rmd.core.recovery import StateSnapshot
+from rmd.job_waiters import JobWaiters
 from rmd.kube.pods import PodApiError
 from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
 
@@ -119,9 +120,12 @@ class DaemonEngine:
         self._build_pod = build_pod
         self._metrics = metrics
         self._clock = clock
-        self._changed = asyncio.Event()
+        self._job_waiters = JobWaiters(allocator.job_version)
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer_wakeup = asyncio.Event()
+        # The deadline the timer task sleeps until (None: none, it sleeps until woken); only
+        # an event that brings the next deadline before it wakes the timer.
+        self._timer_sleeps_until: float | None = None
         self._adopted = False
         self._watch_synced: Callable[[], bool] = lambda: False
         self._closing = False
@@ -192,20 +196,10 @@ class DaemonEngine:
             self._reporter.actions_applied(actions)
         self._notify()
 
-    async def wait_for(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            changed = self._changed
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-            # arrives as the event is set, and this runs while the state changes a lot.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await changed.wait()
-        return True
+    async def wait_for_job(
+        self, job_id: str, predicate: Callable[[], bool], *, timeout: float
+    ) -> bool:
+        return await self._job_waiters.wait(job_id, predicate, timeout=timeout)
 
     # ------------------------------------------------------------------ Kubernetes events
     def restore(self, state: StateSnapshot) -> None:
@@ -271,13 +265,13 @@ class DaemonEngine:
         while True:
             self.apply(self._allocator.tick())
             self._timer_wakeup.clear()
-            deadline = self._allocator.next_deadline()
+            deadline = self._timer_sleeps_until = self._allocator.next_deadline()
             delay = None if deadline is None else deadline - self._clock.monotonic()
             if delay is not None:
                 # A deadline that tick() did not clear must not make this loop spin.
                 delay = max(delay, MIN_TIMER_DELAY)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):  # not wait_for: see wait_for() above
+                async with asyncio.timeout(delay):  # not wait_for: see rmd.job_waiters
                     await self._timer_wakeup.wait()
             if deadline is not None:
                 late = self._clock.monotonic() - deadline
@@ -494,9 +488,17 @@ class DaemonEngine:
                 assert_never(notice)
 
     def _notify(self) -> None:
-        # Wake every waiter (long polls, the timer) and arm a fresh event for the next change.
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-        self._timer_wakeup.set()
+        # Long polls wake only when their job changed.
+        self._job_waiters.changed()
+        # Wake the timer only when the next deadline came earlier than the one it sleeps
+        # until, or is overdue: a heartbeat (it moves a deadline later) costs it nothing.
+        deadline = self._allocator.next_deadline()
+        if deadline is not None and (
+            self._timer_sleeps_until is None
+            or deadline < self._timer_sleeps_until
+            or deadline <= self._clock.monotonic()
+        ):
+            self._timer_sleeps_until = deadline
+            self._timer_wakeup.set()
         if self._on_change is not None:
             self._on_change()

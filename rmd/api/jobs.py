@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from rmd.api import serialize
 from rmd.api.body import read_json_object
 from rmd.api.keys import ENGINE, MAX_WAIT, STATE_STORED
 from rmd.api.problems import NOT_STORED, ProblemError
 from rmd.api.responses import json_ok, no_content
-from rmd.api.validation import JOB_SLOTS_MAX, parse_job_id, parse_wait, require_int
+from rmd.api.validation import (
+    JOB_SLOTS_MAX,
+    parse_job_id,
+    parse_slots_flag,
+    parse_wait,
+    require_int,
+)
 from rmd.core.model import UnknownJob
 
 __all__ = ["routes"]
@@ -30,21 +36,43 @@ async def put_requirements(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
+    """The JobView; ``?slots=false`` without the slot list (cheap at any size); an ``ETag``,
+    and ``If-None-Match`` with it answers 304; ``?wait=`` long-polls until fulfilled, woken
+    only by changes of this job."""
     job_id = parse_job_id(request.match_info["job_id"])
     wait = parse_wait(request.query.getall("wait", []), max_wait=request.app[MAX_WAIT])
-    allocator = request.app[ENGINE].allocator
-    view = allocator.job_view(job_id)  # unknown job: 404 at once
-    if wait and not view.fulfilled:
+    with_slots = parse_slots_flag(request.query.getall("slots", []))
+    engine = request.app[ENGINE]
+    allocator = engine.allocator
+    summary = allocator.job_summary(job_id)  # unknown job: 404 at once
+    if wait and not summary.fulfilled:
 
         def fulfilled_or_gone() -> bool:
             try:
-                return allocator.job_view(job_id).fulfilled
+                return allocator.job_summary(job_id).fulfilled
             except UnknownJob:
                 return True
 
-        await request.app[ENGINE].wait_for(fulfilled_or_gone, timeout=wait)
-        view = allocator.job_view(job_id)  # deleted meanwhile: 404
-    return json_ok(serialize.job_json(view))
+        await engine.wait_for_job(job_id, fulfilled_or_gone, timeout=wait)
+        summary = allocator.job_summary(job_id)  # deleted meanwhile: 404
+    etag = serialize.job_etag(summary, slots=with_slots)
+    if _matches(request.headers.get(hdrs.IF_NONE_MATCH), etag):
+        return web.Response(status=304, headers={hdrs.ETAG: etag})
+    if with_slots:
+        document = serialize.job_json(allocator.job_view(job_id))
+    else:
+        document = serialize.job_summary_json(summary)
+    response = json_ok(document)
+    response.headers[hdrs.ETAG] = etag
+    return response
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """If-None-Match names ``etag`` (weak comparison, as RFC 9110 asks for it) or is ``*``."""
+    if not if_none_match:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag in tags or "*" in tags
 
 
 @routes.delete("/v1/jobs/{job_id}")

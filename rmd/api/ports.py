@@ -32,14 +32,16 @@ class Engine(Protocol):
         """Carry out the effects (pod creates/deletes) and record the notices (logs, metrics)."""
         ...
 
-    async def wait_for(
+    async def wait_for_job(
         self,
+        job_id: str,
         predicate: Callable[[], bool],
         *,
         timeout: float,
     ) -> bool:
-        """Return True as soon as ``predicate()`` holds (re-checked after every state change),
-        False when ``timeout`` seconds pass first."""
+        """Return True as soon as ``predicate()`` holds (re-checked whenever the job's
+        requirement or slots change, :meth:`Allocator.job_version`), False when ``timeout``
+        seconds pass first."""
         ...
 
     @property

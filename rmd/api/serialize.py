@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
 from rmd.core.model import (
+    JobSummary,
     JobView,
     ProblemView,
     SlotView,
@@ -14,7 +17,15 @@ from rmd.core.model import (
     TaskManagerView,
 )
 
-__all__ = ["job_json", "problem_json", "rfc3339", "status_json", "taskmanager_json"]
+__all__ = [
+    "job_etag",
+    "job_json",
+    "job_summary_json",
+    "problem_json",
+    "rfc3339",
+    "status_json",
+    "taskmanager_json",
+]
 
 JsonObject = dict[str, Any]
 
@@ -48,6 +59,33 @@ def job_json(view: JobView) -> JsonObject:
         "problems": [problem_json(problem) for problem in view.problems],
         "waiting_since": _timestamp(view.waiting_since),
     }
+
+
+def job_summary_json(view: JobSummary) -> JsonObject:
+    """The compact JobView (``?slots=false``): every field but the slot list."""
+    return {
+        "job_id": view.job_id,
+        "slots_required": view.slots_required,
+        "slots_allocated": view.slots_allocated,
+        "fulfilled": view.fulfilled,
+        "unfulfilled_reason": view.unfulfilled_reason,
+        "problems": [problem_json(problem) for problem in view.problems],
+        "waiting_since": _timestamp(view.waiting_since),
+    }
+
+
+def job_etag(view: JobSummary, *, slots: bool) -> str:
+    """A strong ETag of the job's JSON: its version (requirement and slots) plus a digest of
+    why it waits; the compact form has its own."""
+    why = json.dumps(
+        [
+            view.unfulfilled_reason,
+            [problem_json(p) for p in view.problems],
+            _timestamp(view.waiting_since),
+        ]
+    )
+    digest = zlib.crc32(why.encode())
+    return f'"{view.version}.{digest:08x}{"" if slots else ".compact"}"'
 
 
 def _taskmanager_slot_json(slot: SlotView) -> JsonObject:

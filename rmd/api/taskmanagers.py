@@ -46,7 +46,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     if report:  # an unknown TaskManager: 404, as the heartbeat itself would answer
         slots_total = engine.allocator.taskmanager_view(taskmanager_id).slots_total
         check_slot_report_fits(report, slots_total=slots_total)
-    engine.apply(engine.allocator.heartbeat(taskmanager_id))
+    actions = engine.allocator.heartbeat(taskmanager_id)
+    if actions:  # a heartbeat only moves a deadline later: usually nothing to carry out
+        engine.apply(actions)
     return json_ok(serialize.taskmanager_json(engine.allocator.taskmanager_view(taskmanager_id)))
 
 

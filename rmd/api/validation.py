@@ -288,6 +288,22 @@ def parse_wait(values: Sequence[str], *, max_wait: float) -> float | None:
     return seconds
 
 
+def parse_slots_flag(values: Sequence[str]) -> bool:
+    """The ``slots`` query parameter of ``GET /v1/jobs/{job_id}``: ``false`` leaves the slot
+    list out (the compact JobView); absent or ``true`` lists every slot."""
+    if not values:
+        return True
+    if len(values) > 1 or values[0] not in ("true", "false"):
+        shown = ", ".join(repr(_shorten(value)) for value in values)
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The query parameter 'slots' is {shown}: give it once, 'true' (every slot "
+            f"listed, the default) or 'false' (counts only).",
+            field="slots",
+        )
+    return values[0] == "true"
+
+
 def _valid_host(host: str) -> bool:
     if host.startswith("[") and host.endswith("]"):
         try:

@@ -106,27 +106,42 @@ class RmdClient:
     async def job(self, job_id: str, *, wait: float | None = None) -> JobView:
         """``GET /v1/jobs/{job_id}``; with ``wait`` a long poll that answers as soon as the job
         is fulfilled, or after ``wait`` seconds with the current view."""
-        query: dict[str, str] = {}
-        timeout = self._request_timeout
-        if wait is not None:
-            if not (math.isfinite(wait) and wait > 0):
-                raise ValueError(f"wait must be a positive number of seconds (got {wait})")
-            query["wait"] = f"{wait:g}"
-            timeout += wait
-        body = await self._call("GET", _job_path(job_id), query=query, timeout=timeout)
+        body = await self._get_job(job_id, wait=wait, query={})
         return JobView.from_json(body)
 
     async def wait_fulfilled(self, job_id: str, *, timeout: float) -> JobView:
         """Long-poll until the job is fulfilled or ``timeout`` seconds pass; the last view
-        (check ``.fulfilled``; ``.unfulfilled_reason`` says why it waits)."""
+        (check ``.fulfilled``; ``.unfulfilled_reason`` says why it waits). The polls ask for
+        the compact view (``slots=false``: no slot list, whatever the job's size); the full
+        view is read once at the end."""
         deadline = time.monotonic() + timeout
         view = await self.job(job_id)
-        while not view.fulfilled:
+        if view.fulfilled:
+            return view
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            view = await self.job(job_id, wait=min(remaining, _LONG_POLL_CHUNK))
-        return view
+            compact = await self._get_job(
+                job_id, wait=min(remaining, _LONG_POLL_CHUNK), query={"slots": "false"}
+            )
+            if compact.get("fulfilled") is True:
+                break
+        return await self.job(job_id)
+
+    async def _get_job(
+        self, job_id: str, *, wait: float | None, query: dict[str, str]
+    ) -> Mapping[str, Any]:
+        timeout = self._request_timeout
+        if wait is not None:
+            if not (math.isfinite(wait) and wait > 0):
+                raise ValueError(f"wait must be a positive number of seconds (got {wait})")
+            query = {**query, "wait": f"{wait:g}"}
+            timeout += wait
+        body = await self._call("GET", _job_path(job_id), query=query, timeout=timeout)
+        if not isinstance(body, Mapping):
+            raise UnexpectedAnswer(f"the JobView of {job_id!r} is no JSON object")
+        return body
 
     async def release(self, job_id: str) -> None:
         """``DELETE /v1/jobs/{job_id}``: free all the job's slots and forget it."""

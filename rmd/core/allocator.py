@@ -32,6 +32,7 @@ cap's arithmetic :mod:`rmd.core.slotcap`, and everything shown to the outside
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -39,10 +40,12 @@ from collections.abc import Mapping, Sequence
 from rmd.core import placement
 from rmd.core.allocator_settings import AllocatorSettings
 from rmd.core.clock import Clock
+from rmd.core.deadlines import DeadlineQueue, Timer
 from rmd.core.lifecycle import TaskManagerLifecycle
 from rmd.core.model import (
     Action,
     DeletePod,
+    JobSummary,
     JobView,
     PodObservation,
     RecoveryCompleted,
@@ -76,6 +79,8 @@ class Allocator:
         self._clock = clock
         self._taskmanagers = TaskManagerIndex()
         self._jobs: dict[str, JobRecord] = {}  # insertion order = first declaration (FIFO)
+        self._timers = DeadlineQueue()
+        self._incarnations = itertools.count(1)  # of job records: see JobRecord.version
         self._lifecycle = TaskManagerLifecycle(
             settings, clock=clock, taskmanagers=self._taskmanagers, jobs=self._jobs
         )
@@ -117,7 +122,9 @@ class Allocator:
         out: list[Action] = []
         job = self._jobs.get(job_id)
         if job is None:
-            job = self._jobs[job_id] = JobRecord(job_id=job_id)
+            job = self._jobs[job_id] = JobRecord(
+                job_id=job_id, incarnation=next(self._incarnations)
+            )
         if origin is not None:
             job.origin = origin
         job.set_required(slots, now=self._clock.monotonic())
@@ -125,7 +132,7 @@ class Allocator:
             job, count=job.allocated - slots, reason="requirement lowered", out=out
         )
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     def jobs_declared_by(self, origin: str) -> dict[str, int]:
         """The jobs declared with ``origin`` (restored ones included): id -> slots."""
@@ -138,7 +145,7 @@ class Allocator:
         self._free_job_slots(job, count=job.allocated, reason="job removed", out=out)
         del self._jobs[job_id]
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     # ------------------------------------------------------------------ TaskManager side
 
@@ -152,7 +159,7 @@ class Allocator:
             if recovered and tm is not None:
                 self._restore_slots(tm, out)
             self._reconcile(out)
-        return out
+        return self._done(out)
 
     def heartbeat(self, taskmanager_id: str) -> list[Action]:
         self._lifecycle.heartbeat(taskmanager_id)
@@ -168,7 +175,7 @@ class Allocator:
         out: list[Action] = []
         if self._lifecycle.deregister(taskmanager_id, out):
             self._reconcile(out)
-        return out
+        return self._done(out)
 
     # ------------------------------------------------------------------ external usage
 
@@ -184,7 +191,7 @@ class Allocator:
         self._lifecycle.observe_external_usage(busy)
         out: list[Action] = []
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     def external_usage_unknown(self) -> list[Action]:
         """The external usage source cannot be read: every release timer stops until it
@@ -203,7 +210,7 @@ class Allocator:
         out: list[Action] = []
         if self._pods.create_succeeded(name, out):
             self._reconcile(out)
-        return out
+        return self._done(out)
 
     def create_failed(
         self, name: str, *, reason: str, message: str, api_unavailable: bool = False
@@ -219,19 +226,19 @@ class Allocator:
         )
         if failed:
             self._reconcile(out)
-        return out
+        return self._done(out)
 
     def pod_observed(self, pod: PodObservation) -> list[Action]:
         out: list[Action] = []
         self._pods.pod_observed(pod, out)
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     def pod_deleted(self, name: str) -> list[Action]:
         out: list[Action] = []
         if self._pods.pod_deleted(name, out):
             self._reconcile(out)
-        return out
+        return self._done(out)
 
     def resync(
         self, pods: Sequence[PodObservation], *, listed_at: float | None = None
@@ -247,7 +254,7 @@ class Allocator:
         out: list[Action] = []
         self._pods.resync(pods, listed_at=listed_at, out=out)
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     def restore(self, state: StateSnapshot) -> None:
         """Start-up recovery, before :meth:`adopt`: the jobs of the stored state come back
@@ -257,7 +264,9 @@ class Allocator:
             raise RuntimeError("bug: restore() comes first, on a fresh allocator")
         now = self._clock.monotonic()
         for job in state.jobs:
-            record = self._jobs[job.job_id] = JobRecord(job_id=job.job_id, origin=job.origin)
+            record = self._jobs[job.job_id] = JobRecord(
+                job_id=job.job_id, origin=job.origin, incarnation=next(self._incarnations)
+            )
             record.set_required(job.slots, now=now)
         self._recovery.expect(state)
 
@@ -278,7 +287,7 @@ class Allocator:
             deleted=sum(1 for action in out if isinstance(action, DeletePod)),
         )
         self._reconcile(out)
-        return out
+        return self._done(out)
 
     def state_snapshot(self) -> StateSnapshot:
         """What survives a restart: every job's declared slots and the slots it holds (or
@@ -298,26 +307,87 @@ class Allocator:
     # ------------------------------------------------------------------ time
 
     def tick(self) -> list[Action]:
-        """Fire every timer due at ``clock.monotonic()``."""
+        """Fire every timer due at ``clock.monotonic()``; touches only what is due (with
+        nothing due and no start limit in force, it does nothing at all)."""
         out: list[Action] = []
-        self._lifecycle.fire_timeouts(out)
-        self._pods.send_due_creates(out)
-        self._reconcile(out)
-        return out
+        now = self._clock.monotonic()
+        due = self._pop_due(now)
+        for tm, timer in sorted(due, key=lambda item: item[0].order):
+            if tm.name not in self._taskmanagers or timer is Timer.IDLE_RELEASE:
+                continue  # gone with an earlier timer; idle releases are decided below
+            at = self._lifecycle.deadline(tm, timer)
+            if at is None or at > now:
+                continue  # an earlier timer changed it
+            if timer is Timer.CREATE_RETRY:
+                self._pods.send_create_again(tm, out)
+            else:
+                self._lifecycle.fire_timeout(tm, timer, out)
+        window_ends = self._recovery.window_ends
+        if (
+            due
+            or self._lifecycle.limiter.engaged
+            or (window_ends is not None and window_ends <= now)
+        ):
+            self._reconcile(out)
+        return self._done(out)
 
     def next_deadline(self) -> float | None:
         """Monotonic time of the next timer (idle release, registration or heartbeat
         timeout, end of a start pause, a create to send again); None when nothing is
-        scheduled."""
-        deadlines = [*self._lifecycle.deadlines(), *self._pods.deadlines()]
-        if self._recovery.window_ends is not None:
-            deadlines.append(self._recovery.window_ends)
-        return min(deadlines, default=None)
+        scheduled. O(1) but for stale entries dropped on the way (each once)."""
+        now = self._clock.monotonic()
+        while (first := self._timers.first()) is not None:
+            at, name, timer = first
+            tm = self._taskmanagers.get(name)
+            true_at = None if tm is None else self._lifecycle.deadline(tm, timer)
+            if true_at == at:
+                break
+            self._timers.pop()  # moved later (a heartbeat) or stopped: arm it where it is
+            self._timers.arm(name, timer, true_at)
+        others = [self._lifecycle.limiter.next_deadline(now), self._recovery.window_ends]
+        return min(
+            (at for at in (None if first is None else first[0], *others) if at is not None),
+            default=None,
+        )
+
+    def _pop_due(self, now: float) -> list[tuple[TaskManagerRecord, Timer]]:
+        """Take the timers due at ``now`` off the queue; entries whose deadline moved later
+        are armed again where it is now, stopped ones dropped."""
+        due: list[tuple[TaskManagerRecord, Timer]] = []
+        while (first := self._timers.first()) is not None and first[0] <= now:
+            _, name, timer = first
+            self._timers.pop()
+            tm = self._taskmanagers.get(name)
+            true_at = None if tm is None else self._lifecycle.deadline(tm, timer)
+            if tm is None or true_at is None:
+                continue
+            if true_at > now:
+                self._timers.arm(name, timer, true_at)
+            else:
+                due.append((tm, timer))
+        return due
+
+    def _done(self, out: list[Action]) -> list[Action]:
+        """After every event: arm the timers of the TaskManagers it touched."""
+        for tm in self._taskmanagers.take_touched():
+            for timer in (Timer.REGISTRATION, Timer.HEARTBEAT, Timer.CREATE_RETRY):
+                self._timers.arm(tm.name, timer, self._lifecycle.deadline(tm, timer))
+        return out
 
     # ------------------------------------------------------------------ views
 
     def job_view(self, job_id: str) -> JobView:
         return self._views().job_view(self._job(job_id))
+
+    def job_summary(self, job_id: str) -> JobSummary:
+        """The job without its slot list (cheap at any size: O(1) once fulfilled)."""
+        return self._views().job_summary(self._job(job_id))
+
+    def job_version(self, job_id: str) -> str | None:
+        """Changes whenever the job's requirement or slots change; None for an unknown job.
+        O(1): long polls compare it after every event."""
+        job = self._jobs.get(job_id)
+        return None if job is None else job.version
 
     def job_views(self) -> list[JobView]:
         return self._views().job_views()
@@ -443,14 +513,24 @@ class Allocator:
         )
         unmet = self._capped_unmet()
         target = unmet + self._spare_slots()
-        registered = self._taskmanagers.in_states(TaskManagerState.REGISTERED)
-        free_registered = sum(tm.free for tm in registered)
-
-        # Idle TaskManagers past their timeout go, unless demand or the spares need them.
-        idle_due = sorted(
-            (tm for tm in registered if self._lifecycle.idle_due(tm, now=now)),
-            key=lambda tm: (tm.idle_since, tm.order),
-        )
+        # One walk over the registered TaskManagers (it runs after every event): their free
+        # slots, and the idle ones. Idle TaskManagers past their timeout go, unless demand or
+        # the spares need them; every change of idleness comes with a reconciliation, so the
+        # idle timers are armed here.
+        free_registered = 0
+        idle_due: list[TaskManagerRecord] = []
+        for tm in self._taskmanagers.in_states(TaskManagerState.REGISTERED):
+            free_registered += len(tm.slot_jobs) - tm.allocated
+            if tm.idle_since is None:
+                continue  # busy: no idle timer
+            release_at = self._lifecycle.idle_release_at(tm)
+            if release_at is None:
+                continue
+            if release_at <= now:
+                idle_due.append(tm)
+            elif not tm.idle_checked:
+                self._timers.arm(tm.name, Timer.IDLE_RELEASE, release_at)
+        idle_due.sort(key=lambda tm: (tm.idle_since or 0.0, tm.order))
         for tm in idle_due:
             if free_registered - tm.free >= target:
                 free_registered -= tm.free
@@ -458,11 +538,17 @@ class Allocator:
             else:
                 tm.idle_checked = True
 
-        # Pods on their way that demand no longer needs are cancelled.
-        # Adopted pods are never cancelled; during the recovery window they are supply.
+        # Pods on their way that demand no longer needs are cancelled. Each was created for
+        # slots_per_taskmanager slots. Adopted pods are never cancelled; during the recovery
+        # window they are supply.
         coming = [tm for tm in self._taskmanagers.in_states(*COMING) if not tm.adopted]
-        supply = free_registered + sum(tm.slots_total for tm in [*coming, *recovering])
-        if coming and supply - min(tm.slots_total for tm in coming) >= target:
+        per_taskmanager = self._settings.slots_per_taskmanager
+        supply = (
+            free_registered
+            + len(coming) * per_taskmanager
+            + sum(tm.slots_total for tm in recovering)
+        )
+        if coming and supply - per_taskmanager >= target:
             coming.sort(key=lambda tm: tm.order, reverse=True)  # newest first ...
             coming.sort(key=lambda tm: tm.is_scheduled)  # ... unscheduled before scheduled
             for tm in coming:

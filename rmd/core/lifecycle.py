@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from rmd.core import placement
 from rmd.core.allocator_settings import AllocatorSettings
 from rmd.core.clock import Clock, wall_time
+from rmd.core.deadlines import Timer
 from rmd.core.model import (
     Action,
     DeletePod,
@@ -99,8 +100,12 @@ class TaskManagerLifecycle:
             )
         now = self._clock.monotonic()
         tm.confirm(now=now)  # its agent runs: the pod exists
+        if tm.address != address:  # the jobs' slot lists show the address
+            for job_id in {job_id for job_id in tm.slot_jobs if job_id is not None}:
+                self._jobs[job_id].changes += 1
         tm.address = address
         tm.last_heartbeat = now
+        self._taskmanagers.touch(tm)  # its registration and heartbeat timers change
         if tm.is_registered:
             return False
         tm.slots_total = slots
@@ -197,61 +202,57 @@ class TaskManagerLifecycle:
             start = max(start, tm.externally_idle_since)
         return start + self._settings.idle_timeout
 
-    def idle_due(self, tm: TaskManagerRecord, *, now: float) -> bool:
-        release_at = self.idle_release_at(tm)
-        return release_at is not None and release_at <= now
-
     # ------------------------------------------------------------------ time
 
-    def fire_timeouts(self, out: list[Action]) -> None:
-        """Registration and heartbeat timeouts due at ``clock.monotonic()``."""
-        now = self._clock.monotonic()
+    def deadline(self, tm: TaskManagerRecord, timer: Timer) -> float | None:
+        """The true deadline of one of ``tm``'s timers now (monotonic), None when it does
+        not run. The allocator's :class:`~rmd.core.deadlines.DeadlineQueue` holds an entry at
+        or before it and asks again when that entry comes first."""
         settings = self._settings
-        for tm in self._taskmanagers:
-            if tm.awaits_create_retry:
-                continue  # no pod yet: its registration timer starts when the create is sent
-            if tm.is_coming and tm.created_at + settings.registration_timeout <= now:
-                waiting_for = f" ({tm.problem.reason}: {tm.problem.message})" if tm.problem else ""
-                self.lose(
-                    tm,
-                    LossReason.REGISTRATION_TIMEOUT,
-                    start_failure=(
-                        f"not registered within {settings.registration_timeout:g} s{waiting_for}"
-                    ),
-                    pod=ReleaseReason.REGISTRATION_TIMEOUT,
-                    out=out,
-                )
-            elif (
-                tm.is_registered
-                and tm.last_heartbeat is not None
-                and tm.last_heartbeat + settings.heartbeat_timeout <= now
-            ):
-                self.lose(
-                    tm,
-                    LossReason.HEARTBEAT_TIMEOUT,
-                    start_failure=f"no heartbeat for {settings.heartbeat_timeout:g} s",
-                    pod=ReleaseReason.HEARTBEAT_TIMEOUT,
-                    out=out,
-                )
+        match timer:
+            case Timer.REGISTRATION:
+                # No pod yet while a create waits to be sent again: the timer starts then.
+                if tm.is_coming and not tm.awaits_create_retry:
+                    return tm.created_at + settings.registration_timeout
+            case Timer.HEARTBEAT:
+                if tm.is_registered and tm.last_heartbeat is not None:
+                    return tm.last_heartbeat + settings.heartbeat_timeout
+            case Timer.IDLE_RELEASE:
+                if tm.is_registered and not tm.idle_checked:
+                    return self.idle_release_at(tm)
+            case Timer.CREATE_RETRY:
+                if tm.state is TaskManagerState.REQUESTED and tm.create_retry is not None:
+                    # Not before a start pause ends.
+                    paused_until = self.limiter.paused_until(self._clock.monotonic())
+                    if paused_until is None:
+                        return tm.create_retry.at
+                    return max(tm.create_retry.at, paused_until)
+        return None
 
-    def deadlines(self) -> list[float]:
-        """Monotonic times of every timer: registration and heartbeat timeouts, idle
-        releases, the start limit's next change."""
+    def fire_timeout(self, tm: TaskManagerRecord, timer: Timer, out: list[Action]) -> None:
+        """A registration or heartbeat timeout is due: the TaskManager is lost."""
         settings = self._settings
-        deadlines: list[float] = []
-        for tm in self._taskmanagers:
-            if tm.is_coming and not tm.awaits_create_retry:
-                deadlines.append(tm.created_at + settings.registration_timeout)
-            elif tm.is_registered:
-                if tm.last_heartbeat is not None:
-                    deadlines.append(tm.last_heartbeat + settings.heartbeat_timeout)
-                release_at = self.idle_release_at(tm)
-                if release_at is not None and not tm.idle_checked:
-                    deadlines.append(release_at)
-        limiter_deadline = self.limiter.next_deadline(self._clock.monotonic())
-        if limiter_deadline is not None:
-            deadlines.append(limiter_deadline)
-        return deadlines
+        if timer is Timer.REGISTRATION:
+            waiting_for = f" ({tm.problem.reason}: {tm.problem.message})" if tm.problem else ""
+            self.lose(
+                tm,
+                LossReason.REGISTRATION_TIMEOUT,
+                start_failure=(
+                    f"not registered within {settings.registration_timeout:g} s{waiting_for}"
+                ),
+                pod=ReleaseReason.REGISTRATION_TIMEOUT,
+                out=out,
+            )
+        elif timer is Timer.HEARTBEAT:
+            self.lose(
+                tm,
+                LossReason.HEARTBEAT_TIMEOUT,
+                start_failure=f"no heartbeat for {settings.heartbeat_timeout:g} s",
+                pod=ReleaseReason.HEARTBEAT_TIMEOUT,
+                out=out,
+            )
+        else:
+            raise ValueError(f"bug: {timer} is no timeout")
 
     # ------------------------------------------------------------------ transitions
 

@@ -278,6 +278,25 @@ class JobView:
 
 
 @dataclass(frozen=True, slots=True)
+class JobSummary:
+    """A :class:`JobView` without its slot list: what a poller needs, at a cost that does not
+    grow with the job's size. ``version`` changes whenever the requirement or a slot of the
+    job changes (with the reason and problems it makes an ETag)."""
+
+    job_id: str
+    slots_required: int
+    slots_allocated: int
+    version: str
+    unfulfilled_reason: str | None = None
+    problems: tuple[ProblemView, ...] = ()
+    waiting_since: float | None = None  # wall time since which the oldest unmet slot waits
+
+    @property
+    def fulfilled(self) -> bool:
+        return self.slots_allocated >= self.slots_required
+
+
+@dataclass(frozen=True, slots=True)
 class TaskManagerView:
     taskmanager_id: str
     state: TaskManagerState

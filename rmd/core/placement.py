@@ -35,8 +35,11 @@ def allocate_waiting(
         return job.unmet - held.get(job.job_id, 0)
 
     waiting_jobs = [job for job in jobs if waiting(job) > 0]
+    if not waiting_jobs or capacity <= 0:
+        return []
     candidates = sorted(
-        (tm for tm in registered if tm.free > 0), key=lambda tm: (-tm.allocated, tm.order)
+        (tm for tm in registered if len(tm.slot_jobs) > tm.allocated),  # free slots
+        key=lambda tm: (-tm.allocated, tm.order),
     )
     allocated: list[SlotsAllocated] = []
     position = 0

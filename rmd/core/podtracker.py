@@ -137,27 +137,15 @@ class PodTracker:
         )
         delay = ceiling * self._rng.uniform(0.5, 1.0)
         tm.create_retry = CreateRetry(at=self._clock.monotonic() + delay, error=error)
+        self._taskmanagers.touch(tm)
         out.append(CreateRetryScheduled(tm.name, error.reason, error.message, retry_in=delay))
 
-    def send_due_creates(self, out: list[Action]) -> None:
-        """Send again the creates whose retry is due, unless pod starts are paused."""
-        now = self._clock.monotonic()
-        if self._lifecycle.limiter.paused_until(now) is not None:
-            return
-        for tm in self._taskmanagers.in_states(TaskManagerState.REQUESTED):
-            if tm.create_retry is not None and tm.create_retry.at <= now:
-                tm.create_retry = None
-                tm.created_at = now  # the registration timeout counts from the create sent
-                out.append(CreatePod(tm.name))
-
-    def deadlines(self) -> list[float]:
-        """When creates are due to be sent again (not before a start pause ends)."""
-        paused_until = self._lifecycle.limiter.paused_until(self._clock.monotonic())
-        return [
-            tm.create_retry.at if paused_until is None else max(tm.create_retry.at, paused_until)
-            for tm in self._taskmanagers.in_states(TaskManagerState.REQUESTED)
-            if tm.create_retry is not None
-        ]
+    def send_create_again(self, tm: TaskManagerRecord, out: list[Action]) -> None:
+        """Its create retry is due (and pod starts are not paused): send the same create."""
+        tm.create_retry = None
+        tm.created_at = self._clock.monotonic()  # the registration timeout counts from now
+        self._taskmanagers.touch(tm)
+        out.append(CreatePod(tm.name))
 
     # ------------------------------------------------------------------ the watch
 
@@ -235,6 +223,7 @@ class PodTracker:
 
     def _confirm(self, tm: TaskManagerRecord) -> None:
         tm.confirm(now=self._clock.monotonic())
+        self._taskmanagers.touch(tm)  # a create retry given up: the registration timer runs
 
     def _note_problem(self, tm: TaskManagerRecord, pod: PodObservation, out: list[Action]) -> None:
         if pod.waiting_problem is not None:

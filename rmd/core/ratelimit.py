@@ -66,6 +66,11 @@ class StartFailureLimiter:
         """Tripped since the last successful registration."""
         return self._consecutive_trips > 0
 
+    @property
+    def engaged(self) -> bool:
+        """Paused or careful: how many pods may start depends on time alone."""
+        return self._paused_until is not None or self.careful
+
     def failures_in_window(self, now: float) -> int:
         self._prune(now)
         return len(self._failures)

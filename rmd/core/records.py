@@ -132,6 +132,10 @@ class TaskManagerRecord:
 @dataclass(eq=False, kw_only=True)
 class JobRecord:
     job_id: str
+    # Which declaration of this id (a job removed and declared again is a new one), and how
+    # often its requirement or slots changed since: together the job's version.
+    incarnation: int = 0
+    changes: int = 0
     required: int = 0
     # Who declares it, when not the HTTP API (e.g. "flink": the follower of Flink's REST
     # API); kept across restarts, so the follower knows its jobs again.
@@ -146,11 +150,18 @@ class JobRecord:
     def unmet(self) -> int:
         return len(self.waiting)
 
+    @property
+    def version(self) -> str:
+        """Changes whenever the requirement or any slot of the job changes."""
+        return f"{self.incarnation}.{self.changes}"
+
     def set_required(self, required: int, *, now: float) -> None:
         """New total requirement; extra demand waits from ``now``; less drops the newest first.
 
         Slots above the new requirement stay allocated: the caller frees them.
         """
+        if required != self.required:
+            self.changes += 1
         self.required = required
         wanted = max(0, required - self.allocated)
         while len(self.waiting) > wanted:
@@ -161,6 +172,7 @@ class JobRecord:
         """Record a slot given to this job; when the demand it fulfils started waiting."""
         self.slots.setdefault(taskmanager, set()).add(index)
         self.allocated += 1
+        self.changes += 1
         return self.waiting.popleft()
 
     def remove_slot(self, taskmanager: str, index: int, *, now: float) -> None:
@@ -170,6 +182,7 @@ class JobRecord:
         if not indices:
             del self.slots[taskmanager]
         self.allocated -= 1
+        self.changes += 1
         if self.allocated + len(self.waiting) < self.required:
             self.waiting.append(now)
 
@@ -179,6 +192,8 @@ class TaskManagerIndex:
 
     State changes go through :meth:`add`, :meth:`set_state` and :meth:`forget`, which keep
     both maps in step and describe each change as a :class:`TaskManagerChanged` notice.
+    Those, and :meth:`touch`, note the TaskManager as touched: its timers may have come
+    earlier, and the allocator arms them again (:meth:`take_touched`).
     """
 
     def __init__(self) -> None:
@@ -186,6 +201,7 @@ class TaskManagerIndex:
         self._by_state: dict[TaskManagerState, dict[str, TaskManagerRecord]] = {
             state: {} for state in TaskManagerState
         }
+        self._touched: dict[str, None] = {}  # an ordered set
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -208,6 +224,7 @@ class TaskManagerIndex:
             raise ValueError(f"bug: TaskManager {tm.name} is already known")
         self._by_name[tm.name] = tm
         self._by_state[tm.state][tm.name] = tm
+        self._touched[tm.name] = None
         return TaskManagerChanged(tm.name, None, tm.state, reason)
 
     def set_state(
@@ -217,12 +234,24 @@ class TaskManagerIndex:
         del self._by_state[old][tm.name]
         tm.state = new
         self._by_state[new][tm.name] = tm
+        self._touched[tm.name] = None
         return TaskManagerChanged(tm.name, old, new, reason)
 
     def forget(self, tm: TaskManagerRecord, *, reason: str) -> TaskManagerChanged:
         del self._by_name[tm.name]
         del self._by_state[tm.state][tm.name]
         return TaskManagerChanged(tm.name, tm.state, None, reason)
+
+    def touch(self, tm: TaskManagerRecord) -> None:
+        """A timer of ``tm`` may have started or come earlier (a create sent again, its pod
+        confirmed, a registration)."""
+        self._touched[tm.name] = None
+
+    def take_touched(self) -> list[TaskManagerRecord]:
+        """The known TaskManagers touched since the last call."""
+        touched = [tm for name in self._touched if (tm := self._by_name.get(name)) is not None]
+        self._touched.clear()
+        return touched
 
     def in_states(self, *states: TaskManagerState) -> list[TaskManagerRecord]:
         return [tm for state in states for tm in self._by_state[state].values()]

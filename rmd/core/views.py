@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from rmd.core import explain
 from rmd.core.clock import Clock, wall_time
 from rmd.core.model import (
+    JobSummary,
     JobView,
     ProblemView,
     SlotView,
@@ -150,6 +151,22 @@ class AllocatorViews:
     def job_view(self, job: JobRecord) -> JobView:
         return self._job_view(job, self._shortfalls().get(job.job_id))
 
+    def job_summary(self, job: JobRecord) -> JobSummary:
+        """No slot list; when the job is fulfilled, O(1)."""
+        reasons: list[str] = []
+        problems: list[ProblemView] = []
+        if job.unmet:
+            reasons, problems = self._why_waiting(job, self._shortfalls().get(job.job_id))
+        return JobSummary(
+            job_id=job.job_id,
+            slots_required=job.required,
+            slots_allocated=job.allocated,
+            version=job.version,
+            unfulfilled_reason="; ".join(reasons) or None,
+            problems=tuple(problems),
+            waiting_since=wall_time(self.clock, job.waiting[0]) if job.waiting else None,
+        )
+
     def job_views(self) -> list[JobView]:
         shortfalls = self._shortfalls()
         return [self._job_view(job, shortfalls.get(job.job_id)) for job in self.jobs.values()]
@@ -201,18 +218,23 @@ class AllocatorViews:
         live = self.taskmanagers.in_states(*LIVE)
         return job_shortfalls(self.jobs.values(), live, cap=self.cap)
 
+    def _why_waiting(
+        self, job: JobRecord, shortfall: JobShortfall | None
+    ) -> tuple[list[str], list[ProblemView]]:
+        if not job.unmet or shortfall is None:
+            return [], []
+        reasons = list(self._waiting_reasons(job, shortfall))
+        problems = self._problems_of_coming_pods()
+        reasons.extend(
+            explain.create_failure_reason(problem)
+            if problem.taskmanager_id not in self.taskmanagers
+            else explain.pod_problem_reason(problem)
+            for problem in problems
+        )
+        return reasons, problems
+
     def _job_view(self, job: JobRecord, shortfall: JobShortfall | None) -> JobView:
-        reasons: list[str] = []
-        problems: list[ProblemView] = []
-        if job.unmet and shortfall is not None:
-            reasons.extend(self._waiting_reasons(job, shortfall))
-            problems = self._problems_of_coming_pods()
-            reasons.extend(
-                explain.create_failure_reason(problem)
-                if problem.taskmanager_id not in self.taskmanagers
-                else explain.pod_problem_reason(problem)
-                for problem in problems
-            )
+        reasons, problems = self._why_waiting(job, shortfall)
         return JobView(
             job_id=job.job_id,
             slots_required=job.required,

@@ -7,7 +7,6 @@ and register TaskManagers through the HTTP API or directly.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -20,6 +19,7 @@ from rmd.api.server import IDLE_TIMEOUT, ApiRunner
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import ManualClock
 from rmd.core.model import Action, CreatePod, DeletePod
+from rmd.job_waiters import JobWaiters
 from rmd.metrics import RmdMetrics
 
 
@@ -33,7 +33,7 @@ class InMemoryEngine:
     ) -> None:
         self._allocator = allocator
         self._metrics = metrics
-        self._waiters: set[asyncio.Event] = set()
+        self._job_waiters = JobWaiters(allocator.job_version)
         self._started: set[str] = set()
         self.applied: list[Action] = []
         self.ready = ready
@@ -48,22 +48,12 @@ class InMemoryEngine:
         for action in actions:
             if self._metrics is not None and not isinstance(action, CreatePod | DeletePod):
                 self._metrics.observe(action)
-        for waiter in self._waiters:
-            waiter.set()
+        self._job_waiters.changed()
 
-    async def wait_for(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
-        changed = asyncio.Event()
-        self._waiters.add(changed)
-        try:
-            async with asyncio.timeout(timeout):
-                while not predicate():
-                    await changed.wait()
-                    changed.clear()
-        except TimeoutError:
-            return predicate()
-        finally:
-            self._waiters.discard(changed)
-        return True
+    async def wait_for_job(
+        self, job_id: str, predicate: Callable[[], bool], *, timeout: float
+    ) -> bool:
+        return await self._job_waiters.wait(job_id, predicate, timeout=timeout)
 
     # ------------------------------------------------------------------ the fake edge
 

@@ -599,11 +599,45 @@ class AllocatorMachine(RuleBasedStateMachine):
                 assert status.slots_free - view.slots_total < unmet + spare_slots
 
     @invariant()
+    def next_deadline_is_the_brute_force_one(self) -> None:
+        """The deadline queue (lazy, armed only where a timer may come earlier) agrees with
+        walking every TaskManager, as the allocator once did on every tick."""
+        if not hasattr(self, "allocator"):
+            return
+        assert self.allocator.next_deadline() == brute_force_next_deadline(self.allocator)
+
+    @invariant()
     def timers_are_in_the_future(self) -> None:
         if not hasattr(self, "allocator"):
             return
         deadline = self.allocator.next_deadline()
         assert deadline is None or deadline > self.clock.monotonic()
+
+
+def brute_force_next_deadline(allocator: Allocator) -> float | None:
+    """The reference: every timer of every TaskManager from its record, the earliest."""
+    config = allocator.settings
+    lifecycle = allocator._lifecycle
+    now = allocator._clock.monotonic()
+    paused_until = lifecycle.limiter.paused_until(now)
+    deadlines: list[float] = []
+    for tm in allocator._taskmanagers:
+        if tm.create_retry is not None:
+            if tm.state is TaskManagerState.REQUESTED:
+                at = tm.create_retry.at
+                deadlines.append(at if paused_until is None else max(at, paused_until))
+        elif tm.is_coming:
+            deadlines.append(tm.created_at + config.registration_timeout)
+        elif tm.is_registered:
+            if tm.last_heartbeat is not None:
+                deadlines.append(tm.last_heartbeat + config.heartbeat_timeout)
+            release_at = lifecycle.idle_release_at(tm)
+            if release_at is not None and not tm.idle_checked:
+                deadlines.append(release_at)
+    limiter_at = lifecycle.limiter.next_deadline(now)
+    if limiter_at is not None:
+        deadlines.append(limiter_at)
+    return min(deadlines, default=None)
 
 
 AllocatorMachine.TestCase.settings = settings(

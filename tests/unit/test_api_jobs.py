@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from rmd.core.model import CreatePod
+from rmd.core.model import CreatePod, PodObservation
 from tests.support.background import Background
 from tests.support.waiting import within
 from tests.unit.api_fake_engine import InMemoryEngine, make_app, make_engine
@@ -364,3 +364,69 @@ async def test_dot_segments_sent_as_is_are_not_job_ids(
         writer.close()
     assert status_line.split()[1] in ("404", "405", "422"), status_line
     assert engine.allocator.job_views() == []
+
+
+async def test_compact_view_has_counts_without_the_slot_list(
+    client: TestClient[Any, Any], engine: InMemoryEngine
+) -> None:
+    await client.put("/v1/jobs/j1/requirements", json={"slots": 4})
+    await register_all(client, engine)
+
+    full = await (await client.get("/v1/jobs/j1")).json()
+    compact = await (await client.get("/v1/jobs/j1", params={"slots": "false"})).json()
+
+    assert set(full) == JOB_FIELDS
+    assert len(full["slots"]) == 4
+    assert compact == {key: value for key, value in full.items() if key != "slots"}
+
+
+@pytest.mark.parametrize("query", ["slots=no", "slots=", "slots=true&slots=false"])
+async def test_bad_slots_flag_is_refused(client: TestClient[Any, Any], query: str) -> None:
+    await client.put("/v1/jobs/j1/requirements", json={"slots": 1})
+    response = await client.get(f"/v1/jobs/j1?{query}")
+    assert response.status == 400
+    body = await response.json()
+    assert body["field"] == "slots"
+    assert "'false'" in body["detail"]
+
+
+async def test_etag_answers_304_until_the_job_changes(
+    client: TestClient[Any, Any], engine: InMemoryEngine
+) -> None:
+    await client.put("/v1/jobs/j1/requirements", json={"slots": 2})
+    for params in ({}, {"slots": "false"}):
+        first = await client.get("/v1/jobs/j1", params=params)
+        etag = first.headers["ETag"]
+        again = await client.get("/v1/jobs/j1", params=params, headers={"If-None-Match": etag})
+        assert again.status == 304
+        assert again.headers["ETag"] == etag
+        assert await again.read() == b""
+    full_tag = (await client.get("/v1/jobs/j1")).headers["ETag"]
+    compact_tag = (await client.get("/v1/jobs/j1?slots=false")).headers["ETag"]
+    assert full_tag != compact_tag  # two representations, two tags
+
+    await register_all(client, engine)  # slots allocated: the view changed
+    changed = await client.get("/v1/jobs/j1", headers={"If-None-Match": full_tag})
+    assert changed.status == 200
+    assert changed.headers["ETag"] != full_tag
+    assert (await changed.json())["fulfilled"] is True
+
+
+async def test_etag_changes_when_only_the_reason_changes(
+    client: TestClient[Any, Any], engine: InMemoryEngine
+) -> None:
+    await client.put("/v1/jobs/j1/requirements", json={"slots": 2})
+    (name,) = engine.start_requested_pods()
+    before = await client.get("/v1/jobs/j1?slots=false")
+    await client.put("/v1/jobs/j0/requirements", json={"slots": 0})  # nothing for j1
+    same = await client.get(
+        "/v1/jobs/j1?slots=false", headers={"If-None-Match": before.headers["ETag"]}
+    )
+    assert same.status == 304
+    problem = PodObservation(name, node_name="n", waiting_problem=("ErrImagePull", "no such"))
+    engine.apply(engine.allocator.pod_observed(problem))  # same slots, a new reason
+    after = await client.get(
+        "/v1/jobs/j1?slots=false", headers={"If-None-Match": before.headers["ETag"]}
+    )
+    assert after.status == 200
+    assert "ErrImagePull" in (await after.json())["unfulfilled_reason"]

@@ -100,12 +100,40 @@ async def test_declare_answers_a_typed_job_view(rmd: RmdClient, engine: InMemory
     assert len(engine.created_pods()) == 2
 
 
+async def test_wait_fulfilled_long_polls_the_compact_view(
+    aiohttp_server: ServerFactory, engine: InMemoryEngine, background: Background
+) -> None:
+    app = app_for(engine)
+    queries: list[dict[str, str]] = []
+
+    async def note(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path == "/v1/jobs/job-1" and request.method == "GET":
+            queries.append(dict(request.query))
+
+    app.on_response_prepare.append(note)
+    server = await aiohttp_server(app)
+    async with RmdClient(url_of(server), token=TOKEN, rng=random.Random(3)) as rmd:
+        await rmd.declare("job-1", 4)
+        waiting = background.start(rmd.wait_fulfilled("job-1", timeout=20))
+        await eventually_true(lambda: len(engine._job_waiters) > 0, what="the long poll")
+        start_taskmanagers(engine)
+        view = await waiting
+
+    assert view.fulfilled
+    assert len(view.slots) == 4
+    first, *polls, last = queries
+    assert first == {}
+    assert last == {}
+    assert polls
+    assert all(query.get("slots") == "false" and "wait" in query for query in polls)
+
+
 async def test_wait_fulfilled_returns_once_the_slots_are_there(
     rmd: RmdClient, engine: InMemoryEngine, background: Background
 ) -> None:
     await rmd.declare("job-1", 4)
     waiting = background.start(rmd.wait_fulfilled("job-1", timeout=20))
-    await eventually_true(lambda: bool(engine._waiters), what="the long poll is waiting")
+    await eventually_true(lambda: len(engine._job_waiters) > 0, what="the long poll is waiting")
     first, second = start_taskmanagers(engine)
 
     view = await waiting

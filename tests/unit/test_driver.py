@@ -191,21 +191,31 @@ async def test_a_failed_delete_is_tried_again_until_it_succeeds(make_engine: Eng
     await engine.close()
 
 
-async def test_wait_for_wakes_on_the_change_that_makes_it_true(
+async def test_wait_for_job_wakes_on_the_change_that_makes_it_true(
     make_engine: EngineFactory, background: Background
 ) -> None:
     engine, _, _ = make_engine()
     engine.apply(engine.allocator.declare("j", 2))
-    waiter = background.start(
-        engine.wait_for(lambda: engine.allocator.job_view("j").fulfilled, timeout=5)
-    )
+    checks = 0
+
+    def fulfilled() -> bool:
+        nonlocal checks
+        checks += 1
+        return engine.allocator.job_summary("j").fulfilled
+
+    waiter = background.start(engine.wait_for_job("j", fulfilled, timeout=5))
     await until(lambda: bool(states(engine)), what="TaskManager requested")
     (name,) = states(engine)
     engine.apply(engine.allocator.pod_observed(PodObservation(name, "Running", "n", "127.1.0.1")))
+    engine.apply(engine.allocator.declare("other", 0))  # another job: not this one's change
+    for _ in range(3):  # let a wrongly woken waiter run
+        await asyncio.sleep(0)
     assert not waiter.done()
+    assert checks == 1  # not woken by changes that leave job j as it was
     engine.apply(engine.allocator.register(name, address="127.1.0.1:6122", slots=2))
     assert await within(waiter, seconds=1, what="the waiter to wake") is True
-    assert await engine.wait_for(lambda: False, timeout=0.05) is False
+    assert checks == 2
+    assert await engine.wait_for_job("j", lambda: False, timeout=0.05) is False
     await engine.close()
 
 
@@ -432,3 +442,24 @@ async def test_recovery_restores_the_jobs_logs_recovered_and_counts_it(
     assert sample(metrics, "rmd_recovery_taskmanagers_total", outcome="reregistered") == 1
     assert sample(metrics, "rmd_recovery_jobs_restored") == 1
     assert gateway.created == []
+
+
+async def test_a_heartbeat_does_not_wake_the_timer_an_earlier_deadline_does(
+    make_engine: EngineFactory, background: Background
+) -> None:
+    clock = ManualClock()
+    engine, gateway, _ = make_engine(clock=clock, heartbeat_timeout=50.0)
+    engine.apply(engine.allocator.declare("j", 2))
+    await until(lambda: len(gateway.created) == 1, what="the pod created")
+    (name,) = gateway.created
+    engine.apply(engine.allocator.pod_observed(PodObservation(name, "Running", "n", "127.1.0.1")))
+    engine.apply(engine.allocator.register(name, address="127.1.0.1:6122", slots=2))
+    background.start(engine.run_timers())
+    await until(lambda: not engine._timer_wakeup.is_set(), what="the timer asleep")
+
+    clock.advance(10.0)
+    engine.apply(engine.allocator.heartbeat(name))  # its deadline moves later: nothing to do
+    assert not engine._timer_wakeup.is_set()
+
+    engine.apply(engine.allocator.declare("j", 0))  # idle now: a release 30 s from now
+    assert engine._timer_wakeup.is_set()

@@ -1,0 +1,67 @@
+"""The benchmark's code runs (tiny sizes): the heartbeat servers start, answer, and are
+measured. Figures are not checked — they belong to ``make bench`` on a quiet machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.__main__ import QUICK, table
+from bench.heartbeats import measure
+
+
+@pytest.mark.parametrize("kind", ["bare", "rmd"])
+async def test_a_heartbeat_server_is_measured(kind: str) -> None:
+    result = await measure(kind, taskmanagers=5, clients=2, seconds=0.5, warmup=0.1)
+    assert result.kind == kind
+    assert result.requests > 0
+    assert result.errors == 0
+    assert 0 < result.p50_ms <= result.p99_ms
+
+
+def test_the_table_shows_every_part() -> None:
+    row = {
+        "requests_per_s": 1.0,
+        "p50_ms": 1.0,
+        "p99_ms": 2.0,
+        "server_cpu_percent": 3.0,
+        "server_cpu_ms_per_request": 0.1,
+    }
+    report = {
+        "profile": QUICK.name,
+        "machine": {"cpus": 2, "cpu_model": "x", "memory_gb": 1, "load_average": [1, 1, 1]},
+        "scale_out": [
+            {
+                "pods": 5,
+                "parallel": 8,
+                "ratio_all_exist": 1.1,
+                "baseline": {"all_exist_s": 1.0},
+                "rmd": {
+                    "all_exist_s": 1.1,
+                    "all_registered_s": 1.2,
+                    "fulfilled_s": 1.3,
+                    "cpu_percent": {"kube-apiserver": 50.0, "daemon": 10.0},
+                },
+            }
+        ],
+        "idle": [
+            {
+                "taskmanagers": 5,
+                "window_s": 30.0,
+                "daemon_cpu_percent": 1.0,
+                "rss_mb_start": 90.0,
+                "rss_mb_end": 91.0,
+                "rss_growth_mb": 1.0,
+            }
+        ],
+        "heartbeats": {
+            "bare": row,
+            "rmd": row,
+            "ratio_requests_per_s": 1.0,
+            "ratio_p99": 1.0,
+            "ratio_server_cpu_per_request": 1.0,
+        },
+    }
+    text = table(report)
+    assert "    5 @ 8" in text
+    assert "rmd / bare" in text
+    assert "90->91" in text
