@@ -160,6 +160,20 @@ FLINK_REQUEST_TIMEOUT = ConfigOption(
     default="5 s",
     meaning="timeout of one request to Flink's REST API",
 )
+EXECUTION_TARGET = ConfigOption(
+    key="execution.target",
+    parse=optional_text,
+    default_note="unset",
+    meaning="`kubernetes-application` (set by `rmd application start`): the daemon follows "
+    "an application cluster",
+)
+SHUTDOWN_ON_APPLICATION_FINISH = ConfigOption(
+    key="execution.shutdown-on-application-finish",
+    parse=boolean,
+    default="true",
+    meaning="an application cluster removes itself (the daemon deletes its Deployment) once "
+    "its application is FINISHED, FAILED or CANCELED",
+)
 
 # ---------------------------------------------------------------------------- the TaskManager pod
 
@@ -467,6 +481,8 @@ DAEMON_OPTIONS: tuple[OptionKey, ...] = (
     FLINK_REST_URL,
     FLINK_POLL_INTERVAL,
     FLINK_REQUEST_TIMEOUT,
+    EXECUTION_TARGET,
+    SHUTDOWN_ON_APPLICATION_FINISH,
 )
 POD_OPTIONS: tuple[OptionKey, ...] = (
     IMAGE,
