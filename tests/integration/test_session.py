@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,81 +22,22 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
-from rmd_dev.flink.session_conf import session_configuration, write_session_conf_dir
 from rmd_dev.provision import FlinkInstall
-from tests.conftest import (
-    REQUEST_TIMEOUT,
-    DevClusterInfo,
-    apply_shipped_rbac,
-    manifest,
-    service_account_kubeconfig,
-    wait_for_service_account,
+from tests.conftest import DevClusterInfo, manifest, service_account_kubeconfig
+from tests.integration.cluster_cli import (
+    NOTHING,
+    apply_rbac,
+    cluster_objects,
+    local_conf_dir,
+    pod_logs,
+    rmd_cli,
 )
 from tests.support.flink import TM_SELECTOR, FlinkJobManager, all_tasks_running
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-CLI_TIMEOUT = 400.0
 JVM_DEADLINE = 240.0
-
-
-async def _rmd(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "rmd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-async def _apply_rbac(dev_cluster: DevClusterInfo, core: client.CoreV1Api, namespace: str) -> None:
-    await apply_shipped_rbac(dev_cluster, namespace=namespace)
-    await wait_for_service_account(core, namespace=namespace, name="rmd")
-
-
-def _conf_dir(flink: FlinkInstall, *, namespace: str, work_dir: Path) -> Path:
-    values = session_configuration(flink=flink, namespace=namespace, work_dir=work_dir, extra={})
-    return write_session_conf_dir(work_dir / "conf", flink=flink, values=values)
-
-
-async def _objects(api: client.ApiClient, namespace: str) -> dict[str, list[str]]:
-    """Every object of the kinds a session cluster has, by kind (names)."""
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    t = REQUEST_TIMEOUT
-    return {
-        "Deployment": [
-            d.metadata.name
-            for d in (await apps.list_namespaced_deployment(namespace, _request_timeout=t)).items
-        ],
-        "ReplicaSet": [
-            r.metadata.name
-            for r in (await apps.list_namespaced_replica_set(namespace, _request_timeout=t)).items
-        ],
-        "Pod": [
-            p.metadata.name
-            for p in (await core.list_namespaced_pod(namespace, _request_timeout=t)).items
-        ],
-        "Service": [
-            s.metadata.name
-            for s in (await core.list_namespaced_service(namespace, _request_timeout=t)).items
-        ],
-        "ConfigMap": [
-            c.metadata.name
-            for c in (await core.list_namespaced_config_map(namespace, _request_timeout=t)).items
-            if c.metadata.name != "kube-root-ca.crt"
-        ],
-    }
-
-
-def _pod_logs(dev_cluster: DevClusterInfo, namespace: str) -> str:
-    parts = []
-    for path in sorted(dev_cluster.dir.rglob(f"pods/{namespace}/*/*.log")):
-        text = path.read_text(errors="replace")
-        parts.append(f"--- {path.parent.name}/{path.name}\n{text[-3000:]}")
-    return "\n".join(parts)
 
 
 async def test_session_start_runs_a_job_and_stop_removes_everything(
@@ -109,15 +49,17 @@ async def test_session_start_runs_a_job_and_stop_removes_everything(
     tmp_path: Path,
 ) -> None:
     core = client.CoreV1Api(kube_api)
-    await _apply_rbac(dev_cluster, core, namespace)
-    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    await apply_rbac(dev_cluster, core, namespace)
+    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
     cluster_id = "sess-a"
     begin = time.monotonic()
-    started = await _rmd("session", "start", *common, "-D", f"kubernetes.cluster-id={cluster_id}")
+    started = await rmd_cli(
+        "session", "start", *common, "-D", f"kubernetes.cluster-id={cluster_id}"
+    )
     start_seconds = time.monotonic() - begin
     assert started.returncode == 0, (
-        started.stdout + started.stderr + _pod_logs(dev_cluster, namespace)
+        started.stdout + started.stderr + pod_logs(dev_cluster, namespace)
     )
     assert "JobManager ready" in started.stdout
     found = re.search(r"JobManager pod: (http://[0-9.]+:8081)", started.stdout)
@@ -125,7 +67,7 @@ async def test_session_start_runs_a_job_and_stop_removes_everything(
     rest_url = found.group(1)
     assert f"in the cluster: http://{cluster_id}-rest.{namespace}.svc:8081" in started.stdout
 
-    objects = await _objects(kube_api, namespace)
+    objects = await cluster_objects(kube_api, namespace)
     assert objects["Deployment"] == [cluster_id]
     assert sorted(objects["Service"]) == [cluster_id, f"{cluster_id}-rest"]
     assert objects["ConfigMap"] == [f"flink-config-{cluster_id}"]
@@ -164,7 +106,7 @@ async def test_session_start_runs_a_job_and_stop_removes_everything(
                 interval=1,
             )
         except AssertionError as error:
-            raise AssertionError(f"{error}\n{_pod_logs(dev_cluster, namespace)}") from None
+            raise AssertionError(f"{error}\n{pod_logs(dev_cluster, namespace)}") from None
         running_seconds = time.monotonic() - submitted
         job = await jm.get(f"/jobs/{job_id}")
         assert {int(vertex["parallelism"]) for vertex in job["vertices"]} == {4}
@@ -175,22 +117,16 @@ async def test_session_start_runs_a_job_and_stop_removes_everything(
         assert len(tm_names) == 2  # 4 slots at 2 per TaskManager
         assert await jm.taskmanager_ids() == tm_names  # registered with Flink under pod names
 
-    listed = await _rmd("session", "list", *common)
+    listed = await rmd_cli("session", "list", *common)
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if line.startswith(cluster_id))
     assert row.split()[2:] == ["1/1", "2", "4"]
 
     begin = time.monotonic()
-    stopped = await _rmd("session", "stop", *common, "-D", f"kubernetes.cluster-id={cluster_id}")
+    stopped = await rmd_cli("session", "stop", *common, "-D", f"kubernetes.cluster-id={cluster_id}")
     stop_seconds = time.monotonic() - begin
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert await _objects(kube_api, namespace) == {
-        "Deployment": [],
-        "ReplicaSet": [],
-        "Pod": [],
-        "Service": [],
-        "ConfigMap": [],
-    }
+    assert await cluster_objects(kube_api, namespace) == NOTHING
     sys.stderr.write(
         f"\nsession: start {start_seconds:.1f} s, submit to all RUNNING {running_seconds:.1f} s, "
         f"stop {stop_seconds:.1f} s\n"
@@ -204,21 +140,13 @@ async def test_bad_configuration_or_an_existing_cluster_creates_nothing(
     flink_install: FlinkInstall,
     tmp_path: Path,
 ) -> None:
-    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
-    empty: dict[str, list[str]] = {
-        "Deployment": [],
-        "ReplicaSet": [],
-        "Pod": [],
-        "Service": [],
-        "ConfigMap": [],
-    }
-
-    bad = await _rmd("session", "start", *common, "-D", "kubernetes.jobmanager.replicas=zero")
+    bad = await rmd_cli("session", "start", *common, "-D", "kubernetes.jobmanager.replicas=zero")
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1
     assert "kubernetes.jobmanager.replicas" in bad.stderr
-    assert await _objects(kube_api, namespace) == empty
+    assert await cluster_objects(kube_api, namespace) == NOTHING
 
     apps = client.AppsV1Api(kube_api)
     labels = {"app": "taken"}
@@ -236,24 +164,24 @@ async def test_bad_configuration_or_an_existing_cluster_creates_nothing(
         }
     )
     before = await apps.create_namespaced_deployment(namespace, body=existing)
-    taken = await _rmd("session", "start", *common, "-D", "kubernetes.cluster-id=taken")
+    taken = await rmd_cli("session", "start", *common, "-D", "kubernetes.cluster-id=taken")
     assert taken.returncode == 1
     assert taken.stderr.count("\n") == 1
     assert "a cluster taken already exists" in taken.stderr
     after = await apps.read_namespaced_deployment("taken", namespace)
     assert after.metadata.uid == before.metadata.uid
-    objects = await _objects(kube_api, namespace)
+    objects = await cluster_objects(kube_api, namespace)
     assert objects["Service"] == []
     assert objects["ConfigMap"] == []
 
-    no_account = await _rmd("session", "start", *common, "-D", "kubernetes.cluster-id=lonely")
+    no_account = await rmd_cli("session", "start", *common, "-D", "kubernetes.cluster-id=lonely")
     assert no_account.returncode == 1
     assert no_account.stderr.count("\n") == 1
     assert 'serviceaccount "rmd" not found' in no_account.stderr
     assert "deleted deployment lonely again" in no_account.stdout
 
     async def lonely_gone() -> bool:
-        objects = await _objects(kube_api, namespace)
+        objects = await cluster_objects(kube_api, namespace)
         return not any("lonely" in name for names in objects.values() for name in names)
 
     await eventually(lonely_gone, what="nothing of cluster lonely left", timeout=30)
@@ -266,7 +194,7 @@ async def test_bad_configuration_or_an_existing_cluster_creates_nothing(
             dev_cluster.kubeconfig.read_text(),
         )
     )
-    down = await _rmd(
+    down = await rmd_cli(
         "session",
         "start",
         "--kubeconfig",
@@ -322,7 +250,7 @@ async def test_a_missing_permission_is_named_before_anything_is_created(
     flink_install: FlinkInstall,
     tmp_path: Path,
 ) -> None:
-    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     everything_but_services = [
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "delete"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
@@ -335,7 +263,7 @@ async def test_a_missing_permission_is_named_before_anything_is_created(
         rules=everything_but_services,
         path=tmp_path / "limited.kubeconfig",
     )
-    denied = await _rmd(
+    denied = await rmd_cli(
         "session",
         "start",
         "--kubeconfig",
@@ -349,7 +277,7 @@ async def test_a_missing_permission_is_named_before_anything_is_created(
     assert denied.stderr.count("\n") == 1
     assert f"you may not create services in namespace {namespace}" in denied.stderr
     assert "--verb=create --resource=services" in denied.stderr
-    objects = await _objects(kube_api, namespace)
+    objects = await cluster_objects(kube_api, namespace)
     assert objects["Deployment"] == []
     assert objects["ConfigMap"] == []
 
@@ -366,11 +294,11 @@ async def test_each_rest_service_type_and_its_printed_endpoint(
     """The JobManager pod runs nothing here (no emulator annotation): only the objects and
     the printed endpoint are under test."""
     core = client.CoreV1Api(kube_api)
-    await _apply_rbac(dev_cluster, core, namespace)
-    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    await apply_rbac(dev_cluster, core, namespace)
+    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
     cluster_id = "types"
-    started = await _rmd(
+    started = await rmd_cli(
         "session",
         "start",
         *common,
@@ -399,7 +327,7 @@ async def test_each_rest_service_type_and_its_printed_endpoint(
         assert re.search(rf"http://[0-9.]+:{node_port} ", started.stdout), started.stdout
     if service_type == "LoadBalancer":  # no cloud controller here: no address is given out
         assert "load balancer pending" in started.stdout
-    stopped = await _rmd(
+    stopped = await rmd_cli(
         "session",
         "stop",
         *common,
@@ -409,7 +337,7 @@ async def test_each_rest_service_type_and_its_printed_endpoint(
         "Background",
     )
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    objects = await _objects(kube_api, namespace)
+    objects = await cluster_objects(kube_api, namespace)
     assert objects["Deployment"] == []
     assert objects["Pod"] == []
 
@@ -422,8 +350,8 @@ async def test_attach_shows_readiness_and_ctrl_c_stops_the_cluster(
     tmp_path: Path,
 ) -> None:
     core = client.CoreV1Api(kube_api)
-    await _apply_rbac(dev_cluster, core, namespace)
-    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    await apply_rbac(dev_cluster, core, namespace)
+    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     process = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "rmd", "session", "start", "--attach"],
         *["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)],
@@ -441,7 +369,7 @@ async def test_attach_shows_readiness_and_ctrl_c_stops_the_cluster(
                 assert line, "".join(seen)
                 seen.append(line)
         assert any(line.startswith("attached:") for line in seen)
-        assert (await _objects(kube_api, namespace))["Deployment"] == ["attached"]
+        assert (await cluster_objects(kube_api, namespace))["Deployment"] == ["attached"]
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(120):
             rest, _ = await process.communicate()
@@ -451,7 +379,7 @@ async def test_attach_shows_readiness_and_ctrl_c_stops_the_cluster(
             await process.wait()
     assert process.returncode == 0, "".join(seen) + rest.decode()
     assert "session cluster attached removed" in rest.decode()
-    objects = await _objects(kube_api, namespace)
+    objects = await cluster_objects(kube_api, namespace)
     assert objects["Deployment"] == []
     assert objects["Pod"] == []
     assert objects["Service"] == []
