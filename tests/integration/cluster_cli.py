@@ -5,10 +5,12 @@ leaves behind, listed kind by kind."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 from kubernetes_asyncio import client
 
 from rmd_dev.flink.session_conf import session_configuration, write_session_conf_dir
@@ -19,6 +21,7 @@ from tests.conftest import (
     apply_shipped_rbac,
     wait_for_service_account,
 )
+from tests.support.flink import FlinkJobManager
 
 CLI_TIMEOUT = 400.0
 # What cluster_objects() lists when nothing of any cluster is left.
@@ -97,3 +100,30 @@ def pod_logs(dev_cluster: DevClusterInfo, namespace: str, *, tail: int | None = 
             f"--- {path.parent.name}/{path.name}\n{text if tail is None else text[-tail:]}"
         )
     return "\n".join(parts)
+
+
+def started_jobmanager(
+    flink: FlinkInstall,
+    *,
+    start_output: str,
+    cluster_id: str,
+    namespace: str,
+    conf_dir: Path,
+    work_dir: Path,
+    http: aiohttp.ClientSession,
+) -> FlinkJobManager:
+    """The JobManager pod ``rmd session|application start`` printed (``JobManager pod:
+    http://<pod IP>:8081``): Flink's REST API there, the daemon's on port 8090."""
+    found = re.search(r"JobManager pod: (http://[0-9.]+:8081)", start_output)
+    assert found, start_output
+    rest_url = found.group(1)
+    return FlinkJobManager(
+        flink=flink,
+        cluster_id=cluster_id,
+        namespace=namespace,
+        conf_dir=conf_dir,
+        work_dir=work_dir,
+        rest_url=rest_url,
+        daemon_url=rest_url.replace(":8081", ":8090"),
+        http=http,
+    )

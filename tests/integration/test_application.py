@@ -25,12 +25,9 @@ from tests.integration.cluster_cli import (
     local_conf_dir,
     pod_logs,
     rmd_cli,
+    started_jobmanager,
 )
-from tests.support.flink import (
-    FlinkJobManager,
-    live_taskmanager_names,
-    report_figures,
-)
+from tests.support.flink import FlinkJobManager, live_taskmanager_names, report_figures
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -40,31 +37,6 @@ RECORDS_PER_SECOND = 100
 RECORDS = 1000  # about 10 s of running
 # Flink's REST API not answering (starting, or its pod gone) or answering an error.
 FLINK_SILENT = (aiohttp.ClientError, AssertionError, TimeoutError, OSError)
-
-
-def _jobmanager(
-    flink: FlinkInstall,
-    *,
-    cluster_id: str,
-    namespace: str,
-    conf_dir: Path,
-    work_dir: Path,
-    started: str,
-    http: aiohttp.ClientSession,
-) -> FlinkJobManager:
-    found = re.search(r"JobManager pod: (http://[0-9.]+:8081)", started)
-    assert found, started
-    rest_url = found.group(1)
-    return FlinkJobManager(
-        flink=flink,
-        cluster_id=cluster_id,
-        namespace=namespace,
-        conf_dir=conf_dir,
-        work_dir=work_dir,
-        rest_url=rest_url,
-        daemon_url=rest_url.replace(":8081", ":8090"),
-        http=http,
-    )
 
 
 async def _job_states(jm: FlinkJobManager) -> list[str]:
@@ -124,13 +96,13 @@ async def test_an_application_runs_to_its_end_and_the_cluster_removes_itself(
             firsts[milestone] = time.monotonic() - begin
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        jm = _jobmanager(
+        jm = started_jobmanager(
             flink_install,
+            start_output=started.stdout,
             cluster_id=cluster_id,
             namespace=namespace,
             conf_dir=conf_dir,
             work_dir=tmp_path,
-            started=started.stdout,
             http=http,
         )
 
@@ -205,13 +177,13 @@ async def test_told_to_stay_the_cluster_outlives_its_application_until_stopped(
     assert "the cluster stays after it" in started.stdout
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        jm = _jobmanager(
+        jm = started_jobmanager(
             flink_install,
+            start_output=started.stdout,
             cluster_id=cluster_id,
             namespace=namespace,
             conf_dir=conf_dir,
             work_dir=tmp_path,
-            started=started.stdout,
             http=http,
         )
 

@@ -31,8 +31,9 @@ from tests.integration.cluster_cli import (
     local_conf_dir,
     pod_logs,
     rmd_cli,
+    started_jobmanager,
 )
-from tests.support.flink import TM_SELECTOR, FlinkJobManager, all_tasks_running
+from tests.support.flink import TM_SELECTOR, all_tasks_running
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -62,9 +63,6 @@ async def test_session_start_runs_a_job_and_stop_removes_everything(
         started.stdout + started.stderr + pod_logs(dev_cluster, namespace)
     )
     assert "JobManager ready" in started.stdout
-    found = re.search(r"JobManager pod: (http://[0-9.]+:8081)", started.stdout)
-    assert found, started.stdout
-    rest_url = found.group(1)
     assert f"in the cluster: http://{cluster_id}-rest.{namespace}.svc:8081" in started.stdout
 
     objects = await cluster_objects(kube_api, namespace)
@@ -76,14 +74,13 @@ async def test_session_start_runs_a_job_and_stop_removes_everything(
     assert services[f"{cluster_id}-rest"].spec.type == "ClusterIP"
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        jm = FlinkJobManager(
-            flink=flink_install,
+        jm = started_jobmanager(
+            flink_install,
+            start_output=started.stdout,
             cluster_id=cluster_id,
             namespace=namespace,
             conf_dir=conf_dir,
             work_dir=tmp_path,
-            rest_url=rest_url,
-            daemon_url=rest_url.replace(":8081", ":8090"),
             http=http,
         )
 
