@@ -12,7 +12,8 @@ TaskManager pods are left running for the next start to adopt.
 
 In an application cluster (``execution.target: kubernetes-application``) the follower tells
 when the application has ended; then, unless ``execution.shutdown-on-application-finish`` is
-false, the daemon deletes its own Deployment and so the whole cluster, itself included.
+false, the daemon deletes its own Deployment and so the whole cluster, itself included
+(:mod:`rmd.application_cluster`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from rmd.api.access_log import StructlogAccessLogger
 from rmd.api.app import create_app
+from rmd.application_cluster import ApplicationClusterEnd
 from rmd.cli_options import add_configuration_arguments
 from rmd.config.files import configuration_directory
 from rmd.config.flinkconf import ConfigError, FlinkConfiguration
@@ -54,11 +56,10 @@ from rmd.kube.flinkconfigmap import (
     publish_flink_config_map,
     read_log_config_files,
 )
-from rmd.kube.owner import delete_owner, find_owner_reference, owner_exists
+from rmd.kube.owner import find_owner_reference, owner_exists
 from rmd.kube.pods import PodGateway
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
 from rmd.kube.reflector import ReflectorTimings
-from rmd.kube.retry import explain_api_error
 from rmd.kube.watch import PodWatcher
 from rmd.logs import configure_logging
 from rmd.metrics import FlinkMetrics, RmdMetrics
@@ -222,32 +223,21 @@ async def serve(
             on_list_started=engine.on_list_started,
         )
         engine.set_watch_synced_probe(lambda: watcher.synced)
-        removal: list[asyncio.Task[None]] = []
-
-        def on_application_end(end: ApplicationEnd) -> None:
-            if not settings.shutdown_on_application_finish:
-                log.info(
-                    "application_finished",
-                    state=end.state,
-                    parts=end.describe(),
-                    cluster="stays (execution.shutdown-on-application-finish: false)",
-                    fix=f"remove it with: rmd session stop -D kubernetes.cluster-id="
-                    f"{settings.cluster_id} -D kubernetes.namespace={settings.namespace}",
-                )
-                return
-            removal.append(
-                asyncio.create_task(
-                    _remove_cluster(api, settings, owner=owner, end=end), name="remove-cluster"
-                )
-            )
-
+        ending = ApplicationClusterEnd(api, settings, owner=owner)
         flink_session, follower = _flink_follower(
             settings,
             engine=engine,
             clock=clock,
             registry=registry,
-            on_application_end=on_application_end if settings.application_mode else None,
+            on_application_end=ending if settings.application_mode else None,
         )
+        if settings.application_mode and follower is None:
+            log.warning(
+                "application_end_not_followed",
+                detail="execution.target is kubernetes-application but rmd.flink.rest-url is "
+                "unset: the daemon cannot see the application end and will not remove the "
+                "cluster; set rmd.flink.rest-url (rmd application start does)",
+            )
 
         # Until the first pod list is adopted, /v1 answers 503 with Retry-After, so that
         # neither a declaration nor a registration races recovery.
@@ -296,57 +286,14 @@ async def serve(
             log.info("daemon_stopping", reason="signal" if stop.is_set() else "task failed")
         finally:
             await runner.cleanup()  # stop accepting, let in-flight requests finish
-            for task in [*background, *removal]:
+            for task in background:
                 task.cancel()
-            await asyncio.gather(*background, *removal, return_exceptions=True)
+            await asyncio.gather(*background, return_exceptions=True)
+            await ending.close()
             await engine.close()
             if flink_session is not None:
                 await flink_session.close()
             log.info("daemon_stopped", taskmanagers_left=len(allocator.taskmanager_views()))
-
-
-async def _remove_cluster(
-    api: client.ApiClient,
-    settings: RmdSettings,
-    *,
-    owner: OwnerReference | None,
-    end: ApplicationEnd,
-) -> None:
-    """The application has ended: delete the Deployment, and so the cluster (this pod too)."""
-    deployment = f"{settings.namespace}/{settings.cluster_id}"
-    if owner is None:
-        log.error(
-            "application_finished",
-            state=end.state,
-            parts=end.describe(),
-            cluster=f"not removed: there is no Deployment {deployment} to delete",
-        )
-        return
-    try:
-        deleted = await delete_owner(
-            api, namespace=settings.namespace, owner=owner, timeout=settings.api_request_timeout
-        )
-    except Exception as exc:
-        log.error(
-            "application_finished",
-            state=end.state,
-            parts=end.describe(),
-            cluster=f"not removed: deleting deployment {deployment} failed ({exc})",
-            fix=f"{explain_api_error(exc)}: the daemon needs 'delete' on deployments.apps "
-            "(conf/kubernetes/rbac.yaml); or remove it with: rmd session stop -D "
-            f"kubernetes.cluster-id={settings.cluster_id} -D "
-            f"kubernetes.namespace={settings.namespace}",
-        )
-        return
-    log.info(
-        "application_finished",
-        state=end.state,
-        parts=end.describe(),
-        cluster=f"removing: deployment {deployment} deleted (foreground), the garbage "
-        "collector removes its pods, Services and ConfigMap"
-        if deleted
-        else f"deployment {deployment} was already gone",
-    )
 
 
 def _flink_follower(

@@ -3,15 +3,19 @@ nothing contacted), and when an application counts as ended (pure)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from rmd.application_cluster import ApplicationClusterEnd
+from rmd.config.settings import RmdSettings
 from rmd.flink.answers import ApplicationSummary, JobSummary, parse_applications_overview
-from rmd.flink.application import application_end
+from rmd.flink.application import ApplicationEnd, application_end
 from rmd.session.application import (
     ApplicationError,
     application_program,
@@ -205,3 +209,36 @@ def test_the_recorded_applications_overview_parses() -> None:
         name="rmd.testjob.RateJob",
         status="FINISHED",
     )
+
+
+# ---------------------------------------------------------------------------- what the daemon does
+
+
+async def test_told_to_stay_the_daemon_only_says_how_to_remove_the_cluster() -> None:
+    settings = RmdSettings(cluster_id="app", namespace="ns", shutdown_on_application_finish=False)
+    ending = ApplicationClusterEnd(api=None, settings=settings, owner=None)  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        ending(ApplicationEnd(state="FINISHED", parts=(("a1", "FINISHED"),)))
+        await ending.close()
+    [line] = logs
+    assert line["event"] == "application_finished"
+    assert line["cluster"] == "stays (execution.shutdown-on-application-finish: false)"
+    assert line["fix"] == (
+        "remove it with: rmd session stop -D kubernetes.cluster-id=app -D kubernetes.namespace=ns"
+    )
+
+
+async def test_without_its_deployment_the_daemon_says_there_is_nothing_to_delete() -> None:
+    settings = RmdSettings(cluster_id="app", namespace="ns")
+    ending = ApplicationClusterEnd(api=None, settings=settings, owner=None)  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        ending(ApplicationEnd(state="FAILED", parts=(("j1", "FAILED"),)))
+        await asyncio.sleep(0)  # the removal runs: no Deployment, so it ends at once
+        await ending.close()
+    [line] = logs
+    assert (line["event"], line["log_level"], line["state"]) == (
+        "application_finished",
+        "error",
+        "FAILED",
+    )
+    assert line["cluster"] == "not removed: there is no Deployment ns/app to delete"
