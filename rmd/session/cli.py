@@ -61,14 +61,9 @@ GENERATED_APPLICATION_ID_PREFIX = "flink-application-"
 
 
 def run_session(argv: Sequence[str]) -> int:
-    parser = _parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exit_:
-        return int(exit_.code) if isinstance(exit_.code, int) else 2
-    if args.action is None:
-        parser.print_usage(sys.stderr)
-        return 2
+    args = _parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
     prog = f"{PROG} {args.action}"
     try:
         if args.action == "start":
@@ -89,14 +84,9 @@ def run_session(argv: Sequence[str]) -> int:
 
 
 def run_application(argv: Sequence[str]) -> int:
-    parser = _application_parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exit_:
-        return int(exit_.code) if isinstance(exit_.code, int) else 2
-    if args.action is None:
-        parser.print_usage(sys.stderr)
-        return 2
+    args = _parse(_application_parser(), argv)
+    if isinstance(args, int):
+        return args
     prog = f"{APPLICATION_PROG} {args.action}"
     try:
         program, note = application_program(
@@ -113,6 +103,19 @@ def run_application(argv: Sequence[str]) -> int:
     except (SessionError, KubeConfigError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 1
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace | int:
+    """The arguments, or the exit code when there is nothing to act on (argparse has said
+    why, or printed the help)."""
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code) if isinstance(exit_.code, int) else 2
+    if args.action is None:
+        parser.print_usage(sys.stderr)
+        return 2
+    return args
 
 
 def _say(line: str) -> None:
