@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Entrypoint of the rmd Flink image (docker/Dockerfile): one image, three roles.
+# Entrypoint of the rmd Flink image (docker/Dockerfile): one image, four roles.
 #
 #   rmd-entrypoint.sh jobmanager [args]   the JobManager pod: the rmd daemon and Flink's
 #                                          JobManager side by side; SIGTERM goes to both, and
@@ -7,6 +7,16 @@
 #                                          to Flink's JobManager; the dynamic properties among
 #                                          them (-D key=value, -Dkey=value) to the daemon too:
 #                                          both read the same configuration.
+#   rmd-entrypoint.sh application [options] [-- program args]
+#                                          the JobManager pod of an application cluster: as
+#                                          jobmanager, but Flink's JobManager runs the job's
+#                                          jar (Flink's standalone-job role: --jars URI
+#                                          [--job-classname NAME] [-D key=value ...]). Flink is
+#                                          told to stay up after the application ends
+#                                          (execution.shutdown-on-application-finish=false,
+#                                          given to Flink only), so its REST API keeps the final
+#                                          state for the daemon, which then removes the whole
+#                                          cluster unless the configuration says false there.
 #   rmd-entrypoint.sh daemon [args]       the rmd daemon alone (a standalone resource manager).
 #   rmd-entrypoint.sh taskmanager [args]  a TaskManager pod: the rmd agent registers with the
 #                                          daemon and supervises Flink's TaskManager.
@@ -32,7 +42,18 @@ case "$role" in
   taskmanager)
     exec "$RMD" taskmanager -- "$FLINK_ENTRYPOINT" taskmanager "$@"
     ;;
-  jobmanager)
+  jobmanager|application)
+    flink_role=jobmanager
+    flink_args=("$@")
+    if [ "$role" = application ]; then
+      # Flink's options, then ours (a later -D wins), then the program's arguments.
+      options=()
+      while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do options+=("$1"); shift; done
+      [ "$#" -gt 0 ] && shift
+      flink_role=standalone-job
+      flink_args=(${options[@]+"${options[@]}"} -D execution.shutdown-on-application-finish=false -- "$@")
+      set -- ${options[@]+"${options[@]}"}
+    fi
     daemon_pid=""
     flink_pid=""
     stopping=0
@@ -59,7 +80,7 @@ case "$role" in
     done
     "$RMD" daemon --conf-dir "$FLINK_CONF_DIR" ${properties[@]+"${properties[@]}"} &
     daemon_pid=$!
-    "$FLINK_ENTRYPOINT" jobmanager "$@" &
+    "$FLINK_ENTRYPOINT" "$flink_role" ${flink_args[@]+"${flink_args[@]}"} &
     flink_pid=$!
     if [ "$stopping" = 1 ]; then forward; fi  # a SIGTERM came while they were starting
     # The pod ends when either process ends; the other is asked to stop and waited for.

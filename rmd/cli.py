@@ -16,6 +16,7 @@ commands:
   status        the daemon's TaskManagers and jobs (tables, JSON, YAML; --watch)
   podspec       print the TaskManager pod this configuration produces, as YAML
   session       start|stop|list Flink session clusters (JobManager Deployment + Services)
+  application   start a Flink application cluster (the job's jar runs in the JobManager)
 """
 
 
@@ -56,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rmd.session.cli import run_session
 
         return run_session(rest)
+    if command == "application":
+        from rmd.session.cli import run_application
+
+        return run_application(rest)
     print(f"rmd: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
     return 2
 

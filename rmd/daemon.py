@@ -18,6 +18,11 @@ With high availability (``high-availability.type: KUBERNETES``) the daemon start
 standby: it watches the pods (a warm view) and answers /v1 with 503 and the leader's address
 until the Lease election (:mod:`rmd.kube.lease`) makes it the leader; then it adopts the pods
 at once and follows Flink. A leader that loses the Lease stops writing and exits (code 1).
+
+In an application cluster (``execution.target: kubernetes-application``) the follower tells
+when the application has ended; then, unless ``execution.shutdown-on-application-finish`` is
+false, the daemon deletes its own Deployment and so the whole cluster, itself included
+(:mod:`rmd.application_cluster`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from rmd.api.access_log import StructlogAccessLogger
 from rmd.api.app import create_app
 from rmd.api.server import ApiRunner
 from rmd.api.tokens import BearerTokens
+from rmd.application_cluster import ApplicationClusterEnd
 from rmd.cli_options import add_configuration_arguments
 from rmd.config.files import configuration_directory
 from rmd.config.flinkconf import ConfigError, FlinkConfiguration
@@ -54,6 +60,7 @@ from rmd.core.leadership import Election, ElectionTimings
 from rmd.core.model import TaskManagerView, UnknownTaskManager
 from rmd.core.recovery import StateSnapshot
 from rmd.driver import DaemonEngine
+from rmd.flink.application import ApplicationEnd
 from rmd.flink.follower import FlinkFollower
 from rmd.flink.rest import FlinkRestClient
 from rmd.kube.client import KubeConfigError, load_kube_configuration
@@ -317,9 +324,21 @@ async def serve(
             on_request=metrics.api_request,
         )
         engine.set_watch_synced_probe(lambda: watcher.synced)
+        ending = ApplicationClusterEnd(api, settings, owner=owner)
         flink_session, follower = _flink_follower(
-            settings, engine=engine, clock=clock, registry=registry
+            settings,
+            engine=engine,
+            clock=clock,
+            registry=registry,
+            on_application_end=ending if settings.application_mode else None,
         )
+        if settings.application_mode and follower is None:
+            log.warning(
+                "application_end_not_followed",
+                detail="execution.target is kubernetes-application but rmd.flink.rest-url is "
+                "unset: the daemon cannot see the application end and will not remove the "
+                "cluster; set rmd.flink.rest-url (rmd application start does)",
+            )
 
         # Until recovery is done, /v1 answers 503 with Retry-After, so that neither a
         # declaration nor a registration races it. A declaration is answered once stored.
@@ -417,6 +436,7 @@ async def serve(
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await ending.close()
             await engine.close()
             await labeler.close()
             await events.close()
@@ -532,7 +552,12 @@ def _kube_reporter(
 
 
 def _flink_follower(
-    settings: RmdSettings, *, engine: DaemonEngine, clock: Clock, registry: CollectorRegistry
+    settings: RmdSettings,
+    *,
+    engine: DaemonEngine,
+    clock: Clock,
+    registry: CollectorRegistry,
+    on_application_end: Callable[[ApplicationEnd], None] | None = None,
 ) -> tuple[aiohttp.ClientSession | None, FlinkFollower | None]:
     """The follower of Flink's REST API and its HTTP session, when rmd.flink.rest-url is set."""
     if settings.flink_rest_url is None:
@@ -547,6 +572,7 @@ def _flink_follower(
         clock=clock,
         poll_interval=settings.flink_poll_interval,
         metrics=FlinkMetrics(registry=registry),
+        on_application_end=on_application_end,
     )
     return session, follower
 

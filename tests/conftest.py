@@ -369,5 +369,6 @@ def flink_install() -> FlinkInstall:
 
 @pytest.fixture(scope="session")
 def rate_job_jar(flink_install: FlinkInstall) -> Path:
-    """The endless rate-limited job (rmd_dev/flink/job), compiled once and cached."""
+    """The rate-limited job (rmd_dev/flink/job; endless unless bounded by its second
+    argument), compiled once and cached."""
     return flink_support.compile_rate_job(flink_install)

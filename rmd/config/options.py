@@ -171,6 +171,20 @@ FLINK_REQUEST_TIMEOUT = ConfigOption(
     default="5 s",
     meaning="timeout of one request to Flink's REST API",
 )
+EXECUTION_TARGET = ConfigOption(
+    key="execution.target",
+    parse=optional_text,
+    default_note="unset",
+    meaning="`kubernetes-application` (set by `rmd application start`): the daemon follows "
+    "an application cluster",
+)
+SHUTDOWN_ON_APPLICATION_FINISH = ConfigOption(
+    key="execution.shutdown-on-application-finish",
+    parse=boolean,
+    default="true",
+    meaning="an application cluster removes itself (the daemon deletes its Deployment) once "
+    "its application is FINISHED, FAILED or CANCELED",
+)
 
 # ---------------------------------------------------------------------------- high availability
 
@@ -513,6 +527,8 @@ DAEMON_OPTIONS: tuple[OptionKey, ...] = (
     LEASE_DURATION,
     RENEW_DEADLINE,
     RETRY_PERIOD,
+    EXECUTION_TARGET,
+    SHUTDOWN_ON_APPLICATION_FINISH,
 )
 POD_OPTIONS: tuple[OptionKey, ...] = (
     IMAGE,

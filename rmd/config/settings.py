@@ -22,9 +22,16 @@ from rmd.config.option import ConfigOption
 from rmd.config.options import KNOWN_RMD_KEYS, RMD_PREFIX
 from rmd.config.values import format_duration, format_memory_size
 
-__all__ = ["KNOWN_RMD_KEYS", "RmdSettings", "check_rmd_keys", "default_resourcemanager_url"]
+__all__ = [
+    "APPLICATION_TARGET",
+    "KNOWN_RMD_KEYS",
+    "RmdSettings",
+    "check_rmd_keys",
+    "default_resourcemanager_url",
+]
 
 T = TypeVar("T")
+APPLICATION_TARGET = "kubernetes-application"  # Flink's execution.target of application mode
 _OPTION = "option"  # a field's metadata: the option it is read from
 
 
@@ -78,6 +85,8 @@ class RmdSettings:
     lease_duration: float = _read(opt.LEASE_DURATION)
     renew_deadline: float = _read(opt.RENEW_DEADLINE)
     retry_period: float = _read(opt.RETRY_PERIOD)
+    execution_target: str | None = _read_optional(opt.EXECUTION_TARGET)
+    shutdown_on_application_finish: bool = _read(opt.SHUTDOWN_ON_APPLICATION_FINISH)
 
     def __post_init__(self) -> None:
         # Derived defaults, so that RmdSettings(cluster_id="x") in code means what the same
@@ -92,6 +101,12 @@ class RmdSettings:
                     cluster_id=self.cluster_id, namespace=self.namespace, rest_port=self.rest_port
                 ),
             )
+
+    @property
+    def application_mode(self) -> bool:
+        """An application cluster (``rmd application start``): the JobManager runs one
+        application, and the cluster ends with it."""
+        return self.execution_target == APPLICATION_TARGET
 
     @classmethod
     def from_configuration(cls, conf: FlinkConfiguration) -> RmdSettings:

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ApplicationSummary",
     "JobDetails",
     "JobSummary",
     "JobVertex",
     "MalformedAnswer",
     "ParallelismBounds",
     "TaskManagerUsage",
+    "parse_applications_overview",
     "parse_job_details",
     "parse_jobs_overview",
     "parse_resource_requirements",
@@ -45,6 +47,15 @@ class JobSummary:
     job_id: str
     state: str  # RUNNING, CANCELED, ... (Flink's JobStatus)
     scheduler: str | None  # "Default", "Adaptive", ...; None when Flink does not say (1.x)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationSummary:
+    """One entry of ``GET /applications/overview`` (Flink 2.3+; 1.x answers 404)."""
+
+    application_id: str
+    name: str
+    status: str  # CREATED, RUNNING, FAILING, FAILED, CANCELING, CANCELED, FINISHED
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +123,23 @@ def parse_jobs_overview(body: object) -> list[JobSummary]:
                 job_id=_str(job, "jid", endpoint, where),
                 state=_str(job, "state", endpoint, where),
                 scheduler=_optional_str(job, "schedulerType", endpoint, where),
+            )
+        )
+    return summaries
+
+
+def parse_applications_overview(body: object) -> list[ApplicationSummary]:
+    endpoint = "/applications/overview"
+    applications = _list(_object(body, endpoint, TOP), "applications", endpoint, TOP)
+    summaries: list[ApplicationSummary] = []
+    for index, item in enumerate(applications):
+        where = f"applications[{index}]"
+        application = _object(item, endpoint, where)
+        summaries.append(
+            ApplicationSummary(
+                application_id=_str(application, "id", endpoint, where),
+                name=_optional_str(application, "name", endpoint, where) or "",
+                status=_str(application, "status", endpoint, where),
             )
         )
     return summaries

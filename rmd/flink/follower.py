@@ -9,6 +9,9 @@ a ``Retry-After``) one poll:
    ``/jobs/:id/resource-requirements`` (every poll: a rescale changes the upper bounds).
    New or changed demand is declared, finished/failed/cancelled jobs are removed — through
    the same ``allocator.declare``/``remove_job`` + ``engine.apply`` as the HTTP API.
+   In application mode (``on_application_end`` given) also ``/applications/overview`` where
+   Flink has it (:mod:`rmd.flink.application`): the first poll that finds the application
+   ended calls ``on_application_end`` once.
 2. ``/taskmanagers`` and, for TaskManagers with every slot free, ``/taskmanagers/:id``: which
    TaskManagers Flink uses, reported to the allocator's release gate.
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol, TypeVar
 from urllib.parse import quote
 
@@ -33,10 +36,12 @@ from rmd.core.allocator import Allocator
 from rmd.core.clock import Clock
 from rmd.core.model import Action, UnknownJob
 from rmd.flink.answers import (
+    ApplicationSummary,
     JobDetails,
     JobSummary,
     MalformedAnswer,
     TaskManagerUsage,
+    parse_applications_overview,
     parse_job_details,
     parse_jobs_overview,
     parse_resource_requirements,
@@ -44,6 +49,7 @@ from rmd.flink.answers import (
     parse_taskmanagers,
     scheduler_refuses_requirements,
 )
+from rmd.flink.application import ApplicationEnd, application_end
 from rmd.flink.demand import (
     DEFAULT_SCHEDULERS,
     JobProblem,
@@ -131,6 +137,7 @@ class FlinkFollower:
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         max_parallel_requests: int = DEFAULT_MAX_PARALLEL_REQUESTS,
         rng: random.Random | None = None,
+        on_application_end: Callable[[ApplicationEnd], None] | None = None,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0 seconds (got {poll_interval})")
@@ -154,12 +161,20 @@ class FlinkFollower:
         self._last_poll: float | None = None
         self._last_error: str | None = None
         self._failures_in_row = 0
+        self._on_application_end = on_application_end
+        self._application_end: ApplicationEnd | None = None
+        self._applications_listed = True  # until Flink answers 404 (1.x): no applications
 
     # ------------------------------------------------------------------ public
 
     @property
     def followed_jobs(self) -> dict[str, int]:
         return dict(self._followed)
+
+    @property
+    def application_ended(self) -> ApplicationEnd | None:
+        """In application mode: how the application ended, once a poll saw it end."""
+        return self._application_end
 
     def status(self) -> FollowerStatus:
         now = self._clock.monotonic()
@@ -205,6 +220,8 @@ class FlinkFollower:
         except (FlinkRestError, MalformedAnswer) as exc:
             errors.add(exc)
             return  # no overview, no change: every job keeps its declaration
+        if self._on_application_end is not None and self._application_end is None:
+            await self._watch_application(jobs, errors)
         live = [job for job in jobs if not is_terminal(job.state)]
         demands = await self._bounded(self._job_demand(job, errors) for job in live)
         plan = plan_follow(
@@ -236,6 +253,26 @@ class FlinkFollower:
         self._forget_jobs_not_in({job.job_id for job in live})
         if self._metrics is not None:
             self._metrics.jobs_followed(len(self._followed))
+
+    async def _watch_application(self, jobs: Sequence[JobSummary], errors: PollOutcome) -> None:
+        applications: list[ApplicationSummary] | None = None
+        if self._applications_listed:
+            path = "/applications/overview"
+            try:
+                answer = await self._rest.get(path)
+                if answer.status == 404:
+                    self._applications_listed = False  # Flink 1.x: the jobs tell
+                else:
+                    _expect_ok(answer, path)
+                    applications = parse_applications_overview(answer.body)
+            except (FlinkRestError, MalformedAnswer) as exc:
+                errors.add(exc)
+                return  # unknown this time; never decided on half an answer
+        end = application_end(applications=applications, jobs=jobs)
+        if end is not None and self._on_application_end is not None:
+            self._application_end = end
+            log.info("flink_application_ended", state=end.state, parts=end.describe())
+            self._on_application_end(end)
 
     async def _job_demand(self, job: JobSummary, errors: PollOutcome) -> int | None:
         """The job's slot demand now; None when it cannot be read this time."""

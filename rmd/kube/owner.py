@@ -1,4 +1,9 @@
-"""The JobManager Deployment that owns every TaskManager pod (for garbage collection)."""
+"""The JobManager Deployment that owns every TaskManager pod (for garbage collection).
+
+:func:`delete_owner` removes the whole cluster: an application cluster does so when its
+application has ended (Flink's native application mode: the resource manager's
+``deregisterApplication`` deletes the Deployment).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from rmd.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["OwnerReference", "find_owner_reference", "owner_exists"]
+__all__ = ["OwnerReference", "delete_owner", "find_owner_reference", "owner_exists"]
 
 
 async def find_owner_reference(
@@ -74,3 +79,39 @@ async def owner_exists(
     except Exception:  # no answer: unknown, so the owner counts as present
         return True
     return str(found.metadata.uid) == owner.uid
+
+
+async def delete_owner(
+    api: client.ApiClient,
+    *,
+    namespace: str,
+    owner: OwnerReference,
+    timeout: float,
+    retry: RetryPolicy = KUBE_CALL_RETRY,
+) -> bool:
+    """Delete the Deployment ``owner`` names, with foreground propagation (the garbage
+    collector removes its ReplicaSet, pods, Services and ConfigMap, then the Deployment) and
+    its uid as precondition (a Deployment re-created under the same name is not touched).
+
+    True when deleted (or being deleted), False when it was gone or is another one by now.
+    Transient errors are retried; others raise (403: grant ``delete`` on deployments).
+    """
+    apps = client.AppsV1Api(api)
+    body = client.V1DeleteOptions(
+        propagation_policy="Foreground", preconditions=client.V1Preconditions(uid=owner.uid)
+    )
+
+    async def delete() -> object:
+        return await apps.delete_namespaced_deployment(
+            owner.name, namespace, body=body, _request_timeout=timeout
+        )
+
+    try:
+        await call_with_retries(
+            delete, policy=retry, what=f"delete deployment {namespace}/{owner.name}"
+        )
+    except ApiException as exc:
+        if exc.status in (404, 409):  # gone, or the uid precondition failed: not ours
+            return False
+        raise
+    return True

@@ -47,6 +47,14 @@ def elects_a_leader(settings: RmdSettings) -> bool:
 _WITH_HA = "high-availability.type: KUBERNETES"
 
 
+def removes_itself(settings: RmdSettings) -> bool:
+    """An application cluster that deletes its own Deployment when the application ends."""
+    return settings.application_mode and settings.shutdown_on_application_finish
+
+
+_APPLICATION = "execution.target: kubernetes-application"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Need:
     """One permission the daemon uses, why, and for which configurations."""
@@ -83,6 +91,14 @@ DAEMON_NEEDS: tuple[Need, ...] = (
         "deployments",
         group="apps",
         why="the JobManager Deployment <cluster-id>, owner of every TaskManager pod",
+    ),
+    _need(
+        "delete",
+        "deployments",
+        group="apps",
+        why="an application cluster removing itself once its application has ended",
+        when=removes_itself,
+        when_text=_APPLICATION,
     ),
     _need(
         "get",

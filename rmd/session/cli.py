@@ -1,4 +1,9 @@
-"""``rmd session start|stop|list``: deploy, remove and show Flink session clusters.
+"""``rmd session start|stop|list`` and ``rmd application start``: deploy, remove and show
+Flink session and application clusters.
+
+An application cluster is a session cluster whose JobManager runs the job's jar
+(:class:`~rmd.session.manifests.ApplicationProgram`); it removes itself when the application
+has ended (the daemon in it deletes the Deployment), and ``rmd session stop`` removes it too.
 
 Exit codes: 0 done, 1 the cluster side failed (message says what to do), 2 bad arguments or
 configuration (nothing was touched).
@@ -34,6 +39,7 @@ from rmd.session.access import (
     denial_message,
     first_denied,
 )
+from rmd.session.application import ApplicationError, application_program
 from rmd.session.deploy import (
     API_ERRORS,
     SessionError,
@@ -44,23 +50,20 @@ from rmd.session.deploy import (
     stop_cluster,
     unreachable,
 )
-from rmd.session.manifests import SessionPlan, session_plan
+from rmd.session.manifests import ApplicationProgram, SessionPlan, session_plan
 
 PROG = "rmd session"
+APPLICATION_PROG = "rmd application"
 DEFAULT_START_TIMEOUT = 300.0
 DEFAULT_STOP_TIMEOUT = 300.0
 GENERATED_ID_PREFIX = "flink-session-"
+GENERATED_APPLICATION_ID_PREFIX = "flink-application-"
 
 
 def run_session(argv: Sequence[str]) -> int:
-    parser = _parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exit_:
-        return int(exit_.code) if isinstance(exit_.code, int) else 2
-    if args.action is None:
-        parser.print_usage(sys.stderr)
-        return 2
+    args = _parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
     prog = f"{PROG} {args.action}"
     try:
         if args.action == "start":
@@ -80,15 +83,56 @@ def run_session(argv: Sequence[str]) -> int:
         return 1
 
 
+def run_application(argv: Sequence[str]) -> int:
+    args = _parse(_application_parser(), argv)
+    if isinstance(args, int):
+        return args
+    prog = f"{APPLICATION_PROG} {args.action}"
+    try:
+        program, note = application_program(
+            args.jar, main_class=args.main_class, arguments=args.arguments
+        )
+        plan = start_plan(args.conf_dir, args.overrides, application=program)
+    except (ApplicationError, ConfigError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    if note is not None:
+        _say(note)
+    try:
+        return asyncio.run(_start(args, plan, prog=prog))
+    except (SessionError, KubeConfigError) as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 1
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace | int:
+    """The arguments, or the exit code when there is nothing to act on (argparse has said
+    why, or printed the help)."""
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code) if isinstance(exit_.code, int) else 2
+    if args.action is None:
+        parser.print_usage(sys.stderr)
+        return 2
+    return args
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def start_plan(conf_dir: Path | None, overrides: Sequence[str]) -> SessionPlan:
+def start_plan(
+    conf_dir: Path | None,
+    overrides: Sequence[str],
+    *,
+    application: ApplicationProgram | None = None,
+) -> SessionPlan:
     """Read and check the whole configuration (ConfigError); no cluster-id: one is made up."""
     conf = FlinkConfiguration.load(conf_dir=conf_dir, overrides=overrides)
     if not conf.get_str(opt.CLUSTER_ID.key):
-        generated = GENERATED_ID_PREFIX + secrets.token_hex(4)
+        prefix = GENERATED_ID_PREFIX if application is None else GENERATED_APPLICATION_ID_PREFIX
+        generated = prefix + secrets.token_hex(4)
         conf = conf.with_overrides({opt.CLUSTER_ID.key: generated})
         _say(f"no {opt.CLUSTER_ID.key} given: using {generated}")
     settings = RmdSettings.from_configuration(conf)
@@ -108,6 +152,7 @@ def start_plan(conf_dir: Path | None, overrides: Sequence[str]) -> SessionPlan:
         template=template,
         log_files=log_files,
         taskmanager_pod_template=taskmanager_pods.pod_template_text,
+        application=application,
     )
     return plan
 
@@ -134,13 +179,15 @@ async def _start(args: argparse.Namespace, plan: SessionPlan, *, prog: str) -> i
             api, plan, say=_say, timeout=args.timeout, request_timeout=args.request_timeout
         )
         _say(
-            f"session cluster {plan.cluster_id} is up in namespace {plan.namespace} "
+            f"{plan.kind} cluster {plan.cluster_id} is up in namespace {plan.namespace} "
             f"after {started.elapsed:.1f} s"
         )
         for line in await rest_endpoint_lines(
             api, plan, started, request_timeout=args.request_timeout
         ):
             _say(line)
+        if plan.application is not None:
+            _say(_application_end_line(plan))
         if not args.attach:
             _say(
                 f"stop it with: rmd session stop -D {opt.CLUSTER_ID.key}={plan.cluster_id} "
@@ -164,12 +211,22 @@ async def _start(args: argparse.Namespace, plan: SessionPlan, *, prog: str) -> i
                 timeout=DEFAULT_STOP_TIMEOUT,
                 request_timeout=args.request_timeout,
             )
-            _say(f"session cluster {plan.cluster_id} removed after {elapsed:.1f} s")
+            _say(f"{plan.kind} cluster {plan.cluster_id} removed after {elapsed:.1f} s")
     except API_ERRORS as error:
         raise unreachable(error, host=host) from None
     finally:
         await api.close()
     return 0
+
+
+def _application_end_line(plan: SessionPlan) -> str:
+    key = opt.SHUTDOWN_ON_APPLICATION_FINISH.key
+    if plan.shutdown_on_application_finish:
+        return (
+            "the application runs in the JobManager; the cluster removes itself when it has "
+            f"ended (FINISHED, FAILED, CANCELED; {key}: false keeps it)"
+        )
+    return f"the application runs in the JobManager; the cluster stays after it ({key}: false)"
 
 
 async def _stop(args: argparse.Namespace, *, cluster_id: str, namespace: str) -> int:
@@ -233,31 +290,13 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     stop = actions.add_parser(
-        "stop", help="delete a session cluster and wait until its pods are gone"
+        "stop",
+        help="delete a session or application cluster and wait until its pods are gone",
     )
     listing = actions.add_parser("list", help="the rmd clusters of a namespace")
     for sub in (start, stop, listing):
-        add_configuration_arguments(sub)
-        sub.add_argument(
-            "--kubeconfig", type=Path, default=None, help="kubeconfig file (default: as kubectl)"
-        )
-        sub.add_argument(
-            "--request-timeout",
-            type=float,
-            default=30.0,
-            help="seconds for one API request (default 30)",
-        )
-    start.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_START_TIMEOUT,
-        help=f"seconds to wait for the JobManager (default {DEFAULT_START_TIMEOUT:g})",
-    )
-    start.add_argument(
-        "--attach",
-        action="store_true",
-        help="stay attached, show the JobManager's readiness, stop the cluster on Ctrl-C",
-    )
+        _add_cluster_arguments(sub)
+    _add_start_arguments(start)
     stop.add_argument(
         "--timeout",
         type=float,
@@ -271,3 +310,73 @@ def _parser() -> argparse.ArgumentParser:
         help="how the deletion reaches owned objects (default Foreground)",
     )
     return parser
+
+
+def _application_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=APPLICATION_PROG,
+        description="Deploy Flink application clusters run by rmd (application mode: the "
+        "job's jar runs in the JobManager). Remove one early with rmd session stop.",
+    )
+    actions = parser.add_subparsers(dest="action")
+    start = actions.add_parser(
+        "start",
+        help="create an application cluster and wait for its JobManager",
+        description=(
+            "Create the ConfigMap, the JobManager Deployment (running the jar) and its "
+            "Services, wait for the JobManager, print the REST endpoint. When the "
+            "application has ended (FINISHED, FAILED, CANCELED) the cluster removes itself, "
+            "unless execution.shutdown-on-application-finish is false."
+        ),
+    )
+    _add_cluster_arguments(start)
+    _add_start_arguments(start)
+    start.add_argument(
+        "--jar",
+        required=True,
+        metavar="PATH",
+        help="the job's jar. The image needs a local:// URI of a jar in the image "
+        "(local:///opt/flink/usrlib/job.jar); a plain path becomes local://<absolute path>, "
+        "which only works where pods see this machine's files (rmd dev-cluster)",
+    )
+    start.add_argument(
+        "--class",
+        dest="main_class",
+        metavar="NAME",
+        default=None,
+        help="the class whose main() runs (default: the jar manifest's Main-Class)",
+    )
+    start.add_argument(
+        "arguments",
+        nargs="*",
+        metavar="ARG",
+        help="the program's arguments; put -- before them",
+    )
+    return parser
+
+
+def _add_cluster_arguments(sub: argparse.ArgumentParser) -> None:
+    add_configuration_arguments(sub)
+    sub.add_argument(
+        "--kubeconfig", type=Path, default=None, help="kubeconfig file (default: as kubectl)"
+    )
+    sub.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        help="seconds for one API request (default 30)",
+    )
+
+
+def _add_start_arguments(start: argparse.ArgumentParser) -> None:
+    start.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_START_TIMEOUT,
+        help=f"seconds to wait for the JobManager (default {DEFAULT_START_TIMEOUT:g})",
+    )
+    start.add_argument(
+        "--attach",
+        action="store_true",
+        help="stay attached, show the JobManager's readiness, stop the cluster on Ctrl-C",
+    )

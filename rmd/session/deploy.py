@@ -283,7 +283,13 @@ async def stay_attached(
             apps, name=plan.cluster_id, namespace=plan.namespace, timeout=request_timeout
         )
         if deployment is None:
-            say(f"deployment {plan.cluster_id} is gone: the cluster was stopped elsewhere")
+            why = (
+                "the cluster was stopped elsewhere"
+                if plan.application is None
+                else "the application has ended and its cluster removed itself (or it was "
+                "stopped elsewhere)"
+            )
+            say(f"deployment {plan.cluster_id} is gone: {why}")
             return False
         pods = await core.list_namespaced_pod(
             plan.namespace, label_selector=selector, _request_timeout=request_timeout

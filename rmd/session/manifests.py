@@ -9,7 +9,12 @@ Flink's labels (``type=flink-native-kubernetes``, ``app=<cluster-id>``); everyth
 Deployment gets an ownerReference to it, so deleting the Deployment removes the cluster.
 
 The JobManager pod runs the rmd image's entrypoint role ``jobmanager`` (the rmd daemon and
-Flink's JobManager): ``<rmd.jobmanager.entry-path> jobmanager <entrypoint args>``.
+Flink's JobManager): ``<rmd.jobmanager.entry-path> jobmanager <entrypoint args>``. An
+application cluster (``rmd application start``, :class:`ApplicationProgram`) is the same
+cluster whose JobManager runs the job's jar: the role ``application`` (Flink's
+``standalone-job``) with ``--jars <uri> [--job-classname <class>] <entrypoint args> --
+<program args>``, and ``execution.target: kubernetes-application`` in the configuration,
+which tells the daemon to remove the cluster when the application has ended.
 Its pod template (``kubernetes.pod-template-file.jobmanager``) is merged as the TaskManager's
 is: labels, annotations, nodeSelector, tolerations, env, volumes merged (config wins), the
 main container's name, command, resources and the selector labels are rmd's. The main
@@ -29,7 +34,7 @@ from rmd.config import options as opt
 from rmd.config.flinkconf import FlinkConfiguration
 from rmd.config.jobmanager_options import JobManagerPodOptions
 from rmd.config.podoptions import TaskManagerPodOptions
-from rmd.config.settings import RmdSettings
+from rmd.config.settings import APPLICATION_TARGET, RmdSettings
 from rmd.kube.flinkconfigmap import POD_IP_VARIABLE, FlinkConfigMap, config_map_data
 from rmd.kube.podspec import (
     FLINK_CONFIG_VOLUME,
@@ -48,6 +53,7 @@ from rmd.kube.podtemplate import MAIN_CONTAINER_NAME, PodTemplate
 JsonDict = dict[str, Any]
 
 LABEL_COMPONENT_JOBMANAGER = "jobmanager"
+APPLICATION_ROLE = "application"  # the image entrypoint's role of an application cluster
 REST_PORT_NAME = "rest"
 RPC_PORT_NAME = "jobmanager-rpc"
 BLOB_PORT_NAME = "blobserver"
@@ -97,8 +103,25 @@ def rest_service_name(cluster_id: str) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApplicationProgram:
+    """The program an application cluster's JobManager runs (checked by
+    :mod:`rmd.session.application`)."""
+
+    jar_uri: str  # as Flink's --jars takes it: local:///path/in/the/image.jar
+    main_class: str | None  # None: the jar manifest's
+    arguments: tuple[str, ...] = ()
+
+    def entrypoint_args(self, extra: Iterable[str]) -> list[str]:
+        """The ``application`` role's arguments: Flink's options, ``extra``, ``--``, the
+        program's arguments."""
+        named = ["--job-classname", self.main_class] if self.main_class else []
+        return [APPLICATION_ROLE, "--jars", self.jar_uri, *named, *extra, "--", *self.arguments]
+
+
+@dataclass(frozen=True, kw_only=True)
 class SessionPlan:
-    """What ``rmd session start`` creates, built from checked options."""
+    """What ``rmd session start`` (and ``rmd application start``) creates, built from
+    checked options."""
 
     cluster_id: str
     namespace: str
@@ -107,6 +130,14 @@ class SessionPlan:
     internal_service: JsonDict
     rest_service: JsonDict
     config_map: FlinkConfigMap
+    application: ApplicationProgram | None = None
+    # execution.shutdown-on-application-finish: the application cluster removes itself
+    shutdown_on_application_finish: bool = True
+
+    @property
+    def kind(self) -> str:
+        """``session`` or ``application``, for messages."""
+        return "session" if self.application is None else "application"
 
     def owned(self, owner: OwnerReference) -> list[tuple[str, JsonDict]]:
         """The objects created after the Deployment, each with its ownerReference:
@@ -128,16 +159,20 @@ def session_plan(
     template: PodTemplate,
     log_files: Mapping[str, str],
     taskmanager_pod_template: str | None = None,
+    application: ApplicationProgram | None = None,
 ) -> SessionPlan:
-    """Every object of the session cluster; raises ConfigError for a bad combination.
-    ``taskmanager_pod_template``: the TaskManager pod template file's text, if configured
-    (it goes into the ConfigMap, see :func:`rmd.kube.flinkconfigmap.config_map_data`)."""
+    """Every object of the session cluster (with ``application``: of the application
+    cluster); raises ConfigError for a bad combination. ``taskmanager_pod_template``: the
+    TaskManager pod template file's text, if configured (it goes into the ConfigMap, see
+    :func:`rmd.kube.flinkconfigmap.config_map_data`)."""
     cluster_id, namespace = settings.cluster_id, settings.namespace
     conf_dir = taskmanager.flink_conf_dir or opt.CONF_DIR.default_value()
     values = conf.as_dict()
     if not conf.is_set(opt.FLINK_REST_URL):
         # The daemon shares the JobManager pod: it follows Flink's REST API there.
         values[opt.FLINK_REST_URL.key] = f"http://localhost:{jobmanager.rest_port}"
+    if application is not None:
+        values[opt.EXECUTION_TARGET.key] = APPLICATION_TARGET
     data = config_map_data(
         values,
         log_files=log_files,
@@ -160,6 +195,7 @@ def session_plan(
             jobmanager=jobmanager,
             template=template,
             conf_dir=conf_dir,
+            application=application,
         ),
         internal_service=_service(
             name=cluster_id,
@@ -180,6 +216,8 @@ def session_plan(
             ports=[(REST_PORT_NAME, jobmanager.rest_port)],
         ),
         config_map=config_map,
+        application=application,
+        shutdown_on_application_finish=settings.shutdown_on_application_finish,
     )
 
 
@@ -218,6 +256,7 @@ def _deployment(
     jobmanager: JobManagerPodOptions,
     template: PodTemplate,
     conf_dir: str,
+    application: ApplicationProgram | None,
 ) -> JsonDict:
     cluster_id = settings.cluster_id
     selector = jobmanager_labels(cluster_id)
@@ -251,6 +290,7 @@ def _deployment(
                     source=source.get("spec") or {},
                     template=template,
                     conf_dir=conf_dir,
+                    application=application,
                 ),
             },
         },
@@ -265,6 +305,7 @@ def _pod_spec(
     source: JsonDict,
     template: PodTemplate,
     conf_dir: str,
+    application: ApplicationProgram | None,
 ) -> JsonDict:
     spec: JsonDict = {
         key: value
@@ -294,6 +335,7 @@ def _pod_spec(
         jobmanager=jobmanager,
         source=template.main_container,
         conf_dir=conf_dir,
+        application=application,
     )
     containers.insert(min(template.main_index, len(containers)), main)
     spec["containers"] = containers
@@ -316,6 +358,7 @@ def _main_container(
     jobmanager: JobManagerPodOptions,
     source: JsonDict,
     conf_dir: str,
+    application: ApplicationProgram | None,
 ) -> JsonDict:
     source = copy.deepcopy(source)
     template_image = source.get("image")
@@ -327,7 +370,9 @@ def _main_container(
         "image": image,
         "imagePullPolicy": taskmanager.image_pull_policy,
         "command": [jobmanager.entry_path],
-        "args": [LABEL_COMPONENT_JOBMANAGER, *jobmanager.entrypoint_args],
+        "args": [LABEL_COMPONENT_JOBMANAGER, *jobmanager.entrypoint_args]
+        if application is None
+        else application.entrypoint_args(jobmanager.entrypoint_args),
         "ports": merge_named(
             source.get("ports") or [],
             [

@@ -4,13 +4,30 @@ Linux routes all of 127.0.0.0/8 to the loopback device, so a process can bind to
 address without any setup. Addresses are handed out round-robin (the next free one after the
 last handed out), like host-local IPAM, so a freed address is not reused at once by the next
 pod while clients of the old one may still talk to it.
+
+Several local clusters may run on one machine at once (parallel test sessions): each emulator
+starts at a random /24 of the network (:func:`random_first_index`), so two clusters' pods
+rarely share an address — pods that bind fixed ports (Flink's 8081, rmd's 8090) on the
+same address would take each other's.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import random
 
 POD_NETWORK = ipaddress.IPv4Network("127.1.0.0/16")
+
+
+ADDRESSES_PER_BLOCK = 254  # a /24 without its .0 and .255
+
+
+def random_first_index(
+    *, network: ipaddress.IPv4Network = POD_NETWORK, rng: random.Random | None = None
+) -> int:
+    """The index of the first address of a random /24 of ``network`` (its ``.1``)."""
+    blocks = max(network.num_addresses // 256, 1)
+    return (rng or random.Random()).randrange(blocks) * ADDRESSES_PER_BLOCK
 
 
 class AddressesExhausted(RuntimeError):
@@ -20,7 +37,9 @@ class AddressesExhausted(RuntimeError):
 class PodIpAllocator:
     """Allocates addresses of ``network``, skipping each /24's .0 and .255."""
 
-    def __init__(self, *, network: ipaddress.IPv4Network = POD_NETWORK) -> None:
+    def __init__(
+        self, *, network: ipaddress.IPv4Network = POD_NETWORK, first_index: int = 0
+    ) -> None:
         self._candidates = [
             str(address) for address in network.hosts() if int(address) & 0xFF not in (0, 255)
         ]
@@ -29,7 +48,7 @@ class PodIpAllocator:
         self._network = network
         self._in_use: dict[str, str] = {}  # address -> owner (pod uid)
         self._by_owner: dict[str, str] = {}  # owner -> address
-        self._next_index = 0
+        self._next_index = first_index % len(self._candidates)
 
     @property
     def in_use(self) -> int:

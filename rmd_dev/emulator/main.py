@@ -97,7 +97,7 @@ from rmd.core.clock import Clock, SystemClock
 from rmd.logs import configure_logging
 from rmd_dev.emulator.api import EmulatorApi
 from rmd_dev.emulator.env import INHERITED_VARIABLES, ApiServerAddress
-from rmd_dev.emulator.ips import PodIpAllocator
+from rmd_dev.emulator.ips import PodIpAllocator, random_first_index
 from rmd_dev.emulator.plan import parse_image_patterns
 from rmd_dev.emulator.pod import EmulatorTimings, PodWorker, WorkerContext
 from rmd_dev.emulator.watch import PodFeed
@@ -146,7 +146,7 @@ class Emulator:
         self._nodes = frozenset(nodes)
         self._context = WorkerContext(
             api=api,
-            ips=PodIpAllocator(),
+            ips=PodIpAllocator(first_index=random_first_index()),
             state_dir=state_dir,
             api_server=api_server,
             inherited_env=dict(inherited_env),

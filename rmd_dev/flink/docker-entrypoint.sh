@@ -4,6 +4,9 @@
 #
 #   docker-entrypoint.sh jobmanager  [-D key=value ...]   Flink's JobManager (standalone session)
 #   docker-entrypoint.sh taskmanager [-D key=value ...]   Flink's TaskManager
+#   docker-entrypoint.sh standalone-job [--jars URI] [--job-classname NAME] [-D key=value ...]
+#                        [-- program args]                 Flink's JobManager of an
+#                                                          application cluster, running the jar
 #   docker-entrypoint.sh help
 #   docker-entrypoint.sh COMMAND [ARGS ...]              runs COMMAND as given (pass-through)
 #
@@ -34,12 +37,16 @@ fi
 
 case "$role" in
   help)
-    echo "Usage: $(basename "$0") (jobmanager|taskmanager) [-D key=value ...] | help | COMMAND [ARGS ...]"
+    echo "Usage: $(basename "$0") (jobmanager|standalone-job|taskmanager) [-D key=value ...] | help | COMMAND [ARGS ...]"
     exit 0
     ;;
   jobmanager)
     echo "Starting Job Manager (FLINK_CONF_DIR=${FLINK_CONF_DIR})"
     exec "${FLINK_HOME}/bin/jobmanager.sh" start-foreground ${from_environment[@]+"${from_environment[@]}"} "$@"
+    ;;
+  standalone-job)
+    echo "Starting Job Manager (FLINK_CONF_DIR=${FLINK_CONF_DIR})"
+    exec "${FLINK_HOME}/bin/standalone-job.sh" start-foreground ${from_environment[@]+"${from_environment[@]}"} "$@"
     ;;
   taskmanager)
     if [ -n "${TASK_MANAGER_NUMBER_OF_TASK_SLOTS:-}" ]; then

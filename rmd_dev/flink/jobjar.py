@@ -1,10 +1,11 @@
 """The rate-limited streaming job of the demo and the tests, compiled once.
 
-``rmd_dev/flink/job/`` holds its source (an endless rate-limited DataGeneratorSource → keyBy →
-DiscardingSink; every operator runs at the submitter's parallelism, so a job with
-parallelism N needs N slots). :func:`compile_rate_job` compiles it with ``javac`` against
-``$FLINK_HOME/lib/*`` into ``~/.cache/rmd/flink-<version>/test-jobs/``, keyed by the hash of
-the sources and the Flink version, so only the first call pays (a few seconds).
+``rmd_dev/flink/job/`` holds its source (a rate-limited DataGeneratorSource, endless unless
+its second argument bounds it → keyBy → DiscardingSink; every operator runs at the
+submitter's parallelism, so a job with parallelism N needs N slots). :func:`compile_rate_job`
+compiles it with ``javac`` against ``$FLINK_HOME/lib/*`` into
+``~/.cache/rmd/flink-<version>/test-jobs/``, keyed by the hash of the sources and the Flink
+version, so only the first call pays (a few seconds).
 """
 
 from __future__ import annotations

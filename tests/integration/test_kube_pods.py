@@ -11,7 +11,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from rmd.kube.listwatch import ResourceQuery, list_objects
-from rmd.kube.owner import OwnerReference, find_owner_reference
+from rmd.kube.owner import OwnerReference, delete_owner, find_owner_reference
 from rmd.kube.pods import PodCreateError, PodGateway
 from rmd.retry import Backoff, RetryPolicy
 from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory, create_pod_quota
@@ -227,21 +227,18 @@ async def test_quota_denial_surfaces_unchanged(kube_api: client.ApiClient, names
     assert "limited: pods=1" in raised.value.message
 
 
-async def test_owner_reference_of_the_jobmanager_deployment(
-    kube_api: client.ApiClient, namespace: str
-) -> None:
-    apps = client.AppsV1Api(kube_api)
-    created = await apps.create_namespaced_deployment(
+async def _jobmanager_deployment(apps: client.AppsV1Api, *, namespace: str, name: str) -> Any:
+    return await apps.create_namespaced_deployment(
         namespace,
         cast(
             Any,
             {
-                "metadata": {"name": "c1"},
+                "metadata": {"name": name},
                 "spec": {
                     "replicas": 0,
-                    "selector": {"matchLabels": {"app": "c1", "component": "jobmanager"}},
+                    "selector": {"matchLabels": {"app": name, "component": "jobmanager"}},
                     "template": {
-                        "metadata": {"labels": {"app": "c1", "component": "jobmanager"}},
+                        "metadata": {"labels": {"app": name, "component": "jobmanager"}},
                         "spec": {"containers": [{"name": "jm", "image": "flink:1.20"}]},
                     },
                 },
@@ -249,6 +246,13 @@ async def test_owner_reference_of_the_jobmanager_deployment(
         ),
         _request_timeout=REQUEST_TIMEOUT,
     )
+
+
+async def test_owner_reference_of_the_jobmanager_deployment(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    apps = client.AppsV1Api(kube_api)
+    created = await _jobmanager_deployment(apps, namespace=namespace, name="c1")
     owner = await find_owner_reference(kube_api, namespace=namespace, deployment="c1", timeout=10)
     assert owner == OwnerReference(
         api_version="apps/v1", kind="Deployment", name="c1", uid=created.metadata.uid
@@ -257,6 +261,47 @@ async def test_owner_reference_of_the_jobmanager_deployment(
         kube_api, namespace=namespace, deployment=f"nope-{secrets.token_hex(2)}", timeout=10
     )
     assert missing is None
+
+
+async def test_delete_owner_removes_its_deployment_and_what_it_owns_and_nothing_else(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    """What an application cluster does when its application has ended."""
+    apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
+    created = await _jobmanager_deployment(apps, namespace=namespace, name="c1")
+    owner = OwnerReference(
+        api_version="apps/v1", kind="Deployment", name="c1", uid=created.metadata.uid
+    )
+    await core.create_namespaced_config_map(
+        namespace,
+        cast(
+            Any,
+            {
+                "metadata": {
+                    "name": "flink-config-c1",
+                    "ownerReferences": [owner.to_manifest()],
+                },
+                "data": {"config.yaml": "a: b\n"},
+            },
+        ),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    stale = OwnerReference(api_version="apps/v1", kind="Deployment", name="c1", uid="0" * 36)
+    assert not await delete_owner(kube_api, namespace=namespace, owner=stale, timeout=10)
+    still = await apps.read_namespaced_deployment("c1", namespace)
+    assert still.metadata.deletion_timestamp is None  # a Deployment of that name, not ours
+
+    assert await delete_owner(kube_api, namespace=namespace, owner=owner, timeout=10)
+
+    async def all_gone() -> bool:
+        deployments = await apps.list_namespaced_deployment(namespace)
+        maps = await core.list_namespaced_config_map(namespace)
+        return not deployments.items and "flink-config-c1" not in {
+            m.metadata.name for m in maps.items
+        }
+
+    await eventually(all_gone, what="the Deployment and the ConfigMap it owns gone", timeout=60)
+    assert not await delete_owner(kube_api, namespace=namespace, owner=owner, timeout=10)
 
 
 async def test_parallel_creates_are_bounded(kube_api: client.ApiClient, namespace: str) -> None:

@@ -25,81 +25,28 @@ import pytest
 from kubernetes_asyncio import client
 
 from rmd.config.files import parse_config_yaml
-from rmd_dev.flink.session_conf import session_configuration, write_session_conf_dir
 from rmd_dev.provision import FlinkInstall
 from tests.conftest import (
     REQUEST_TIMEOUT,
     DevClusterInfo,
-    apply_shipped_rbac,
     manifest,
     service_account_kubeconfig,
-    wait_for_service_account,
+)
+from tests.integration.cluster_cli import (
+    CLI_TIMEOUT,
+    NOTHING,
+    apply_rbac,
+    cluster_objects,
+    local_conf_dir,
+    pod_logs,
+    rmd_cli,
 )
 from tests.support.flink import TM_SELECTOR, FlinkJobManager, all_tasks_running
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-CLI_TIMEOUT = 400.0
 JVM_DEADLINE = 240.0
-
-
-async def _rmd(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "rmd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-async def _apply_rbac(dev_cluster: DevClusterInfo, core: client.CoreV1Api, namespace: str) -> None:
-    await apply_shipped_rbac(dev_cluster, namespace=namespace)
-    await wait_for_service_account(core, namespace=namespace, name="rmd")
-
-
-def _conf_dir(flink: FlinkInstall, *, namespace: str, work_dir: Path) -> Path:
-    values = session_configuration(flink=flink, namespace=namespace, work_dir=work_dir, extra={})
-    return write_session_conf_dir(work_dir / "conf", flink=flink, values=values)
-
-
-async def _objects(api: client.ApiClient, namespace: str) -> dict[str, list[str]]:
-    """Every object of the kinds a session cluster has, by kind (names)."""
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    t = REQUEST_TIMEOUT
-    return {
-        "Deployment": [
-            d.metadata.name
-            for d in (await apps.list_namespaced_deployment(namespace, _request_timeout=t)).items
-        ],
-        "ReplicaSet": [
-            r.metadata.name
-            for r in (await apps.list_namespaced_replica_set(namespace, _request_timeout=t)).items
-        ],
-        "Pod": [
-            p.metadata.name
-            for p in (await core.list_namespaced_pod(namespace, _request_timeout=t)).items
-        ],
-        "Service": [
-            s.metadata.name
-            for s in (await core.list_namespaced_service(namespace, _request_timeout=t)).items
-        ],
-        "ConfigMap": [
-            c.metadata.name
-            for c in (await core.list_namespaced_config_map(namespace, _request_timeout=t)).items
-            if c.metadata.name != "kube-root-ca.crt"
-        ],
-    }
-
-
-def _pod_logs(dev_cluster: DevClusterInfo, namespace: str) -> str:
-    parts = []
-    for path in sorted(dev_cluster.dir.rglob(f"pods/{namespace}/*/*.log")):
-        text = path.read_text(errors="replace")
-        parts.append(f"--- {path.parent.name}/{path.name}\n{text[-3000:]}")
-    return "\n".join(parts)
 
 
 async def _kubectl_delete_deployment(
@@ -124,14 +71,6 @@ metadata:
     from-template: tm
 """
 
-NOTHING_LEFT: dict[str, list[str]] = {
-    "Deployment": [],
-    "ReplicaSet": [],
-    "Pod": [],
-    "Service": [],
-    "ConfigMap": [],
-}
-
 
 @pytest.mark.parametrize("stop_with", ["rmd-session-stop", "kubectl-delete-deployment"])
 async def test_session_start_runs_a_job_and_stopping_removes_everything(
@@ -148,15 +87,15 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
     Deployment owns: ReplicaSet, JobManager pod, Services, ConfigMap and the TaskManager pods
     the daemon created)."""
     core = client.CoreV1Api(kube_api)
-    await _apply_rbac(dev_cluster, core, namespace)
-    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    await apply_rbac(dev_cluster, core, namespace)
+    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
     cluster_id = "sess-a"
     begin = time.monotonic()
     # A TaskManager pod template: it travels in the ConfigMap to the daemon in the pod.
     template = tmp_path / "tm-template.yaml"
     template.write_text(TASKMANAGER_TEMPLATE)
-    started = await _rmd(
+    started = await rmd_cli(
         "session",
         "start",
         *common,
@@ -165,7 +104,7 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
     )
     start_seconds = time.monotonic() - begin
     assert started.returncode == 0, (
-        started.stdout + started.stderr + _pod_logs(dev_cluster, namespace)
+        started.stdout + started.stderr + pod_logs(dev_cluster, namespace)
     )
     assert "JobManager ready" in started.stdout
     found = re.search(r"JobManager pod: (http://[0-9.]+:8081)", started.stdout)
@@ -173,7 +112,7 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
     rest_url = found.group(1)
     assert f"in the cluster: http://{cluster_id}-rest.{namespace}.svc:8081" in started.stdout
 
-    objects = await _objects(kube_api, namespace)
+    objects = await cluster_objects(kube_api, namespace)
     assert objects["Deployment"] == [cluster_id]
     assert sorted(objects["Service"]) == [cluster_id, f"{cluster_id}-rest"]
     assert objects["ConfigMap"] == [f"flink-config-{cluster_id}"]
@@ -212,7 +151,7 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
                 interval=1,
             )
         except AssertionError as error:
-            raise AssertionError(f"{error}\n{_pod_logs(dev_cluster, namespace)}") from None
+            raise AssertionError(f"{error}\n{pod_logs(dev_cluster, namespace)}") from None
         running_seconds = time.monotonic() - submitted
         job = await jm.get(f"/jobs/{job_id}")
         assert {int(vertex["parallelism"]) for vertex in job["vertices"]} == {4}
@@ -236,18 +175,18 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
         assert len(tm_names) == 2  # 4 slots at 2 per TaskManager
         assert await jm.taskmanager_ids() == tm_names  # registered with Flink under pod names
 
-    listed = await _rmd("session", "list", *common)
+    listed = await rmd_cli("session", "list", *common)
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if line.startswith(cluster_id))
     assert row.split()[2:] == ["1/1", "2", "4"]
 
     begin = time.monotonic()
     if stop_with == "rmd-session-stop":
-        stopped = await _rmd(
+        stopped = await rmd_cli(
             "session", "stop", *common, "-D", f"kubernetes.cluster-id={cluster_id}"
         )
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        assert await _objects(kube_api, namespace) == NOTHING_LEFT
+        assert await cluster_objects(kube_api, namespace) == NOTHING
     else:
         deleted = await _kubectl_delete_deployment(
             dev_cluster, namespace=namespace, name=cluster_id
@@ -256,12 +195,12 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
         assert f'deployment.apps "{cluster_id}" deleted' in deleted.stdout
 
         async def nothing_left() -> bool:
-            return await _objects(kube_api, namespace) == NOTHING_LEFT
+            return await cluster_objects(kube_api, namespace) == NOTHING
 
         try:
             await eventually(nothing_left, what="every object of the cluster gone", timeout=120)
         except AssertionError as error:
-            left = await _objects(kube_api, namespace)
+            left = await cluster_objects(kube_api, namespace)
             raise AssertionError(f"{error}; left: {left}") from None
     stop_seconds = time.monotonic() - begin
     sys.stderr.write(
@@ -277,15 +216,15 @@ async def test_bad_configuration_or_an_existing_cluster_creates_nothing(
     flink_install: FlinkInstall,
     tmp_path: Path,
 ) -> None:
-    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
-    empty = NOTHING_LEFT
+    empty = NOTHING
 
-    bad = await _rmd("session", "start", *common, "-D", "kubernetes.jobmanager.replicas=zero")
+    bad = await rmd_cli("session", "start", *common, "-D", "kubernetes.jobmanager.replicas=zero")
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1
     assert "kubernetes.jobmanager.replicas" in bad.stderr
-    assert await _objects(kube_api, namespace) == empty
+    assert await cluster_objects(kube_api, namespace) == empty
 
     apps = client.AppsV1Api(kube_api)
     labels = {"app": "taken"}
@@ -303,24 +242,24 @@ async def test_bad_configuration_or_an_existing_cluster_creates_nothing(
         }
     )
     before = await apps.create_namespaced_deployment(namespace, body=existing)
-    taken = await _rmd("session", "start", *common, "-D", "kubernetes.cluster-id=taken")
+    taken = await rmd_cli("session", "start", *common, "-D", "kubernetes.cluster-id=taken")
     assert taken.returncode == 1
     assert taken.stderr.count("\n") == 1
     assert "a cluster taken already exists" in taken.stderr
     after = await apps.read_namespaced_deployment("taken", namespace)
     assert after.metadata.uid == before.metadata.uid
-    objects = await _objects(kube_api, namespace)
+    objects = await cluster_objects(kube_api, namespace)
     assert objects["Service"] == []
     assert objects["ConfigMap"] == []
 
-    no_account = await _rmd("session", "start", *common, "-D", "kubernetes.cluster-id=lonely")
+    no_account = await rmd_cli("session", "start", *common, "-D", "kubernetes.cluster-id=lonely")
     assert no_account.returncode == 1
     assert no_account.stderr.count("\n") == 1
     assert 'serviceaccount "rmd" not found' in no_account.stderr
     assert "deleted deployment lonely again" in no_account.stdout
 
     async def lonely_gone() -> bool:
-        objects = await _objects(kube_api, namespace)
+        objects = await cluster_objects(kube_api, namespace)
         return not any("lonely" in name for names in objects.values() for name in names)
 
     await eventually(lonely_gone, what="nothing of cluster lonely left", timeout=30)
@@ -333,7 +272,7 @@ async def test_bad_configuration_or_an_existing_cluster_creates_nothing(
             dev_cluster.kubeconfig.read_text(),
         )
     )
-    down = await _rmd(
+    down = await rmd_cli(
         "session",
         "start",
         "--kubeconfig",
@@ -389,7 +328,7 @@ async def test_a_missing_permission_is_named_before_anything_is_created(
     flink_install: FlinkInstall,
     tmp_path: Path,
 ) -> None:
-    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     everything_but_services = [
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "delete"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
@@ -402,7 +341,7 @@ async def test_a_missing_permission_is_named_before_anything_is_created(
         rules=everything_but_services,
         path=tmp_path / "limited.kubeconfig",
     )
-    denied = await _rmd(
+    denied = await rmd_cli(
         "session",
         "start",
         "--kubeconfig",
@@ -416,7 +355,7 @@ async def test_a_missing_permission_is_named_before_anything_is_created(
     assert denied.stderr.count("\n") == 1
     assert f"you may not create services in namespace {namespace}" in denied.stderr
     assert "--verb=create --resource=services" in denied.stderr
-    objects = await _objects(kube_api, namespace)
+    objects = await cluster_objects(kube_api, namespace)
     assert objects["Deployment"] == []
     assert objects["ConfigMap"] == []
 
@@ -433,11 +372,11 @@ async def test_each_rest_service_type_and_its_printed_endpoint(
     """The JobManager pod runs nothing here (no emulator annotation): only the objects and
     the printed endpoint are under test."""
     core = client.CoreV1Api(kube_api)
-    await _apply_rbac(dev_cluster, core, namespace)
-    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    await apply_rbac(dev_cluster, core, namespace)
+    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
     cluster_id = "types"
-    started = await _rmd(
+    started = await rmd_cli(
         "session",
         "start",
         *common,
@@ -466,7 +405,7 @@ async def test_each_rest_service_type_and_its_printed_endpoint(
         assert re.search(rf"http://[0-9.]+:{node_port} ", started.stdout), started.stdout
     if service_type == "LoadBalancer":  # no cloud controller here: no address is given out
         assert "load balancer pending" in started.stdout
-    stopped = await _rmd(
+    stopped = await rmd_cli(
         "session",
         "stop",
         *common,
@@ -476,7 +415,7 @@ async def test_each_rest_service_type_and_its_printed_endpoint(
         "Background",
     )
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    objects = await _objects(kube_api, namespace)
+    objects = await cluster_objects(kube_api, namespace)
     assert objects["Deployment"] == []
     assert objects["Pod"] == []
 
@@ -489,8 +428,8 @@ async def test_attach_shows_readiness_and_ctrl_c_stops_the_cluster(
     tmp_path: Path,
 ) -> None:
     core = client.CoreV1Api(kube_api)
-    await _apply_rbac(dev_cluster, core, namespace)
-    conf_dir = _conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    await apply_rbac(dev_cluster, core, namespace)
+    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
     process = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "rmd", "session", "start", "--attach"],
         *["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)],
@@ -508,7 +447,7 @@ async def test_attach_shows_readiness_and_ctrl_c_stops_the_cluster(
                 assert line, "".join(seen)
                 seen.append(line)
         assert any(line.startswith("attached:") for line in seen)
-        assert (await _objects(kube_api, namespace))["Deployment"] == ["attached"]
+        assert (await cluster_objects(kube_api, namespace))["Deployment"] == ["attached"]
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(120):
             rest, _ = await process.communicate()
@@ -518,7 +457,7 @@ async def test_attach_shows_readiness_and_ctrl_c_stops_the_cluster(
             await process.wait()
     assert process.returncode == 0, "".join(seen) + rest.decode()
     assert "session cluster attached removed" in rest.decode()
-    objects = await _objects(kube_api, namespace)
+    objects = await cluster_objects(kube_api, namespace)
     assert objects["Deployment"] == []
     assert objects["Pod"] == []
     assert objects["Service"] == []

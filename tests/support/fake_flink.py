@@ -10,6 +10,7 @@ exactly Flink's. Tests set the state::
         flink.add_taskmanager("flink-taskmanager-1-1", slots=4, jobs=["a" * 32])
         flink.jobs["a" * 32].state = "CANCELED"
         flink.overrides["/jobs/overview"] = (200, {"jobs": "nope"})  # a bad answer
+        flink.applications = {"c" * 32: "RUNNING"}  # /applications/overview (None: 404, 1.x)
         await flink.down(); await flink.up()                      # connection refused, back
 
 ``requests`` lists every path asked, in order.
@@ -60,12 +61,15 @@ class FakeFlink:
     def __init__(self) -> None:
         self.jobs: dict[str, FakeJob] = {}
         self.taskmanagers: dict[str, FakeTaskManager] = {}
+        # application id -> status; None: no /applications/overview (Flink 1.x answers 404)
+        self.applications: dict[str, str] | None = None
         self.overrides: dict[str, tuple[int, object]] = {}  # path -> (status, body) answered
         self.requests: list[str] = []
         self._port = 0
         self._runner: web.AppRunner | None = None
         app = web.Application()
         app.router.add_get("/jobs/overview", self._jobs_overview)
+        app.router.add_get("/applications/overview", self._applications_overview)
         app.router.add_get("/jobs/{job_id}", self._job)
         app.router.add_get("/jobs/{job_id}/resource-requirements", self._requirements)
         app.router.add_get("/taskmanagers", self._taskmanagers)
@@ -152,6 +156,20 @@ class FakeFlink:
             _set_scheduler(entry, job.scheduler)
             entries.append(entry)
         return self._answer(request, {"jobs": entries})
+
+    async def _applications_overview(self, request: web.Request) -> web.Response:
+        if self.applications is None:
+            return self._answer(
+                request, {"errors": ["Not found: /applications/overview"]}, status=404
+            )
+        template = golden("applications-overview-finished")["applications"][0]
+        entries = []
+        for application_id, status in self.applications.items():
+            entry = copy.deepcopy(template)
+            entry["id"] = application_id
+            entry["status"] = status
+            entries.append(entry)
+        return self._answer(request, {"applications": entries})
 
     async def _job(self, request: web.Request) -> web.Response:
         job = self.jobs.get(request.match_info["job_id"])

@@ -119,3 +119,14 @@ def test_a_cluster_wide_permission_is_granted_with_a_cluster_role() -> None:
         "kubectl create clusterrole r --verb=list --resource=nodes && "
         "kubectl create clusterrolebinding r --clusterrole=r --user=u"
     )
+
+
+def test_an_application_cluster_that_removes_itself_needs_to_delete_its_deployment() -> None:
+    removing = RmdSettings(cluster_id="c", execution_target="kubernetes-application")
+    staying = RmdSettings(
+        cluster_id="c",
+        execution_target="kubernetes-application",
+        shutdown_on_application_finish=False,
+    )
+    assert _verbs_on(needs_for(removing), "deployments") == {"get", "delete"}
+    assert _verbs_on(needs_for(staying), "deployments") == {"get"}

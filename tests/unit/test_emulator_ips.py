@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmd_dev.emulator.ips import AddressesExhausted, PodIpAllocator
+from rmd_dev.emulator.ips import AddressesExhausted, PodIpAllocator, random_first_index
 
 
 def test_first_addresses_come_from_127_1_and_skip_network_address() -> None:
     ips = PodIpAllocator()
     assert ips.allocate(owner="a") == "127.1.0.1"
     assert ips.allocate(owner="b") == "127.1.0.2"
+
+
+def test_each_emulator_starts_at_a_random_block_so_parallel_clusters_rarely_share() -> None:
+    starts = {
+        PodIpAllocator(first_index=random_first_index(rng=random.Random(seed))).allocate(owner="a")
+        for seed in range(20)
+    }
+    assert len(starts) > 15  # 256 blocks: 20 clusters almost never meet
+    for address in starts:
+        assert ipaddress.IPv4Address(address) in ipaddress.IPv4Network("127.1.0.0/16")
+        assert address.endswith(".1")
 
 
 def test_same_owner_keeps_its_address() -> None:

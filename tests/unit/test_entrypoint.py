@@ -132,6 +132,49 @@ def test_jobmanager_role_ends_when_flink_ends_and_stops_the_daemon(stand_ins: Pa
     assert _record(stand_ins, "rmd") == ["daemon --conf-dir /etc/flink", "TERM"]
 
 
+def test_application_role_runs_flinks_standalone_job_kept_up_and_the_daemon(
+    stand_ins: Path,
+) -> None:
+    """Flink's JobManager runs the jar and is told to stay up after the application (the
+    daemon reads the final state and removes the cluster); the daemon gets the dynamic
+    properties before ``--`` only, without that override; the program's arguments stay
+    Flink's, after ``--``."""
+    args = ["--jars", "local:///x.jar", "--job-classname", "a.B", "-D", "rest.port=1"]
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "application", *args, "--", "-D", "100"],
+        env=_env(stand_ins, FLINK_ENTRYPOINT_EXIT_AFTER="0"),
+    )
+    try:
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    assert _record(stand_ins, "rmd")[0] == "daemon --conf-dir /etc/flink -D rest.port=1"
+    assert _record(stand_ins, "flink-entrypoint") == [
+        "standalone-job --jars local:///x.jar --job-classname a.B -D rest.port=1 "
+        "-D execution.shutdown-on-application-finish=false -- -D 100"
+    ]
+
+
+def test_application_role_without_program_arguments_forwards_sigterm(stand_ins: Path) -> None:
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "application", "--jars", "local:///x.jar"], env=_env(stand_ins)
+    )
+    try:
+        until(
+            lambda: bool(_record(stand_ins, "rmd") and _record(stand_ins, "flink-entrypoint")),
+            what="both processes started",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    assert _record(stand_ins, "rmd") == ["daemon --conf-dir /etc/flink", "TERM"]
+    assert _record(stand_ins, "flink-entrypoint") == [
+        "standalone-job --jars local:///x.jar -D execution.shutdown-on-application-finish=false --",
+        "TERM",
+    ]
+
+
 def test_the_dockerfile_copies_files_that_exist_and_uses_this_entrypoint() -> None:
     root = SCRIPT.parents[1]
     dockerfile = (root / "docker" / "Dockerfile").read_text().splitlines()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import ManualClock
 from rmd.core.model import DeletePod, UnknownJob
 from rmd.core.recovery import StateSnapshot
+from rmd.flink.application import ApplicationEnd
 from rmd.flink.follower import FlinkFollower, retry_delay
 from rmd.flink.rest import FlinkRestClient
 from rmd.flink.status import FollowerState
@@ -87,6 +88,7 @@ def make_rig(
     *,
     max_slots: int | None = None,
     engine_class: type[InMemoryEngine] = InMemoryEngine,
+    on_application_end: Callable[[ApplicationEnd], None] | None = None,
 ) -> Rig:
     clock = ManualClock()
     settings = AllocatorSettings(
@@ -106,6 +108,7 @@ def make_rig(
         poll_interval=0.02,
         metrics=FlinkMetrics(registry=registry),
         rng=random.Random(7),
+        on_application_end=on_application_end,
     )
     return Rig(flink, engine, follower, clock, registry)
 
@@ -530,3 +533,70 @@ def test_retry_delay_backs_off_with_jitter_and_honours_retry_after() -> None:
     assert max(delays[4:]) > 8.0  # grows
     assert retry_delay(1, interval=2.0, max_backoff=30.0, retry_after=20.0, rng=rng) >= 20.0
     assert retry_delay(1, interval=2.0, max_backoff=30.0, retry_after=600.0, rng=rng) == 30.0
+
+
+# ---------------------------------------------------------------------------- application mode
+
+
+async def test_an_application_that_ended_is_reported_once_from_flinks_applications(
+    flink: FakeFlink, session: aiohttp.ClientSession
+) -> None:
+    ended: list[ApplicationEnd] = []
+    rig = make_rig(flink, session, on_application_end=ended.append)
+    flink.applications = {"c" * 32: "RUNNING"}
+    flink.add_job(A, parallelism=2)
+    await rig.follower.poll_once()
+    assert ended == []
+    assert required(rig, A) == 2
+
+    flink.jobs[A].state = "FINISHED"  # the job ended, the application not yet (main() runs)
+    await rig.follower.poll_once()
+    assert ended == []
+    assert rig.follower.followed_jobs == {}  # its demand is gone all the same
+
+    flink.applications = {"c" * 32: "FINISHED"}
+    with capture_logs() as logs:
+        await rig.follower.poll_once()
+        await rig.follower.poll_once()
+    assert [(end.state, end.describe()) for end in ended] == [("FINISHED", f"{'c' * 32} FINISHED")]
+    assert rig.follower.application_ended == ended[0]
+    assert [e["state"] for e in logs if e["event"] == "flink_application_ended"] == ["FINISHED"]
+    assert flink.asked("/applications/overview") == 3  # not asked again once it ended
+
+
+async def test_on_flink_1_x_the_jobs_tell_and_applications_are_asked_once(
+    flink: FakeFlink, session: aiohttp.ClientSession
+) -> None:
+    ended: list[ApplicationEnd] = []
+    rig = make_rig(flink, session, on_application_end=ended.append)
+    await rig.follower.poll_once()  # nothing submitted yet: not ended
+    flink.add_job(A, parallelism=2, scheduler=None)
+    await rig.follower.poll_once()
+    flink.jobs[A].state = "FAILED"
+    await rig.follower.poll_once()
+    assert [end.state for end in ended] == ["FAILED"]
+    assert flink.asked("/applications/overview") == 1  # 404: Flink 1.x has none
+    assert rig.follower.status().state is FollowerState.FOLLOWING
+
+
+async def test_an_unreadable_applications_answer_decides_nothing(
+    flink: FakeFlink, session: aiohttp.ClientSession
+) -> None:
+    ended: list[ApplicationEnd] = []
+    rig = make_rig(flink, session, on_application_end=ended.append)
+    flink.add_job(A, parallelism=2, state="FINISHED")
+    flink.applications = {"c" * 32: "FINISHED"}
+    flink.overrides["/applications/overview"] = (500, {"errors": ["Internal server error."]})
+    outcome = await rig.follower.poll_once()
+    assert not outcome.ok
+    assert ended == []  # the jobs alone do not decide where Flink lists applications
+    del flink.overrides["/applications/overview"]
+    await rig.follower.poll_once()
+    assert [end.state for end in ended] == ["FINISHED"]
+
+
+async def test_without_a_handler_applications_are_never_asked(rig: Rig) -> None:
+    rig.flink.add_job(A, parallelism=2, state="FINISHED")
+    await rig.follower.poll_once()
+    assert rig.flink.asked("/applications/overview") == 0
+    assert rig.follower.application_ended is None

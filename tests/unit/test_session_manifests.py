@@ -14,12 +14,17 @@ from rmd.config.settings import RmdSettings
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory
 from rmd.kube.podtemplate import empty_pod_template, load_pod_template
 from rmd.session.access import Permission, denial_message
-from rmd.session.manifests import SessionPlan, session_plan
+from rmd.session.manifests import ApplicationProgram, SessionPlan, session_plan
 
 OWNER = OwnerReference(api_version="apps/v1", kind="Deployment", name="s1", uid="u-1")
 
 
-def _plan(values: dict[str, str], *, template: Path | None = None) -> SessionPlan:
+def _plan(
+    values: dict[str, str],
+    *,
+    template: Path | None = None,
+    application: ApplicationProgram | None = None,
+) -> SessionPlan:
     conf = FlinkConfiguration({"kubernetes.cluster-id": "s1", **values})
     settings = RmdSettings.from_configuration(conf)
     taskmanager_pods = TaskManagerPodFactory.from_configuration(conf, settings)
@@ -37,6 +42,7 @@ def _plan(values: dict[str, str], *, template: Path | None = None) -> SessionPla
         template=pod_template,
         log_files={"log4j-console.properties": "rootLogger.level = INFO\n"},
         taskmanager_pod_template=taskmanager_pods.pod_template_text,
+        application=application,
     )
 
 
@@ -80,6 +86,46 @@ def test_defaults_are_flinks_native_mode() -> None:
     assert rest["spec"]["ports"] == [
         {"name": "rest", "port": 8081, "targetPort": 8081, "protocol": "TCP"}
     ]
+
+
+def test_an_application_cluster_runs_the_jar_and_says_so_in_its_configuration() -> None:
+    program = ApplicationProgram(
+        jar_uri="local:///opt/flink/usrlib/job.jar", main_class="a.Job", arguments=("-x", "1")
+    )
+    plan = _plan(
+        {"kubernetes.jobmanager.entrypoint.args": "-D rest.address=1.2.3.4"}, application=program
+    )
+    assert plan.kind == "application"
+    assert plan.shutdown_on_application_finish is True
+    assert _main(plan)["args"] == [
+        "application",
+        "--jars",
+        "local:///opt/flink/usrlib/job.jar",
+        "--job-classname",
+        "a.Job",
+        "-D",
+        "rest.address=1.2.3.4",
+        "--",
+        "-x",
+        "1",
+    ]
+    config = yaml.safe_load(plan.config_map.data["config.yaml"])
+    assert config["execution.target"] == "kubernetes-application"
+    # Everything else is the session cluster's.
+    session = _plan({"kubernetes.jobmanager.entrypoint.args": "-D rest.address=1.2.3.4"})
+    assert session.kind == "session"
+    assert plan.internal_service == session.internal_service
+    assert plan.rest_service == session.rest_service
+    assert _main(session)["args"] == ["jobmanager", "-D", "rest.address=1.2.3.4"]
+
+
+def test_an_application_cluster_without_class_or_arguments_and_told_to_stay() -> None:
+    program = ApplicationProgram(jar_uri="local:///j.jar", main_class=None)
+    plan = _plan({"execution.shutdown-on-application-finish": "false"}, application=program)
+    assert _main(plan)["args"] == ["application", "--jars", "local:///j.jar", "--"]
+    assert plan.shutdown_on_application_finish is False
+    config = yaml.safe_load(plan.config_map.data["config.yaml"])
+    assert config["execution.shutdown-on-application-finish"] in (False, "false")
 
 
 def test_jobmanager_options_reach_the_pod() -> None:

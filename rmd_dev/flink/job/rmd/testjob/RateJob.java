@@ -9,10 +9,12 @@ import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink;
 
 /**
- * An endless, rate-limited streaming job for rmd's tests: generated numbers, keyed, dropped.
+ * A rate-limited streaming job for rmd's tests: generated numbers, keyed, dropped.
  *
- * <p>Arguments: [records per second, default 100]. The parallelism is the submitter's
- * (REST {@code ?parallelism=N}); every operator runs at it, so a job with parallelism N needs
+ * <p>Arguments: [records per second, default 100] [records in all, default: endless]. With a
+ * count the input is bounded and the job ends by itself (FINISHED) after about count / rate
+ * seconds of running. The parallelism is the submitter's (REST {@code ?parallelism=N}, or
+ * {@code parallelism.default}); every operator runs at it, so a job with parallelism N needs
  * N slots.
  */
 public final class RateJob {
@@ -21,11 +23,12 @@ public final class RateJob {
 
     public static void main(String[] args) throws Exception {
         long perSecond = args.length > 0 ? Long.parseLong(args[0]) : 100L;
+        long count = args.length > 1 ? Long.parseLong(args[1]) : Long.MAX_VALUE;
         StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
         DataGeneratorSource<Long> source =
                 new DataGeneratorSource<>(
                         (GeneratorFunction<Long, Long>) index -> index,
-                        Long.MAX_VALUE,
+                        count,
                         RateLimiterStrategy.perSecond(perSecond),
                         Types.LONG);
         env.fromSource(source, WatermarkStrategy.noWatermarks(), "generator")
