@@ -107,6 +107,10 @@ SHUTDOWN_TIMEOUT = 15.0  # below Kubernetes' default 30 s termination grace peri
 FINAL_WRITE_TIMEOUT = 3.0  # the state's last write on the way out, within that grace period
 
 
+class ListenError(RuntimeError):
+    """The HTTP API cannot bind its address (port taken, address not on this host)."""
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     """Everything the daemon needs, validated before it touches the cluster."""
@@ -215,6 +219,15 @@ async def serve(
                 deployment=settings.cluster_id,
                 fix="grant 'get' on deployments.apps to the daemon's service account",
                 consequence="TaskManager pods get no owner reference",
+            )
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            # The API server did not answer within the retries: no reason to stop the daemon
+            # (its watch and creates ride out the outage); only the owner reference is missing.
+            log.warning(
+                "owner_lookup_failed",
+                error=repr(exc),
+                deployment=settings.cluster_id,
+                consequence="TaskManager pods get no owner reference (API server unreachable)",
             )
         if config.flink_config_map is not None:
             outcome = await publish_flink_config_map(
@@ -362,7 +375,13 @@ async def serve(
         background: list[asyncio.Task[Any]] = []
         lost: LeadershipLost | None = None
         try:
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ListenError(
+                    f"cannot listen on {settings.rest_address}:{settings.rest_port} "
+                    f"({exc.strerror}); change rmd.rest.port or rmd.rest.address"
+                ) from exc
             port = _bound_port(runner) or settings.rest_port
             log.info(
                 "daemon_started",
@@ -626,13 +645,8 @@ def run_daemon(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    except OSError as exc:
-        print(
-            f"rmd daemon: cannot listen on {config.settings.rest_address}:"
-            f"{config.settings.rest_port} ({exc.strerror}); change rmd.rest.port or "
-            "rmd.rest.address",
-            file=sys.stderr,
-        )
+    except ListenError as exc:
+        print(f"rmd daemon: {exc}", file=sys.stderr)
         return 1
     return 0
 

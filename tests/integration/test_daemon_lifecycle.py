@@ -4,6 +4,7 @@ gives every job its slots back."""
 from __future__ import annotations
 
 import signal
+import socket
 import tempfile
 from pathlib import Path
 
@@ -105,3 +106,27 @@ async def test_sigterm_leaves_pods_and_a_restart_adopts_them(
         label_selector=f"{TM_SELECTOR},app={cluster_id}",
         _request_timeout=REQUEST_TIMEOUT,
     )
+
+
+async def test_a_port_in_use_stops_the_daemon_with_one_line_naming_the_key(
+    dev_cluster: DevClusterInfo, namespace: str, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = daemon_argv(
+            dev_cluster=dev_cluster,
+            conf_dir=Path(tempfile.mkdtemp(prefix="rmd-conf-", dir=tmp_path)),
+            cluster_id="flink-port-taken",
+            namespace=namespace,
+            port=port,
+        )
+        log = tmp_path / "daemon.log"
+        async with daemon_process(argv=argv, log=log) as daemon:
+            code = await within(daemon.wait(), seconds=60, what="the daemon to give up")
+    output = log.read_text()
+    assert code == 1, output[-2000:]
+    (line,) = [line for line in output.splitlines() if line.startswith("rmd daemon:")]
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert "rmd.rest.port" in line
