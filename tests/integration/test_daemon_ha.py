@@ -364,6 +364,7 @@ async def test_a_frozen_leader_that_lost_the_lease_writes_nothing_when_it_wakes(
         assert {name: await ha.pod_managers(name) for name in first} == {
             name: {old_manager} for name in first
         }
+        assert old_manager in await ha.state_writes()  # it stored job-a's demand
 
         # Freeze the leader past its lease: the other takes over.
         ha.service.remove(old.backend)  # its readiness probe would fail
