@@ -281,7 +281,15 @@ async def test_one_leader_standbys_redirect_and_a_killed_leader_is_replaced(
             r.name: 1.0 if r is leader else 0.0 for r in ha.replicas
         }
 
-        # A standby answers writes with 503 and the leader's address.
+        # A standby answers writes with 503 and the leader's address, once it has read the
+        # Lease with that address in it (every retry period; the leader adds it as its HTTP
+        # server listens).
+        for standby in standbys:
+            await eventually(
+                functools.partial(_names_the_leader, ha, standby, leader.url),
+                timeout=10,
+                what=f"{standby.name} names the leader",
+            )
         async with ha.http.put(
             f"{standbys[0].url}/v1/jobs/job-a/requirements", json={"slots": 8}
         ) as resp:
@@ -448,6 +456,11 @@ async def test_a_frozen_leader_that_lost_the_lease_writes_nothing_when_it_wakes(
 async def _replaced(ha: HaCluster, deleted: set[str]) -> bool:
     live = await ha.live_pods()
     return len(live) == 2 and not live & deleted
+
+
+async def _names_the_leader(cluster: HaCluster, replica: Replica, url: str) -> bool:
+    answer = await cluster.leader_of(replica)
+    return answer is not None and answer["leader_url"] == url
 
 
 async def _answers(cluster: HaCluster, replica: Replica) -> bool:
