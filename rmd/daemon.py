@@ -78,6 +78,7 @@ from rmd.kube.lease import (
     LeadershipLost,
     advertised_url,
     candidate_identity,
+    field_manager_name,
     lease_name,
 )
 from rmd.kube.owner import find_owner_reference, owner_exists
@@ -255,9 +256,11 @@ async def serve(
             else:
                 leading.clear()
 
+        identity = candidate_identity()  # the Lease holder's name and the writes' fieldManager
         elector = _leader_elector(
             api,
             settings,
+            identity=identity,
             owner=owner,
             clock=clock,
             selector=config.pods.selector_labels,
@@ -278,6 +281,7 @@ async def serve(
             on_request=metrics.api_request,
             may_write=None if elector is None else elector.may_write,
             write_health=write_health,
+            field_manager=field_manager_name(identity),
         )
 
         def build_pod(*, pod_name: str) -> dict[str, Any]:
@@ -306,6 +310,7 @@ async def serve(
             timeout=settings.api_request_timeout,
             on_api_error=lambda status: metrics.api_error(status=status),
             may_write=None if elector is None else elector.may_write,
+            field_manager=field_manager_name(identity),
         )
         writer = StateWriter(snapshot=allocator.state_snapshot, store=store, metrics=metrics)
         engine = DaemonEngine(
@@ -391,6 +396,7 @@ async def serve(
                 port=port,
                 owner=owner.name if owner else None,
                 standby=elector is not None,
+                field_manager=field_manager_name(identity),
             )
             if elector is not None:
                 elector.set_url(advertised_url(rest_address=settings.rest_address, port=port))
@@ -472,6 +478,7 @@ def _leader_elector(
     api: client.ApiClient,
     settings: RmdSettings,
     *,
+    identity: str,
     owner: OwnerReference | None,
     clock: Clock,
     selector: Mapping[str, str],
@@ -481,7 +488,7 @@ def _leader_elector(
     if not settings.leader_election:
         return None
     election = Election(
-        identity=candidate_identity(),
+        identity=identity,
         url="",  # set once the HTTP server listens
         timings=ElectionTimings(
             lease_duration=settings.lease_duration,

@@ -67,7 +67,7 @@ RECOVERY_TIMEOUT = ConfigOption(
     meaning="after a restart, adopted TaskManagers count as supply until they register again "
     "or this passes (no new pods for demand they may cover); 0: they never do. "
     "For exact restarts set it above `heartbeat.interval` plus the agents' reconnect time, "
-    "e.g. `1 min`",
+    "e.g. `1 min` (`conf/config.yaml` and `rmd session start` set `1 min`)",
 )
 MAX_FAILURE_RATE = ConfigOption(
     key="resourcemanager.start-worker.max-failure-rate",

@@ -45,6 +45,7 @@ __all__ = [
     "LeadershipLost",
     "advertised_url",
     "candidate_identity",
+    "field_manager_name",
     "lease_name",
     "micro_time",
     "record_of",
@@ -71,6 +72,23 @@ def candidate_identity(environ: Mapping[str, str] = os.environ) -> str:
     a restarted container never mistakes its predecessor's Lease for its own."""
     host = environ.get("HOSTNAME") or socket.gethostname()
     return f"{host}_{uuid.uuid4().hex[:12]}"
+
+
+FIELD_MANAGER_PREFIX = "rmd/"
+FIELD_MANAGER_MAX_LENGTH = 128  # the API server refuses a longer fieldManager
+
+
+def field_manager_name(identity: str) -> str:
+    """The ``fieldManager`` of this daemon's writes: ``rmd/`` + its identity (the Lease's
+    holder identity with high availability), so ``metadata.managedFields[].manager`` of a pod
+    or the state ConfigMap names the replica that wrote it. Cut to the API server's 128
+    characters, keeping the identity's unique end."""
+    name = FIELD_MANAGER_PREFIX + identity
+    if len(name) <= FIELD_MANAGER_MAX_LENGTH:
+        return name
+    return (
+        FIELD_MANAGER_PREFIX + identity[-(FIELD_MANAGER_MAX_LENGTH - len(FIELD_MANAGER_PREFIX)) :]
+    )
 
 
 def advertised_url(*, rest_address: str, port: int, environ: Mapping[str, str] = os.environ) -> str:

@@ -137,10 +137,13 @@ class PodGateway:
         pacing: Pacing | None = None,
         may_write: Callable[[], bool] | None = None,
         write_health: WriteHealth | None = None,
+        field_manager: str | None = None,
     ) -> None:
         """``may_write``: asked right before every create or delete attempt (with high
         availability, "this daemon still holds the leader Lease"); when it says no, the call
-        is not sent and :class:`NotLeaderError` is raised."""
+        is not sent and :class:`NotLeaderError` is raised. ``field_manager``: sent with every
+        create and patch, so the API server records in ``metadata.managedFields`` which
+        daemon wrote the pod (:func:`rmd.kube.lease.field_manager_name`)."""
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
         self._api = api
@@ -162,6 +165,10 @@ class PodGateway:
         self._pacing = pacing
         self._may_write = may_write
         self._write_health = write_health
+        # the stubs type field_manager as str: left out rather than None when not given
+        self._field_manager: dict[str, Any] = (
+            {} if field_manager is None else {"field_manager": field_manager}
+        )
 
     @property
     def namespace(self) -> str:
@@ -182,7 +189,10 @@ class PodGateway:
         async def post() -> V1Pod:
             return await self._observed_write(
                 self._core.create_namespaced_pod(
-                    self._namespace, cast(V1Pod, body), _request_timeout=self._request_timeout
+                    self._namespace,
+                    cast(V1Pod, body),
+                    **self._field_manager,
+                    _request_timeout=self._request_timeout,
                 )
             )
 
@@ -223,6 +233,7 @@ class PodGateway:
                 name,
                 self._namespace,
                 body,
+                **self._field_manager,
                 _request_timeout=self._request_timeout,
                 **merge_patch,
             )

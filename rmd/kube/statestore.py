@@ -68,11 +68,18 @@ class ConfigMapStateStore:
         retry: RetryPolicy = STATE_CALL_RETRY,
         on_api_error: Callable[[int], None] | None = None,
         may_write: Callable[[], bool] | None = None,
+        field_manager: str | None = None,
     ) -> None:
         """``may_write``: asked before every create or replace (with high availability, "this
-        daemon still holds the leader Lease"); when it says no, nothing is sent."""
+        daemon still holds the leader Lease"); when it says no, nothing is sent.
+        ``field_manager``: sent with every create and replace (``metadata.managedFields``
+        then names the daemon that wrote)."""
         self._core = client.CoreV1Api(api)
         self._may_write = may_write
+        # the stubs type field_manager as str: left out rather than None when not given
+        self._field_manager: dict[str, Any] = (
+            {} if field_manager is None else {"field_manager": field_manager}
+        )
         self._namespace = namespace
         self._cluster_id = cluster_id
         self._owner = owner
@@ -151,6 +158,7 @@ class ConfigMapStateStore:
                     self._core.create_namespaced_config_map,
                     self._namespace,
                     body=cast(client.V1ConfigMap, self._manifest(data, resource_version=None)),
+                    **self._field_manager,
                     _request_timeout=self._timeout,
                 ),
                 what=f"create {self.what}",
@@ -177,6 +185,7 @@ class ConfigMapStateStore:
                         client.V1ConfigMap,
                         self._manifest(data, resource_version=self._resource_version),
                     ),
+                    **self._field_manager,
                     _request_timeout=self._timeout,
                 ),
                 what=f"replace {self.what}",

@@ -72,6 +72,12 @@ READINESS_PROBE: JsonDict = {
 }
 
 
+# resourcemanager.previous-worker.recovery.timeout of a session or application cluster unless
+# set: a restarted daemon waits this long for the adopted TaskManagers to register again
+# before it creates pods for the demand they may cover (exact restarts; README "Restarts").
+SESSION_RECOVERY_TIMEOUT = "1 min"
+
+
 def jobmanager_labels(cluster_id: str) -> dict[str, str]:
     """The selector labels of the JobManager pods (Flink's)."""
     return {
@@ -171,6 +177,9 @@ def session_plan(
     if not conf.is_set(opt.FLINK_REST_URL):
         # The daemon shares the JobManager pod: it follows Flink's REST API there.
         values[opt.FLINK_REST_URL.key] = f"http://localhost:{jobmanager.rest_port}"
+    if not conf.is_set(opt.RECOVERY_TIMEOUT):
+        # Flink's 0 s would let a restarted daemon create pods beside the adopted ones.
+        values[opt.RECOVERY_TIMEOUT.key] = SESSION_RECOVERY_TIMEOUT
     if application is not None:
         values[opt.EXECUTION_TARGET.key] = APPLICATION_TARGET
     data = config_map_data(

@@ -26,6 +26,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from rmd.client import RmdClient
+from rmd.kube.statestore import state_config_map_name
 from rmd_dev.cluster import free_port
 from tests.conftest import (
     REQUEST_TIMEOUT,
@@ -144,6 +145,29 @@ class HaCluster:
         )
         return {p.metadata.name for p in listed.items if not p.metadata.deletion_timestamp}
 
+    async def pod_managers(self, name: str) -> set[str]:
+        """Who wrote the pod, by the API server's record (``metadata.managedFields``), leaving
+        out the kubelet stand-in's status writes."""
+        pod = await self.core.read_namespaced_pod(
+            name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+        return {
+            entry.manager
+            for entry in pod.metadata.managed_fields or []
+            if entry.manager.startswith("rmd/")
+        }
+
+    async def state_writes(self) -> dict[str, float]:
+        """The state ConfigMap's field managers and when each last wrote (epoch seconds)."""
+        state = await self.core.read_namespaced_config_map(
+            state_config_map_name(self.cluster_id),
+            self.namespace,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        return {
+            entry.manager: entry.time.timestamp() for entry in state.metadata.managed_fields or []
+        }
+
     async def registered(self, leader: Replica) -> set[str]:
         async with self.http.get(f"{leader.url}/v1/taskmanagers") as resp:
             if resp.status != 200:
@@ -257,7 +281,15 @@ async def test_one_leader_standbys_redirect_and_a_killed_leader_is_replaced(
             r.name: 1.0 if r is leader else 0.0 for r in ha.replicas
         }
 
-        # A standby answers writes with 503 and the leader's address.
+        # A standby answers writes with 503 and the leader's address, once it has read the
+        # Lease with that address in it (every retry period; the leader adds it as its HTTP
+        # server listens).
+        for standby in standbys:
+            await eventually(
+                functools.partial(_names_the_leader, ha, standby, leader.url),
+                timeout=10,
+                what=f"{standby.name} names the leader",
+            )
         async with ha.http.put(
             f"{standbys[0].url}/v1/jobs/job-a/requirements", json={"slots": 8}
         ) as resp:
@@ -280,21 +312,17 @@ async def test_one_leader_standbys_redirect_and_a_killed_leader_is_replaced(
         await leader.process.wait()
         new_leader = await ha.the_leader(standbys)
         takeover = time.monotonic() - killed_at
-        # The agents re-register with it (their calls to the dead leader fail, the Service
-        # sends them to a standby, which names the new leader).
-        await eventually(
-            lambda: _equal(ha.registered(new_leader), pods),
-            timeout=60,
-            what="the agents re-registered with the new leader",
-        )
-        registered_after = time.monotonic() - killed_at
-        # The JobMaster re-declares (the demand itself is kept by issue 10 part 1): served
-        # by the adopted pods, nothing new.
-        async with RmdClient(ha.service.url) as rmd:
-            await rmd.declare("job-a", 8)
+        # Nobody declares again: the new leader restored job-a's demand from the state
+        # ConfigMap, and its slots come back on the same pods once their agents re-register
+        # with it (their calls to the dead leader fail, the Service sends them to a standby,
+        # which names the new leader).
+        async with RmdClient(new_leader.url) as rmd:
             view = await rmd.wait_fulfilled("job-a", timeout=60)
-            assert view.fulfilled
+            slots_back = time.monotonic() - killed_at
+            assert view.fulfilled, view.unfulfilled_reason
+            assert view.slots_required == view.slots_allocated == 8
             assert {slot.taskmanager_id for slot in view.slots} == pods
+        assert await ha.registered(new_leader) == pods
         assert ha.census.seen == pods  # adopted, not duplicated
         assert ha.census.violations == []
         lease = await ha.lease()
@@ -306,7 +334,7 @@ async def test_one_leader_standbys_redirect_and_a_killed_leader_is_replaced(
                 "lease duration": LEASE_DURATION,
                 "retry period": RETRY_PERIOD,
                 "kill -> new leader": takeover,
-                "kill -> both TaskManagers registered with it": registered_after,
+                "kill -> all 8 slots of job-a back (no re-declaration)": slots_back,
             },
         )
         assert takeover <= LEASE_DURATION + RETRY_PERIOD + 1.5, takeover
@@ -336,24 +364,31 @@ async def test_a_frozen_leader_that_lost_the_lease_writes_nothing_when_it_wakes(
             assert (await rmd.wait_fulfilled("job-a", timeout=60)).fulfilled
         first = await ha.live_pods()
         assert first == {f"{ha.cluster_id}-taskmanager-1-1", f"{ha.cluster_id}-taskmanager-1-2"}
+        # Every write names its daemon (fieldManager): the API server says who made the pods.
+        old_manager = old.events("daemon_started")[0]["field_manager"]
+        new_manager = other.events("daemon_started")[0]["field_manager"]
+        assert old_manager != new_manager
+        assert old_manager.removeprefix("rmd/") == old.events("leader_elected")[0]["identity"]
+        assert {name: await ha.pod_managers(name) for name in first} == {
+            name: {old_manager} for name in first
+        }
+        assert old_manager in await ha.state_writes()  # it stored job-a's demand
 
         # Freeze the leader past its lease: the other takes over.
         ha.service.remove(old.backend)  # its readiness probe would fail
         old.process.send_signal(signal.SIGSTOP)
         frozen_at = time.monotonic()
+        frozen_wall = time.time()
         assert await ha.the_leader([other]) is other
         takeover = time.monotonic() - frozen_at
-        await eventually(
-            lambda: _equal(ha.registered(other), first),
-            timeout=60,
-            what="the agents re-registered with the new leader",
-        )
         async with RmdClient(ha.service.url) as rmd:
-            # Re-declared once the adopted pods are back (keeping the demand itself across
-            # a takeover is issue 10 part 1): served by them.
+            # The JobMaster declares the same again as soon as the new leader answers, before
+            # the agents have re-registered with it: the adopted pods cover it, no new pod.
             await rmd.declare("job-a", 8)
+            back_at_declare = len(await ha.registered(other))
             assert (await rmd.wait_fulfilled("job-a", timeout=60)).fulfilled
             assert ha.census.seen == first
+            assert await ha.registered(other) == first
             # Both pods are deleted from outside (kubectl delete): the new leader replaces
             # them (attempt 2). The frozen leader still believes in its two pods and knows
             # nothing of the new ones: woken, it sees its pods gone (it would create
@@ -387,6 +422,15 @@ async def test_a_frozen_leader_that_lost_the_lease_writes_nothing_when_it_wakes(
         assert ha.census.seen == seen_before
         assert await ha.live_pods() == second
         assert ha.census.violations == []
+        # The API server agrees: the new leader's pods were written (created, labelled) by
+        # it alone, and nothing in the state ConfigMap is the old leader's after it froze
+        # (managedFields' times are whole seconds, cut down).
+        assert {name: await ha.pod_managers(name) for name in second} == {
+            name: {new_manager} for name in second
+        }
+        state = await ha.state_writes()
+        assert state.get(old_manager, frozen_wall) <= frozen_wall, state
+        assert state[new_manager] >= frozen_wall - 1, state
         assert await ha.the_leader() is other
         async with RmdClient(ha.service.url) as rmd:
             view = await rmd.job("job-a")
@@ -399,7 +443,8 @@ async def test_a_frozen_leader_that_lost_the_lease_writes_nothing_when_it_wakes(
         ]
         report_figures(
             f"HA: SIGSTOP of the leader past its lease (2 replicas; after SIGCONT it attempted "
-            f"{len(refused)} pod writes, all refused by its own Lease check)",
+            f"{len(refused)} pod writes, all refused by its own Lease check; "
+            f"{back_at_declare} of 2 agents were back when the JobMaster re-declared)",
             {
                 "lease duration": LEASE_DURATION,
                 "stop -> new leader": takeover,
@@ -411,6 +456,11 @@ async def test_a_frozen_leader_that_lost_the_lease_writes_nothing_when_it_wakes(
 async def _replaced(ha: HaCluster, deleted: set[str]) -> bool:
     live = await ha.live_pods()
     return len(live) == 2 and not live & deleted
+
+
+async def _names_the_leader(cluster: HaCluster, replica: Replica, url: str) -> bool:
+    answer = await cluster.leader_of(replica)
+    return answer is not None and answer["leader_url"] == url
 
 
 async def _answers(cluster: HaCluster, replica: Replica) -> bool:

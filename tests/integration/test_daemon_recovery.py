@@ -16,6 +16,7 @@ import os
 import random
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from tests.integration.daemon_harness import (
     running_daemon,
 )
 from tests.support.faultproxy import FaultProxy
+from tests.support.flink import report_figures
 from tests.support.waiting import eventually, eventually_true, within
 
 pytestmark = pytest.mark.integration
@@ -183,6 +185,58 @@ async def test_three_sigkills_during_a_scale_out_to_8_taskmanagers_create_no_ext
 
             await eventually(all_registered, timeout=30, what="every pod registered")
             assert census.max_alive == 8
+
+
+@pytest.mark.parametrize(
+    ("recovery_timeout", "new_pods"), [("0 s", 4), ("1 min", 0)], ids=["flink-default", "1min"]
+)
+async def test_a_plain_restart_is_exact_only_with_a_previous_worker_recovery_timeout(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    recovery_timeout: str,
+    new_pods: int,
+) -> None:
+    """The evidence behind conf/config.yaml's and ``rmd session start``'s 1 min: with Flink's
+    default 0 s a SIGKILLed daemon, restarted, creates a pod for every adopted one that has
+    not registered again yet (4 pods beside 4); with 1 min none. Nobody declares again."""
+    cluster_id = "flink-prevworker-" + recovery_timeout.replace(" ", "")
+    key = "resourcemanager.previous-worker.recovery.timeout"
+    async with (
+        cluster(
+            dev_cluster,
+            kube_api,
+            namespace=namespace,
+            cluster_id=cluster_id,
+            work=tmp_path,
+            extra={key: recovery_timeout},
+        ) as c,
+        pod_census(kube_api, namespace=namespace, cluster_id=cluster_id) as census,
+        RmdClient(c.daemon.url, max_attempts=60, max_retry_wait=1.0) as jobmaster,
+    ):
+        async with daemon_process(argv=c.argv, log=c.log) as process:
+            await eventually(c.ready, timeout=30, what="daemon ready")
+            await jobmaster.declare("job", 4 * SLOTS)
+            assert (await jobmaster.wait_fulfilled("job", timeout=60)).fulfilled
+            before = set(census.seen)
+            assert len(before) == 4
+            await kill(process)
+        async with daemon_process(argv=c.argv, log=c.log):
+            started = time.monotonic()
+            await eventually(c.ready, timeout=30, what="daemon ready after the kill")
+            view = await jobmaster.wait_fulfilled("job", timeout=60)
+            fulfilled_after = time.monotonic() - started
+            assert view.fulfilled
+            created = census.seen - before
+            report_figures(
+                f"plain restart (SIGKILL) with {key} = {recovery_timeout}: {len(created)} pods "
+                f"created beside the {len(before)} adopted",
+                {"start -> job fulfilled again": fulfilled_after},
+            )
+            assert len(created) == new_pods, sorted(created)
+            if new_pods == 0:
+                assert {slot.taskmanager_id for slot in view.slots} == before
 
 
 # ---------------------------------------------------------------------------- chaos

@@ -8,6 +8,7 @@ from rmd.kube.lease import (
     LEADER_URL_ANNOTATION,
     advertised_url,
     candidate_identity,
+    field_manager_name,
     lease_name,
     micro_time,
     record_of,
@@ -57,5 +58,14 @@ def test_names_and_addresses() -> None:
     pod = {"_POD_IP_ADDRESS": "10.0.0.7"}
     assert advertised_url(rest_address="0.0.0.0", port=8090, environ=pod) == "http://10.0.0.7:8090"
     assert advertised_url(rest_address="127.0.0.1", port=9, environ={}) == "http://127.0.0.1:9"
+    assert field_manager_name(first) == f"rmd/{first}"
     v6 = {"_POD_IP_ADDRESS": "fd00::7"}
     assert advertised_url(rest_address="::", port=8090, environ=v6) == "http://[fd00::7]:8090"
+
+
+def test_the_field_manager_keeps_the_identitys_unique_end_within_128_characters() -> None:
+    identity = candidate_identity({"HOSTNAME": "h" * 253})
+    name = field_manager_name(identity)
+    assert len(name) == 128  # the API server refuses a longer fieldManager
+    assert name.startswith("rmd/")
+    assert name.endswith(identity[-13:])  # "_" + the unique suffix

@@ -208,6 +208,14 @@ def test_config_map_holds_the_configuration_and_the_daemon_follows_flink() -> No
     assert yaml.safe_load(explicit["config.yaml"])["rmd.flink.rest-url"] == "http://elsewhere:1"
 
 
+def test_a_session_cluster_waits_for_adopted_taskmanagers_after_a_restart_unless_told() -> None:
+    key = "resourcemanager.previous-worker.recovery.timeout"
+    config = yaml.safe_load(_plan({}).config_map.data["config.yaml"])
+    assert config[key] == "1 min"  # not Flink's 0 s: restarts stay exact
+    explicit = _plan({key: "0 s"}).config_map.data
+    assert yaml.safe_load(explicit["config.yaml"])[key] == "0 s"
+
+
 def test_pod_template_is_merged(tmp_path: Path) -> None:
     template = tmp_path / "jm.yaml"
     template.write_text(
