@@ -331,3 +331,183 @@ async def test_token_file_rotated(
             fault_seconds=0.0,
             converge_seconds=converge,
         )
+
+
+# ---------------------------------------------------------------- faults of the fault proxy
+# The daemon talks to the session's API server through tests/support/faultproxy.py.
+
+PODS = r"/namespaces/[^/]+/pods$"
+
+
+async def test_bursts_of_500_503_and_429_with_retry_after(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    proxy: FaultProxy,
+    proxied_kubeconfig: Path,
+) -> None:
+    burst = int(fault_seconds(ci=3, full=10))
+    async with steady_workload(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        kubeconfig=proxied_kubeconfig,
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        faults = [
+            proxy.inject(method="POST", path_regex=PODS, status=503, times=burst),
+            proxy.inject(method="POST", path_regex=PODS, status=500, times=burst),
+            proxy.inject(method="POST", path_regex=PODS, status=429, retry_after=1, times=burst),
+            # The LIST and the WATCH after a cut watch get their share too.
+            proxy.inject(method="GET", path_regex=PODS, status=503, times=burst),
+            proxy.inject(method="GET", path_regex=PODS, status=429, retry_after=1, times=burst),
+        ]
+        assert proxy.drop_watches() >= 1
+        await workload.declare("job-b", RAISED)
+        await eventually_true(
+            lambda: all(fault.exhausted for fault in faults), timeout=60, what="every burst"
+        )
+        lasted = loop.time() - started
+        converge = await workload.converged()
+        await workload.row(
+            fault=f"bursts of {burst} x 503, 500 and 429 (Retry-After: 1) on pod creates, lists "
+            "and watches",
+            what_happened=f"retried through them in {lasted:.1f} s; {await counts(daemon)}",
+            fault_seconds=lasted,
+            converge_seconds=converge,
+        )
+
+
+async def test_connections_reset_mid_request_and_mid_watch(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    proxy: FaultProxy,
+    proxied_kubeconfig: Path,
+) -> None:
+    async with steady_workload(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        kubeconfig=proxied_kubeconfig,
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        faults = [
+            # Reset before the API server saw the create, and after it made the pod.
+            proxy.inject(method="POST", path_regex=PODS, status=0, times=2),
+            proxy.inject(method="POST", path_regex=PODS, status=0, forward_first=True, times=1),
+        ]
+        await workload.declare("job-b", RAISED)
+        cuts = 0
+        for _ in range(3):
+            await eventually_true(lambda: proxy.open_watches >= 1, what="the watch again")
+            cuts += proxy.drop_watches()
+        await eventually_true(
+            lambda: all(fault.exhausted for fault in faults), timeout=60, what="every reset"
+        )
+        lasted = loop.time() - started
+        converge = await workload.converged()
+        await workload.row(
+            fault=f"3 pod creates reset (1 after the pod was made), the watch cut {cuts} times",
+            what_happened=f"{await counts(daemon)}",
+            fault_seconds=lasted,
+            converge_seconds=converge,
+        )
+
+
+async def test_responses_slower_than_the_request_timeout(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    proxy: FaultProxy,
+    proxied_kubeconfig: Path,
+) -> None:
+    timeout = 2.0
+    async with steady_workload(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        kubeconfig=proxied_kubeconfig,
+        extra={"rmd.kubernetes.request-timeout": f"{timeout:g} s"},
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Answered (and carried out) 2 s after the daemon gave up: it sends the create again.
+        slow = proxy.inject(method="POST", path_regex=PODS, status=None, delay=2 * timeout, times=2)
+        await workload.declare("job-b", RAISED)
+        await eventually_true(lambda: slow.exhausted, timeout=60, what="the slow creates")
+        lasted = loop.time() - started + 2 * timeout
+        converge = await workload.converged()
+        await workload.row(
+            fault=f"2 pod creates answered after {2 * timeout:g} s (request-timeout {timeout:g} s)",
+            what_happened=f"{await counts(daemon)}",
+            fault_seconds=lasted,
+            converge_seconds=converge,
+        )
+
+
+async def test_a_watch_that_goes_silent(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    proxy: FaultProxy,
+    proxied_kubeconfig: Path,
+) -> None:
+    silent = asyncio.Event()  # never set before the end: the watch gets no byte, stays open
+    async with steady_workload(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        kubeconfig=proxied_kubeconfig,
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        try:
+            proxy.inject(
+                method="GET", path_regex=PODS, status=None, watch_only=True, gate=silent, times=1
+            )
+            assert proxy.drop_watches() >= 1
+            started = loop.time()
+            await workload.declare("job-b", RAISED)
+            converge = await workload.converged()
+        finally:
+            silent.set()
+        await workload.row(
+            fault="the pod watch silent (open, no byte) while demand rises",
+            what_happened="converged with the watch still silent (creates confirmed by their "
+            "answers, registrations by the agents; the watch is renewed after its 70 s read "
+            f"timeout, a LIST runs every resync-interval, 30 s here); {await counts(daemon)}",
+            fault_seconds=loop.time() - started,
+            converge_seconds=converge,
+        )
+
+
+async def test_the_daemon_stopped_past_a_heartbeat_timeout(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    stall = fault_seconds(ci=15.0, full=30.0)  # the harness' heartbeat.timeout is 10 s
+    async with steady_workload(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
+    ) as workload:
+        daemon = workload.daemon
+        daemon.signal(signal.SIGSTOP)
+        try:
+            # The stall lasts ``stall`` seconds: an interval being staged.
+            await asyncio.sleep(stall)
+        finally:
+            daemon.signal(signal.SIGCONT)
+        await workload.declare("job-b", RAISED)
+        converge = await workload.converged()
+        stalled = await daemon.metric("rmd_daemon_stalled_seconds_total")
+        await workload.row(
+            fault=f"the daemon's process stopped (SIGSTOP) {stall:g} s, heartbeat timeout 10 s",
+            what_happened=f"noticed a stall of {stalled:.1f} s, gave the TaskManagers a fresh "
+            f"heartbeat timeout; {await counts(daemon)}",
+            fault_seconds=stall,
+            converge_seconds=converge,
+        )
