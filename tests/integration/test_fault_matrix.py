@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
-from rmd_dev.cluster import port_is_free, write_kubeconfig
+from rmd_dev.cluster import free_port, port_is_free, write_kubeconfig
 from tests.conftest import (
     REQUEST_TIMEOUT,
     SHIPPED_RBAC,
@@ -40,6 +40,7 @@ from tests.integration.fault_matrix import (
     steady_workload_on,
 )
 from tests.support.faultproxy import FaultProxy
+from tests.support.serviceproxy import ServiceProxy
 from tests.support.waiting import eventually, eventually_true
 
 pytestmark = pytest.mark.integration
@@ -511,3 +512,53 @@ async def test_the_daemon_stopped_past_a_heartbeat_timeout(
             fault_seconds=stall,
             converge_seconds=converge,
         )
+
+
+async def test_agents_cut_off_from_the_daemon_past_the_heartbeat_timeout(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """The agents reach the daemon through a Service stand-in; it drops every connection
+    and refuses new ones for longer than heartbeat.timeout (10 s): the daemon declares the
+    TaskManagers lost, deletes their pods and creates new ones, which register once the
+    agents get through again."""
+    cut_for = fault_seconds(ci=15.0, full=30.0)
+    port = free_port()
+    backend = f"127.0.0.1:{port}"
+    async with ServiceProxy([backend]) as service:
+        extra = {"rmd.taskmanager.resourcemanager-url": service.url}
+        async with steady_workload(
+            dev_cluster=dev_cluster,
+            kube_api=kube_api,
+            namespace=namespace,
+            extra=extra,
+            port=port,
+        ) as workload:
+            daemon = workload.daemon
+            before = await daemon.live_pod_names()
+            # A lost TaskManager's pod is deleted and its replacement created at once (no
+            # waiting for the delete): for a moment both are alive.
+            workload.census.limit = lambda: workload.demand_pods + len(before)
+            service.remove(backend)
+            service.cut()
+            loop = asyncio.get_running_loop()
+            cut_at = loop.time()
+
+            async def lost() -> bool:
+                return await daemon.metric("rmd_taskmanagers_lost_total") >= len(before)
+
+            await eventually(lost, timeout=cut_for + 10, what="the cut-off TaskManagers lost")
+            lost_after = loop.time() - cut_at
+            # The partition lasts ``cut_for`` seconds: an interval being staged.
+            await asyncio.sleep(max(0.0, cut_at + cut_for - loop.time()))
+            service.add(backend)
+            converge = await workload.converged()
+            assert not before & await daemon.live_pod_names(), "the lost pods are replaced"
+            await workload.row(
+                fault=f"agents cut off from the daemon {cut_for:g} s (heartbeat timeout 10 s)",
+                what_happened=f"TaskManagers lost after {lost_after:.1f} s, pods replaced (the "
+                f"replacement created beside the pod being deleted); "
+                f"{await counts(daemon)}",
+                fault_seconds=cut_for,
+                converge_seconds=converge,
+                taskmanagers_die=True,
+            )
