@@ -57,11 +57,13 @@ class SoakReport:
     error_lines: list[str] = field(default_factory=list)
 
     def slopes(self) -> dict[str, float]:
-        """Per-minute least-squares slope of each sampled series."""
+        """Per-minute least-squares slope of each sampled series, without the first sample
+        (taken at the start, before any pod: the warm-up, not a trend)."""
+        steady = self.samples[1:]
         return {
-            "rss_mb_per_min": slope([(s.minute, s.rss_mb) for s in self.samples]),
-            "open_fds_per_min": slope([(s.minute, s.open_fds) for s in self.samples]),
-            "asyncio_tasks_per_min": slope([(s.minute, s.asyncio_tasks) for s in self.samples]),
+            "rss_mb_per_min": slope([(s.minute, s.rss_mb) for s in steady]),
+            "open_fds_per_min": slope([(s.minute, s.open_fds) for s in steady]),
+            "asyncio_tasks_per_min": slope([(s.minute, s.asyncio_tasks) for s in steady]),
         }
 
     def summary(self) -> str:
