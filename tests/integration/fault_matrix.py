@@ -93,7 +93,8 @@ class Workload:
         """Raise (never lower: the limit would lag the release) a job's demand."""
         assert slots >= self.demand.get(job_id, 0)
         self.demand[job_id] = slots
-        await self.daemon.put_requirement(job_id, slots)
+        # During a fault the API server may take no state write: 503 not-stored, in effect.
+        await self.daemon.put_requirement(job_id, slots, not_stored_ok=True)
 
     async def start(self) -> None:
         self.census.limit = lambda: self.demand_pods
