@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench config-docs grafana reliability clean
+.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench config-docs grafana reliability fuzz soak clean
 
 all: test
 
@@ -75,6 +75,16 @@ reliability: provision
 	RMD_RELIABILITY_PROFILE=full RMD_RELIABILITY_RESULTS=$(CURDIR)/docs/reliability-results.jsonl \
 		$(BIN)/pytest -q -p no:cacheprovider -p no:randomly tests/integration/test_fault_matrix.py
 	$(BIN)/python -m tests.support.reliability_doc docs/reliability-results.jsonl docs/RELIABILITY.md
+
+# schemathesis against the served /openapi.json, 2000 examples per operation (CI: 25).
+fuzz: $(STAMP)
+	RMD_FUZZ_EXAMPLES=2000 $(BIN)/pytest -q -p no:cacheprovider -p no:randomly tests/unit/test_api_fuzz.py
+
+# The soak (not in CI; a few seconds of it are, tests/integration/test_soak_smoke.py): the
+# daemon driven for 20 minutes on a control plane of its own; RSS, fds and asyncio tasks
+# sampled each minute, their slopes printed. Shorter: make soak ARGS="--minutes 5".
+soak: provision
+	$(BIN)/python -m tests.integration.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .devcluster

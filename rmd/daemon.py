@@ -247,6 +247,7 @@ async def serve(
         registry = CollectorRegistry()
         allocator = Allocator(allocator_settings(settings), clock=clock)
         metrics = RmdMetrics(registry=registry, status=allocator.status)
+        metrics.count_tasks_of(asyncio.get_running_loop())
         leading = asyncio.Event()  # set while this daemon leads (at once without HA)
 
         def on_leading(now_leading: bool) -> None:

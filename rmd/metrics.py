@@ -11,6 +11,7 @@ registered), ``taskSlotsTotal`` and ``taskSlotsAvailable`` (slots of registered 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import assert_never
 
@@ -255,6 +256,11 @@ class RmdMetrics:
             buckets=API_REQUEST_BUCKETS,
             registry=registry,
         )
+        self._asyncio_tasks = Gauge(
+            "rmd_asyncio_tasks",
+            "asyncio tasks alive in the daemon's event loop (read at scrape time; for leaks).",
+            registry=registry,
+        )
         self._leader = Gauge(
             "rmd_leader",
             "1 while this daemon is the leader (always, without high availability), else 0.",
@@ -358,6 +364,10 @@ class RmdMetrics:
 
     def state_written(self, *, result: str) -> None:
         self._state_writes.labels(result=result).inc()
+
+    def count_tasks_of(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``rmd_asyncio_tasks`` counts ``loop``'s tasks from now on (one set walk a scrape)."""
+        self._asyncio_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
 
     def leadership(self, *, leading: bool, transition: bool = True) -> None:
         """This daemon leads (1) or follows (0); ``transition``: it changed (counted)."""

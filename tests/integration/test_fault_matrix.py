@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
-from rmd_dev.cluster import port_is_free, write_kubeconfig
+from rmd_dev.cluster import free_port, port_is_free, write_kubeconfig
 from tests.conftest import (
     REQUEST_TIMEOUT,
     SHIPPED_RBAC,
@@ -40,6 +40,7 @@ from tests.integration.fault_matrix import (
     steady_workload_on,
 )
 from tests.support.faultproxy import FaultProxy
+from tests.support.serviceproxy import ServiceProxy
 from tests.support.waiting import eventually, eventually_true
 
 pytestmark = pytest.mark.integration
@@ -331,3 +332,238 @@ async def test_token_file_rotated(
             fault_seconds=0.0,
             converge_seconds=converge,
         )
+
+
+# ---------------------------------------------------------------- faults of the fault proxy
+# The daemon talks to the session's API server through tests/support/faultproxy.py.
+
+PODS = r"/namespaces/[^/]+/pods$"
+
+
+async def test_bursts_of_500_503_and_429_with_retry_after(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    proxy: FaultProxy,
+    proxied_kubeconfig: Path,
+) -> None:
+    burst = int(fault_seconds(ci=3, full=6))
+    async with steady_workload(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        kubeconfig=proxied_kubeconfig,
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        creates = [
+            proxy.inject(method="POST", path_regex=PODS, status=503, times=burst),
+            proxy.inject(method="POST", path_regex=PODS, status=500, times=burst),
+            proxy.inject(method="POST", path_regex=PODS, status=429, retry_after=1, times=burst),
+        ]
+        # The LIST and the WATCH after a cut watch get their share while the creates do.
+        reads = [
+            proxy.inject(method="GET", path_regex=PODS, status=503, times=burst),
+            proxy.inject(method="GET", path_regex=PODS, status=429, retry_after=1, times=burst),
+        ]
+        assert proxy.drop_watches() >= 1
+        await workload.declare("job-b", RAISED)
+        await eventually_true(
+            lambda: all(fault.exhausted for fault in creates), timeout=120, what="every burst"
+        )
+        proxy.clear_faults()
+        read_errors = sum(fault.hits for fault in reads)
+        lasted = loop.time() - started
+        converge = await workload.converged()
+        await workload.row(
+            fault=f"bursts of {burst} x 503, 500 and 429 (Retry-After: 1) on pod creates, lists "
+            "and watches",
+            what_happened=f"retried through them in {lasted:.1f} s ({read_errors} on reads); "
+            f"{await counts(daemon)}",
+            fault_seconds=lasted,
+            converge_seconds=converge,
+        )
+
+
+async def test_connections_reset_mid_request_and_mid_watch(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    proxy: FaultProxy,
+    proxied_kubeconfig: Path,
+) -> None:
+    async with steady_workload(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        kubeconfig=proxied_kubeconfig,
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        faults = [
+            # Reset before the API server saw the create, and after it made the pod.
+            proxy.inject(method="POST", path_regex=PODS, status=0, times=2),
+            proxy.inject(method="POST", path_regex=PODS, status=0, forward_first=True, times=1),
+        ]
+        await workload.declare("job-b", RAISED)
+        cuts = 0
+        for _ in range(3):
+            await eventually_true(lambda: proxy.open_watches >= 1, what="the watch again")
+            cuts += proxy.drop_watches()
+        await eventually_true(
+            lambda: all(fault.exhausted for fault in faults), timeout=60, what="every reset"
+        )
+        lasted = loop.time() - started
+        converge = await workload.converged()
+        await workload.row(
+            fault=f"3 pod creates reset (1 after the pod was made), the watch cut {cuts} times",
+            what_happened=f"{await counts(daemon)}",
+            fault_seconds=lasted,
+            converge_seconds=converge,
+        )
+
+
+async def test_responses_slower_than_the_request_timeout(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    proxy: FaultProxy,
+    proxied_kubeconfig: Path,
+) -> None:
+    timeout = 2.0
+    async with steady_workload(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        kubeconfig=proxied_kubeconfig,
+        extra={"rmd.kubernetes.request-timeout": f"{timeout:g} s"},
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Answered (and carried out) 2 s after the daemon gave up: it sends the create again.
+        slow = proxy.inject(method="POST", path_regex=PODS, status=None, delay=2 * timeout, times=2)
+        await workload.declare("job-b", RAISED)
+        await eventually_true(lambda: slow.exhausted, timeout=60, what="the slow creates")
+        lasted = loop.time() - started + 2 * timeout
+        converge = await workload.converged()
+        await workload.row(
+            fault=f"2 pod creates answered after {2 * timeout:g} s (request-timeout {timeout:g} s)",
+            what_happened=f"{await counts(daemon)}",
+            fault_seconds=lasted,
+            converge_seconds=converge,
+        )
+
+
+async def test_a_watch_that_goes_silent(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    proxy: FaultProxy,
+    proxied_kubeconfig: Path,
+) -> None:
+    silent = asyncio.Event()  # never set before the end: the watch gets no byte, stays open
+    async with steady_workload(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        kubeconfig=proxied_kubeconfig,
+    ) as workload:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        try:
+            proxy.inject(
+                method="GET", path_regex=PODS, status=None, watch_only=True, gate=silent, times=1
+            )
+            assert proxy.drop_watches() >= 1
+            started = loop.time()
+            await workload.declare("job-b", RAISED)
+            converge = await workload.converged()
+        finally:
+            silent.set()
+        await workload.row(
+            fault="the pod watch silent (open, no byte) while demand rises",
+            what_happened="converged with the watch still silent (creates confirmed by their "
+            "answers, registrations by the agents; the watch is renewed after its 70 s read "
+            f"timeout, a LIST runs every resync-interval, 30 s here); {await counts(daemon)}",
+            fault_seconds=loop.time() - started,
+            converge_seconds=converge,
+        )
+
+
+async def test_the_daemon_stopped_past_a_heartbeat_timeout(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    stall = fault_seconds(ci=15.0, full=30.0)  # the harness' heartbeat.timeout is 10 s
+    async with steady_workload(
+        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
+    ) as workload:
+        daemon = workload.daemon
+        daemon.signal(signal.SIGSTOP)
+        try:
+            # The stall lasts ``stall`` seconds: an interval being staged.
+            await asyncio.sleep(stall)
+        finally:
+            daemon.signal(signal.SIGCONT)
+        await workload.declare("job-b", RAISED)
+        converge = await workload.converged()
+        stalled = await daemon.metric("rmd_daemon_stalled_seconds_total")
+        await workload.row(
+            fault=f"the daemon's process stopped (SIGSTOP) {stall:g} s, heartbeat timeout 10 s",
+            what_happened=f"noticed a stall of {stalled:.1f} s, gave the TaskManagers a fresh "
+            f"heartbeat timeout; {await counts(daemon)}",
+            fault_seconds=stall,
+            converge_seconds=converge,
+        )
+
+
+async def test_agents_cut_off_from_the_daemon_past_the_heartbeat_timeout(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """The agents reach the daemon through a Service stand-in; it drops every connection
+    and refuses new ones for longer than heartbeat.timeout (10 s): the daemon declares the
+    TaskManagers lost, deletes their pods and creates new ones, which register once the
+    agents get through again."""
+    cut_for = fault_seconds(ci=15.0, full=30.0)
+    port = free_port()
+    backend = f"127.0.0.1:{port}"
+    async with ServiceProxy([backend]) as service:
+        extra = {"rmd.taskmanager.resourcemanager-url": service.url}
+        async with steady_workload(
+            dev_cluster=dev_cluster,
+            kube_api=kube_api,
+            namespace=namespace,
+            extra=extra,
+            port=port,
+        ) as workload:
+            daemon = workload.daemon
+            before = await daemon.live_pod_names()
+            # A lost TaskManager's pod is deleted and its replacement created at once (no
+            # waiting for the delete): for a moment both are alive.
+            workload.census.limit = lambda: workload.demand_pods + len(before)
+            service.remove(backend)
+            service.cut()
+            loop = asyncio.get_running_loop()
+            cut_at = loop.time()
+
+            async def lost() -> bool:
+                return await daemon.metric("rmd_taskmanagers_lost_total") >= len(before)
+
+            await eventually(lost, timeout=cut_for + 10, what="the cut-off TaskManagers lost")
+            lost_after = loop.time() - cut_at
+            # The partition lasts ``cut_for`` seconds: an interval being staged.
+            await asyncio.sleep(max(0.0, cut_at + cut_for - loop.time()))
+            service.add(backend)
+            converge = await workload.converged()
+            assert not before & await daemon.live_pod_names(), "the lost pods are replaced"
+            await workload.row(
+                fault=f"agents cut off from the daemon {cut_for:g} s (heartbeat timeout 10 s)",
+                what_happened=f"TaskManagers lost after {lost_after:.1f} s, pods replaced (the "
+                f"replacement created beside the pod being deleted); "
+                f"{await counts(daemon)}",
+                fault_seconds=cut_for,
+                converge_seconds=converge,
+                taskmanagers_die=True,
+            )

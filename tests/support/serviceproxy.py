@@ -34,6 +34,15 @@ class ServiceProxy:
         """Take ``backend`` (``host:port``) out of the endpoints."""
         self._backends = [b for b in self._backends if f"{b[0]}:{b[1]}" != backend]
 
+    def add(self, backend: str) -> None:
+        """Put ``backend`` (``host:port``) into the endpoints (again)."""
+        self._backends.append(tuple(backend.rsplit(":", 1)))
+
+    def cut(self) -> None:
+        """Close every open connection (both sides), as a network partition would end them."""
+        for writer in list(self._writers):
+            writer.close()
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"

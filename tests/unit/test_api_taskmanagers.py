@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from rmd.core.clock import ManualClock
-from rmd.core.model import DeletePod, ReleaseReason
+from rmd.core.model import DeletePod, PodObservation, ReleaseReason, TaskManagerState
 from tests.unit.api_fake_engine import InMemoryEngine, make_app, make_engine
 
 TASKMANAGER_FIELDS = {
@@ -100,6 +100,47 @@ async def test_a_pod_the_daemon_did_not_create_is_refused(
     assert problem["type"] == "urn:rmd:problem:registration-refused"
     assert "someone-elses-pod" in problem["detail"]
     assert engine.allocator.taskmanager_views() == []
+
+
+async def test_a_pod_being_deleted_is_refused(
+    client: TestClient[Any, Any], engine: InMemoryEngine, pod: str
+) -> None:
+    # Someone else deletes the pod (its deletionTimestamp is set) before its agent registers.
+    engine.apply(
+        engine.allocator.pod_observed(
+            PodObservation(pod, phase="Running", node_name="n", deleting=True)
+        )
+    )
+
+    response = await client.post("/v1/taskmanagers", json=registration(pod))
+
+    assert response.status == 403
+    problem = await response.json()
+    assert problem["type"] == "urn:rmd:problem:registration-refused"
+    assert pod in problem["detail"]
+    assert all(
+        view.state is not TaskManagerState.REGISTERED
+        for view in engine.allocator.taskmanager_views()
+        if view.taskmanager_id == pod
+    )
+    assert (await (await client.get("/v1/jobs/j1")).json())["slots_allocated"] == 0
+
+
+async def test_a_taskmanager_of_another_cluster_id_is_refused(
+    client: TestClient[Any, Any], engine: InMemoryEngine, pod: str
+) -> None:
+    # Same namespace, another Flink cluster ("flink-2"): its pod name follows the same rule.
+    other = pod.replace("flink-1-", "flink-2-", 1)
+    assert other != pod
+
+    response = await client.post("/v1/taskmanagers", json=registration(other))
+
+    assert response.status == 403
+    problem = await response.json()
+    assert problem["type"] == "urn:rmd:problem:registration-refused"
+    assert other in problem["detail"]
+    assert [view.taskmanager_id for view in engine.allocator.taskmanager_views()] == [pod]
+    assert (await (await client.get("/v1/jobs/j1")).json())["slots_allocated"] == 0
 
 
 async def test_idle_since_is_an_rfc3339_utc_time(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -194,3 +196,16 @@ def test_two_daemons_in_one_process_do_not_clash(allocator: Allocator) -> None:
 
     assert value(first, "rmd_pods_created_total") == 1
     assert value(second, "rmd_pods_created_total") == 0
+
+
+async def test_asyncio_tasks_are_counted_at_scrape_time(metrics: RmdMetrics) -> None:
+    loop = asyncio.get_running_loop()
+    metrics.count_tasks_of(loop)
+    before = value(metrics, "rmd_asyncio_tasks")
+    assert before == len(asyncio.all_tasks(loop))
+    release = asyncio.Event()
+    waiting = [asyncio.create_task(release.wait()) for _ in range(3)]
+    assert value(metrics, "rmd_asyncio_tasks") == before + 3
+    release.set()
+    await asyncio.gather(*waiting)
+    assert value(metrics, "rmd_asyncio_tasks") == before
