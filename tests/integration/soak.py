@@ -175,12 +175,22 @@ async def soak(
         report.samples.append(await sample(daemon, minute=(loop.time() - started) / 60))
 
         async def converged() -> bool:
+            """Every job has its slots; every pod is a registered TaskManager holding at least
+            one slot (idle ones are gone after the idle timeout). Not ``ceil(slots / 4)`` pods:
+            slots freed by scale-downs and losses can leave jobs spread over more TaskManagers
+            than perfect packing would need (rmd, like Flink, does not move allocated slots)."""
             for job, slots in demand.items():
                 view = await daemon.get_json(f"/v1/jobs/{job}")
                 if view["slots_allocated"] != slots:
                     return False
-            wanted = -(-sum(demand.values()) // SLOTS_PER_TASKMANAGER)
-            return len(await daemon.live_pod_names()) == wanted
+            busy = {
+                tm["taskmanager_id"]
+                for tm in await daemon.taskmanagers()
+                if tm["state"] == "registered" and tm["slots_allocated"] > 0
+            }
+            wanted = sum(demand.values())
+            live = await daemon.live_pod_names()
+            return live == busy and len(live) <= wanted
 
         await eventually(converged, timeout=120, interval=0.5, what="the soak's last demand")
         report.pods_created = int(await daemon.metric("rmd_pods_created_total"))
