@@ -200,6 +200,7 @@ async def serve(
             needs_for(settings),
             namespace=settings.namespace,
             timeout=settings.api_request_timeout,
+            max_parallel=settings.max_parallel_creates,
         )
         owner: OwnerReference | None = None
         try:

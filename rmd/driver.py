@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
 from typing import Any, Protocol, assert_never
 
 import structlog
@@ -439,17 +440,7 @@ class DaemonEngine:
                     recovered=notice.recovered,
                 )
             case RecoveryCompleted(figures=figures):
-                log.info(
-                    "recovered",
-                    seconds=round(notice.seconds, 3),
-                    jobs_restored=figures.jobs_restored,
-                    slots_declared=figures.slots_declared,
-                    slots_reserved=figures.slots_reserved,
-                    adopted=figures.adopted,
-                    deleted=figures.deleted,
-                    reregistered=figures.reregistered,
-                    not_reregistered=figures.not_reregistered,
-                )
+                log.info("recovered", seconds=round(notice.seconds, 3), **asdict(figures))
             case SlotsAllocated():
                 log.info("slots_allocated", job=notice.job_id, slots=list(notice.slot_ids))
             case SlotsFreed():

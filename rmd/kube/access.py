@@ -9,6 +9,7 @@ messages both print.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -81,20 +82,28 @@ async def denied_permissions(
     *,
     namespace: str,
     timeout: float,
+    max_parallel: int,
     retry: RetryPolicy | None = None,
-    stop_at_first: bool = False,
 ) -> list[Permission]:
-    """Those of ``permissions`` the caller lacks, in their order (asked one at a time)."""
-    denied: list[Permission] = []
-    for permission in permissions:
-        allowed = await is_allowed(
-            api, permission, namespace=namespace, timeout=timeout, retry=retry
-        )
-        if not allowed:
-            denied.append(permission)
-            if stop_at_first:
-                break
-    return denied
+    """Those of ``permissions`` the caller lacks, in their order. The reviews run
+    concurrently, at most ``max_parallel`` at a time (the caller's request limit); the first
+    error that remains is raised once all have ended."""
+    if max_parallel < 1:
+        raise ValueError(f"max_parallel must be at least 1, not {max_parallel}")
+    wanted = list(permissions)
+    gate = asyncio.Semaphore(max_parallel)
+
+    async def ask(permission: Permission) -> bool:
+        async with gate:
+            return await is_allowed(
+                api, permission, namespace=namespace, timeout=timeout, retry=retry
+            )
+
+    answers = await asyncio.gather(*(ask(p) for p in wanted), return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    return [permission for permission, allowed in zip(wanted, answers, strict=True) if not allowed]
 
 
 async def first_denied(
@@ -103,10 +112,11 @@ async def first_denied(
     *,
     namespace: str,
     timeout: float,
+    max_parallel: int = 4,
 ) -> Permission | None:
     """The first of ``permissions`` the caller lacks in ``namespace``, or None."""
     denied = await denied_permissions(
-        api, permissions, namespace=namespace, timeout=timeout, stop_at_first=True
+        api, permissions, namespace=namespace, timeout=timeout, max_parallel=max_parallel
     )
     return denied[0] if denied else None
 

@@ -183,10 +183,12 @@ async def check_daemon_permissions(
     *,
     namespace: str,
     timeout: float,
+    max_parallel: int,
     retry: RetryPolicy = KUBE_CALL_RETRY,
 ) -> bool:
-    """Ask about every need; True when all are granted, False when the API server gave no
-    answer (logged; the caller starts anyway). Raises :class:`MissingPermission`."""
+    """Ask about every need (at most ``max_parallel`` reviews at a time); True when all are
+    granted, False when the API server gave no answer (logged; the caller starts anyway).
+    Raises :class:`MissingPermission`."""
     wanted = list(needs)
     by_permission = {need.permission: need for need in wanted}
     try:
@@ -195,6 +197,7 @@ async def check_daemon_permissions(
             [need.permission for need in wanted],
             namespace=namespace,
             timeout=timeout,
+            max_parallel=max_parallel,
             retry=retry,
         )
     except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as error:

@@ -22,7 +22,7 @@ from tests.conftest import (
 )
 from tests.integration.daemon_harness import daemon_overrides, running_daemon
 from tests.support.faultproxy import FaultProxy
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, eventually_true
 
 pytestmark = pytest.mark.integration
 
@@ -140,9 +140,39 @@ async def test_an_api_server_that_does_not_answer_the_check_is_no_denial(
     async with client.ApiClient(proxy.configuration(token=dev_cluster.admin_token)) as api:
         proxy.inject(method="POST", path_regex="selfsubjectaccessreviews", status=0, times=None)
         assert not await check_daemon_permissions(
-            api, needs, namespace=namespace, timeout=5, retry=short
+            api, needs, namespace=namespace, timeout=5, max_parallel=4, retry=short
         )
         proxy.clear_faults()
         assert await check_daemon_permissions(
-            api, needs, namespace=namespace, timeout=5, retry=short
+            api, needs, namespace=namespace, timeout=5, max_parallel=4, retry=short
         )
+
+
+async def test_the_reviews_run_concurrently_within_the_request_limit(
+    kube_api: client.ApiClient, proxy: FaultProxy, dev_cluster: DevClusterInfo, namespace: str
+) -> None:
+    """Held by the API server, exactly ``max_parallel`` reviews are in flight at once (not
+    one, not all); released, every need is answered."""
+    needs = needs_for(RmdSettings(cluster_id="c", namespace=namespace))
+    assert len(needs) > 3
+    release = asyncio.Event()
+    held = proxy.inject(
+        method="POST", path_regex="selfsubjectaccessreviews", status=None, gate=release, times=None
+    )
+    async with client.ApiClient(proxy.configuration(token=dev_cluster.admin_token)) as api:
+        check = asyncio.create_task(
+            check_daemon_permissions(api, needs, namespace=namespace, timeout=10, max_parallel=3)
+        )
+        try:
+            await eventually_true(lambda: held.hits == 3, what="three reviews in flight")
+            # one more round trip through the proxy: a fourth review would have arrived by now
+            await client.CoreV1Api(api).read_namespace(namespace, _request_timeout=5)
+            assert held.hits == 3
+            assert not check.done()
+            release.set()
+            async with asyncio.timeout(30):
+                assert await check
+        finally:
+            release.set()
+            check.cancel()
+    assert held.hits == len(needs)

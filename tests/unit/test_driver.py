@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import fields
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,7 @@ from structlog.testing import capture_logs
 
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, ManualClock, SystemClock
-from rmd.core.model import PodObservation, TaskManagerState
+from rmd.core.model import PodObservation, RecoveryFigures, TaskManagerState
 from rmd.core.recovery import StateSnapshot, job_state
 from rmd.driver import DaemonEngine
 from rmd.kube.pods import PodCreateError, PodDeleteError
@@ -438,6 +439,7 @@ async def test_recovery_restores_the_jobs_logs_recovered_and_counts_it(
         engine.apply(engine.allocator.register(adopted, address="a:1", slots=2))
     [line] = [entry for entry in logs if entry["event"] == "recovered"]
     assert (line["jobs_restored"], line["adopted"], line["reregistered"]) == (1, 1, 1)
+    assert {field.name for field in fields(RecoveryFigures)} <= line.keys()  # every figure
     assert engine.allocator.job_view("j").slots_allocated == 2
     assert sample(metrics, "rmd_recovery_taskmanagers_total", outcome="reregistered") == 1
     assert sample(metrics, "rmd_recovery_jobs_restored") == 1
