@@ -74,6 +74,8 @@ class NoticeSink(Protocol):
 
     def pod_created(self) -> None: ...
 
+    def pod_create_failed(self, *, reason: str) -> None: ...
+
     def pod_deleted(self, *, reason: str) -> None: ...
 
 
@@ -329,9 +331,11 @@ class DaemonEngine:
                 api_unavailable=exc.api_unavailable,
                 message=exc.message,
             )
+            self._metrics.pod_create_failed(reason=exc.reason)
             # A transient error (no connection, 429, 5xx) says the API server is unavailable,
-            # and an exhausted quota that the namespace is full, not that the pod cannot
-            # start: the allocator sends the same create again later.
+            # RBAC or an exhausted quota that a person must act, not that the pod cannot
+            # start: the allocator sends the same create again later. An admission denial
+            # (AdmissionDenied) refused the pod itself: a start failure, paced by the limit.
             self.apply(
                 self._allocator.create_failed(
                     name,

@@ -189,6 +189,14 @@ class RmdMetrics:
             "TaskManager pods created through the Kubernetes API.",
             registry=registry,
         )
+        self._pod_create_failures = Counter(
+            "rmd_pod_create_failures",
+            "TaskManager pod creates that failed (after the gateway's retries), by reason: "
+            "ConnectionError, Timeout, Forbidden (RBAC), QuotaExceeded, AdmissionDenied "
+            "(an admission plugin or webhook refused the pod), Invalid, ...",
+            ["reason"],
+            registry=registry,
+        )
         self._pods_deleted = Counter(
             "rmd_pods_deleted",
             "TaskManager pods deleted through the Kubernetes API, by why the daemon released them.",
@@ -361,6 +369,9 @@ class RmdMetrics:
 
     def pod_created(self) -> None:
         self._pods_created.inc()
+
+    def pod_create_failed(self, *, reason: str) -> None:
+        self._pod_create_failures.labels(reason=reason).inc()
 
     def state_written(self, *, result: str) -> None:
         self._state_writes.labels(result=result).inc()

@@ -114,6 +114,10 @@ def panels() -> tuple[tuple[str, tuple[Panel, ...]], ...]:
                     (
                         Query(f"sum(rate(rmd_pods_created_total{s}{RATE}))", "created"),
                         Query(
+                            f"sum by (reason) (rate(rmd_pod_create_failures_total{s}{RATE}))",
+                            "create failed: {{reason}}",
+                        ),
+                        Query(
                             f"sum by (reason) (rate(rmd_pods_deleted_total{s}{RATE}))",
                             "deleted: {{reason}}",
                         ),

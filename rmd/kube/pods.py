@@ -23,6 +23,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from rmd.kube.listwatch import Json, ResourceQuery, list_objects
 from rmd.kube.retry import (
+    ADMISSION_DENIED,
     KUBE_CALL_RETRY,
     KUBE_CREATE_MAX_ELAPSED,
     RequestObserver,
@@ -75,8 +76,12 @@ class PodApiError(Exception):
         fixes that, the pod is not at fault. The same create is sent again with backoff
         meanwhile (1 s growing to 10 s: no hot loop), never counted as a start failure, so
         creates resume within seconds of the fix instead of after the start-failure
-        limiter's minute."""
-        return self.api_unavailable or self.status in (401, 403)
+        limiter's minute. A 403 of admission (``AdmissionDenied``: LimitRanger, pod
+        security, a webhook) judged the pod itself: like a 422, a start failure, so the
+        start-failure limit paces the next tries."""
+        if self.api_unavailable or self.status == 401:
+            return True
+        return self.status == 403 and self.reason != ADMISSION_DENIED
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Self:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -125,12 +126,43 @@ def api_error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+# The authorizer's words in a 403 (RBAC, or any authorizer): 'User "u" cannot create resource
+# "pods" in API group "" in the namespace "n"' (k8s.io/apiserver, responsewriters.forbiddenMessage)
+_AUTHORIZATION_DENIAL = re.compile(r"\bcannot [a-z]+ (?:resource|path)\b")
+# 403s of admission plugins that pass by themselves: an exhausted ResourceQuota (or one not
+# computed yet) and a namespace being deleted (NamespaceLifecycle).
+_TRANSIENT_ADMISSION_DENIALS = (
+    "exceeded quota",
+    "status unknown for quota",
+    "because it is being terminated",
+)
+QUOTA_EXCEEDED = "QuotaExceeded"
+ADMISSION_DENIED = "AdmissionDenied"
+
+
+def is_admission_denial(exc: BaseException) -> bool:
+    """A 403 for the object itself: an admission plugin or webhook refused it (LimitRanger,
+    PodSecurityPolicy, PodSecurity, a validating webhook's "admission webhook ... denied the
+    request"). The same object is refused again until a person changes the object or the
+    policy. Not an authorization refusal (RBAC: the caller may not use the verb), not an
+    exhausted ResourceQuota or a namespace being deleted (they pass by themselves)."""
+    if not isinstance(exc, ApiException) or exc.status != 403:
+        return False
+    message = api_error_message(exc)
+    if _AUTHORIZATION_DENIAL.search(message):
+        return False
+    return not any(words in message for words in _TRANSIENT_ADMISSION_DENIALS)
+
+
 def api_error_reason(exc: BaseException) -> str:
     """A short machine-readable reason: the Status reason (Forbidden, Invalid, ...),
-    ``QuotaExceeded`` for ResourceQuota denials, ``ConnectionError``/``Timeout`` otherwise."""
+    ``QuotaExceeded`` for ResourceQuota denials, ``AdmissionDenied`` for 403s of admission
+    (:func:`is_admission_denial`), ``ConnectionError``/``Timeout`` otherwise."""
     if isinstance(exc, ApiException):
         if exc.status == 403 and "exceeded quota" in api_error_message(exc):
-            return "QuotaExceeded"
+            return QUOTA_EXCEEDED
+        if is_admission_denial(exc):
+            return ADMISSION_DENIED
         reason = api_status_body(exc).get("reason")
         if isinstance(reason, str) and reason:
             return reason
@@ -150,6 +182,12 @@ def explain_api_error(exc: BaseException) -> str:
         return "the API server rejected the credentials: check the token or kubeconfig"
     if status == 403 and "exceeded quota" in message:
         return "a ResourceQuota in the namespace is exhausted: raise it or ask for smaller pods"
+    if is_admission_denial(exc):
+        return (
+            "an admission plugin or webhook refused the object itself (LimitRange, pod "
+            "security, a validating webhook: see the message): change the pod spec or "
+            "template, or the policy"
+        )
     if status == 403:
         return (
             "forbidden by RBAC: grant the service account the verb on this resource "

@@ -227,6 +227,37 @@ async def test_quota_denial_surfaces_unchanged(kube_api: client.ApiClient, names
     assert "limited: pods=1" in raised.value.message
 
 
+async def test_a_limitrange_denial_is_the_pods_fault(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    """LimitRanger (admission) answers 403 Forbidden like RBAC and ResourceQuota do, but it
+    refused the pod itself: AdmissionDenied, a start failure — not sent again unchanged."""
+    await client.CoreV1Api(kube_api).create_namespaced_limit_range(
+        namespace,
+        cast(
+            Any,
+            {
+                "metadata": {"name": "small"},
+                "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]},
+            },
+        ),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    body = pod_body("c1-taskmanager-1-1")
+    body["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "1"}}
+    errors: list[int] = []
+    pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY, on_api_error=errors.append)
+    with pytest.raises(PodCreateError) as raised:
+        await pods.create(body)
+    assert errors == [403]
+    assert raised.value.reason == "AdmissionDenied"
+    assert raised.value.pod_not_judged is False  # a start failure, paced by the limit
+    assert raised.value.message == (
+        'pods "c1-taskmanager-1-1" is forbidden: maximum cpu usage per Container is 100m, '
+        "but limit is 1"
+    )
+
+
 async def _jobmanager_deployment(apps: client.AppsV1Api, *, namespace: str, name: str) -> Any:
     return await apps.create_namespaced_deployment(
         namespace,

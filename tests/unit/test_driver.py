@@ -5,6 +5,7 @@ deletes are awaited, can fail with the gateway's own error types, and are record
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import fields
@@ -12,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -155,6 +157,45 @@ async def test_a_create_refused_by_the_quota_is_sent_again_not_counted(
     assert gateway.created == ["c-taskmanager-1-1"]  # the same name: no second pod
     assert sample(metrics, "rmd_start_failures_total") == 0
     await engine.close()
+
+
+async def test_a_create_an_admission_plugin_denies_is_a_paced_start_failure(
+    make_engine: EngineFactory, background: Background
+) -> None:
+    # LimitRanger's real 403 (a Status with reason Forbidden), as the gateway classifies it
+    denial = ApiException(status=403, reason="Forbidden")
+    denial.body = json.dumps(
+        {
+            "kind": "Status",
+            "status": "Failure",
+            "reason": "Forbidden",
+            "code": 403,
+            "message": 'pods "c-taskmanager-1-1" is forbidden: maximum cpu usage per '
+            "Container is 100m, but limit is 1",
+        }
+    ).encode()
+    engine, gateway, metrics = make_engine(
+        max_start_failures_per_minute=2, start_retry_interval=60.0
+    )
+    gateway.create_errors += [PodCreateError.from_exception(denial)] * 10
+    timers = background.start(engine.run_timers())
+    try:
+        engine.apply(engine.allocator.declare("j", 2))
+        await until(
+            lambda: sample(metrics, "rmd_start_throttle_trips_total") == 1,
+            what="the start-failure limit to trip",
+        )
+        # counted as start failures (not sent again as RBAC or quota would be), each a new
+        # pod name, and paced: two creates, then none until the retry interval
+        assert sample(metrics, "rmd_start_failures_total") == 2
+        assert sample(metrics, "rmd_pod_create_failures_total", reason="AdmissionDenied") == 2
+        assert len(gateway.create_errors) == 8
+        reason = engine.allocator.job_view("j").unfulfilled_reason or ""
+        assert "AdmissionDenied" in reason
+        assert "maximum cpu usage per Container is 100m" in reason
+    finally:
+        timers.cancel()
+        await engine.close()
 
 
 async def test_a_create_the_api_server_could_not_take_is_sent_again_not_counted(

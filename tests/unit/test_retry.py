@@ -17,6 +17,8 @@ from rmd.kube.retry import (
     api_error_message,
     api_error_reason,
     call_with_retries,
+    explain_api_error,
+    is_admission_denial,
     is_retriable,
     retry_after_seconds,
 )
@@ -255,9 +257,69 @@ async def test_an_expected_status_is_raised_without_a_warning() -> None:
     assert [entry for entry in logs if entry["event"] == "kube_call_failed"] == []
 
 
+# kube-apiserver 1.20's own words (authorizer, ResourceQuota, NamespaceLifecycle, LimitRanger,
+# PodSecurityPolicy) and those of a webhook and of PodSecurity (1.22+)
+RBAC_DENIAL = (
+    'pods is forbidden: User "system:serviceaccount:ns:rmd" cannot create resource "pods" '
+    'in API group "" in the namespace "ns"'
+)
+FORBIDDEN_403S = [
+    (RBAC_DENIAL, "Forbidden", True),
+    (
+        'pods "p" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, '
+        "limited: pods=1",
+        "QuotaExceeded",
+        True,
+    ),
+    ('pods "p" is forbidden: status unknown for quota: q, resources: pods', "Forbidden", True),
+    (
+        'pods "p" is forbidden: unable to create new content in namespace ns because it is '
+        "being terminated",
+        "Forbidden",
+        True,
+    ),
+    (
+        'pods "p" is forbidden: maximum cpu usage per Container is 100m, but limit is 1',
+        "AdmissionDenied",
+        False,
+    ),
+    (
+        'pods "p" is forbidden: PodSecurityPolicy: unable to admit pod: []',
+        "AdmissionDenied",
+        False,
+    ),
+    (
+        'admission webhook "deny.example.com" denied the request: no privileged pods',
+        "AdmissionDenied",
+        False,
+    ),
+    (
+        'pods "p" is forbidden: violates PodSecurity "restricted:latest": '
+        "allowPrivilegeEscalation != false",
+        "AdmissionDenied",
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "reason", "sent_again"), FORBIDDEN_403S)
+def test_a_403_says_whether_the_caller_or_the_pod_was_refused(
+    message: str, reason: str, sent_again: bool
+) -> None:
+    # RBAC, an exhausted quota, a namespace going away: nothing about the pod — the same
+    # create is sent again, no start failure. Admission refusing the pod: a start failure.
+    error = api_error(403, message, reason="Forbidden")
+    assert api_error_reason(error) == reason
+    assert is_admission_denial(error) is (not sent_again)
+    failed = PodCreateError.from_exception(error)
+    assert (failed.reason, failed.pod_not_judged) == (reason, sent_again)
+    if not sent_again:
+        assert "admission plugin or webhook" in explain_api_error(error)
+
+
 def test_quota_denial_has_its_own_reason() -> None:
     quota = api_error(403, "exceeded quota: q, requested: pods=1", reason="Forbidden")
-    rbac = api_error(403, "pods is forbidden: cannot create", reason="Forbidden")
+    rbac = api_error(403, RBAC_DENIAL, reason="Forbidden")
     assert api_error_reason(quota) == "QuotaExceeded"
     assert api_error_reason(rbac) == "Forbidden"
     assert api_error_reason(TimeoutError()) == "Timeout"
@@ -305,7 +367,7 @@ def test_policy_rejects_nonsense() -> None:
         (api_error(500, "etcdserver: request timed out"), True),
         (api_error(503, "unavailable"), True),
         (api_error(403, "exceeded quota: q"), False),
-        (api_error(403, "pods is forbidden"), False),
+        (api_error(403, RBAC_DENIAL), False),
         (api_error(422, "invalid"), False),
         (api_error(409, "already exists"), False),
     ],
