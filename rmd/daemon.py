@@ -34,7 +34,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,20 +231,6 @@ async def serve(
                 deployment=settings.cluster_id,
                 consequence="TaskManager pods get no owner reference (API server unreachable)",
             )
-        if config.flink_config_map is not None:
-            outcome = await publish_flink_config_map(
-                api,
-                config.flink_config_map,
-                owner=owner,
-                timeout=settings.api_request_timeout,
-            )
-            log.info(
-                "flink_config_published",
-                configmap=config.flink_config_map.name,
-                outcome=outcome,
-                keys=sorted(config.flink_config_map.data),
-            )
-
         registry = CollectorRegistry()
         allocator = Allocator(allocator_settings(settings), clock=clock)
         metrics = RmdMetrics(registry=registry, status=allocator.status)
@@ -259,6 +245,26 @@ async def serve(
                 leading.clear()
 
         identity = candidate_identity()  # the Lease holder's name and the writes' fieldManager
+
+        async def publish_flink_config() -> None:
+            """Only the leader writes: a standby (maybe a newer version with another
+            configuration, in a rolling update) must not change the pods' configuration."""
+            if config.flink_config_map is None:
+                return
+            outcome = await publish_flink_config_map(
+                api,
+                config.flink_config_map,
+                owner=owner,
+                timeout=settings.api_request_timeout,
+                field_manager=field_manager_name(identity),
+            )
+            log.info(
+                "flink_config_published",
+                configmap=config.flink_config_map.name,
+                outcome=outcome,
+                keys=sorted(config.flink_config_map.data),
+            )
+
         elector = _leader_elector(
             api,
             settings,
@@ -420,6 +426,7 @@ async def serve(
                     label_selector=selector_string(config.pods.selector_labels),
                     clock=clock,
                     standby=elector is not None,
+                    before=publish_flink_config,
                 ),
                 name="recovery",
             )
@@ -521,10 +528,13 @@ async def _recover_when_leading(
     label_selector: str,
     clock: Clock,
     standby: bool,
+    before: Callable[[], Awaitable[None]],
 ) -> StateSnapshot | None:
     """The start-up recovery, once this daemon leads (at once without high availability); a
-    standby that became the leader adopts the pods its running watch shows."""
+    standby that became the leader adopts the pods its running watch shows. ``before``: the
+    leader's first writes (the flink-config ConfigMap), before any pod can be created."""
     await leading.wait()
+    await before()
     return await recover(
         engine=engine,
         store=store,

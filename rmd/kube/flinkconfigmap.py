@@ -186,13 +186,17 @@ async def publish_flink_config_map(
     owner: OwnerReference | None,
     timeout: float,
     retry: RetryPolicy = KUBE_CALL_RETRY,
+    field_manager: str | None = None,
 ) -> str:
     """Create or update the ConfigMap; returns ``created``, ``updated`` or ``unchanged``.
+    ``field_manager``: sent with the write (``metadata.managedFields`` names the writer).
 
     Transient errors are retried; a lost race to another writer is retried from a fresh
     read; anything else raises :class:`ConfigMapPublishError`.
     """
     core = client.CoreV1Api(api)
+    # the stubs type field_manager as str: left out rather than None when not given
+    manager: dict[str, Any] = {} if field_manager is None else {"field_manager": field_manager}
     name, namespace = config_map.name, config_map.namespace
     wanted = config_map.manifest(owner=owner)
     what = f"configmap {namespace}/{name}"
@@ -204,7 +208,7 @@ async def publish_flink_config_map(
             if current is None:
                 try:
                     await _write(
-                        core.create_namespaced_config_map,
+                        functools.partial(core.create_namespaced_config_map, **manager),
                         namespace,
                         wanted,
                         timeout=timeout,
@@ -222,7 +226,7 @@ async def publish_flink_config_map(
             body = {**wanted, "metadata": {**wanted["metadata"], "resourceVersion": version}}
             try:
                 await _write(
-                    functools.partial(core.replace_namespaced_config_map, name),
+                    functools.partial(core.replace_namespaced_config_map, name, **manager),
                     namespace,
                     body,
                     timeout=timeout,

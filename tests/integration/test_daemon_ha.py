@@ -15,7 +15,7 @@ import json
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from rmd.client import RmdClient
+from rmd.config.files import parse_config_yaml
 from rmd.kube.statestore import state_config_map_name
 from rmd_dev.cluster import free_port
 from tests.conftest import (
@@ -464,6 +465,48 @@ async def _replaced(ha: HaCluster, deleted: set[str]) -> bool:
 async def _names_the_leader(cluster: HaCluster, replica: Replica, url: str) -> bool:
     answer = await cluster.leader_of(replica)
     return answer is not None and answer["leader_url"] == url
+
+
+async def test_only_the_leader_publishes_the_flink_config(start_ha: HaFactory) -> None:
+    """Each replica's configuration differs (its own rmd.rest.port): the ConfigMap the pods
+    mount is the leader's, a standby writes nothing to it, and a standby that takes over
+    publishes its own."""
+    extra = {"rmd.taskmanager.supervise-flink": "true", "jobmanager.rpc.address": "10.9.8.7"}
+    async with start_ha(replicas=2, extra=extra) as ha:
+        name = f"flink-config-{ha.cluster_id}"
+
+        async def published() -> tuple[set[str], str]:
+            stored = await ha.core.read_namespaced_config_map(
+                name, ha.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+            managers = {entry.manager for entry in stored.metadata.managed_fields or []}
+            port = parse_config_yaml(stored.data["config.yaml"])["rmd.rest.port"]
+            return managers, str(port)
+
+        def wrote(replica: Replica) -> tuple[set[str], str]:
+            manager = replica.events("daemon_started")[0]["field_manager"]
+            return {manager}, replica.url.rsplit(":", 1)[1]
+
+        leader = await ha.the_leader()
+        [standby] = [r for r in ha.replicas if r is not leader]
+        await eventually(
+            lambda: _same(published(), wrote(leader)), what="the leader's flink-config only"
+        )
+        assert standby.events("flink_config_published") == []
+
+        leader.process.send_signal(signal.SIGKILL)
+        assert await ha.the_leader(among=[standby]) is standby
+        await eventually(
+            lambda: _same(
+                published(), ({*wrote(leader)[0], *wrote(standby)[0]}, wrote(standby)[1])
+            ),
+            what="the new leader's flink-config",
+        )
+        assert len(standby.events("flink_config_published")) == 1
+
+
+async def _same(values: Awaitable[tuple[set[str], str]], expected: tuple[set[str], str]) -> bool:
+    return await values == expected
 
 
 async def _answers(cluster: HaCluster, replica: Replica) -> bool:
