@@ -319,6 +319,7 @@ async def serve(
             on_api_error=lambda status: metrics.api_error(status=status),
             may_write=None if elector is None else elector.may_write,
             field_manager=field_manager_name(identity),
+            on_size=metrics.state_size,
         )
         writer = StateWriter(snapshot=allocator.state_snapshot, store=store, metrics=metrics)
         engine = DaemonEngine(

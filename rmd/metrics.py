@@ -300,6 +300,12 @@ class RmdMetrics:
             ["outcome"],
             registry=registry,
         )
+        self._state_bytes = Gauge(
+            "rmd_state_bytes",
+            "Size of the last state written to rmd-state-<cluster-id> (a ConfigMap holds at "
+            "most 1 MiB; a warning is logged from 900 KiB).",
+            registry=registry,
+        )
         self._recovery_jobs = Gauge(
             "rmd_recovery_jobs_restored",
             "Jobs the last start-up recovery read back from the stored state.",
@@ -375,6 +381,9 @@ class RmdMetrics:
 
     def state_written(self, *, result: str) -> None:
         self._state_writes.labels(result=result).inc()
+
+    def state_size(self, size: int) -> None:
+        self._state_bytes.set(size)
 
     def count_tasks_of(self, loop: asyncio.AbstractEventLoop) -> None:
         """``rmd_asyncio_tasks`` counts ``loop``'s tasks from now on (one set walk a scrape)."""

@@ -197,6 +197,13 @@ def panels() -> tuple[tuple[str, tuple[Panel, ...]], ...]:
                         Query(f"sum(increase(rmd_watch_relists_total{s}{RATE}))", "relists"),
                     ),
                 ),
+                Panel(
+                    "Kept state size (rmd-state ConfigMap)",
+                    (Query(f"max(rmd_state_bytes{s})", "bytes"),),
+                    unit="bytes",
+                    description="A ConfigMap holds at most 1 MiB; from 900 KiB rmd logs "
+                    "state_near_size_limit, above 1 MiB the state is no longer written.",
+                ),
             ),
         ),
     )

@@ -291,7 +291,9 @@ class Allocator:
 
     def state_snapshot(self) -> StateSnapshot:
         """What survives a restart: every job's declared slots and the slots it holds (or
-        held before a restart, on TaskManagers that have not registered again yet)."""
+        held before a restart, on TaskManagers that have not registered again yet), and
+        since when each idle TaskManager has been idle (the same for those not registered
+        again yet)."""
         reserved: dict[str, dict[str, list[int]]] = {}
         for tm in self._recovering():
             for index, job_id in self._recovery.reserved.get(tm.name, {}).items():
@@ -302,7 +304,16 @@ class Allocator:
             for name, indices in reserved.get(job.job_id, {}).items():
                 held.setdefault(name, []).extend(indices)
             jobs.append(job_state(job.job_id, job.required, held, origin=job.origin))
-        return StateSnapshot(jobs=tuple(jobs))
+        idle = {
+            tm.name: int(tm.idle_since_wall)
+            for tm in self._taskmanagers.in_states(TaskManagerState.REGISTERED)
+            if tm.idle_since_wall is not None
+        }
+        for tm in self._recovering():  # idle before a restart, not registered again yet
+            since = self._recovery.idle_since.get(tm.name)
+            if since is not None:
+                idle[tm.name] = since
+        return StateSnapshot(jobs=tuple(jobs), idle=tuple(sorted(idle.items())))
 
     # ------------------------------------------------------------------ time
 
@@ -465,13 +476,16 @@ class Allocator:
 
     def _restore_slots(self, tm: TaskManagerRecord, out: list[Action]) -> None:
         self._recovery.reregistered += 1
-        held = self._recovery.take(tm.name)
+        held, idle_since = self._recovery.take(tm.name)
+        now, wall = self._clock.monotonic(), self._clock.wall()
         if held:
-            out.extend(
-                placement.restore_slots(
-                    tm, self._jobs, held, now=self._clock.monotonic(), wall=self._clock.wall()
-                )
-            )
+            out.extend(placement.restore_slots(tm, self._jobs, held, now=now, wall=wall))
+        if idle_since is not None and tm.idle_since is not None:
+            # Idle before the restart too: its idle timeout runs on from then, not afresh
+            # (a daemon restarting in a loop would otherwise keep idle pods forever).
+            since_wall = min(float(idle_since), wall)
+            tm.idle_since = now - (wall - since_wall)
+            tm.idle_since_wall = since_wall
 
     def _note_recovery(self, now: float, out: list[Action]) -> list[TaskManagerRecord]:
         """The adopted TaskManagers that count as supply now (the window is open); closes the

@@ -26,7 +26,7 @@ from typing import Any
 
 from rmd.core.model import RecoveryFigures
 
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2  # written; 1 (rmd before idle times and the compact form) is read
 
 
 class StateFormatError(ValueError):
@@ -48,31 +48,51 @@ class JobState:
 
 @dataclass(frozen=True, slots=True)
 class StateSnapshot:
-    """Every job, in declaration order (first come, first served survives a restart)."""
+    """Every job, in declaration order (first come, first served survives a restart), and
+    since when each idle TaskManager has been idle (wall-clock whole seconds since the epoch,
+    sorted by name), so a restart does not give it a fresh idle timeout.
+
+    The JSON form (version 2) is compact, so large clusters stay far below the 1 MiB a
+    ConfigMap holds: TaskManager names lose their common prefix (``prefix``, kept once), and
+    slots ``0..n-1`` of a TaskManager are written as ``n``::
+
+        {"version":2,"prefix":"c-taskmanager-","jobs":[{"id":"j","slots":6,
+         "held":{"1-1":4,"1-2":[1,3]}}],"idle":{"1-3":1700000000}}
+
+    About 12 bytes per TaskManager a job holds (``"1-1234":4,``), 20 per idle one, 30 plus
+    the id per job: 10,000 TaskManagers and 1,000 jobs with 64-character ids take about
+    0.2 MiB (``tests/unit/test_recovery_state.py`` measures it).
+    """
 
     jobs: tuple[JobState, ...] = ()
+    idle: tuple[tuple[str, int], ...] = ()
 
     @property
     def slots_declared(self) -> int:
         return sum(job.slots for job in self.jobs)
 
     def to_json(self) -> str:
-        document = {
-            "version": STATE_FORMAT_VERSION,
-            "jobs": [
-                {
-                    "id": job.job_id,
-                    "slots": job.slots,
-                    "held": {name: list(indices) for name, indices in job.held},
-                    **({} if job.origin is None else {"origin": job.origin}),
-                }
-                for job in self.jobs
-            ],
-        }
+        names = [name for job in self.jobs for name, _ in job.held]
+        names += [name for name, _ in self.idle]
+        prefix = _common_prefix(names)
+        cut = len(prefix)
+        document: dict[str, Any] = {"version": STATE_FORMAT_VERSION, "prefix": prefix}
+        document["jobs"] = [
+            {
+                "id": job.job_id,
+                "slots": job.slots,
+                "held": {name[cut:]: _compact_indices(indices) for name, indices in job.held},
+                **({} if job.origin is None else {"origin": job.origin}),
+            }
+            for job in self.jobs
+        ]
+        if self.idle:
+            document["idle"] = {name[cut:]: since for name, since in self.idle}
         return json.dumps(document, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> StateSnapshot:
+        """Version 2, or version 1 (no prefix, index lists only, no idle times)."""
         try:
             document = json.loads(text)
         except ValueError as exc:
@@ -80,26 +100,76 @@ class StateSnapshot:
         if not isinstance(document, dict):
             raise StateFormatError("expected a JSON object with 'version' and 'jobs'")
         version = document.get("version")
-        if version != STATE_FORMAT_VERSION:
+        if version not in (1, STATE_FORMAT_VERSION) or isinstance(version, bool):
             raise StateFormatError(
-                f"version: {version!r} is not understood (this rmd reads version "
+                f"version: {version!r} is not understood (this rmd reads versions 1 and "
                 f"{STATE_FORMAT_VERSION}; written by a newer rmd?)"
             )
+        prefix = document.get("prefix", "") if version == STATE_FORMAT_VERSION else ""
+        if not isinstance(prefix, str):
+            raise StateFormatError(f"prefix: expected a string, got {prefix!r}")
         raw_jobs = document.get("jobs")
         if not isinstance(raw_jobs, list):
             raise StateFormatError("jobs: expected a list")
         jobs: list[JobState] = []
         seen: set[str] = set()
         for number, raw in enumerate(raw_jobs):
-            job = _job_from_json(raw, where=f"jobs[{number}]")
+            job = _job_from_json(raw, where=f"jobs[{number}]", prefix=prefix)
             if job.job_id in seen:
                 raise StateFormatError(f"jobs[{number}].id: {job.job_id!r} appears twice")
             seen.add(job.job_id)
             jobs.append(job)
-        return cls(jobs=tuple(jobs))
+        idle = _idle_from_json(document.get("idle", {}), prefix=prefix)
+        return cls(jobs=tuple(jobs), idle=idle)
 
 
-def _job_from_json(raw: Any, *, where: str) -> JobState:
+def _common_prefix(names: list[str]) -> str:
+    """The names' longest common prefix, up to and including its last ``-`` (so what is left
+    of each name reads as ``<attempt>-<index>``); "" for none."""
+    if not names:
+        return ""
+    first, last = min(names), max(names)
+    length = 0
+    while length < min(len(first), len(last)) and first[length] == last[length]:
+        length += 1
+    return first[: first.rfind("-", 0, length) + 1]
+
+
+def _compact_indices(indices: tuple[int, ...]) -> int | list[int]:
+    """``n`` for the slots ``0..n-1`` (the usual case), else the sorted indices."""
+    if indices and indices == tuple(range(len(indices))):
+        return len(indices)
+    return list(indices)
+
+
+def _indices_from_json(value: Any, *, where: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return tuple(range(value))
+    if isinstance(value, list) and all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value
+    ):
+        return tuple(sorted(set(value)))
+    raise StateFormatError(
+        f"{where}: expected a list of slot indices (integers >= 0) or a count n >= 1 "
+        f"(slots 0..n-1), got {value!r}"
+    )
+
+
+def _idle_from_json(raw: Any, *, prefix: str) -> tuple[tuple[str, int], ...]:
+    if not isinstance(raw, dict):
+        raise StateFormatError("idle: expected an object TaskManager -> idle since (epoch s)")
+    idle: list[tuple[str, int]] = []
+    for name, since in raw.items():
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise StateFormatError(
+                f"idle[{name!r}]: expected whole seconds since the epoch (an integer >= 0), "
+                f"got {since!r}"
+            )
+        idle.append((prefix + name, since))
+    return tuple(sorted(idle))
+
+
+def _job_from_json(raw: Any, *, where: str, prefix: str) -> JobState:
     if not isinstance(raw, dict):
         raise StateFormatError(f"{where}: expected an object with 'id', 'slots' and 'held'")
     job_id = raw.get("id")
@@ -111,15 +181,10 @@ def _job_from_json(raw: Any, *, where: str) -> JobState:
     raw_held = raw.get("held", {})
     if not isinstance(raw_held, dict):
         raise StateFormatError(f"{where}.held: expected an object TaskManager -> slot indices")
-    held: list[tuple[str, tuple[int, ...]]] = []
-    for name, indices in raw_held.items():
-        if not isinstance(indices, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices
-        ):
-            raise StateFormatError(
-                f"{where}.held[{name!r}]: expected a list of slot indices (integers >= 0)"
-            )
-        held.append((name, tuple(sorted(set(indices)))))
+    held = [
+        (prefix + name, _indices_from_json(indices, where=f"{where}.held[{name!r}]"))
+        for name, indices in raw_held.items()
+    ]
     origin = raw.get("origin")
     if origin is not None and not isinstance(origin, str):
         raise StateFormatError(f"{where}.origin: expected a string, got {origin!r}")
@@ -145,6 +210,8 @@ class Recovery:
     recovery_timeout: float
     # Adopted TaskManager -> {slot index: job}: what it held before the restart.
     reserved: dict[str, dict[int, str]] = field(default_factory=dict)
+    # Adopted TaskManager -> since when it was idle before the restart (wall-clock seconds).
+    idle_since: dict[str, int] = field(default_factory=dict)
     started_at: float | None = None  # monotonic: adoption
     window_ends: float | None = None  # monotonic; None: no window (or none open yet)
     completed: bool = False
@@ -159,6 +226,7 @@ class Recovery:
         """Remember the slots each TaskManager held (before the pods are listed)."""
         self.jobs_restored = len(snapshot.jobs)
         self.slots_declared = snapshot.slots_declared
+        self.idle_since = dict(snapshot.idle)
         for job in snapshot.jobs:
             kept = 0
             for name, indices in job.held:
@@ -172,6 +240,7 @@ class Recovery:
         """Pods are adopted: reservations stay only for those; the window opens."""
         adopted_names = set(adopted)
         self.reserved = {n: r for n, r in self.reserved.items() if n in adopted_names}
+        self.idle_since = {n: t for n, t in self.idle_since.items() if n in adopted_names}
         self.slots_reserved = sum(len(r) for r in self.reserved.values())
         self.adopted = len(adopted_names)
         self.deleted = deleted
@@ -182,9 +251,11 @@ class Recovery:
     def window_open(self, *, now: float) -> bool:
         return self.window_ends is not None and now < self.window_ends
 
-    def take(self, name: str) -> dict[int, str]:
-        """The slots ``name`` held before the restart (once: it registered again)."""
-        return self.reserved.pop(name, {})
+    def take(self, name: str) -> tuple[dict[int, str], int | None]:
+        """The slots ``name`` held before the restart, and since when it was idle then (None:
+        it was not, or the state is from an rmd that did not keep idle times); once: it
+        registered again."""
+        return self.reserved.pop(name, {}), self.idle_since.pop(name, None)
 
     def figures(self) -> RecoveryFigures:
         return RecoveryFigures(

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import aiohttp
+import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -35,7 +36,14 @@ from rmd.kube.retry import (
 )
 from rmd.retry import Abandoned, RetryPolicy
 
+log = structlog.get_logger(__name__)
+
 STATE_KEY = "state.json"
+# The API server refuses a ConfigMap whose data exceeds 1 MiB (422 Too long). A state this
+# large is refused here already (naming its size and why); from STATE_SIZE_WARNING on, each
+# write that crosses it logs a warning. rmd_state_bytes shows the size of every write.
+STATE_SIZE_LIMIT = 1024 * 1024
+STATE_SIZE_WARNING = 900 * 1024
 # One write rides out short blips; the state writer tries again (with the newest state).
 STATE_CALL_RETRY = RetryPolicy(backoff=KUBE_BACKOFF, max_elapsed=3.0)
 MAX_CONFLICT_ROUNDS = 5  # 409s in a row before a write is given up (and tried again later)
@@ -69,11 +77,13 @@ class ConfigMapStateStore:
         on_api_error: Callable[[int], None] | None = None,
         may_write: Callable[[], bool] | None = None,
         field_manager: str | None = None,
+        on_size: Callable[[int], None] | None = None,
     ) -> None:
         """``may_write``: asked before every create or replace (with high availability, "this
         daemon still holds the leader Lease"); when it says no, nothing is sent.
         ``field_manager``: sent with every create and replace (``metadata.managedFields``
-        then names the daemon that wrote)."""
+        then names the daemon that wrote). ``on_size``: told the encoded size (bytes) of
+        every state about to be written."""
         self._core = client.CoreV1Api(api)
         self._may_write = may_write
         # the stubs type field_manager as str: left out rather than None when not given
@@ -87,6 +97,8 @@ class ConfigMapStateStore:
         self._retry = retry
         self._on_api_error = on_api_error
         self._resource_version: str | None = None  # None: not known to exist
+        self._on_size = on_size
+        self._near_limit = False  # the last write was at or above STATE_SIZE_WARNING
         self.name = state_config_map_name(cluster_id)
 
     @property
@@ -105,8 +117,11 @@ class ConfigMapStateStore:
         return text if isinstance(text, str) else None
 
     async def write(self, snapshot: StateSnapshot) -> None:
-        """Store ``snapshot`` (replacing whatever is there)."""
-        data = {STATE_KEY: snapshot.to_json()}
+        """Store ``snapshot`` (replacing whatever is there). A state too large for a
+        ConfigMap is not sent: :class:`StateStoreError` (not transient) names its size."""
+        text = snapshot.to_json()
+        self._check_size(len(STATE_KEY) + len(text.encode()), snapshot)
+        data = {STATE_KEY: text}
         try:
             for _ in range(MAX_CONFLICT_ROUNDS):
                 if self._resource_version is None and await self._get() is None:
@@ -129,6 +144,31 @@ class ConfigMapStateStore:
             status=409,
             transient=True,
         )
+
+    def _check_size(self, size: int, snapshot: StateSnapshot) -> None:
+        if self._on_size is not None:
+            self._on_size(size)
+        near = size >= STATE_SIZE_WARNING
+        if near and not self._near_limit:
+            log.warning(
+                "state_near_size_limit",
+                configmap=self.name,
+                bytes=size,
+                limit=STATE_SIZE_LIMIT,
+                jobs=len(snapshot.jobs),
+                consequence="above the limit the state is no longer kept: declarations "
+                "answer 503 not-stored; fewer jobs or larger TaskManagers keep it smaller",
+            )
+        self._near_limit = near
+        if size > STATE_SIZE_LIMIT:
+            raise StateStoreError(
+                f"cannot write {self.what}: the state has {size} bytes, more than the "
+                f"{STATE_SIZE_LIMIT} a ConfigMap may hold ({len(snapshot.jobs)} jobs); fewer "
+                "jobs or TaskManagers with more slots (taskmanager.numberOfTaskSlots) make it "
+                "smaller",
+                status=0,
+                transient=False,
+            )
 
     # ------------------------------------------------------------------ calls
 

@@ -11,6 +11,7 @@ import pytest
 from rmd.core.model import (
     PodObservation,
     RecoveryCompleted,
+    ReleaseReason,
     SlotsAllocated,
     TaskManagerRegistered,
 )
@@ -56,6 +57,50 @@ def test_snapshot_holds_each_jobs_demand_and_slots_in_declaration_order() -> Non
     assert StateSnapshot.from_json(snapshot.to_json()) == snapshot
 
 
+def test_the_document_is_compact_and_reads_back_the_same() -> None:
+    snapshot = StateSnapshot(
+        jobs=(
+            job_state("a", 6, {tm_name(1): [0, 1], tm_name(12): [1, 3]}),
+            job_state("b", 1, {}, origin="flink"),
+        ),
+        idle=((tm_name(2), 1_700_000_123),),
+    )
+    text = snapshot.to_json()
+    assert text == (
+        '{"version":2,"prefix":"flink-taskmanager-1-","jobs":[{"id":"a","slots":6,'
+        '"held":{"1":2,"12":[1,3]}},{"id":"b","slots":1,"held":{},"origin":"flink"}],'
+        '"idle":{"2":1700000123}}'
+    )
+    assert StateSnapshot.from_json(text) == snapshot
+
+
+def test_state_written_by_the_previous_version_reads_as_before_without_idle_times() -> None:
+    v1 = '{"version":1,"jobs":[{"id":"a","slots":2,"held":{"flink-taskmanager-1-1":[0,1]}}]}'
+    assert StateSnapshot.from_json(v1) == StateSnapshot(
+        jobs=(job_state("a", 2, {tm_name(1): [0, 1]}),)
+    )
+
+
+def test_a_large_cluster_stays_far_below_the_configmap_limit() -> None:
+    """10,000 TaskManagers of 4 slots held by 1,000 jobs (64-character ids), 1,000 more
+    TaskManagers idle: 197 KiB of the 1 MiB a ConfigMap holds (version 1 wrote 794 KiB for
+    the jobs alone: every name in full, every index)."""
+    cluster = "flink-" + "x" * 34  # a 40-character cluster id
+    jobs = tuple(
+        job_state(
+            f"{number:064x}",
+            40,
+            {f"{cluster}-taskmanager-3-{number * 10 + k}": range(4) for k in range(10)},
+        )
+        for number in range(1000)
+    )
+    idle = tuple((f"{cluster}-taskmanager-3-{10_000 + k}", 1_700_000_000 + k) for k in range(1000))
+    snapshot = StateSnapshot(jobs=jobs, idle=idle)
+    size = len(snapshot.to_json().encode())
+    assert size < 256 * 1024, size
+    assert StateSnapshot.from_json(snapshot.to_json()) == snapshot
+
+
 def test_equal_states_compare_equal_whatever_the_order_they_were_built_in() -> None:
     assert job_state("a", 3, {"t2": [1, 0], "t1": [0]}) == job_state(
         "a", 3, {"t1": [0], "t2": [0, 1]}
@@ -67,7 +112,10 @@ def test_equal_states_compare_equal_whatever_the_order_they_were_built_in() -> N
     [
         ("{", "not JSON"),
         ("[]", "expected a JSON object"),
-        ('{"version": 2, "jobs": []}', "version: 2 is not understood"),
+        ('{"version": 3, "jobs": []}', "version: 3 is not understood"),
+        ('{"version": 2, "prefix": 1, "jobs": []}', "prefix: expected a string"),
+        ('{"version": 2, "jobs": [], "idle": {"t": "x"}}', r"idle\['t'\]: expected whole"),
+        ('{"version": 2, "jobs": [{"id": "a", "slots": 1, "held": {"t": 0}}]}', "count n >= 1"),
         ('{"version": 1, "jobs": {}}', "jobs: expected a list"),
         ('{"version": 1, "jobs": [{"id": "", "slots": 1}]}', r"jobs\[0\].id"),
         ('{"version": 1, "jobs": [{"id": "a", "slots": -1}]}', r"jobs\[0\].slots"),
@@ -186,6 +234,46 @@ def test_recovery_reports_its_figures_once_every_adopted_taskmanager_settled() -
     assert (figures.adopted, figures.deleted) == (3, 1)
     assert (figures.reregistered, figures.not_reregistered) == (2, 1)
     assert of_type(after.advance(1), RecoveryCompleted) == []
+
+
+def idle_then_restarted(*, keep_idle_times: bool) -> tuple[Harness, str]:
+    """Two TaskManagers; one idle for 20 s of its 30 s idle timeout when the daemon dies; the
+    new one starts 4 s later and both register again. The idle one's name."""
+    before = Harness(slots_per_taskmanager=SLOTS, recovery_timeout=60.0, idle_timeout=30.0)
+    before.scale_up("a", 4)
+    before.clock.advance(1)
+    before.allocator.declare("a", 2)  # one TaskManager's slots freed: idle from now
+    assert deleted(before.advance(20)) == {}
+    state = before.allocator.state_snapshot()
+    [(idle_tm, since)] = state.idle
+    assert since == int(before.clock.wall()) - 20
+    text = state.to_json()
+    if not keep_idle_times:  # as the previous version wrote it
+        text = StateSnapshot(jobs=state.jobs).to_json()
+    after = Harness(slots_per_taskmanager=SLOTS, recovery_timeout=60.0, idle_timeout=30.0)
+    after.clock.advance(before.now - after.now + 4)  # the same wall clock, 4 s later
+    after.allocator.restore(StateSnapshot.from_json(text))
+    after.allocator.adopt([running(tm_name(1)), running(tm_name(2))])
+    if keep_idle_times:  # a second restart now would still know it
+        assert after.allocator.state_snapshot().idle == state.idle
+    for index in (1, 2):
+        after.allocator.register(tm_name(index), address=f"x:{index}", slots=SLOTS)
+    return after, idle_tm
+
+
+def test_an_idle_taskmanager_keeps_its_idle_time_across_a_restart() -> None:
+    after, idle_tm = idle_then_restarted(keep_idle_times=True)
+    # idle 24 s already: released 6 s after it registered again, not 30
+    assert after.allocator.taskmanager_view(idle_tm).idle_since == after.clock.wall() - 24
+    assert deleted(after.advance(5.5)) == {}
+    assert deleted(after.advance(0.5)) == {idle_tm: ReleaseReason.IDLE}
+    assert after.allocator.job_view("a").slots_allocated == 2
+
+
+def test_state_without_idle_times_gives_a_fresh_idle_timeout_as_before() -> None:
+    after, idle_tm = idle_then_restarted(keep_idle_times=False)
+    assert deleted(after.advance(29.5)) == {}
+    assert deleted(after.advance(0.5)) == {idle_tm: ReleaseReason.IDLE}
 
 
 def test_restore_comes_first() -> None:
