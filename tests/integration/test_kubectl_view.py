@@ -9,13 +9,14 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from kubernetes_asyncio import client
 
 from rmd.kube.statelabel import STATE_LABEL
 from rmd_dev.kubectl import kubectl
-from tests.conftest import DevClusterInfo
+from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
 from tests.integration.daemon_harness import TM_SELECTOR, running_daemon
 from tests.support.flink import create_jobmanager_deployment
 from tests.support.waiting import eventually
@@ -200,3 +201,56 @@ async def test_a_storm_of_start_failures_is_one_counted_event(
         assert {count for _, count in timed_out} == {"1"}
         metrics = await (await daemon.http.get(f"{daemon.url}/metrics")).text()
         assert 'rmd_kubernetes_events_written_total{write="patch"}' in metrics
+
+
+async def test_a_pod_an_admission_plugin_denies_is_a_paced_start_failure_in_its_words(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """A LimitRange whose maximum the TaskManager pod exceeds: LimitRanger answers 403, not
+    RBAC, not quota. The job's reason and a Warning Event on the Deployment quote the API
+    server, the failures are counted by reason, and the start-failure limit paces them."""
+    cluster_id = "flink-denied"
+    await create_jobmanager_deployment(kube_api, namespace=namespace, name=cluster_id)
+    core = client.CoreV1Api(kube_api)
+    await core.create_namespaced_limit_range(
+        namespace,
+        cast(
+            Any,
+            {
+                "metadata": {"name": "small"},
+                "spec": {"limits": [{"type": "Container", "max": {"cpu": "50m"}}]},
+            },
+        ),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    words = "maximum cpu usage per Container is 50m, but limit is 100m"
+    async with running_daemon(
+        dev_cluster=dev_cluster,
+        kube_api=kube_api,
+        namespace=namespace,
+        cluster_id=cluster_id,
+        extra={"resourcemanager.start-worker.max-failure-rate": "3"},  # cpu: 0.1 (harness)
+    ) as daemon:
+        await daemon.put_requirement("job-d", 4)
+
+        async def throttled() -> bool:
+            return await daemon.metric("rmd_starts_throttled") == 1
+
+        await eventually(throttled, timeout=30, what="the start-failure limit to trip")
+        view = await daemon.get_json("/v1/jobs/job-d")
+        assert "AdmissionDenied" in view["unfulfilled_reason"]
+        assert words in view["unfulfilled_reason"]
+        failed = await daemon.metric("rmd_pod_create_failures_total", reason="AdmissionDenied")
+        assert failed == await daemon.metric("rmd_start_failures_total") == 3  # then paused
+
+        async def event_message() -> bool:
+            events = await core.list_namespaced_event(
+                namespace,
+                field_selector=f"involvedObject.name={cluster_id},reason=TaskManagerStartFailed",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            return any(words in (event.message or "") for event in events.items)
+
+        await eventually(event_message, timeout=30, what="a TaskManagerStartFailed Event")
+    listed = await core.list_namespaced_pod(namespace, label_selector=TM_SELECTOR)
+    assert listed.items == []
