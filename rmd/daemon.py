@@ -388,6 +388,7 @@ async def serve(
         site = web.TCPSite(runner, settings.rest_address, settings.rest_port)
         background: list[asyncio.Task[Any]] = []
         lost: LeadershipLost | None = None
+        unpublished: ConfigMapPublishError | None = None  # ends the daemon like before
         try:
             try:
                 await site.start()
@@ -454,6 +455,8 @@ async def serve(
                 if isinstance(error, LeadershipLost):
                     lost = error
                     await engine.close()  # cancel in-flight creates and deletes at once
+                elif isinstance(error, ConfigMapPublishError):
+                    unpublished = error
                 elif error is not None:
                     log.error("background_task_failed", task=task.get_name(), error=repr(error))
             stopped.cancel()
@@ -482,6 +485,8 @@ async def serve(
             log.info("daemon_stopped", taskmanagers_left=len(allocator.taskmanager_views()))
         if lost is not None:
             raise lost
+        if unpublished is not None:
+            raise unpublished  # one line and exit 1 (run_daemon)
 
 
 def _leader_elector(
