@@ -191,6 +191,23 @@ async def wait_for_service_account(
     return found[0]
 
 
+async def create_cpu_limit_range(
+    core: client.CoreV1Api, *, namespace: str, name: str, max_cpu: str
+) -> None:
+    """A LimitRange: no container may have a CPU limit above ``max_cpu`` (LimitRanger, an
+    admission plugin, refuses such a pod with 403 Forbidden)."""
+    await core.create_namespaced_limit_range(
+        namespace,
+        body=manifest(
+            {
+                "metadata": {"name": name},
+                "spec": {"limits": [{"type": "Container", "max": {"cpu": max_cpu}}]},
+            }
+        ),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+
+
 async def create_pod_quota(core: client.CoreV1Api, *, namespace: str, name: str, pods: int) -> None:
     """A ResourceQuota of ``pods`` pods, returned once the controller-manager has filled in its
     status (only then does admission enforce it)."""

@@ -14,7 +14,13 @@ from rmd.kube.listwatch import ResourceQuery, list_objects
 from rmd.kube.owner import OwnerReference, delete_owner, find_owner_reference
 from rmd.kube.pods import PodCreateError, PodGateway
 from rmd.retry import Backoff, RetryPolicy
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, LimitedApiFactory, create_pod_quota
+from tests.conftest import (
+    REQUEST_TIMEOUT,
+    DevClusterInfo,
+    LimitedApiFactory,
+    create_cpu_limit_range,
+    create_pod_quota,
+)
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually, eventually_true, within
 
@@ -232,17 +238,8 @@ async def test_a_limitrange_denial_is_the_pods_fault(
 ) -> None:
     """LimitRanger (admission) answers 403 Forbidden like RBAC and ResourceQuota do, but it
     refused the pod itself: AdmissionDenied, a start failure — not sent again unchanged."""
-    await client.CoreV1Api(kube_api).create_namespaced_limit_range(
-        namespace,
-        cast(
-            Any,
-            {
-                "metadata": {"name": "small"},
-                "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]},
-            },
-        ),
-        _request_timeout=REQUEST_TIMEOUT,
-    )
+    core = client.CoreV1Api(kube_api)
+    await create_cpu_limit_range(core, namespace=namespace, name="small", max_cpu="100m")
     body = pod_body("c1-taskmanager-1-1")
     body["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "1"}}
     errors: list[int] = []

@@ -9,14 +9,13 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 from kubernetes_asyncio import client
 
 from rmd.kube.statelabel import STATE_LABEL
 from rmd_dev.kubectl import kubectl
-from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
+from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, create_cpu_limit_range
 from tests.integration.daemon_harness import TM_SELECTOR, running_daemon
 from tests.support.flink import create_jobmanager_deployment
 from tests.support.waiting import eventually
@@ -212,17 +211,7 @@ async def test_a_pod_an_admission_plugin_denies_is_a_paced_start_failure_in_its_
     cluster_id = "flink-denied"
     await create_jobmanager_deployment(kube_api, namespace=namespace, name=cluster_id)
     core = client.CoreV1Api(kube_api)
-    await core.create_namespaced_limit_range(
-        namespace,
-        cast(
-            Any,
-            {
-                "metadata": {"name": "small"},
-                "spec": {"limits": [{"type": "Container", "max": {"cpu": "50m"}}]},
-            },
-        ),
-        _request_timeout=REQUEST_TIMEOUT,
-    )
+    await create_cpu_limit_range(core, namespace=namespace, name="small", max_cpu="50m")
     words = "maximum cpu usage per Container is 50m, but limit is 100m"
     async with running_daemon(
         dev_cluster=dev_cluster,
