@@ -94,8 +94,9 @@ def _soak_section(summary: str) -> list[str]:
         "file descriptors and asyncio tasks (`rmd_asyncio_tasks`) are sampled every minute. "
         "Slopes are least-squares per minute over the samples after the first (taken before "
         "any pod: the warm-up). It ends with the cluster converged to the last demand and "
-        "counts the daemon's error-level log lines. What it printed "
-        "(`docs/soak-summary.txt`):",
+        "counts the daemon's error-level log lines. Bounded caches that fill during the run "
+        "count in the RSS slope: the Kubernetes Event correlator keeps up to 4096 event "
+        "series, as client-go's does. What it printed (`docs/soak-summary.txt`):",
         "",
         "```text",
         summary.rstrip("\n"),
