@@ -74,7 +74,7 @@ reliability: provision
 	rm -f docs/reliability-results.jsonl
 	RMD_RELIABILITY_PROFILE=full RMD_RELIABILITY_RESULTS=$(CURDIR)/docs/reliability-results.jsonl \
 		$(BIN)/pytest -q -p no:cacheprovider -p no:randomly tests/integration/test_fault_matrix.py
-	$(BIN)/python -m tests.support.reliability_doc docs/reliability-results.jsonl docs/RELIABILITY.md
+	$(BIN)/python -m tests.support.reliability_doc docs/reliability-results.jsonl docs/RELIABILITY.md docs/soak-summary.txt
 
 # schemathesis against the served /openapi.json, 2000 examples per operation (CI: 25).
 fuzz: $(STAMP)
@@ -82,9 +82,10 @@ fuzz: $(STAMP)
 
 # The soak (not in CI; a few seconds of it are, tests/integration/test_soak_smoke.py): the
 # daemon driven for 20 minutes on a control plane of its own; RSS, fds and asyncio tasks
-# sampled each minute, their slopes printed. Shorter: make soak ARGS="--minutes 5".
+# sampled each minute, their slopes printed and written to docs/soak-summary.txt, which
+# docs/RELIABILITY.md quotes (make reliability). Shorter: make soak ARGS="--minutes 5".
 soak: provision
-	$(BIN)/python -m tests.integration.soak $(ARGS)
+	$(BIN)/python -m tests.integration.soak --summary-file docs/soak-summary.txt $(ARGS)
 
 clean:
 	rm -rf $(VENV) .devcluster

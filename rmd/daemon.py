@@ -345,7 +345,10 @@ async def serve(
             label_selector=selector_string(config.pods.selector_labels),
             on_event=engine.on_pod_event,
             on_snapshot=engine.on_snapshot,
-            timings=ReflectorTimings(resync_interval=settings.watch_resync_interval),
+            timings=ReflectorTimings(
+                resync_interval=settings.watch_resync_interval,
+                read_timeout=settings.watch_idle_timeout,
+            ),
             on_restart=lambda reason: metrics.watch_restarted(reason=reason),
             on_list_started=list_started,
             on_request=metrics.api_request,

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from rmd.config.names import is_dns1035_label, is_dns1123_label, is_dns1123_subdomain
 from rmd.config.parsers import OBJECT_NAME_CHARACTERS, integer, optional_text, require_name
-from rmd.config.values import parse_list
+from rmd.config.values import parse_duration, parse_list
 
 MAX_CLUSTER_ID_LENGTH = 45  # Flink's limit: pod names get "-taskmanager-<a>-<i>" appended
 DEFAULT_IMAGE = "apache/flink:1.20"
@@ -106,6 +106,21 @@ def flink_rest_url(raw: str) -> str | None:
 
 KUBERNETES_HA_FACTORY = "org.apache.flink.kubernetes.highavailability.KubernetesHaServicesFactory"
 HA_TYPES = ("NONE", "KUBERNETES", "ZOOKEEPER")
+
+
+MIN_WATCH_IDLE_TIMEOUT = 1.0  # seconds; shorter would renew a quiet watch in a busy loop
+
+
+def watch_idle_timeout(raw: str) -> float:
+    """``rmd.kubernetes.watch-idle-timeout``: seconds, at least one; a bare number is in
+    milliseconds (Flink's durations)."""
+    value = parse_duration(raw, default_unit="ms")
+    if value < MIN_WATCH_IDLE_TIMEOUT:
+        raise ValueError(
+            f"'{raw.strip()}' is shorter than {MIN_WATCH_IDLE_TIMEOUT:g} s; expected a duration "
+            "of at least 1 s, e.g. '70 s'"
+        )
+    return value
 
 
 def high_availability_type(raw: str) -> str:

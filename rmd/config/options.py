@@ -140,6 +140,14 @@ RESYNC_INTERVAL = ConfigOption(
     default="5 min",
     meaning="full LIST beside the watch, as a safety net",
 )
+WATCH_IDLE_TIMEOUT = ConfigOption(
+    key="rmd.kubernetes.watch-idle-timeout",
+    parse=daemon.watch_idle_timeout,
+    default="70 s",
+    meaning="a pod watch that delivers nothing (no event, no bookmark) for this long is "
+    "renewed from its last resourceVersion (API servers before 1.27 send no bookmarks: a "
+    "quiet watch is renewed this often too)",
+)
 REQUEST_TIMEOUT = ConfigOption(
     key="rmd.kubernetes.request-timeout",
     parse=positive_duration,
@@ -518,6 +526,7 @@ DAEMON_OPTIONS: tuple[OptionKey, ...] = (
     AUTH_TOKEN_SECRET,
     MAX_PARALLEL_REQUESTS,
     RESYNC_INTERVAL,
+    WATCH_IDLE_TIMEOUT,
     REQUEST_TIMEOUT,
     LOG_LEVEL,
     FLINK_REST_URL,

@@ -74,6 +74,7 @@ class RmdSettings:
     auth_token_secret: str | None = _read_optional(opt.AUTH_TOKEN_SECRET)
     max_parallel_creates: int = _read(opt.MAX_PARALLEL_REQUESTS)
     watch_resync_interval: float = _read(opt.RESYNC_INTERVAL)
+    watch_idle_timeout: float = _read(opt.WATCH_IDLE_TIMEOUT)
     api_request_timeout: float = _read(opt.REQUEST_TIMEOUT)
     log_level: str = _read(opt.LOG_LEVEL)
     agent_command: tuple[str, ...] = _read(opt.AGENT_COMMAND)
@@ -169,6 +170,7 @@ _DURATION_FIELDS = frozenset(
         "heartbeat_timeout",
         "heartbeat_interval",
         "watch_resync_interval",
+        "watch_idle_timeout",
         "api_request_timeout",
         "flink_poll_interval",
         "flink_request_timeout",

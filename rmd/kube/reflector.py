@@ -5,9 +5,10 @@
 * The stream ends normally (server timeout) → watch again from the last resourceVersion
   seen (events and bookmarks both move it).
 * 410 Gone (HTTP or an in-stream ERROR) → LIST again, then watch from the new version.
-* Nothing read for ``read_timeout`` seconds on an open watch → renew it at once from the
-  last version. API servers before 1.27 send no periodic bookmarks, so a quiet watch goes
-  silent: that is routine, not a failure.
+* Nothing read for ``read_timeout`` seconds on an open watch (the daemon's
+  ``rmd.kubernetes.watch-idle-timeout``) → renew it at once from the last version. API
+  servers before 1.27 send no periodic bookmarks, so a quiet watch goes silent: that is
+  routine, not a failure.
 * Dropped connection, connect timeout, 429/5xx → reconnect from the last resourceVersion
   after a backoff (``Retry-After`` honoured). 401/403 → one clear log line naming the missing
   permission, and keep trying with backoff. Nothing makes :meth:`Reflector.run` return but

@@ -5,9 +5,12 @@ leaves behind, listed kind by kind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -22,6 +25,7 @@ from tests.conftest import (
     wait_for_service_account,
 )
 from tests.support.flink import FlinkJobManager
+from tests.support.waiting import eventually
 
 CLI_TIMEOUT = 400.0
 # What cluster_objects() lists when nothing of any cluster is left.
@@ -102,28 +106,71 @@ def pod_logs(dev_cluster: DevClusterInfo, namespace: str, *, tail: int | None = 
     return "\n".join(parts)
 
 
-def started_jobmanager(
-    flink: FlinkInstall,
-    *,
-    start_output: str,
-    cluster_id: str,
-    namespace: str,
-    conf_dir: Path,
-    work_dir: Path,
-    http: aiohttp.ClientSession,
-) -> FlinkJobManager:
-    """The JobManager pod ``rmd session|application start`` printed (``JobManager pod:
-    http://<pod IP>:8081``): Flink's REST API there, the daemon's on port 8090."""
-    found = re.search(r"JobManager pod: (http://[0-9.]+:8081)", start_output)
-    assert found, start_output
-    rest_url = found.group(1)
-    return FlinkJobManager(
-        flink=flink,
-        cluster_id=cluster_id,
-        namespace=namespace,
-        conf_dir=conf_dir,
-        work_dir=work_dir,
-        rest_url=rest_url,
-        daemon_url=rest_url.replace(":8081", ":8090"),
-        http=http,
-    )
+@dataclass(frozen=True)
+class CliCluster:
+    """One test's ``rmd session|application start`` on the local cluster: where it runs,
+    its configuration directory, and what it starts."""
+
+    dev_cluster: DevClusterInfo
+    flink: FlinkInstall
+    namespace: str
+    conf_dir: Path
+    work_dir: Path
+
+    def logs(self) -> str:
+        return pod_logs(self.dev_cluster, self.namespace)
+
+    async def start(self, mode: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """``rmd <mode> start --kubeconfig … --conf-dir … <args>`` (``session`` or
+        ``application``), asserted to succeed (else the CLI's output and the pods' logs)."""
+        started = await rmd_cli(mode, "start", *self.common_args(), *args)
+        assert started.returncode == 0, started.stdout + started.stderr + self.logs()
+        return started
+
+    def common_args(self) -> list[str]:
+        return ["--kubeconfig", str(self.dev_cluster.kubeconfig), "--conf-dir", str(self.conf_dir)]
+
+    @contextlib.asynccontextmanager
+    async def jobmanager(
+        self, started: subprocess.CompletedProcess[str], *, cluster_id: str, request_timeout: float
+    ) -> AsyncIterator[FlinkJobManager]:
+        """The JobManager pod ``started`` printed (``JobManager pod: http://<pod IP>:8081``):
+        Flink's REST API there, the daemon's on port 8090, over a session of its own."""
+        found = re.search(r"JobManager pod: (http://[0-9.]+:8081)", started.stdout)
+        assert found, started.stdout
+        rest_url = found.group(1)
+        timeout = aiohttp.ClientTimeout(total=request_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            yield FlinkJobManager(
+                flink=self.flink,
+                cluster_id=cluster_id,
+                namespace=self.namespace,
+                conf_dir=self.conf_dir,
+                work_dir=self.work_dir,
+                rest_url=rest_url,
+                daemon_url=rest_url.replace(":8081", ":8090"),
+                http=http,
+            )
+
+    async def eventually(
+        self,
+        condition: Callable[[], Awaitable[bool]],
+        *,
+        what: str,
+        timeout: float,
+        interval: float,
+    ) -> None:
+        """:func:`eventually`; its failure carries the output of the namespace's pods (the
+        JobManager's and TaskManagers' JVMs say why)."""
+        try:
+            await eventually(condition, what=what, timeout=timeout, interval=interval)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.logs()}") from None
+
+
+def cli_cluster(
+    dev_cluster: DevClusterInfo, flink: FlinkInstall, *, namespace: str, work_dir: Path
+) -> CliCluster:
+    """A :class:`CliCluster` with :func:`local_conf_dir` in ``work_dir``."""
+    conf_dir = local_conf_dir(flink, namespace=namespace, work_dir=work_dir)
+    return CliCluster(dev_cluster, flink, namespace, conf_dir, work_dir)

@@ -26,7 +26,8 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -258,3 +259,52 @@ async def steady_workload_on(
         ) as workload,
     ):
         yield workload
+
+
+# ---------------------------------------------------------------------------- one row
+
+
+@dataclass(frozen=True)
+class Injected:
+    """What one fault did, as its row tells it. ``then``: checked once the cluster converged."""
+
+    fault: str
+    what_happened: str  # the daemon's own counts are appended
+    fault_seconds: float
+    taskmanagers_die: bool = False
+    then: Callable[[], Awaitable[None]] | None = None
+
+
+Fault = Callable[[Workload], Awaitable[Injected]]
+
+
+async def counts(daemon: RunningDaemon) -> str:
+    """What the daemon did, from its own metrics."""
+    created = await daemon.metric("rmd_pods_created_total")
+    restarts = await daemon.metric("rmd_watch_restarts_total")
+    errors = await daemon.metric("rmd_kubernetes_api_errors_total")
+    failures = await daemon.metric("rmd_start_failures_total")
+    lost = await daemon.metric("rmd_taskmanagers_lost_total")
+    return (
+        f"{created:.0f} pods created, {errors:.0f} failed API calls, {restarts:.0f} watch "
+        f"restarts, {failures:.0f} start failures, {lost:.0f} TaskManagers lost"
+    )
+
+
+async def fault_row(workload: AbstractAsyncContextManager[Workload], fault: Fault) -> MatrixRow:
+    """One row of the matrix: the steady ``workload`` up and converged, ``fault`` injected
+    (and ended: the demand raised while it lasts), then the time to converge and the row,
+    with every invariant asserted."""
+    async with workload as running:
+        injected = await fault(running)
+        converge = await running.converged()
+        if injected.then is not None:
+            await injected.then()
+        done = await counts(running.daemon)
+        return await running.row(
+            fault=injected.fault,
+            what_happened="; ".join(part for part in (injected.what_happened, done) if part),
+            fault_seconds=injected.fault_seconds,
+            converge_seconds=converge,
+            taskmanagers_die=injected.taskmanagers_die,
+        )

@@ -6,7 +6,7 @@ RSS, open file descriptors and asyncio tasks (``rmd_asyncio_tasks``) are sampled
 the error-level lines of the daemon's log, and ends with the cluster converged to the last
 demand.
 
-    python -m tests.integration.soak [--minutes 20]     # make soak
+    python -m tests.integration.soak [--minutes 20] [--summary-file F]     # make soak
 
 ``tests/integration/test_soak_smoke.py`` runs :func:`soak` for a few seconds in CI.
 """
@@ -49,6 +49,8 @@ class Sample:
 
 @dataclass
 class SoakReport:
+    minutes: float = 0.0
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)  # os.getloadavg() at the end
     samples: list[Sample] = field(default_factory=list)
     demand_changes: int = 0
     pods_killed: int = 0
@@ -67,7 +69,12 @@ class SoakReport:
         }
 
     def summary(self) -> str:
-        lines = ["minute  rss_mb  open_fds  asyncio_tasks"]
+        load = " ".join(f"{value:.2f}" for value in self.load_average)
+        lines = [
+            f"soak of {self.minutes:g} min (python -m tests.integration.soak --minutes "
+            f"{self.minutes:g}); load average at its end: {load}",
+            "minute  rss_mb  open_fds  asyncio_tasks",
+        ]
         lines += [
             f"{s.minute:6.1f}  {s.rss_mb:6.1f}  {s.open_fds:8d}  {s.asyncio_tasks:13d}"
             for s in self.samples
@@ -145,7 +152,7 @@ async def soak(
 ) -> SoakReport:
     """Drive the daemon for ``seconds``; the samples and counts. Ends converged."""
     chance = random.Random(seed)
-    report = SoakReport()
+    report = SoakReport(minutes=seconds / 60)
     demand = dict.fromkeys(JOBS, 0)
     extra = {"resourcemanager.taskmanager-timeout": "2 s"}  # idle pods go, new ones come
     async with running_daemon(
@@ -202,29 +209,38 @@ async def soak(
         ]
         assert daemon.process is not None
         assert daemon.process.returncode is None, "the daemon exited during the soak"
+    report.load_average = os.getloadavg()
     return report
 
 
-async def _main(*, minutes: float, sample_every: float) -> int:
+async def _main(*, minutes: float, sample_every: float) -> SoakReport:
     with dedicated_cluster() as info:
         async with cluster_namespace(info) as (api, namespace):
-            report = await soak(
+            return await soak(
                 dev_cluster=info,
                 kube_api=api,
                 namespace=namespace,
                 seconds=minutes * 60,
                 sample_every=sample_every,
             )
-    print(report.summary())
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.integration.soak")
     parser.add_argument("--minutes", type=float, default=20.0, help="how long (default 20)")
     parser.add_argument("--sample", type=float, default=60.0, help="seconds between samples")
+    parser.add_argument(
+        "--summary-file",
+        type=Path,
+        help="also write the summary here (make soak: docs/soak-summary.txt, which "
+        "docs/RELIABILITY.md quotes)",
+    )
     args = parser.parse_args(argv)
-    return asyncio.run(_main(minutes=args.minutes, sample_every=args.sample))
+    report = asyncio.run(_main(minutes=args.minutes, sample_every=args.sample))
+    print(report.summary())
+    if args.summary_file is not None:
+        args.summary_file.write_text(report.summary() + "\n", encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":

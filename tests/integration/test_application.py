@@ -20,12 +20,12 @@ from rmd_dev.provision import FlinkInstall
 from tests.conftest import DevClusterInfo
 from tests.integration.cluster_cli import (
     NOTHING,
+    CliCluster,
     apply_rbac,
+    cli_cluster,
     cluster_objects,
-    local_conf_dir,
     pod_logs,
     rmd_cli,
-    started_jobmanager,
 )
 from tests.support.flink import FlinkJobManager, live_taskmanager_names, report_figures
 from tests.support.waiting import eventually
@@ -56,29 +56,33 @@ def _daemon_decision(dev_cluster: DevClusterInfo, namespace: str) -> str | None:
     return None
 
 
-async def test_an_application_runs_to_its_end_and_the_cluster_removes_itself(
+@pytest.fixture
+async def cli(
     dev_cluster: DevClusterInfo,
     kube_api: client.ApiClient,
     namespace: str,
     flink_install: FlinkInstall,
-    rate_job_jar: Path,
     tmp_path: Path,
+) -> CliCluster:
+    """``rmd application start`` on the local cluster, with the shipped RBAC applied."""
+    await apply_rbac(dev_cluster, client.CoreV1Api(kube_api), namespace)
+    return cli_cluster(dev_cluster, flink_install, namespace=namespace, work_dir=tmp_path)
+
+
+async def test_an_application_runs_to_its_end_and_the_cluster_removes_itself(
+    cli: CliCluster, kube_api: client.ApiClient, rate_job_jar: Path
 ) -> None:
     core = client.CoreV1Api(kube_api)
-    await apply_rbac(dev_cluster, core, namespace)
-    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
+    dev_cluster, namespace, tmp_path = cli.dev_cluster, cli.namespace, cli.work_dir
     cluster_id = "app-a"
     begin = time.monotonic()
-    started = await rmd_cli(
-        *["application", "start", "--kubeconfig", str(dev_cluster.kubeconfig)],
-        *["--conf-dir", str(conf_dir), "-D", f"kubernetes.cluster-id={cluster_id}"],
+    started = await cli.start(
+        "application",
+        *["-D", f"kubernetes.cluster-id={cluster_id}"],
         *["-D", "parallelism.default=4", "--jar", str(rate_job_jar)],
         *["--", str(RECORDS_PER_SECOND), str(RECORDS)],
     )
     start_seconds = time.monotonic() - begin
-    assert started.returncode == 0, (
-        started.stdout + started.stderr + pod_logs(dev_cluster, namespace)
-    )
     assert f"application cluster {cluster_id} is up" in started.stdout
     assert "the cluster removes itself when it has ended" in started.stdout
     objects = await cluster_objects(kube_api, namespace)
@@ -95,16 +99,7 @@ async def test_an_application_runs_to_its_end_and_the_cluster_removes_itself(
         if reached and milestone not in firsts:
             firsts[milestone] = time.monotonic() - begin
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        jm = started_jobmanager(
-            flink_install,
-            start_output=started.stdout,
-            cluster_id=cluster_id,
-            namespace=namespace,
-            conf_dir=conf_dir,
-            work_dir=tmp_path,
-            http=http,
-        )
+    async with cli.jobmanager(started, cluster_id=cluster_id, request_timeout=10) as jm:
 
         async def everything_gone() -> bool:
             """Meanwhile: which TaskManagers ran, registered with Flink, the job's states."""
@@ -120,15 +115,12 @@ async def test_an_application_runs_to_its_end_and_the_cluster_removes_itself(
             first("start to Deployment gone", not objects["Deployment"])
             return objects == NOTHING
 
-        try:
-            await eventually(
-                everything_gone,
-                what="the application to end and its cluster to remove itself",
-                timeout=JVM_DEADLINE,
-                interval=0.5,
-            )
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n{pod_logs(dev_cluster, namespace)}") from None
+        await cli.eventually(
+            everything_gone,
+            what="the application to end and its cluster to remove itself",
+            timeout=JVM_DEADLINE,
+            interval=0.5,
+        )
     gone_seconds = time.monotonic() - begin
 
     assert len(taskmanagers) == 2, taskmanagers  # parallelism 4 at 2 slots per TaskManager
@@ -153,47 +145,25 @@ async def test_an_application_runs_to_its_end_and_the_cluster_removes_itself(
 
 
 async def test_told_to_stay_the_cluster_outlives_its_application_until_stopped(
-    dev_cluster: DevClusterInfo,
-    kube_api: client.ApiClient,
-    namespace: str,
-    flink_install: FlinkInstall,
-    rate_job_jar: Path,
-    tmp_path: Path,
+    cli: CliCluster, kube_api: client.ApiClient, rate_job_jar: Path
 ) -> None:
-    core = client.CoreV1Api(kube_api)
-    await apply_rbac(dev_cluster, core, namespace)
-    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
-    common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
+    dev_cluster, namespace = cli.dev_cluster, cli.namespace
     cluster_id = "app-stays"
-    started = await rmd_cli(
-        *["application", "start", *common, "-D", f"kubernetes.cluster-id={cluster_id}"],
+    started = await cli.start(
+        "application",
+        *["-D", f"kubernetes.cluster-id={cluster_id}"],
         *["-D", "execution.shutdown-on-application-finish=false"],
         *["-D", "parallelism.default=2", "--jar", str(rate_job_jar)],
         *["--class", "rmd.testjob.RateJob", "--", str(RECORDS_PER_SECOND), "300"],
     )
-    assert started.returncode == 0, (
-        started.stdout + started.stderr + pod_logs(dev_cluster, namespace)
-    )
     assert "the cluster stays after it" in started.stdout
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        jm = started_jobmanager(
-            flink_install,
-            start_output=started.stdout,
-            cluster_id=cluster_id,
-            namespace=namespace,
-            conf_dir=conf_dir,
-            work_dir=tmp_path,
-            http=http,
-        )
+    async with cli.jobmanager(started, cluster_id=cluster_id, request_timeout=10) as jm:
 
         async def finished() -> bool:
             return await _job_states(jm) == ["FINISHED"]
 
-        try:
-            await eventually(finished, what="the job FINISHED", timeout=JVM_DEADLINE, interval=1)
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n{pod_logs(dev_cluster, namespace)}") from None
+        await cli.eventually(finished, what="the job FINISHED", timeout=JVM_DEADLINE, interval=1)
 
         async def decided() -> bool:
             return _daemon_decision(dev_cluster, namespace) is not None
@@ -208,6 +178,8 @@ async def test_told_to_stay_the_cluster_outlives_its_application_until_stopped(
         assert sorted(objects["Service"]) == [cluster_id, f"{cluster_id}-rest"]
         assert await _job_states(jm) == ["FINISHED"]
 
-    stopped = await rmd_cli("session", "stop", *common, "-D", f"kubernetes.cluster-id={cluster_id}")
+    stopped = await rmd_cli(
+        "session", "stop", *cli.common_args(), "-D", f"kubernetes.cluster-id={cluster_id}"
+    )
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert await cluster_objects(kube_api, namespace) == NOTHING

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiohttp
@@ -24,7 +26,6 @@ from kubernetes_asyncio import client
 from rmd_dev.cluster import free_port, port_is_free, write_kubeconfig
 from tests.conftest import (
     REQUEST_TIMEOUT,
-    SHIPPED_RBAC,
     DevClusterInfo,
     _devcluster,
     apply_shipped_rbac,
@@ -34,7 +35,10 @@ from tests.conftest import (
 )
 from tests.integration.daemon_harness import RunningDaemon
 from tests.integration.fault_matrix import (
+    Injected,
+    Workload,
     dedicated_cluster,
+    fault_row,
     fault_seconds,
     steady_workload,
     steady_workload_on,
@@ -54,16 +58,17 @@ def fault_cluster() -> Iterator[DevClusterInfo]:
         yield info
 
 
-async def counts(daemon: RunningDaemon) -> str:
-    """What the daemon did, from its own metrics."""
-    created = await daemon.metric("rmd_pods_created_total")
-    restarts = await daemon.metric("rmd_watch_restarts_total")
-    errors = await daemon.metric("rmd_kubernetes_api_errors_total")
-    failures = await daemon.metric("rmd_start_failures_total")
-    lost = await daemon.metric("rmd_taskmanagers_lost_total")
-    return (
-        f"{created:.0f} pods created, {errors:.0f} failed API calls, {restarts:.0f} watch "
-        f"restarts, {failures:.0f} start failures, {lost:.0f} TaskManagers lost"
+WorkloadIn = Callable[..., AbstractAsyncContextManager[Workload]]
+
+
+@pytest.fixture
+def workload_in(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+) -> WorkloadIn:
+    """:func:`steady_workload` on the session's cluster, in this test's namespace (keyword
+    arguments: the rest of its parameters)."""
+    return functools.partial(
+        steady_workload, dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
     )
 
 
@@ -75,8 +80,8 @@ async def job_reason(daemon: RunningDaemon, job_id: str) -> str:
 async def test_kube_apiserver_restart(fault_cluster: DevClusterInfo) -> None:
     down = fault_seconds(ci=10.0, full=30.0)
     port = int(fault_cluster.server.rsplit(":", 1)[1])
-    async with steady_workload_on(fault_cluster) as workload:
-        daemon = workload.daemon
+
+    async def fault(workload: Workload) -> Injected:
         restart = asyncio.create_task(
             asyncio.to_thread(
                 _devcluster,
@@ -93,19 +98,19 @@ async def test_kube_apiserver_restart(fault_cluster: DevClusterInfo) -> None:
 
         async def told() -> bool:
             nonlocal reason
-            reason = await job_reason(daemon, "job-b")
+            reason = await job_reason(workload.daemon, "job-b")
             return "API server" in reason
 
         await eventually(told, timeout=down, what="the job's reason to name the API server")
         restarted = await restart
         assert restarted.returncode == 0, restarted.stderr
-        converge = await workload.converged()
-        await workload.row(
+        return Injected(
             fault=f"kube-apiserver stopped {down:g} s and restarted",
-            what_happened=f"job reason: {reason[:90]}…; {await counts(daemon)}",
+            what_happened=f"job reason: {reason[:90]}…",
             fault_seconds=down,
-            converge_seconds=converge,
         )
+
+    await fault_row(steady_workload_on(fault_cluster), fault)
 
 
 async def etcd_revision(etcd_url: str) -> int:
@@ -130,46 +135,45 @@ async def compact_etcd(etcd_url: str, revision: int) -> None:
 async def test_a_real_410_gone_after_an_etcd_compaction(
     fault_cluster: DevClusterInfo, tmp_path: Path
 ) -> None:
+    async def fault(workload: Workload) -> Injected:
+        daemon = workload.daemon
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Move etcd past the daemon's resourceVersion, compact it, and cut the watch: the
+        # daemon watches again from its old resourceVersion and the API server itself (no
+        # watch cache) answers 410.
+        for number in range(5):
+            await daemon.core.create_namespaced_config_map(
+                daemon.namespace,
+                body=manifest({"metadata": {"name": f"bump-{number}"}}),
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        await compact_etcd(fault_cluster.etcd_url, await etcd_revision(fault_cluster.etcd_url))
+        assert proxy.drop_watches() >= 1
+        await workload.declare("job-b", RAISED)
+
+        async def gone() -> bool:
+            return await daemon.metric("rmd_watch_restarts_total", reason="gone") >= 1
+
+        await eventually(gone, timeout=30, what="the daemon's watch to get 410 Gone")
+        return Injected(
+            fault="etcd compacted past the watch's resourceVersion (real 410 Gone)",
+            what_happened=f"410 → relist {loop.time() - started:.1f} s after the compaction",
+            fault_seconds=0.0,
+        )
+
     async with FaultProxy(upstream=fault_cluster.server, ca_file=fault_cluster.ca_file) as proxy:
         kubeconfig = write_kubeconfig(
             tmp_path / "proxy.kubeconfig", server=proxy.url, token=fault_cluster.admin_token
         )
-        async with steady_workload_on(fault_cluster, kubeconfig=kubeconfig) as workload:
-            daemon = workload.daemon
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            # Move etcd past the daemon's resourceVersion, compact it, and cut the watch:
-            # the daemon watches again from its old resourceVersion and the API server
-            # itself (no watch cache) answers 410.
-            for number in range(5):
-                await daemon.core.create_namespaced_config_map(
-                    daemon.namespace,
-                    body=manifest({"metadata": {"name": f"bump-{number}"}}),
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            await compact_etcd(fault_cluster.etcd_url, await etcd_revision(fault_cluster.etcd_url))
-            assert proxy.drop_watches() >= 1
-            await workload.declare("job-b", RAISED)
-
-            async def gone() -> bool:
-                return await daemon.metric("rmd_watch_restarts_total", reason="gone") >= 1
-
-            await eventually(gone, timeout=30, what="the daemon's watch to get 410 Gone")
-            relisted = loop.time() - started
-            converge = await workload.converged()
-            await workload.row(
-                fault="etcd compacted past the watch's resourceVersion (real 410 Gone)",
-                what_happened=f"410 → relist {relisted:.1f} s after the compaction; "
-                f"{await counts(daemon)}",
-                fault_seconds=0.0,
-                converge_seconds=converge,
-            )
+        await fault_row(steady_workload_on(fault_cluster, kubeconfig=kubeconfig), fault)
 
 
 async def test_etcd_paused(fault_cluster: DevClusterInfo) -> None:
     paused = fault_seconds(ci=15.0, full=30.0)
     [etcd] = [c for c in fault_cluster.components if c.name == "etcd"]
-    async with steady_workload_on(fault_cluster) as workload:
+
+    async def fault(workload: Workload) -> Injected:
         daemon = workload.daemon
         loop = asyncio.get_running_loop()
         os.kill(etcd.pid, signal.SIGSTOP)
@@ -190,25 +194,24 @@ async def test_etcd_paused(fault_cluster: DevClusterInfo) -> None:
             await asyncio.sleep(max(0.0, stopped + paused - loop.time()))
         finally:
             os.kill(etcd.pid, signal.SIGCONT)
-        converge = await workload.converged()
-        await workload.row(
+        return Injected(
             fault=f"etcd stopped (SIGSTOP) {paused:g} s: writes hang",
             what_happened=f"told after {told_after:.1f} s (readyz detail, job reason: "
-            f"{reason[:70]}…); {await counts(daemon)}",
+            f"{reason[:70]}…)",
             fault_seconds=max(paused, told_after),
-            converge_seconds=converge,
         )
+
+    await fault_row(steady_workload_on(fault_cluster), fault)
 
 
 async def test_resource_quota_exhausted(
-    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+    workload_in: WorkloadIn, kube_api: client.ApiClient, namespace: str
 ) -> None:
     refused_for = fault_seconds(ci=15.0, full=60.0)
     core = client.CoreV1Api(kube_api)
     await create_pod_quota(core, namespace=namespace, name="pods", pods=2)
-    async with steady_workload(
-        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
-    ) as workload:
+
+    async def fault(workload: Workload) -> Injected:
         daemon = workload.daemon
         loop = asyncio.get_running_loop()
         await workload.declare("job-b", RAISED)  # a third pod: over the quota
@@ -231,18 +234,21 @@ async def test_resource_quota_exhausted(
             body={"spec": {"hard": {"pods": "3"}}},
             _request_timeout=REQUEST_TIMEOUT,
         )
-        converge = await workload.converged()
-        await workload.row(
+        return Injected(
             fault=f"ResourceQuota exhausted for {refused_for:g} s (403 exceeded quota)",
-            what_happened=f"{refused:.0f} creates refused, reason: {reason[:80]}…; "
-            f"{await counts(daemon)}",
+            what_happened=f"{refused:.0f} creates refused, reason: {reason[:80]}…",
             fault_seconds=refused_for,
-            converge_seconds=converge,
         )
+
+    await fault_row(workload_in(), fault)
 
 
 async def test_permission_lost_and_restored(
-    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+    workload_in: WorkloadIn,
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     lost_for = fault_seconds(ci=15.0, full=60.0)
     await apply_shipped_rbac(dev_cluster, namespace=namespace)
@@ -251,9 +257,8 @@ async def test_permission_lost_and_restored(
     kubeconfig = await service_account_kubeconfig(
         core, dev_cluster, namespace=namespace, account="rmd", path=tmp_path / "rmd.kubeconfig"
     )
-    async with steady_workload(
-        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace, kubeconfig=kubeconfig
-    ) as workload:
+
+    async def fault(workload: Workload) -> Injected:
         daemon = workload.daemon
         loop = asyncio.get_running_loop()
         await rbac.delete_namespaced_role_binding(
@@ -272,18 +277,17 @@ async def test_permission_lost_and_restored(
         # The permission stays lost for ``lost_for`` seconds: an interval being staged.
         await asyncio.sleep(max(0.0, lost_since + lost_for - loop.time()))
         await apply_shipped_rbac(dev_cluster, namespace=namespace)  # the RoleBinding again
-        converge = await workload.converged()
-        assert SHIPPED_RBAC.exists()
-        await workload.row(
+        return Injected(
             fault=f"RoleBinding deleted for {lost_for:g} s, then restored",
-            what_happened=f"reason: {reason[:80]}…; {await counts(daemon)}",
+            what_happened=f"reason: {reason[:80]}…",
             fault_seconds=lost_for,
-            converge_seconds=converge,
         )
+
+    await fault_row(workload_in(kubeconfig=kubeconfig), fault)
 
 
 async def test_token_file_rotated(
-    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+    workload_in: WorkloadIn, kube_api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
     """rmd.auth.token-file rewritten (and the Secret the pods read): the daemon takes the
     new token without a restart; running agents, which keep the old one, stay."""
@@ -296,13 +300,8 @@ async def test_token_file_rotated(
         _request_timeout=REQUEST_TIMEOUT,
     )
     extra = {"rmd.auth.token-file": str(token_file), "rmd.auth.token-secret": "rmd-token"}
-    async with steady_workload(
-        dev_cluster=dev_cluster,
-        kube_api=kube_api,
-        namespace=namespace,
-        extra=extra,
-        token="token-one",
-    ) as workload:
+
+    async def fault(workload: Workload) -> Injected:
         daemon = workload.daemon
         loop = asyncio.get_running_loop()
         token_file.write_text("token-two\n")
@@ -324,14 +323,14 @@ async def test_token_file_rotated(
         taken_after = loop.time() - rotated
         daemon.token = "token-two"  # the JobMaster moves on; the running agents do not
         await workload.declare("job-b", RAISED)  # a new pod: it reads token-two
-        converge = await workload.converged()
-        await workload.row(
+        return Injected(
             fault="rmd.auth.token-file and the Secret rotated",
-            what_happened=f"new token taken after {taken_after:.1f} s without a restart; running "
-            f"agents kept the old one; {await counts(daemon)}",
+            what_happened=f"new token taken after {taken_after:.1f} s without a restart; "
+            "running agents kept the old one",
             fault_seconds=0.0,
-            converge_seconds=converge,
         )
+
+    await fault_row(workload_in(extra=extra, token="token-one"), fault)
 
 
 # ---------------------------------------------------------------- faults of the fault proxy
@@ -341,20 +340,11 @@ PODS = r"/namespaces/[^/]+/pods$"
 
 
 async def test_bursts_of_500_503_and_429_with_retry_after(
-    dev_cluster: DevClusterInfo,
-    kube_api: client.ApiClient,
-    namespace: str,
-    proxy: FaultProxy,
-    proxied_kubeconfig: Path,
+    workload_in: WorkloadIn, proxy: FaultProxy, proxied_kubeconfig: Path
 ) -> None:
     burst = int(fault_seconds(ci=3, full=6))
-    async with steady_workload(
-        dev_cluster=dev_cluster,
-        kube_api=kube_api,
-        namespace=namespace,
-        kubeconfig=proxied_kubeconfig,
-    ) as workload:
-        daemon = workload.daemon
+
+    async def fault(workload: Workload) -> Injected:
         loop = asyncio.get_running_loop()
         started = loop.time()
         creates = [
@@ -375,31 +365,20 @@ async def test_bursts_of_500_503_and_429_with_retry_after(
         proxy.clear_faults()
         read_errors = sum(fault.hits for fault in reads)
         lasted = loop.time() - started
-        converge = await workload.converged()
-        await workload.row(
+        return Injected(
             fault=f"bursts of {burst} x 503, 500 and 429 (Retry-After: 1) on pod creates, lists "
             "and watches",
-            what_happened=f"retried through them in {lasted:.1f} s ({read_errors} on reads); "
-            f"{await counts(daemon)}",
+            what_happened=f"retried through them in {lasted:.1f} s ({read_errors} on reads)",
             fault_seconds=lasted,
-            converge_seconds=converge,
         )
+
+    await fault_row(workload_in(kubeconfig=proxied_kubeconfig), fault)
 
 
 async def test_connections_reset_mid_request_and_mid_watch(
-    dev_cluster: DevClusterInfo,
-    kube_api: client.ApiClient,
-    namespace: str,
-    proxy: FaultProxy,
-    proxied_kubeconfig: Path,
+    workload_in: WorkloadIn, proxy: FaultProxy, proxied_kubeconfig: Path
 ) -> None:
-    async with steady_workload(
-        dev_cluster=dev_cluster,
-        kube_api=kube_api,
-        namespace=namespace,
-        kubeconfig=proxied_kubeconfig,
-    ) as workload:
-        daemon = workload.daemon
+    async def fault(workload: Workload) -> Injected:
         loop = asyncio.get_running_loop()
         started = loop.time()
         faults = [
@@ -415,91 +394,114 @@ async def test_connections_reset_mid_request_and_mid_watch(
         await eventually_true(
             lambda: all(fault.exhausted for fault in faults), timeout=60, what="every reset"
         )
-        lasted = loop.time() - started
-        converge = await workload.converged()
-        await workload.row(
+        return Injected(
             fault=f"3 pod creates reset (1 after the pod was made), the watch cut {cuts} times",
-            what_happened=f"{await counts(daemon)}",
-            fault_seconds=lasted,
-            converge_seconds=converge,
+            what_happened="",
+            fault_seconds=loop.time() - started,
         )
+
+    await fault_row(workload_in(kubeconfig=proxied_kubeconfig), fault)
 
 
 async def test_responses_slower_than_the_request_timeout(
-    dev_cluster: DevClusterInfo,
-    kube_api: client.ApiClient,
-    namespace: str,
-    proxy: FaultProxy,
-    proxied_kubeconfig: Path,
+    workload_in: WorkloadIn, proxy: FaultProxy, proxied_kubeconfig: Path
 ) -> None:
     timeout = 2.0
-    async with steady_workload(
-        dev_cluster=dev_cluster,
-        kube_api=kube_api,
-        namespace=namespace,
-        kubeconfig=proxied_kubeconfig,
-        extra={"rmd.kubernetes.request-timeout": f"{timeout:g} s"},
-    ) as workload:
-        daemon = workload.daemon
+
+    async def fault(workload: Workload) -> Injected:
         loop = asyncio.get_running_loop()
         started = loop.time()
         # Answered (and carried out) 2 s after the daemon gave up: it sends the create again.
         slow = proxy.inject(method="POST", path_regex=PODS, status=None, delay=2 * timeout, times=2)
         await workload.declare("job-b", RAISED)
         await eventually_true(lambda: slow.exhausted, timeout=60, what="the slow creates")
-        lasted = loop.time() - started + 2 * timeout
-        converge = await workload.converged()
-        await workload.row(
+        return Injected(
             fault=f"2 pod creates answered after {2 * timeout:g} s (request-timeout {timeout:g} s)",
-            what_happened=f"{await counts(daemon)}",
-            fault_seconds=lasted,
-            converge_seconds=converge,
+            what_happened="",
+            fault_seconds=loop.time() - started + 2 * timeout,
         )
+
+    extra = {"rmd.kubernetes.request-timeout": f"{timeout:g} s"}
+    await fault_row(workload_in(kubeconfig=proxied_kubeconfig, extra=extra), fault)
+
+
+SILENCE_BOUND = 6.0  # the row's rmd.kubernetes.watch-idle-timeout (default 70 s)
+SILENCE_SLACK = 4.0  # renewal, the replayed events and a busy 2-core machine
 
 
 async def test_a_watch_that_goes_silent(
-    dev_cluster: DevClusterInfo,
-    kube_api: client.ApiClient,
-    namespace: str,
-    proxy: FaultProxy,
-    proxied_kubeconfig: Path,
+    workload_in: WorkloadIn, proxy: FaultProxy, proxied_kubeconfig: Path
 ) -> None:
-    silent = asyncio.Event()  # never set before the end: the watch gets no byte, stays open
-    async with steady_workload(
-        dev_cluster=dev_cluster,
-        kube_api=kube_api,
-        namespace=namespace,
-        kubeconfig=proxied_kubeconfig,
-    ) as workload:
+    """The pod watch answers 200 and then not a byte, without closing. The daemon must
+    notice the silence itself (``rmd.kubernetes.watch-idle-timeout``), renew the watch and
+    learn what happened meanwhile: the pod it created during the silence started running,
+    which only a pod event tells it (the full LIST is 10 minutes away here)."""
+    silence_ends = asyncio.Event()  # set at the end: until then the silent watch stays open
+
+    async def fault(workload: Workload) -> Injected:
         daemon = workload.daemon
         loop = asyncio.get_running_loop()
-        try:
-            proxy.inject(
-                method="GET", path_regex=PODS, status=None, watch_only=True, gate=silent, times=1
-            )
-            assert proxy.drop_watches() >= 1
-            started = loop.time()
-            await workload.declare("job-b", RAISED)
-            converge = await workload.converged()
-        finally:
-            silent.set()
-        await workload.row(
-            fault="the pod watch silent (open, no byte) while demand rises",
-            what_happened="converged with the watch still silent (creates confirmed by their "
-            "answers, registrations by the agents; the watch is renewed after its 70 s read "
-            f"timeout, a LIST runs every resync-interval, 30 s here); {await counts(daemon)}",
-            fault_seconds=loop.time() - started,
-            converge_seconds=converge,
+        renewals = await daemon.metric("rmd_watch_restarts_total", reason="idle")
+        before = await daemon.live_pod_names()
+        silence = proxy.inject(
+            method="GET",
+            path_regex=PODS,
+            status=200,
+            watch_only=True,
+            silent=True,
+            gate=silence_ends,
+        )
+        assert proxy.drop_watches() >= 1
+        await eventually_true(lambda: silence.exhausted, what="the daemon's watch to go silent")
+        silent_from = loop.time()
+        await workload.declare("job-b", RAISED)
+        started: list[str] = []
+
+        async def new_pod_running() -> bool:
+            started[:] = [
+                pod.metadata.name
+                for pod in await daemon.pods()
+                if pod.metadata.name not in before and pod.status.phase == "Running"
+            ]
+            return bool(started)
+
+        await eventually(new_pod_running, timeout=SILENCE_BOUND, what="the new pod to run")
+        ran_after = loop.time() - silent_from  # within the silence: the daemon was not told
+
+        async def daemon_knows() -> bool:
+            phases = {tm["taskmanager_id"]: tm["pod_phase"] for tm in await daemon.taskmanagers()}
+            return phases.get(started[0]) == "Running"
+
+        await eventually(
+            daemon_knows,
+            timeout=SILENCE_BOUND + SILENCE_SLACK - (loop.time() - silent_from),
+            what="the daemon to renew its silent watch and see the pod running",
+        )
+        learned_after = loop.time() - silent_from
+        renewed = await daemon.metric("rmd_watch_restarts_total", reason="idle") - renewals
+        assert renewed >= 1, "the daemon did not itself renew the silent watch"
+        return Injected(
+            fault=f"the pod watch silent (200, then no byte, not closed), watch-idle-timeout "
+            f"{SILENCE_BOUND:g} s",
+            what_happened=f"renewed the silent watch itself; the new pod ran {ran_after:.1f} s "
+            f"into the silence, the daemon saw it run {learned_after:.1f} s into it",
+            fault_seconds=learned_after,
         )
 
+    extra = {
+        "rmd.kubernetes.watch-idle-timeout": f"{SILENCE_BOUND:g} s",
+        "rmd.kubernetes.resync-interval": "10 min",
+    }
+    try:
+        await fault_row(workload_in(kubeconfig=proxied_kubeconfig, extra=extra), fault)
+    finally:
+        silence_ends.set()
 
-async def test_the_daemon_stopped_past_a_heartbeat_timeout(
-    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
-) -> None:
+
+async def test_the_daemon_stopped_past_a_heartbeat_timeout(workload_in: WorkloadIn) -> None:
     stall = fault_seconds(ci=15.0, full=30.0)  # the harness' heartbeat.timeout is 10 s
-    async with steady_workload(
-        dev_cluster=dev_cluster, kube_api=kube_api, namespace=namespace
-    ) as workload:
+
+    async def fault(workload: Workload) -> Injected:
         daemon = workload.daemon
         daemon.signal(signal.SIGSTOP)
         try:
@@ -508,19 +510,24 @@ async def test_the_daemon_stopped_past_a_heartbeat_timeout(
         finally:
             daemon.signal(signal.SIGCONT)
         await workload.declare("job-b", RAISED)
-        converge = await workload.converged()
+
+        async def noticed() -> bool:
+            return await daemon.metric("rmd_daemon_stalled_seconds_total") > 0
+
+        await eventually(noticed, timeout=10, what="the daemon to notice its stall")
         stalled = await daemon.metric("rmd_daemon_stalled_seconds_total")
-        await workload.row(
+        return Injected(
             fault=f"the daemon's process stopped (SIGSTOP) {stall:g} s, heartbeat timeout 10 s",
             what_happened=f"noticed a stall of {stalled:.1f} s, gave the TaskManagers a fresh "
-            f"heartbeat timeout; {await counts(daemon)}",
+            "heartbeat timeout",
             fault_seconds=stall,
-            converge_seconds=converge,
         )
+
+    await fault_row(workload_in(), fault)
 
 
 async def test_agents_cut_off_from_the_daemon_past_the_heartbeat_timeout(
-    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
+    workload_in: WorkloadIn,
 ) -> None:
     """The agents reach the daemon through a Service stand-in; it drops every connection
     and refuses new ones for longer than heartbeat.timeout (10 s): the daemon declares the
@@ -529,41 +536,39 @@ async def test_agents_cut_off_from_the_daemon_past_the_heartbeat_timeout(
     cut_for = fault_seconds(ci=15.0, full=30.0)
     port = free_port()
     backend = f"127.0.0.1:{port}"
+
+    async def fault(workload: Workload) -> Injected:
+        daemon = workload.daemon
+        before = await daemon.live_pod_names()
+        # A lost TaskManager's pod is deleted and its replacement created at once (no
+        # waiting for the delete): for a moment both are alive.
+        workload.census.limit = lambda: workload.demand_pods + len(before)
+        service.remove(backend)
+        service.cut()
+        loop = asyncio.get_running_loop()
+        cut_at = loop.time()
+
+        async def lost() -> bool:
+            return await daemon.metric("rmd_taskmanagers_lost_total") >= len(before)
+
+        await eventually(lost, timeout=cut_for + 10, what="the cut-off TaskManagers lost")
+        lost_after = loop.time() - cut_at
+        # The partition lasts ``cut_for`` seconds: an interval being staged.
+        await asyncio.sleep(max(0.0, cut_at + cut_for - loop.time()))
+        service.add(backend)
+
+        async def replaced() -> None:
+            assert not before & await daemon.live_pod_names(), "the lost pods are replaced"
+
+        return Injected(
+            fault=f"agents cut off from the daemon {cut_for:g} s (heartbeat timeout 10 s)",
+            what_happened=f"TaskManagers lost after {lost_after:.1f} s, pods replaced (the "
+            "replacement created beside the pod being deleted)",
+            fault_seconds=cut_for,
+            taskmanagers_die=True,
+            then=replaced,
+        )
+
     async with ServiceProxy([backend]) as service:
         extra = {"rmd.taskmanager.resourcemanager-url": service.url}
-        async with steady_workload(
-            dev_cluster=dev_cluster,
-            kube_api=kube_api,
-            namespace=namespace,
-            extra=extra,
-            port=port,
-        ) as workload:
-            daemon = workload.daemon
-            before = await daemon.live_pod_names()
-            # A lost TaskManager's pod is deleted and its replacement created at once (no
-            # waiting for the delete): for a moment both are alive.
-            workload.census.limit = lambda: workload.demand_pods + len(before)
-            service.remove(backend)
-            service.cut()
-            loop = asyncio.get_running_loop()
-            cut_at = loop.time()
-
-            async def lost() -> bool:
-                return await daemon.metric("rmd_taskmanagers_lost_total") >= len(before)
-
-            await eventually(lost, timeout=cut_for + 10, what="the cut-off TaskManagers lost")
-            lost_after = loop.time() - cut_at
-            # The partition lasts ``cut_for`` seconds: an interval being staged.
-            await asyncio.sleep(max(0.0, cut_at + cut_for - loop.time()))
-            service.add(backend)
-            converge = await workload.converged()
-            assert not before & await daemon.live_pod_names(), "the lost pods are replaced"
-            await workload.row(
-                fault=f"agents cut off from the daemon {cut_for:g} s (heartbeat timeout 10 s)",
-                what_happened=f"TaskManagers lost after {lost_after:.1f} s, pods replaced (the "
-                f"replacement created beside the pod being deleted); "
-                f"{await counts(daemon)}",
-                fault_seconds=cut_for,
-                converge_seconds=converge,
-                taskmanagers_die=True,
-            )
+        await fault_row(workload_in(extra=extra, port=port), fault)

@@ -36,12 +36,12 @@ from tests.integration.cluster_cli import (
     CLI_TIMEOUT,
     NOTHING,
     apply_rbac,
+    cli_cluster,
     cluster_objects,
     local_conf_dir,
-    pod_logs,
     rmd_cli,
 )
-from tests.support.flink import TM_SELECTOR, FlinkJobManager, all_tasks_running
+from tests.support.flink import TM_SELECTOR, all_tasks_running
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -88,28 +88,20 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
     the daemon created)."""
     core = client.CoreV1Api(kube_api)
     await apply_rbac(dev_cluster, core, namespace)
-    conf_dir = local_conf_dir(flink_install, namespace=namespace, work_dir=tmp_path)
-    common = ["--kubeconfig", str(dev_cluster.kubeconfig), "--conf-dir", str(conf_dir)]
+    cli = cli_cluster(dev_cluster, flink_install, namespace=namespace, work_dir=tmp_path)
+    common = cli.common_args()
     cluster_id = "sess-a"
     begin = time.monotonic()
     # A TaskManager pod template: it travels in the ConfigMap to the daemon in the pod.
     template = tmp_path / "tm-template.yaml"
     template.write_text(TASKMANAGER_TEMPLATE)
-    started = await rmd_cli(
+    started = await cli.start(
         "session",
-        "start",
-        *common,
         *["-D", f"kubernetes.cluster-id={cluster_id}"],
         *["-D", f"kubernetes.pod-template-file.taskmanager={template}"],
     )
     start_seconds = time.monotonic() - begin
-    assert started.returncode == 0, (
-        started.stdout + started.stderr + pod_logs(dev_cluster, namespace)
-    )
     assert "JobManager ready" in started.stdout
-    found = re.search(r"JobManager pod: (http://[0-9.]+:8081)", started.stdout)
-    assert found, started.stdout
-    rest_url = found.group(1)
     assert f"in the cluster: http://{cluster_id}-rest.{namespace}.svc:8081" in started.stdout
 
     objects = await cluster_objects(kube_api, namespace)
@@ -120,17 +112,7 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
     assert services[cluster_id].spec.cluster_ip == "None"
     assert services[f"{cluster_id}-rest"].spec.type == "ClusterIP"
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        jm = FlinkJobManager(
-            flink=flink_install,
-            cluster_id=cluster_id,
-            namespace=namespace,
-            conf_dir=conf_dir,
-            work_dir=tmp_path,
-            rest_url=rest_url,
-            daemon_url=rest_url.replace(":8081", ":8090"),
-            http=http,
-        )
+    async with cli.jobmanager(started, cluster_id=cluster_id, request_timeout=30) as jm:
 
         async def flink_answers() -> bool:
             try:
@@ -143,15 +125,12 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
         job_id = await jm.submit(await jm.upload_jar(rate_job_jar), parallelism=4)
         submitted = time.monotonic()
 
-        try:
-            await eventually(
-                lambda: all_tasks_running(jm, job_id),
-                what="4 tasks RUNNING",
-                timeout=JVM_DEADLINE,
-                interval=1,
-            )
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n{pod_logs(dev_cluster, namespace)}") from None
+        await cli.eventually(
+            lambda: all_tasks_running(jm, job_id),
+            what="4 tasks RUNNING",
+            timeout=JVM_DEADLINE,
+            interval=1,
+        )
         running_seconds = time.monotonic() - submitted
         job = await jm.get(f"/jobs/{job_id}")
         assert {int(vertex["parallelism"]) for vertex in job["vertices"]} == {4}

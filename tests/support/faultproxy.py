@@ -12,7 +12,8 @@ An injected fault answers with a Kubernetes ``Status`` body, as the API server w
 ``status=0`` closes the connection without answering (a connection error for the client);
 ``status=None`` forwards the request after all (with ``gate``/``delay``: a slow API server);
 ``in_stream=True`` answers a watch with 200 and an in-stream ``ERROR`` event, byte for byte
-what the API server sends (e.g. 410 "too old resource version").
+what the API server sends (e.g. 410 "too old resource version"); ``silent=True`` answers it
+with 200 and its headers, then sends not a byte (a watch gone silent without closing).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Fault:
     gate: asyncio.Event | None = None  # answer only once this is set
     query_regex: re.Pattern[str] | None = None
     in_stream: bool = False
+    silent: bool = False  # 200 and headers, then nothing until ``gate`` (if any) is set
     forward_first: bool = False  # the API server gets the request; the client the fault
     hits: int = 0
 
@@ -203,6 +205,7 @@ class FaultProxy:
         gate: asyncio.Event | None = None,
         query_regex: str | None = None,
         in_stream: bool = False,
+        silent: bool = False,
     ) -> Fault:
         """Answer the next ``times`` matching requests with ``status`` instead of forwarding.
 
@@ -212,8 +215,8 @@ class FaultProxy:
         request to the API server anyway and throws its answer away (a lost response: the
         change happened, the client does not know). ``gate``: hold the matching request
         until the event is set (a hanging API server), then answer. ``query_regex`` must
-        also match the query string. See the module docstring for ``status=None`` and
-        ``in_stream``.
+        also match the query string. See the module docstring for ``status=None``,
+        ``in_stream`` and ``silent`` (with ``gate``: silent until it is set).
         """
         fault = Fault(
             method=method,
@@ -228,6 +231,7 @@ class FaultProxy:
             gate=gate,
             query_regex=re.compile(query_regex) if query_regex is not None else None,
             in_stream=in_stream,
+            silent=silent,
         )
         self._faults.append(fault)
         return fault
@@ -301,6 +305,12 @@ class FaultProxy:
     async def _answer_fault(
         self, request: web.Request, fault: Fault, *, arrived: float, is_watch: bool
     ) -> web.StreamResponse:
+        if fault.silent:
+            self._record(request, status=200, at=arrived, injected=True, is_watch=is_watch)
+            silent = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+            await silent.prepare(request)
+            await (fault.gate or asyncio.Event()).wait()
+            return silent
         if fault.gate is not None:
             await fault.gate.wait()
         if fault.delay > 0:

@@ -36,10 +36,22 @@ def test_a_row_becomes_a_table_line_with_its_figures() -> None:
     assert "**no**" in document
 
 
-def test_the_committed_document_is_the_one_its_rows_make() -> None:
+def test_the_soak_summary_is_quoted_in_a_section_of_its_own() -> None:
+    summary = "soak of 20 min (...)\nslopes: rss_mb_per_min +0.010\n"
+
+    document = render([ROW], soak_summary=summary)
+
+    assert "## Soak" in document
+    assert "`make soak`" in document
+    assert "```text\nsoak of 20 min (...)\nslopes: rss_mb_per_min +0.010\n```" in document
+    assert "## Soak" not in render([ROW])
+
+
+def test_the_committed_document_is_the_one_its_rows_and_the_soak_make() -> None:
     rows = read_rows(DOCS / "reliability-results.jsonl")
+    soak = (DOCS / "soak-summary.txt").read_text()
 
     assert rows, "docs/reliability-results.jsonl is empty: run make reliability"
-    assert (DOCS / "RELIABILITY.md").read_text() == render(rows), (
-        "docs/RELIABILITY.md is stale or edited by hand: run make reliability"
+    assert (DOCS / "RELIABILITY.md").read_text() == render(rows, soak_summary=soak), (
+        "docs/RELIABILITY.md is stale or edited by hand: run make soak, then make reliability"
     )

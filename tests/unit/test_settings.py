@@ -52,6 +52,7 @@ def test_every_default() -> None:
     assert s.auth_token_secret is None
     assert s.max_parallel_creates == 8
     assert s.watch_resync_interval == 300.0
+    assert s.watch_idle_timeout == 70.0
     assert s.api_request_timeout == 30.0
     assert s.log_level == "info"
     assert s.agent_command == ("rmd", "taskmanager")
@@ -92,6 +93,7 @@ def test_every_key_is_read() -> None:
             "rmd.auth.token-secret": "rmd-token",
             "rmd.kubernetes.max-parallel-requests": "16",
             "rmd.kubernetes.resync-interval": "1 min",
+            "rmd.kubernetes.watch-idle-timeout": "5 s",
             "rmd.kubernetes.request-timeout": "10 s",
             "rmd.log.level": "DEBUG",
             "rmd.taskmanager.agent-command": "python;-m;rmd;taskmanager",
@@ -121,6 +123,7 @@ def test_every_key_is_read() -> None:
         auth_token_secret="rmd-token",
         max_parallel_creates=16,
         watch_resync_interval=60.0,
+        watch_idle_timeout=5.0,
         api_request_timeout=10.0,
         log_level="debug",
         agent_command=("python", "-m", "rmd", "taskmanager"),
@@ -199,6 +202,7 @@ def test_known_rmd_keys() -> None:
         "rmd.auth.token-secret",
         "rmd.kubernetes.max-parallel-requests",
         "rmd.kubernetes.resync-interval",
+        "rmd.kubernetes.watch-idle-timeout",
         "rmd.kubernetes.request-timeout",
         "rmd.log.level",
         "rmd.taskmanager.agent-command",
@@ -284,6 +288,12 @@ def test_namespace_must_be_a_dns_label(bad: str) -> None:
             "rmd.kubernetes.max-parallel-requests",
             "0",
             "rmd.kubernetes.max-parallel-requests: '0' is too small; expected a value >= 1",
+        ),
+        (
+            "rmd.kubernetes.watch-idle-timeout",
+            "500 ms",
+            "rmd.kubernetes.watch-idle-timeout: '500 ms' is shorter than 1 s; expected a "
+            "duration of at least 1 s, e.g. '70 s'",
         ),
         (
             "resourcemanager.taskmanager-timeout",
