@@ -28,6 +28,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from bench.machine import busy_processes, machine_facts
 from bench.procstat import CpuMeter, rss_bytes
 from rmd_dev.cluster import free_port
 
@@ -496,7 +497,13 @@ async def run_all(
     """Every server up at once; each measurement runs on each server back to back (so the
     machine's other work falls on all alike): closed loop at ``clients`` (0: none), then
     open loop at every rate of ``rates``."""
-    report: dict[str, Any] = {"taskmanagers": taskmanagers, "closed": {}, "open": []}
+    report: dict[str, Any] = {
+        "machine": machine_facts(),
+        "busy_before": await asyncio.to_thread(busy_processes),
+        "taskmanagers": taskmanagers,
+        "closed": {},
+        "open": [],
+    }
     async with contextlib.AsyncExitStack() as stack:
         servers = [
             await stack.enter_async_context(_server(kind, taskmanagers=taskmanagers))
@@ -511,6 +518,8 @@ async def run_all(
             for server in servers:
                 row[server.kind] = asdict(await open_loop(server, rate=rate, seconds=seconds))
             report["open"].append(row)
+    report["busy_after"] = await asyncio.to_thread(busy_processes)
+    report["load_average_after"] = machine_facts()["load_average"]
     return report
 
 
