@@ -159,8 +159,11 @@ class _Server:
 @contextlib.asynccontextmanager
 async def _server(kind: str, *, taskmanagers: int) -> AsyncIterator[_Server]:
     """``python -m bench.heartbeats serve`` as its own process (so /proc measures it alone).
-    ``kind``: ``rmd`` or ``bare``, with ``+uvloop`` for that event loop."""
-    app, _, loop = kind.partition("+")
+    ``kind``: ``rmd`` or ``bare``, with ``+uvloop`` for that event loop, and ``@DIR`` to run
+    it in DIR: a checkout whose ``rmd`` package is imported instead of this one (before and
+    after on the same machine; DIR needs this ``bench`` package beside it)."""
+    served, _, tree = kind.partition("@")
+    app, _, loop = served.partition("+")
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -177,6 +180,7 @@ async def _server(kind: str, *, taskmanagers: int) -> AsyncIterator[_Server]:
         str(taskmanagers),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,  # the access log of the rmd server
+        cwd=tree or None,  # python -m puts the working directory first on sys.path
     )
     try:
         assert process.stdout is not None
@@ -542,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--kinds",
         type=lambda text: tuple(text.split(",")),
         default=("bare", "rmd"),
-        help="servers: bare, rmd, bare+uvloop, rmd+uvloop",
+        help="servers: bare, rmd, bare+uvloop, rmd+uvloop; @DIR: served from another checkout",
     )
     args = parser.parse_args(argv)
     if args.command == "serve":
