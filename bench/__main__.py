@@ -3,12 +3,14 @@ measured in the same run.
 
     python -m bench [--full] [--name NAME] [--cluster-dir DIR]
                     [--scale 500,1000] [--sweep 4,8] [--idle 1000,3000] [--idle-window 60]
+                    [--heartbeat-seconds 10]
 
 quick (default, a few minutes on 2 cores): scale-out of 500 TaskManagers (bare API baseline
 and rmd at ``rmd.kubernetes.max-parallel-requests`` 8), the idle cost at 500 over 30 s, and
-heartbeats at 50 clients against 1,000 registered TaskManagers (rmd's app and a bare aiohttp
-handler). --full: scale-out of 1,000 and 2,000, the parallelism sweep 4 / 8 / 16 / 32 at
-1,000, the idle cost at 500 / 1,000 / 3,000 over 10 minutes each, heartbeats for 30 s.
+heartbeats against 1,000 registered TaskManagers (rmd's app and a bare aiohttp handler): 50
+clients closed loop, then 2,000 and 3,000 requests/s open loop (``bench.heartbeats``).
+--full: scale-out of 1,000 and 2,000, the parallelism sweep 4 / 8 / 16 / 32 at 1,000, the
+idle cost at 500 / 1,000 / 3,000 over 10 minutes each, heartbeats for 30 s.
 
 Prints a table and writes ``bench/results/<name>.json`` with the machine's facts and what
 else was running. Every machine-dependent figure has its same-run baseline beside it: on a
@@ -30,7 +32,7 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
-from bench.heartbeats import HeartbeatResult, measure
+from bench.heartbeats import run_all
 from bench.machine import busy_processes, machine_facts
 from bench.scale_out import TIMEOUT, BaselineResult, RmdResult, baseline, rmd_run
 from rmd_dev.cluster import ControlPlane
@@ -94,7 +96,7 @@ async def run(
         "daemon_tree": None if daemon_tree is None else str(daemon_tree),
     }
     print(f"bench {name}: profile {profile.name}", flush=True)
-    report["heartbeats"] = await heartbeats(profile)
+    report["heartbeats"] = await heartbeats(profile) if profile.heartbeat_seconds > 0 else None
     own = cluster_dir is None
     directory = cluster_dir or Path(tempfile.mkdtemp(prefix="rmd-bench-"))
     plane = ControlPlane(directory)
@@ -146,28 +148,44 @@ async def run(
     return report
 
 
+OPEN_LOOP_RATES = (2000.0, 3000.0)  # heartbeats/s offered on a fixed schedule
+
+
 async def heartbeats(profile: Profile) -> dict[str, Any]:
-    results: dict[str, HeartbeatResult] = {}
-    for kind in ("bare", "rmd"):
-        results[kind] = await measure(
-            kind, taskmanagers=1000, clients=50, seconds=profile.heartbeat_seconds
-        )
-    bare, ours = results["bare"], results["rmd"]
+    """Closed loop (50 clients: the most each server answers) and open loop (fixed rates,
+    latency from each request's scheduled time), rmd and bare aiohttp back to back."""
+    measured = await run_all(
+        kinds=("bare", "rmd"),
+        taskmanagers=1000,
+        clients=50,
+        seconds=profile.heartbeat_seconds,
+        rates=OPEN_LOOP_RATES,
+    )
+    bare, ours = measured["closed"]["bare"], measured["closed"]["rmd"]
     summary = {
-        "bare": asdict(bare),
-        "rmd": asdict(ours),
-        "ratio_requests_per_s": round(ours.requests_per_s / max(bare.requests_per_s, 1e-9), 2),
-        "ratio_p99": round(ours.p99_ms / max(bare.p99_ms, 1e-9), 2),
-        "ratio_server_cpu_per_request": round(
-            ours.server_cpu_ms_per_request / max(bare.server_cpu_ms_per_request, 1e-9), 2
+        "bare": bare,
+        "rmd": ours,
+        "ratio_requests_per_s": round(
+            ours["requests_per_s"] / max(bare["requests_per_s"], 1e-9), 2
         ),
+        "ratio_p99": round(ours["p99_ms"] / max(bare["p99_ms"], 1e-9), 2),
+        "ratio_server_cpu_per_request": round(
+            ours["server_cpu_ms_per_request"] / max(bare["server_cpu_ms_per_request"], 1e-9), 2
+        ),
+        "open_loop": measured["open"],
     }
     print(
-        f"heartbeats, 50 clients: rmd {ours.requests_per_s:.0f}/s p99 {ours.p99_ms:.1f} ms; "
-        f"bare aiohttp {bare.requests_per_s:.0f}/s p99 {bare.p99_ms:.1f} ms; "
+        f"heartbeats, 50 clients: rmd {ours['requests_per_s']:.0f}/s p99 {ours['p99_ms']:.1f} ms; "
+        f"bare aiohttp {bare['requests_per_s']:.0f}/s p99 {bare['p99_ms']:.1f} ms; "
         f"ratio {summary['ratio_requests_per_s']}",
         flush=True,
     )
+    for row in measured["open"]:
+        print(
+            f"heartbeats at {row['rate']:.0f}/s (open loop): p99 rmd "
+            f"{row['rmd']['p99_ms']:.1f} ms, bare {row['bare']['p99_ms']:.1f} ms",
+            flush=True,
+        )
     return summary
 
 
@@ -245,6 +263,8 @@ def table(report: dict[str, Any]) -> str:
             f"{idle['rss_mb_start']:>8.0f}->{idle['rss_mb_end']:<6.0f}{idle['rss_growth_mb']:>11.1f}"
         )
     beats = report["heartbeats"]
+    if beats is None:
+        return "\n".join(lines)
     lines.append("")
     lines.append(
         f"{'heartbeats':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server cpu %':>14}"
@@ -260,6 +280,19 @@ def table(report: dict[str, Any]) -> str:
         f"{'rmd / bare':<12}{beats['ratio_requests_per_s']:>9.2f}{'':>9}{beats['ratio_p99']:>9.2f}"
         f"{'':>14}{beats['ratio_server_cpu_per_request']:>12.2f}"
     )
+    lines.append("")
+    lines.append(
+        f"{'open loop':<12}{'rate/s':>8}{'answered':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
+        f"{'gen lag p99':>12}{'cpu ms/req':>12}"
+    )
+    for row in beats.get("open_loop", []):
+        for kind in ("bare", "rmd"):
+            one = row[kind]
+            lines.append(
+                f"{kind:<12}{row['rate']:>8.0f}{one['answered_per_s']:>10.0f}{one['p50_ms']:>9.1f}"
+                f"{one['p99_ms']:>9.1f}{one['p999_ms']:>10.1f}{one['generator_lag_p99_ms']:>12.1f}"
+                f"{one['server_cpu_ms_per_request']:>12.3f}"
+            )
     return "\n".join(lines)
 
 
@@ -283,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle", type=_sizes, help="idle-cost sizes, e.g. 500,1000,3000")
     parser.add_argument("--idle-window", type=float, help="seconds of each idle measurement")
     parser.add_argument(
+        "--heartbeat-seconds", type=float, help="seconds of each heartbeat measurement (0: none)"
+    )
+    parser.add_argument(
         "--daemon-tree",
         type=Path,
         help="run the daemon from another checkout (e.g. `git archive` of an older commit) "
@@ -299,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = replace(profile, idle_sizes=args.idle)
     if args.idle_window is not None:
         profile = replace(profile, idle_window=args.idle_window)
+    if args.heartbeat_seconds is not None:
+        profile = replace(profile, heartbeat_seconds=args.heartbeat_seconds)
     if profile not in (QUICK, FULL):
         profile = replace(profile, name=f"{profile.name}-custom")
     name = args.name or f"{profile.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"

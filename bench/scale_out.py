@@ -396,6 +396,9 @@ async def idle_cost(
     http: aiohttp.ClientSession, daemon: DaemonProcess, *, taskmanagers: int, window: float
 ) -> IdleResult:
     """The daemon with nothing to decide: every TaskManager heartbeats, nothing changes."""
+    # Not idle while the scale-out's rmd.dev/state label patches still go out (at 3,000 that
+    # is a minute and a half after fulfilment, at four times the idle cost): wait for them.
+    await until_labels_settled(http, daemon.url)
     await asyncio.sleep(15.0)  # a benchmark's settling time: the first heartbeat round passes
     meter = CpuMeter({"daemon": daemon.pid})
     start_rss = peak_rss = rss_bytes(daemon.pid)
@@ -418,6 +421,29 @@ async def idle_cost(
         rss_growth_mb=round((end_rss - start_rss) / MB, 1),
         registered_at_end=registered,
     )
+
+
+async def until_labels_settled(
+    http: aiohttp.ClientSession, url: str, *, quiet_for: float = 10.0, timeout: float = 600.0
+) -> None:
+    """Until the daemon's count of pod-label patches has not moved for ``quiet_for`` s
+    (polled from /metrics every second: a benchmark's wait)."""
+    last: float | None = None
+    still_since = time.monotonic()
+    async with asyncio.timeout(timeout):
+        while True:
+            async with http.get(f"{url}/metrics") as response:
+                text = await response.text()
+            patches = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("rmd_pod_state_label_patches_total{")
+            )
+            if patches != last:
+                last, still_since = patches, time.monotonic()
+            elif time.monotonic() - still_since >= quiet_for:
+                return
+            await asyncio.sleep(1.0)
 
 
 def as_json(value: Any) -> Any:

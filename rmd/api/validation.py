@@ -80,6 +80,8 @@ def parse_taskmanager_id(raw: str) -> str:
 
 def parse_json_object(raw: bytes, *, empty_means: dict[str, Any] | None = None) -> dict[str, Any]:
     """The body as a JSON object. An empty body is refused unless ``empty_means`` is given."""
+    if raw == b"{}":  # every plain heartbeat: no parser needed
+        return {}
     if not raw.strip() and empty_means is not None:
         return dict(empty_means)
     try:
@@ -302,6 +304,65 @@ def parse_slots_flag(values: Sequence[str]) -> bool:
             field="slots",
         )
     return values[0] == "true"
+
+
+SLOTS_LIMIT_MAX = 10_000
+SLOTS_AFTER_MAX_LENGTH = 300  # a slot id: <TaskManager id>/<index>
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPage:
+    """``?slots_limit=N[&slots_after=<slot id>]``: at most ``limit`` slots, those after
+    ``after`` in the job's listing (None: from the first)."""
+
+    limit: int
+    after: str | None
+
+
+def parse_slot_page(limits: Sequence[str], afters: Sequence[str]) -> SlotPage | None:
+    """The ``slots_limit`` / ``slots_after`` query parameters of ``GET /v1/jobs/{job_id}``;
+    None when neither is given (every slot listed)."""
+    for name, values in (("slots_limit", limits), ("slots_after", afters)):
+        if len(values) > 1:
+            raise ProblemError(
+                MALFORMED_REQUEST,
+                f"The query parameter '{name}' is given twice: give it once.",
+                field=name,
+            )
+    if not limits:
+        if afters:
+            raise ProblemError(
+                INVALID_VALUE,
+                "The query parameter 'slots_after' pages the slot list: give 'slots_limit' "
+                "(how many slots a page holds) with it.",
+                field="slots_after",
+            )
+        return None
+    raw = limits[0]
+    if not raw.isascii() or not raw.isdigit():
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The query parameter 'slots_limit' is {_shorten(raw)!r}: give a whole number of "
+            f"slots from 1 to {SLOTS_LIMIT_MAX}.",
+            field="slots_limit",
+        )
+    limit = int(raw)
+    if not 1 <= limit <= SLOTS_LIMIT_MAX:
+        raise ProblemError(
+            INVALID_VALUE,
+            f"The query parameter 'slots_limit' is {limit}: give a whole number of slots from "
+            f"1 to {SLOTS_LIMIT_MAX}.",
+            field="slots_limit",
+        )
+    after = afters[0] if afters else None
+    if after is not None and not 1 <= len(after) <= SLOTS_AFTER_MAX_LENGTH:
+        raise ProblemError(
+            INVALID_VALUE,
+            "The query parameter 'slots_after' is not a slot id: give the 'slots_next' of "
+            "the previous page.",
+            field="slots_after",
+        )
+    return SlotPage(limit=limit, after=after)
 
 
 def _valid_host(host: str) -> bool:

@@ -380,6 +380,74 @@ async def test_compact_view_has_counts_without_the_slot_list(
     assert compact == {key: value for key, value in full.items() if key != "slots"}
 
 
+async def test_slot_pages_together_are_the_full_listing(
+    client: TestClient[Any, Any], engine: InMemoryEngine
+) -> None:
+    await client.put("/v1/jobs/j1/requirements", json={"slots": 7})
+    await register_all(client, engine)
+    full = await (await client.get("/v1/jobs/j1")).json()
+
+    pages: list[dict[str, Any]] = []
+    params = {"slots_limit": "3"}
+    while True:
+        response = await client.get("/v1/jobs/j1", params=params)
+        assert response.status == 200
+        pages.append(await response.json())
+        if pages[-1]["slots_next"] is None:
+            break
+        params = {"slots_limit": "3", "slots_after": pages[-1]["slots_next"]}
+
+    assert [len(page["slots"]) for page in pages] == [3, 3, 1]
+    assert [slot for page in pages for slot in page["slots"]] == full["slots"]
+    for page in pages:  # every other field as in the full view
+        rest = {key: value for key, value in page.items() if key not in ("slots", "slots_next")}
+        assert rest == {key: value for key, value in full.items() if key != "slots"}
+    exact = await (await client.get("/v1/jobs/j1", params={"slots_limit": "7"})).json()
+    assert exact["slots"] == full["slots"]
+    assert exact["slots_next"] is None
+
+
+async def test_each_slot_page_has_its_own_etag(
+    client: TestClient[Any, Any], engine: InMemoryEngine
+) -> None:
+    await client.put("/v1/jobs/j1/requirements", json={"slots": 4})
+    await register_all(client, engine)
+    first = await client.get("/v1/jobs/j1", params={"slots_limit": "2"})
+    after = (await first.json())["slots_next"]
+    second = await client.get("/v1/jobs/j1", params={"slots_limit": "2", "slots_after": after})
+    full = await client.get("/v1/jobs/j1")
+    tags = {first.headers["ETag"], second.headers["ETag"], full.headers["ETag"]}
+    assert len(tags) == 3
+    again = await client.get(
+        "/v1/jobs/j1",
+        params={"slots_limit": "2", "slots_after": after},
+        headers={"If-None-Match": second.headers["ETag"]},
+    )
+    assert again.status == 304
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "field"),
+    [
+        ("slots_limit=0", 422, "slots_limit"),
+        ("slots_limit=10001", 422, "slots_limit"),
+        ("slots_limit=two", 400, "slots_limit"),
+        ("slots_limit=2&slots_limit=3", 400, "slots_limit"),
+        ("slots_after=j1-taskmanager-1-1/0", 422, "slots_after"),
+        ("slots_limit=2&slots_after=no-such-tm/0", 422, "slots_after"),
+        ("slots_limit=2&slots=false", 422, "slots_limit"),
+    ],
+)
+async def test_bad_slot_page_is_refused_naming_the_parameter(
+    client: TestClient[Any, Any], engine: InMemoryEngine, query: str, status: int, field: str
+) -> None:
+    await client.put("/v1/jobs/j1/requirements", json={"slots": 2})
+    await register_all(client, engine)
+    response = await client.get(f"/v1/jobs/j1?{query}")
+    assert response.status == status
+    assert (await response.json())["field"] == field
+
+
 @pytest.mark.parametrize("query", ["slots=no", "slots=", "slots=true&slots=false"])
 async def test_bad_slots_flag_is_refused(client: TestClient[Any, Any], query: str) -> None:
     await client.put("/v1/jobs/j1/requirements", json={"slots": 1})
