@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 from kubernetes_asyncio import client, config
 
@@ -61,6 +62,8 @@ from rmd.kube.podspec import (
 )
 from rmd_dev.emulator.mountns import in_mount_namespace
 from rmd_dev.flink.jobmanager import (
+    FlinkRest,
+    FlinkRestError,
     JobManagerPorts,
     delete_taskmanager_pods,
     jobmanager_configuration,
@@ -261,6 +264,27 @@ class NativeSessionCluster:
     def exited(self) -> int | None:
         """The JobManager's exit code, None while it runs."""
         return None if self.process is None else self.process.returncode
+
+    async def wait_answering(self, rest: FlinkRest, *, timeout: float) -> None:
+        """Wait until ``/overview`` answers 200 (the resource manager is up); a JobManager
+        that exits meanwhile raises at once, naming its log."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if self.exited() is not None:
+                        raise RuntimeError(
+                            f"Flink's native JobManager exited with {self.exited()} while "
+                            f"starting; see {self.log_path}"
+                        )
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError, FlinkRestError):
+                        await rest.get("/overview")
+                        return
+                    await asyncio.sleep(0.5)
+        except TimeoutError:
+            raise TimeoutError(
+                f"Flink's native JobManager did not answer within {timeout:g} s; see "
+                f"{self.log_path}"
+            ) from None
 
 
 @contextlib.asynccontextmanager
