@@ -71,9 +71,14 @@ class FlinkTaskManagerProbe:
     async def listed(self) -> bool:
         """True once the JobManager answers 200 for the TaskManager; False for anything else
         (404 while it has not registered, no answer while the JobManager starts)."""
+        return await self.answer() == 200
+
+    async def answer(self) -> int | None:
+        """The JobManager's HTTP status for the TaskManager (200 listed, 404 unknown to it),
+        None when it does not answer."""
         try:
             async with self._session.get(self._url, timeout=self._timeout) as response:
                 await response.read()
-                return response.status == 200
+                return response.status
         except (aiohttp.ClientError, TimeoutError):
-            return False
+            return None

@@ -13,7 +13,12 @@ How it ends (exit codes in :mod:`rmd.agent.exit_codes`):
 
 When the command is Flink's TaskManager (``RMD_SUPERVISE_FLINK=true``) the agent registers
 only once Flink's JobManager lists it (:mod:`rmd.agent.flink`), polling every
-``AgentTiming.flink_poll_interval``; a stop or the command's exit ends the wait.
+``AgentTiming.flink_poll_interval``; a stop or the command's exit ends the wait. It keeps
+polling while it heartbeats: when the JobManager answers but has not listed the TaskManager
+for ``AgentTiming.flink_forgotten_after`` (a JobManager that restarted without high
+availability: Flink's TaskManager would find the new one only after its heartbeat timeout,
+50 s by default), the agent restarts the TaskManager in the same pod, which then registers
+with the new JobManager at once; rmd's pod and slots stay as they are.
 - a heartbeat answer says ``"state": "releasing"`` (or is a 404 whose detail says the
   TaskManager is being released): the daemon is deleting the pod; stop the command, return 0.
 - the daemon answers 403: log its detail, stop the command, return 0 when it says the
@@ -82,6 +87,8 @@ class AgentTiming:
         default_factory=lambda: Backoff(base=0.5, cap=30.0, floor=0.05, max_retry_after=300.0)
     )
     flink_poll_interval: float = 1.0  # asking Flink's JobManager whether the TaskManager is up
+    # Unknown to an answering JobManager (404) for this long once it was up: restart it.
+    flink_forgotten_after: float = 10.0
 
 
 class Interruption(enum.Enum):
@@ -203,7 +210,11 @@ class _Agent:
         self._log = log
         self._timing = timing
         self._child: SupervisedProcess | None = None
+        self._child_exit: asyncio.Future[Any] | None = None
         self._waiters: list[asyncio.Future[Any]] = []
+        self._command: Sequence[str] = ()
+        self._env: Mapping[str, str] = {}
+        self._forgotten_since: float | None = None
 
     async def run(self, *, command: Sequence[str], env: Mapping[str, str]) -> int:
         self._log.info(
@@ -214,6 +225,7 @@ class _Agent:
             heartbeat_interval=self._settings.heartbeat_interval,
             command=list(command) or None,
         )
+        self._command, self._env = command, env
         if command:
             try:
                 self._child = await SupervisedProcess.start(command, env=env)
@@ -231,7 +243,7 @@ class _Agent:
             self._log.info("agent.command_started", command=list(command), pid=self._child.pid)
         self._waiters.append(asyncio.ensure_future(self._stop.wait()))
         if self._child is not None:
-            self._waiters.append(asyncio.ensure_future(self._child.wait()))
+            self._watch_child()
         try:
             interrupted = await self._until_flink_is_up()
             ending = interrupted if interrupted is not None else await self._serve()
@@ -284,10 +296,66 @@ class _Agent:
             if interruption is not None:
                 return interruption
 
+    def _watch_child(self) -> None:
+        assert self._child is not None
+        self._child_exit = asyncio.ensure_future(self._child.wait())
+        self._waiters.append(self._child_exit)
+
+    async def _pause_watching_flink(self, seconds: float) -> Interruption | None:
+        """:meth:`_pause` for ``seconds``; with Flink's TaskManager as the command, asking its
+        JobManager every poll interval meanwhile and restarting a TaskManager it forgot."""
+        probe = self._flink_probe
+        if probe is None or self._child is None:
+            return await self._pause(seconds)
+        until = self._clock.monotonic() + seconds
+        while (left := until - self._clock.monotonic()) > 0:
+            interruption = await self._pause(min(left, self._timing.flink_poll_interval))
+            if interruption is not None:
+                return interruption
+            status = await self._race(probe.answer)
+            if isinstance(status, Interruption):
+                return status
+            now = self._clock.monotonic()
+            if status != 404:
+                if status == 200:
+                    self._forgotten_since = None
+                continue  # no answer: a JobManager starting, nothing known yet
+            if self._forgotten_since is None:
+                self._forgotten_since = now
+            elif now - self._forgotten_since >= self._timing.flink_forgotten_after:
+                interruption = await self._restart_command(unknown_for=now - self._forgotten_since)
+                if interruption is not None:
+                    return interruption
+        return None
+
+    async def _restart_command(self, *, unknown_for: float) -> Interruption | None:
+        """Stop the supervised TaskManager and start it again (same command and env)."""
+        assert self._child is not None
+        assert self._child_exit is not None
+        self._log.warning(
+            "agent.flink_forgot_taskmanager",
+            unknown_for_seconds=round(unknown_for, 3),
+            action="restarting the TaskManager",
+        )
+        self._waiters.remove(self._child_exit)
+        self._child_exit.cancel()
+        await self._child.terminate(grace_period=self._timing.grace_period)
+        self._forgotten_since = None
+        if self._stop.is_set():
+            return Interruption.STOP
+        try:
+            self._child = await SupervisedProcess.start(self._command, env=self._env)
+        except OSError as error:
+            self._log.error("agent.command_not_restarted", error=f"{type(error).__name__}: {error}")
+            return Interruption.COMMAND_EXITED  # the old one has exited: end as it would
+        self._watch_child()
+        self._log.info("agent.command_started", command=list(self._command), pid=self._child.pid)
+        return None
+
     async def _heartbeat_until_forgotten(self) -> Ending | None:
         """Heartbeat every interval; None when the daemon no longer knows the TaskManager."""
         while True:
-            interruption = await self._pause(self._settings.heartbeat_interval)
+            interruption = await self._pause_watching_flink(self._settings.heartbeat_interval)
             if interruption is not None:
                 return interruption
             answer = await self._until_answered("heartbeat", self._heartbeat_once)

@@ -1,9 +1,11 @@
 """The agent supervising Flink's TaskManager registers with rmd only once Flink's JobManager
-lists the TaskManager (``GET /taskmanagers/<resource-id>`` → 200)."""
+lists the TaskManager (``GET /taskmanagers/<resource-id>`` → 200), and restarts a TaskManager
+an answering JobManager has forgotten (a JobManager restarted without high availability)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ class FakeJobManager:
 
     known: set[str] = dataclasses.field(default_factory=set)
     asked: list[str] = dataclasses.field(default_factory=list)
+    unknown_status: int = 404  # 503: a JobManager that cannot say (starting, overloaded)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -44,7 +47,9 @@ class FakeJobManager:
         self.asked.append(taskmanager_id)
         if taskmanager_id in self.known:
             return web.json_response({"id": taskmanager_id, "slotsNumber": 4})
-        return web.json_response({"errors": ["Could not find TaskExecutor"]}, status=404)
+        return web.json_response(
+            {"errors": ["Could not find TaskExecutor"]}, status=self.unknown_status
+        )
 
 
 @pytest.fixture
@@ -102,6 +107,66 @@ async def test_registers_only_after_flink_lists_the_taskmanager(
     flink.known.add(TM_ID)
     await wait_until(lambda: TM_ID in fake.registered, what="registration after Flink lists it")
     assert agent.events("agent.flink_taskmanager_up")
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+FORGETTING = dataclasses.replace(TIMING, flink_forgotten_after=0.3)
+SLEEPER = "import time; time.sleep(60)"
+
+
+async def test_a_taskmanager_the_jobmanager_forgot_is_restarted_in_place(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+) -> None:
+    """Up, then unknown to the (answering) JobManager for ``flink_forgotten_after``: the
+    TaskManager process is restarted; the agent stays registered with rmd (no goodbye, no
+    second registration) and restarts nothing once Flink lists it again."""
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    flink.known.add(TM_ID)
+    agent = start_agent(flink_env(url, conf_dir), python_command(SLEEPER), timing=FORGETTING)
+    await wait_until(lambda: TM_ID in fake.registered, what="registered")
+    [first] = agent.events("agent.command_started")
+    flink.known.clear()  # the JobManager restarted: it does not know the TaskManager
+    await wait_until(
+        lambda: len(agent.events("agent.command_started")) == 2, what="the TaskManager restarted"
+    )
+    [forgot] = agent.events("agent.flink_forgot_taskmanager")
+    assert forgot["unknown_for_seconds"] >= 0.3
+    second = agent.events("agent.command_started")[1]
+    assert second["pid"] != first["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(first["pid"], 0)  # the first one is gone
+    flink.known.add(TM_ID)  # the new one registered with the new JobManager
+    asked = len(flink.asked)
+    await wait_until(lambda: len(flink.asked) >= asked + 30, what="more polls")
+    assert len(agent.events("agent.command_started")) == 2
+    assert len(fake.calls_of("POST")) == 1
+    assert fake.calls_of("DELETE") == []
+    assert TM_ID in fake.registered
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+async def test_a_jobmanager_that_does_not_answer_restarts_nothing(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+) -> None:
+    """Only a 404 from the JobManager says it forgot: 503s (it cannot say) change nothing."""
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    flink.known.add(TM_ID)
+    agent = start_agent(flink_env(url, conf_dir), python_command(SLEEPER), timing=FORGETTING)
+    await wait_until(lambda: TM_ID in fake.registered, what="registered")
+    flink.unknown_status = 503
+    flink.known.clear()
+    asked = len(flink.asked)
+    await wait_until(lambda: len(flink.asked) >= asked + 40, what="polls over 0.8 s")
+    assert len(agent.events("agent.command_started")) == 1
+    assert agent.events("agent.flink_forgot_taskmanager") == []
     agent.stop.set()
     assert await agent.result() == 0
 
