@@ -212,6 +212,13 @@ async def spawn(
         )
 
 
+async def kill_group(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL to the process's group (a crash, no clean-up), reaped."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()
+
+
 async def stop_group(process: asyncio.subprocess.Process, *, grace: float = STOP_GRACE) -> None:
     """SIGTERM to the process's group, SIGKILL after ``grace``; reaped, and whatever it left
     in its group killed."""

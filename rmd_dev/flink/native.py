@@ -68,6 +68,7 @@ from rmd_dev.flink.jobmanager import (
     delete_taskmanager_pods,
     jobmanager_configuration,
     jobmanager_deployment_manifest,
+    kill_group,
     spawn,
     stop_group,
     write_conf_dir,
@@ -239,7 +240,7 @@ class NativeSessionCluster:
     async def kill(self) -> None:
         """SIGKILL the JobManager (its TaskManager pods stay, as after a JobManager crash)."""
         if self.process is not None:
-            await stop_group(self.process, grace=0)
+            await kill_group(self.process)
 
     async def stop(self) -> None:
         """SIGTERM the JobManager, delete its TaskManager pods (waiting until they and their
