@@ -75,6 +75,9 @@ SHARED_FLINK_KEYS = {  # both resource managers' JobManagers
     "taskmanager.numberOfTaskSlots": str(SLOTS_PER_TASKMANAGER),
     "resourcemanager.taskmanager-timeout": f"{IDLE_TIMEOUT:.0f} s",
     "restart-strategy.fixed-delay.attempts": "1000",
+    # After a JobManager restart, TaskManager pods of the previous attempt count as supply
+    # for this long (Flink's default 0 s: new pods at once, the old ones come back later).
+    "resourcemanager.previous-worker.recovery.timeout": "60 s",
 }
 
 
@@ -316,7 +319,8 @@ async def scenarios(
     # (a') and (c)
     job_id = await submit()
     restarts = await rest.restarts(job_id)
-    victim = sorted(watch.live & registrations.ever)[0]
+    placement = await rest.task_placement(job_id)  # not an idle warm spare
+    victim = sorted(watch.live & placement.keys())[0]
     before = set(watch.seen)
     watch.reset_peak()
     deleted = time.perf_counter()
