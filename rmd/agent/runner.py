@@ -14,11 +14,13 @@ How it ends (exit codes in :mod:`rmd.agent.exit_codes`):
 When the command is Flink's TaskManager (``RMD_SUPERVISE_FLINK=true``) the agent registers
 only once Flink's JobManager lists it (:mod:`rmd.agent.flink`), polling every
 ``AgentTiming.flink_poll_interval``; a stop or the command's exit ends the wait. It keeps
-polling while it heartbeats: when the JobManager answers but has not listed the TaskManager
-for ``AgentTiming.flink_forgotten_after`` (a JobManager that restarted without high
-availability: Flink's TaskManager would find the new one only after its heartbeat timeout,
-50 s by default), the agent restarts the TaskManager in the same pod, which then registers
-with the new JobManager at once; rmd's pod and slots stay as they are.
+asking while it heartbeats (once per heartbeat; every poll interval for a while after the
+daemon forgot the TaskManager, and while the JobManager does not know it): when the
+JobManager answers but has not listed the TaskManager for
+``AgentTiming.flink_forgotten_after`` (a JobManager restarted without high availability:
+Flink's TaskManager would find the new one only after its heartbeat timeout, 50 s by
+default), the agent restarts the TaskManager in the same pod, which then registers with the
+new JobManager at once; rmd's pod and slots stay as they are.
 - a heartbeat answer says ``"state": "releasing"`` (or is a 404 whose detail says the
   TaskManager is being released): the daemon is deleting the pod; stop the command, return 0.
 - the daemon answers 403: log its detail, stop the command, return 0 when it says the
@@ -89,6 +91,10 @@ class AgentTiming:
     flink_poll_interval: float = 1.0  # asking Flink's JobManager whether the TaskManager is up
     # Unknown to an answering JobManager (404) for this long once it was up: restart it.
     flink_forgotten_after: float = 10.0
+    # While registered, Flink is asked once per heartbeat; every flink_poll_interval for this
+    # long after registering again (the daemon forgot the TaskManager: the JobManager pod may
+    # have restarted) and while the JobManager says it does not know the TaskManager.
+    flink_close_watch: float = 120.0
 
 
 class Interruption(enum.Enum):
@@ -215,6 +221,7 @@ class _Agent:
         self._command: Sequence[str] = ()
         self._env: Mapping[str, str] = {}
         self._forgotten_since: float | None = None
+        self._close_watch_until = float("-inf")
 
     async def run(self, *, command: Sequence[str], env: Mapping[str, str]) -> int:
         self._log.info(
@@ -259,12 +266,16 @@ class _Agent:
 
     async def _serve(self) -> Ending:
         started = self._clock.monotonic()
+        registrations = 0
         while True:
             answer = await self._until_answered("register", self._register_once)
             if not isinstance(answer, Accepted):
                 return _ending_of(answer)
             if answer.state == RELEASING:
                 return ReleasedByDaemon("register")
+            registrations += 1
+            if registrations > 1:
+                self._close_watch_until = self._clock.monotonic() + self._timing.flink_close_watch
             self._log.info(
                 "agent.registered",
                 address=self._settings.address,
@@ -309,7 +320,12 @@ class _Agent:
             return await self._pause(seconds)
         until = self._clock.monotonic() + seconds
         while (left := until - self._clock.monotonic()) > 0:
-            interruption = await self._pause(min(left, self._timing.flink_poll_interval))
+            closely = (
+                self._forgotten_since is not None
+                or self._clock.monotonic() < self._close_watch_until
+            )
+            step = self._timing.flink_poll_interval if closely else left
+            interruption = await self._pause(min(left, step))
             if interruption is not None:
                 return interruption
             status = await self._race(probe.answer)

@@ -113,26 +113,31 @@ async def test_registers_only_after_flink_lists_the_taskmanager(
 
 FORGETTING = dataclasses.replace(TIMING, flink_forgotten_after=0.3)
 SLEEPER = "import time; time.sleep(60)"
+HEARTBEAT = "0.25"  # s; Flink is polled every 0.02 s (TIMING)
 
 
-async def test_a_taskmanager_the_jobmanager_forgot_is_restarted_in_place(
+async def test_after_the_jobmanager_pod_restarted_a_forgotten_taskmanager_restarts_in_place(
     start_agent: AgentStarter,
     daemon: tuple[FakeDaemon, str],
     jobmanager: tuple[FakeJobManager, Path],
 ) -> None:
-    """Up, then unknown to the (answering) JobManager for ``flink_forgotten_after``: the
-    TaskManager process is restarted; the agent stays registered with rmd (no goodbye, no
-    second registration) and restarts nothing once Flink lists it again."""
+    """The daemon and Flink's JobManager forgot the TaskManager (their pod restarted): the
+    agent registers again, asks Flink closely, and once the (answering) JobManager has not
+    listed it for ``flink_forgotten_after`` restarts the TaskManager process; it stays
+    registered with rmd (no goodbye) and restarts nothing once Flink lists it again."""
     fake, url = daemon
     flink, conf_dir = jobmanager
     flink.known.add(TM_ID)
-    agent = start_agent(flink_env(url, conf_dir), python_command(SLEEPER), timing=FORGETTING)
+    env = flink_env(url, conf_dir) | {agent_env.HEARTBEAT_INTERVAL: HEARTBEAT}
+    agent = start_agent(env, python_command(SLEEPER), timing=FORGETTING)
     await wait_until(lambda: TM_ID in fake.registered, what="registered")
     [first] = agent.events("agent.command_started")
-    flink.known.clear()  # the JobManager restarted: it does not know the TaskManager
+    fake.forget(TM_ID)
+    flink.known.clear()
     await wait_until(
         lambda: len(agent.events("agent.command_started")) == 2, what="the TaskManager restarted"
     )
+    assert len(fake.calls_of("POST")) == 2, "registered again after the daemon forgot it"
     [forgot] = agent.events("agent.flink_forgot_taskmanager")
     assert forgot["unknown_for_seconds"] >= 0.3
     second = agent.events("agent.command_started")[1]
@@ -143,9 +148,34 @@ async def test_a_taskmanager_the_jobmanager_forgot_is_restarted_in_place(
     asked = len(flink.asked)
     await wait_until(lambda: len(flink.asked) >= asked + 30, what="more polls")
     assert len(agent.events("agent.command_started")) == 2
-    assert len(fake.calls_of("POST")) == 1
+    assert len(fake.calls_of("POST")) == 2
     assert fake.calls_of("DELETE") == []
-    assert TM_ID in fake.registered
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+async def test_while_all_is_well_flink_is_asked_once_per_heartbeat(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+) -> None:
+    """Registered and listed: one question to Flink per heartbeat, not per poll interval
+    (a thousand TaskManagers must not flood the JobManager); a TaskManager Flink forgets
+    without the daemon forgetting it is still restarted, found at that pace."""
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    flink.known.add(TM_ID)
+    env = flink_env(url, conf_dir) | {agent_env.HEARTBEAT_INTERVAL: HEARTBEAT}
+    agent = start_agent(env, python_command(SLEEPER), timing=FORGETTING)
+    await wait_until(lambda: TM_ID in fake.registered, what="registered")
+    asked = len(flink.asked)
+    await wait_until(lambda: len(fake.calls_of("PUT")) >= 5, what="5 heartbeats")
+    assert len(flink.asked) - asked <= 7, "asked Flink more often than once per heartbeat"
+    flink.known.clear()
+    await wait_until(
+        lambda: len(agent.events("agent.command_started")) == 2, what="the TaskManager restarted"
+    )
+    assert len(fake.calls_of("POST")) == 1
     agent.stop.set()
     assert await agent.result() == 0
 
@@ -159,10 +189,13 @@ async def test_a_jobmanager_that_does_not_answer_restarts_nothing(
     fake, url = daemon
     flink, conf_dir = jobmanager
     flink.known.add(TM_ID)
-    agent = start_agent(flink_env(url, conf_dir), python_command(SLEEPER), timing=FORGETTING)
+    env = flink_env(url, conf_dir) | {agent_env.HEARTBEAT_INTERVAL: HEARTBEAT}
+    agent = start_agent(env, python_command(SLEEPER), timing=FORGETTING)
     await wait_until(lambda: TM_ID in fake.registered, what="registered")
+    fake.forget(TM_ID)  # so the agent asks Flink closely
     flink.unknown_status = 503
     flink.known.clear()
+    await wait_until(lambda: len(fake.calls_of("POST")) == 2, what="registered again")
     asked = len(flink.asked)
     await wait_until(lambda: len(flink.asked) >= asked + 40, what="polls over 0.8 s")
     assert len(agent.events("agent.command_started")) == 1
