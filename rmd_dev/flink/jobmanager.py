@@ -57,7 +57,8 @@ def jobmanager_configuration(
     extra: Mapping[str, str],
 ) -> dict[str, str]:
     """The JobManager pod's config.yaml: Flink's stock JVM options, small memory, loopback
-    addresses, free ports, a fixed-delay restart strategy, rmd following this JobManager,
+    addresses, free ports, a fixed-delay restart strategy, a short job-view cache, rmd
+    following this JobManager,
     and rmd's keys for TaskManager pods that run real Flink under the node emulator;
     ``extra`` wins."""
     stock = parse_config_yaml((flink.home / "conf" / "config.yaml").read_text())
@@ -74,6 +75,10 @@ def jobmanager_configuration(
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "10",
         "restart-strategy.fixed-delay.delay": "1 s",
+        # Flink's REST API serves a job's view from a cache (default: web.refresh-interval,
+        # 3 s); a job read while it initializes (no vertices yet) would hide its demand from
+        # rmd's follower that long.
+        "rest.cache.execution-graph.timeout": "500 ms",
         "taskmanager.numberOfTaskSlots": "2",
         "taskmanager.memory.process.size": "1g",
         "kubernetes.cluster-id": cluster_id,
