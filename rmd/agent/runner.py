@@ -16,7 +16,7 @@ only once Flink's JobManager lists it (:mod:`rmd.agent.flink`), polling every
 ``AgentTiming.flink_poll_interval``; a stop or the command's exit ends the wait. It keeps
 asking while it heartbeats (once per heartbeat; every poll interval for a while after the
 daemon forgot the TaskManager, and while the JobManager does not know it): when the
-JobManager answers but has not listed the TaskManager for
+JobManager answers that it does not know the TaskManager for
 ``AgentTiming.flink_forgotten_after`` (a JobManager restarted without high availability:
 Flink's TaskManager would find the new one only after its heartbeat timeout, 50 s by
 default), the agent restarts the TaskManager in the same pod, which then registers with the
@@ -67,7 +67,7 @@ from rmd.agent.exit_codes import (
     EXIT_REJECTED,
     EXIT_USAGE,
 )
-from rmd.agent.flink import FlinkTaskManagerProbe, flink_rest_url
+from rmd.agent.flink import FlinkAnswer, FlinkTaskManagerProbe, flink_rest_url
 from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
 from rmd.core.clock import Clock, SystemClock
 from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
@@ -332,8 +332,8 @@ class _Agent:
             if isinstance(status, Interruption):
                 return status
             now = self._clock.monotonic()
-            if status != 404:
-                if status == 200:
+            if status is not FlinkAnswer.UNKNOWN:
+                if status is FlinkAnswer.LISTED:
                     self._forgotten_since = None
                 continue  # no answer: a JobManager starting, nothing known yet
             if self._forgotten_since is None:

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from rmd.agent.exit_codes import EXIT_USAGE
 from rmd.config import agent_env
+from tests.support.fake_flink import golden
 from tests.support.waiting import eventually_true
 from tests.unit.test_agent_runner import (
     FAST,
@@ -35,7 +36,7 @@ class FakeJobManager:
 
     known: set[str] = dataclasses.field(default_factory=set)
     asked: list[str] = dataclasses.field(default_factory=list)
-    unknown_status: int = 404  # 503: a JobManager that cannot say (starting, overloaded)
+    unknown_status: int = 500  # Flink 2.3's answer; 503: a JobManager that cannot say
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -47,6 +48,8 @@ class FakeJobManager:
         self.asked.append(taskmanager_id)
         if taskmanager_id in self.known:
             return web.json_response({"id": taskmanager_id, "slotsNumber": 4})
+        if self.unknown_status == 500:  # what Flink 2.3 answers for an unknown id
+            return web.json_response(golden("taskmanager-unknown-500"), status=500)
         return web.json_response(
             {"errors": ["Could not find TaskExecutor"]}, status=self.unknown_status
         )
@@ -116,10 +119,12 @@ SLEEPER = "import time; time.sleep(60)"
 HEARTBEAT = "0.25"  # s; Flink is polled every 0.02 s (TIMING)
 
 
+@pytest.mark.parametrize("unknown_status", [500, 404])  # Flink 2.3's answer, and a plain 404
 async def test_after_the_jobmanager_pod_restarted_a_forgotten_taskmanager_restarts_in_place(
     start_agent: AgentStarter,
     daemon: tuple[FakeDaemon, str],
     jobmanager: tuple[FakeJobManager, Path],
+    unknown_status: int,
 ) -> None:
     """The daemon and Flink's JobManager forgot the TaskManager (their pod restarted): the
     agent registers again, asks Flink closely, and once the (answering) JobManager has not
@@ -133,6 +138,7 @@ async def test_after_the_jobmanager_pod_restarted_a_forgotten_taskmanager_restar
     await wait_until(lambda: TM_ID in fake.registered, what="registered")
     [first] = agent.events("agent.command_started")
     fake.forget(TM_ID)
+    flink.unknown_status = unknown_status
     flink.known.clear()
     await wait_until(
         lambda: len(agent.events("agent.command_started")) == 2, what="the TaskManager restarted"
@@ -185,7 +191,8 @@ async def test_a_jobmanager_that_does_not_answer_restarts_nothing(
     daemon: tuple[FakeDaemon, str],
     jobmanager: tuple[FakeJobManager, Path],
 ) -> None:
-    """Only a 404 from the JobManager says it forgot: 503s (it cannot say) change nothing."""
+    """Only the JobManager's "unknown TaskExecutor" says it forgot: 503s (it cannot say)
+    change nothing."""
     fake, url = daemon
     flink, conf_dir = jobmanager
     flink.known.add(TM_ID)
