@@ -269,6 +269,9 @@ class Figures:
     kill_peak_pods: int | None = None
     kill_pods_created: int | None = None
     kill_pods_wasted: int | None = None
+    # The pods each scenario created, by name; "wasted" is judged at the end of the variant
+    # (a warm spare still starting when a scenario's window closes is no waste).
+    created: dict[str, list[str]] = field(default_factory=dict)
     pods_total: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -298,7 +301,7 @@ async def scenarios(
         window = _window(watch, registrations, before=before)
         figures.submit_to_running_s.append(round(done - started, 1))
         figures.submit_pods_created.append(len(window.created))
-        figures.submit_pods_wasted.append(len(window.wasted))
+        figures.created[f"submit-{len(figures.submit_pods_created)}"] = window.created
         print(f"  submit → RUNNING {done - started:.1f} s, pods {window.created}", flush=True)
         return job_id
 
@@ -336,7 +339,7 @@ async def scenarios(
     window = _window(watch, registrations, before=before)
     figures.delete_to_running_s = round(done - deleted, 1)
     figures.delete_pods_created = len(window.created)
-    figures.delete_pods_wasted = len(window.wasted)
+    figures.created["delete"] = window.created
     print(f"  delete {victim} → RUNNING {done - deleted:.1f} s, created {window.created}")
 
     # (d)
@@ -366,7 +369,7 @@ async def scenarios(
         figures.notes.append(f"(d): {error}; {len(watch.live)} pods alive")
     window = _window(watch, registrations, before=before)
     figures.kill_peak_pods = window.peak
-    figures.kill_pods_wasted = len(window.wasted)
+    figures.created["kill"] = window.created
     print(
         f"  JobManager kill → RUNNING {done - killed:.1f} s, peak {window.peak} pods, "
         f"created {window.created}",
@@ -375,6 +378,13 @@ async def scenarios(
     with contextlib.suppress(aiohttp.ClientError, local.FlinkRestError):
         await rest.cancel(job_id)
     figures.pods_total = len(watch.seen)
+
+    def wasted(key: str) -> int:
+        return len([name for name in figures.created[key] if name not in registrations.ever])
+
+    figures.submit_pods_wasted = [wasted("submit-1"), wasted("submit-2")]
+    figures.delete_pods_wasted = wasted("delete")
+    figures.kill_pods_wasted = wasted("kill")
 
 
 def _steady_pods(variant: str) -> int:
