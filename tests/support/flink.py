@@ -78,6 +78,7 @@ class FlinkJobManager:
     daemon_url: str  # rmd's HTTP API
     http: aiohttp.ClientSession
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    pod: local.LocalJobManager | None = None  # the processes' owner: for a restart
     rest: local.FlinkRest = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +123,15 @@ class FlinkJobManager:
             answer = await response.json(content_type=None) if response.status != 204 else None
             assert 200 <= response.status < 300, f"{method} {path}: {response.status} {answer}"
             return answer
+
+    async def crash_and_restart(self, *, timeout: float = STARTUP_TIMEOUT) -> None:
+        """The JobManager pod crashes (SIGKILL to Flink's JobManager and the daemon) and
+        starts again at once, same ports and configuration; back when both answer."""
+        assert self.pod is not None
+        for name in ("jobmanager", "daemon"):
+            await local.kill_group(self.processes[name])
+        await self.pod.start()
+        await _wait_ready(self, timeout=timeout)
 
     def log(self, name: str) -> str:
         """The output of ``jobmanager`` or ``daemon`` so far (for failure messages)."""
@@ -242,6 +252,7 @@ async def flink_jobmanager(
             daemon_url=processes.daemon_url,
             http=http,
             processes=processes.processes,
+            pod=processes,
         )
         try:
             await processes.start()
