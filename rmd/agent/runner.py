@@ -90,7 +90,7 @@ class AgentTiming:
     )
     flink_poll_interval: float = 1.0  # asking Flink's JobManager whether the TaskManager is up
     # Unknown to an answering JobManager (404) for this long once it was up: restart it.
-    flink_forgotten_after: float = 10.0
+    flink_forgotten_after: float = 5.0
     # While registered, Flink is asked once per heartbeat; every flink_poll_interval for this
     # long after registering again (the daemon forgot the TaskManager: the JobManager pod may
     # have restarted) and while the JobManager says it does not know the TaskManager.
