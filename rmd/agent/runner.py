@@ -221,6 +221,7 @@ class _Agent:
         self._command: Sequence[str] = ()
         self._env: Mapping[str, str] = {}
         self._forgotten_since: float | None = None
+        self._restarted_unlisted = False  # restarted; not listed by Flink since
         self._close_watch_until = float("-inf")
 
     async def run(self, *, command: Sequence[str], env: Mapping[str, str]) -> int:
@@ -332,10 +333,11 @@ class _Agent:
             if isinstance(status, Interruption):
                 return status
             now = self._clock.monotonic()
-            if status is not FlinkAnswer.UNKNOWN:
-                if status is FlinkAnswer.LISTED:
-                    self._forgotten_since = None
-                continue  # no answer: a JobManager starting, nothing known yet
+            if status is FlinkAnswer.LISTED:
+                self._forgotten_since = None
+                self._restarted_unlisted = False
+            if status is not FlinkAnswer.UNKNOWN or self._restarted_unlisted:
+                continue  # no answer, or a restarted TaskManager still starting: wait
             if self._forgotten_since is None:
                 self._forgotten_since = now
             elif now - self._forgotten_since >= self._timing.flink_forgotten_after:
@@ -365,6 +367,7 @@ class _Agent:
             self._log.error("agent.command_not_restarted", error=f"{type(error).__name__}: {error}")
             return Interruption.COMMAND_EXITED  # the old one has exited: end as it would
         self._watch_child()
+        self._restarted_unlisted = True  # once only, until Flink lists the new one
         self._log.info("agent.command_started", command=list(self._command), pid=self._child.pid)
         return None
 

@@ -150,6 +150,10 @@ async def test_after_the_jobmanager_pod_restarted_a_forgotten_taskmanager_restar
     assert second["pid"] != first["pid"]
     with pytest.raises(ProcessLookupError):
         os.kill(first["pid"], 0)  # the first one is gone
+    # The new TaskManager is still starting (a JVM: seconds): not restarted again meanwhile.
+    asked = len(flink.asked)
+    await wait_until(lambda: len(flink.asked) >= asked + 40, what="polls over 0.8 s")
+    assert len(agent.events("agent.command_started")) == 2, "restarted while still starting"
     flink.known.add(TM_ID)  # the new one registered with the new JobManager
     asked = len(flink.asked)
     await wait_until(lambda: len(flink.asked) >= asked + 30, what="more polls")
