@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench config-docs grafana reliability fuzz soak clean
+.PHONY: all venv test unit integration lint typecheck demo demo-sim dev-cluster-up dev-cluster-down bench bench-flink config-docs grafana reliability fuzz soak clean
 
 all: test
 
@@ -58,6 +58,10 @@ dev-cluster-down: $(STAMP)
 
 bench: provision
 	$(BIN)/python -m bench $(ARGS)
+
+# The same Flink job under Flink's own native resource manager and under rmd (real JVMs).
+bench-flink: provision
+	$(BIN)/python -m bench.flink_side_by_side $(ARGS)
 
 # README's tables of configuration keys, from rmd/config/options.py (a unit test checks them).
 config-docs: $(STAMP)

@@ -69,7 +69,9 @@ class PodCensus:
     """An independent watch of one cluster id's pods: when did the n-th pod first exist.
 
     Reads the raw JSON lines of one LIST + WATCH (no model classes), so watching costs this
-    process little."""
+    process little. ``live``: pods not being deleted; ``peak``: the most live at once since
+    :meth:`reset_peak`; ``gone_at``: when each pod stopped being live (deletion started);
+    ``first_seen``: when each appeared (``time.perf_counter()``)."""
 
     def __init__(self, core: client.CoreV1Api, namespace: str, cluster_id: str) -> None:
         self._core = core
@@ -77,6 +79,10 @@ class PodCensus:
         self._selector = f"app={cluster_id}"
         self.seen: set[str] = set()
         self.alive: set[str] = set()
+        self.live: set[str] = set()
+        self.peak = 0
+        self.first_seen: dict[str, float] = {}
+        self.gone_at: dict[str, float] = {}
         self.listed = asyncio.Event()
         self._changed = asyncio.Event()
 
@@ -90,7 +96,7 @@ class PodCensus:
         )
         listed = json.loads(await response.read())
         for pod in listed["items"]:
-            self._note("ADDED", pod["metadata"]["name"])
+            self._note("ADDED", pod["metadata"])
         version = listed["metadata"]["resourceVersion"]
         self.listed.set()
         while True:
@@ -110,15 +116,32 @@ class PodCensus:
                     event = json.loads(line)
                     metadata = event["object"]["metadata"]
                     version = metadata["resourceVersion"]
-                    self._note(event["type"], metadata.get("name", ""))
+                    self._note(event["type"], metadata)
 
-    def _note(self, kind: str, name: str) -> None:
+    def _note(self, kind: str, metadata: dict[str, Any]) -> None:
+        name = str(metadata.get("name", ""))
+        now = time.perf_counter()
         if kind in ("ADDED", "MODIFIED"):
+            self.first_seen.setdefault(name, now)
             self.seen.add(name)
             self.alive.add(name)
+            if metadata.get("deletionTimestamp"):
+                self._gone(name, now)
+            else:
+                self.live.add(name)
+                self.peak = max(self.peak, len(self.live))
         elif kind == "DELETED":
             self.alive.discard(name)
+            self._gone(name, now)
         self._changed.set()
+
+    def _gone(self, name: str, now: float) -> None:
+        if name in self.live:
+            self.live.discard(name)
+            self.gone_at.setdefault(name, now)
+
+    def reset_peak(self) -> None:
+        self.peak = len(self.live)
 
     async def until(self, condition: Any, *, timeout: float, what: str) -> float:
         """Wait until ``condition()``; the time.perf_counter() it first held."""

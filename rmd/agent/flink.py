@@ -14,6 +14,7 @@ reaches the JobManager at, and Flink's REST port (default 8081).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
@@ -27,6 +28,13 @@ from rmd.config.flinkconf import ConfigError, FlinkConfiguration
 JOBMANAGER_ADDRESS_KEY = "jobmanager.rpc.address"
 REST_PORT_KEY = "rest.port"
 DEFAULT_REST_PORT = 8081
+UNKNOWN_TASKMANAGER = "UnknownTaskExecutorException"  # in Flink's 500 for an unknown id
+
+
+class FlinkAnswer(enum.Enum):
+    LISTED = "listed"
+    UNKNOWN = "unknown"  # the JobManager answers and does not know the TaskManager
+    NO_ANSWER = "no-answer"
 
 
 def flink_rest_url(env: Mapping[str, str]) -> str:
@@ -70,10 +78,22 @@ class FlinkTaskManagerProbe:
 
     async def listed(self) -> bool:
         """True once the JobManager answers 200 for the TaskManager; False for anything else
-        (404 while it has not registered, no answer while the JobManager starts)."""
+        (not registered yet, no answer while the JobManager starts)."""
+        return await self.answer() is FlinkAnswer.LISTED
+
+    async def answer(self) -> FlinkAnswer:
+        """What the JobManager says of the TaskManager: listed, unknown to it (Flink 2.x
+        answers 500 with ``UnknownTaskExecutorException``, some versions 404), or nothing
+        usable (no answer, another error)."""
         try:
             async with self._session.get(self._url, timeout=self._timeout) as response:
-                await response.read()
-                return response.status == 200
+                body = await response.read()
+                if response.status == 200:
+                    return FlinkAnswer.LISTED
+                if response.status == 404 or (
+                    response.status == 500 and UNKNOWN_TASKMANAGER.encode() in body
+                ):
+                    return FlinkAnswer.UNKNOWN
+                return FlinkAnswer.NO_ANSWER
         except (aiohttp.ClientError, TimeoutError):
-            return False
+            return FlinkAnswer.NO_ANSWER

@@ -13,7 +13,14 @@ How it ends (exit codes in :mod:`rmd.agent.exit_codes`):
 
 When the command is Flink's TaskManager (``RMD_SUPERVISE_FLINK=true``) the agent registers
 only once Flink's JobManager lists it (:mod:`rmd.agent.flink`), polling every
-``AgentTiming.flink_poll_interval``; a stop or the command's exit ends the wait.
+``AgentTiming.flink_poll_interval``; a stop or the command's exit ends the wait. It keeps
+asking while it heartbeats (once per heartbeat; every poll interval for a while after the
+daemon forgot the TaskManager, and while the JobManager does not know it): when the
+JobManager answers that it does not know the TaskManager for
+``AgentTiming.flink_forgotten_after`` (a JobManager restarted without high availability:
+Flink's TaskManager would find the new one only after its heartbeat timeout, 50 s by
+default), the agent restarts the TaskManager in the same pod, which then registers with the
+new JobManager at once; rmd's pod and slots stay as they are.
 - a heartbeat answer says ``"state": "releasing"`` (or is a 404 whose detail says the
   TaskManager is being released): the daemon is deleting the pod; stop the command, return 0.
 - the daemon answers 403: log its detail, stop the command, return 0 when it says the
@@ -60,7 +67,7 @@ from rmd.agent.exit_codes import (
     EXIT_REJECTED,
     EXIT_USAGE,
 )
-from rmd.agent.flink import FlinkTaskManagerProbe, flink_rest_url
+from rmd.agent.flink import FlinkAnswer, FlinkTaskManagerProbe, flink_rest_url
 from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
 from rmd.core.clock import Clock, SystemClock
 from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
@@ -82,6 +89,12 @@ class AgentTiming:
         default_factory=lambda: Backoff(base=0.5, cap=30.0, floor=0.05, max_retry_after=300.0)
     )
     flink_poll_interval: float = 1.0  # asking Flink's JobManager whether the TaskManager is up
+    # Unknown to an answering JobManager (404) for this long once it was up: restart it.
+    flink_forgotten_after: float = 5.0
+    # While registered, Flink is asked once per heartbeat; every flink_poll_interval for this
+    # long after registering again (the daemon forgot the TaskManager: the JobManager pod may
+    # have restarted) and while the JobManager says it does not know the TaskManager.
+    flink_close_watch: float = 120.0
 
 
 class Interruption(enum.Enum):
@@ -203,7 +216,13 @@ class _Agent:
         self._log = log
         self._timing = timing
         self._child: SupervisedProcess | None = None
+        self._child_exit: asyncio.Future[Any] | None = None
         self._waiters: list[asyncio.Future[Any]] = []
+        self._command: Sequence[str] = ()
+        self._env: Mapping[str, str] = {}
+        self._forgotten_since: float | None = None
+        self._restarted_unlisted = False  # restarted; not listed by Flink since
+        self._close_watch_until = float("-inf")
 
     async def run(self, *, command: Sequence[str], env: Mapping[str, str]) -> int:
         self._log.info(
@@ -214,6 +233,7 @@ class _Agent:
             heartbeat_interval=self._settings.heartbeat_interval,
             command=list(command) or None,
         )
+        self._command, self._env = command, env
         if command:
             try:
                 self._child = await SupervisedProcess.start(command, env=env)
@@ -231,7 +251,7 @@ class _Agent:
             self._log.info("agent.command_started", command=list(command), pid=self._child.pid)
         self._waiters.append(asyncio.ensure_future(self._stop.wait()))
         if self._child is not None:
-            self._waiters.append(asyncio.ensure_future(self._child.wait()))
+            self._watch_child()
         try:
             interrupted = await self._until_flink_is_up()
             ending = interrupted if interrupted is not None else await self._serve()
@@ -247,12 +267,16 @@ class _Agent:
 
     async def _serve(self) -> Ending:
         started = self._clock.monotonic()
+        registrations = 0
         while True:
             answer = await self._until_answered("register", self._register_once)
             if not isinstance(answer, Accepted):
                 return _ending_of(answer)
             if answer.state == RELEASING:
                 return ReleasedByDaemon("register")
+            registrations += 1
+            if registrations > 1:
+                self._close_watch_until = self._clock.monotonic() + self._timing.flink_close_watch
             self._log.info(
                 "agent.registered",
                 address=self._settings.address,
@@ -284,10 +308,73 @@ class _Agent:
             if interruption is not None:
                 return interruption
 
+    def _watch_child(self) -> None:
+        assert self._child is not None
+        self._child_exit = asyncio.ensure_future(self._child.wait())
+        self._waiters.append(self._child_exit)
+
+    async def _pause_watching_flink(self, seconds: float) -> Interruption | None:
+        """:meth:`_pause` for ``seconds``; with Flink's TaskManager as the command, asking its
+        JobManager every poll interval meanwhile and restarting a TaskManager it forgot."""
+        probe = self._flink_probe
+        if probe is None or self._child is None:
+            return await self._pause(seconds)
+        until = self._clock.monotonic() + seconds
+        while (left := until - self._clock.monotonic()) > 0:
+            closely = (
+                self._forgotten_since is not None
+                or self._clock.monotonic() < self._close_watch_until
+            )
+            step = self._timing.flink_poll_interval if closely else left
+            interruption = await self._pause(min(left, step))
+            if interruption is not None:
+                return interruption
+            status = await self._race(probe.answer)
+            if isinstance(status, Interruption):
+                return status
+            now = self._clock.monotonic()
+            if status is FlinkAnswer.LISTED:
+                self._forgotten_since = None
+                self._restarted_unlisted = False
+            if status is not FlinkAnswer.UNKNOWN or self._restarted_unlisted:
+                continue  # no answer, or a restarted TaskManager still starting: wait
+            if self._forgotten_since is None:
+                self._forgotten_since = now
+            elif now - self._forgotten_since >= self._timing.flink_forgotten_after:
+                interruption = await self._restart_command(unknown_for=now - self._forgotten_since)
+                if interruption is not None:
+                    return interruption
+        return None
+
+    async def _restart_command(self, *, unknown_for: float) -> Interruption | None:
+        """Stop the supervised TaskManager and start it again (same command and env)."""
+        assert self._child is not None
+        assert self._child_exit is not None
+        self._log.warning(
+            "agent.flink_forgot_taskmanager",
+            unknown_for_seconds=round(unknown_for, 3),
+            action="restarting the TaskManager",
+        )
+        self._waiters.remove(self._child_exit)
+        self._child_exit.cancel()
+        await self._child.terminate(grace_period=self._timing.grace_period)
+        self._forgotten_since = None
+        if self._stop.is_set():
+            return Interruption.STOP
+        try:
+            self._child = await SupervisedProcess.start(self._command, env=self._env)
+        except OSError as error:
+            self._log.error("agent.command_not_restarted", error=f"{type(error).__name__}: {error}")
+            return Interruption.COMMAND_EXITED  # the old one has exited: end as it would
+        self._watch_child()
+        self._restarted_unlisted = True  # once only, until Flink lists the new one
+        self._log.info("agent.command_started", command=list(self._command), pid=self._child.pid)
+        return None
+
     async def _heartbeat_until_forgotten(self) -> Ending | None:
         """Heartbeat every interval; None when the daemon no longer knows the TaskManager."""
         while True:
-            interruption = await self._pause(self._settings.heartbeat_interval)
+            interruption = await self._pause_watching_flink(self._settings.heartbeat_interval)
             if interruption is not None:
                 return interruption
             answer = await self._until_answered("heartbeat", self._heartbeat_once)

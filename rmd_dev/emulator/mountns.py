@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -86,6 +87,35 @@ def prepare_targets(targets: Sequence[Path], *, scratch: Path) -> None:
 def bind_read_only(source: Path, target: Path) -> None:
     _mount("--bind", str(source), str(target))
     _mount("-o", "remount,bind,ro", str(target))
+
+
+def in_mount_namespace(
+    argv: Sequence[str], *, binds: Sequence[tuple[Path, str]], scratch: Path
+) -> list[str]:
+    """The command line that runs ``argv`` in a fresh private mount namespace with each
+    (SOURCE, TARGET) of ``binds`` mounted read-only (needs root and ``unshare``; raises
+    :class:`MountError` saying so when either is missing)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        raise MountError(
+            "a private mount namespace needs root and unshare(1) (util-linux) installed"
+        )
+    words = [word for source, target in binds for word in ("--bind", str(source), target)]
+    return [
+        unshare,
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        sys.executable,
+        "-m",
+        "rmd_dev.emulator.mountns",
+        "--scratch",
+        str(scratch),
+        *words,
+        "--",
+        *argv,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,13 +21,13 @@ import contextlib
 import os
 import shutil
 import signal
-import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from rmd.core.clock import Clock
+from rmd_dev.emulator.mountns import MountError, in_mount_namespace
 from rmd_dev.emulator.status import cannot_run_message
 from rmd_dev.emulator.workloads import Workload
 
@@ -163,35 +163,17 @@ class ProcessRunner:
         self._exit = asyncio.create_task(self._reap(self._process))
 
     def _in_mount_namespace(self, argv: Sequence[str]) -> list[str]:
-        unshare = shutil.which("unshare")
-        if unshare is None or os.geteuid() != 0:
+        try:
+            command = in_mount_namespace(argv, binds=self._mounts, scratch=self._scratch)
+        except MountError as error:
             raise CannotRun(
                 exit_code=EXIT_CANNOT_START,
                 message=cannot_run_message(
-                    self._argv[0],
-                    "volumes need a private mount namespace: run the node emulator as root "
-                    "with unshare(1) (util-linux) installed",
+                    self._argv[0], f"volumes need a private mount namespace: {error}"
                 ),
-            )
+            ) from error
         self._scratch.mkdir(parents=True, exist_ok=True)
-        binds = [
-            word for source, target in self._mounts for word in ("--bind", str(source), target)
-        ]
-        return [
-            unshare,
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            sys.executable,
-            "-m",
-            "rmd_dev.emulator.mountns",
-            "--scratch",
-            str(self._scratch),
-            *binds,
-            "--",
-            *argv,
-        ]
+        return command
 
     async def _reap(self, process: asyncio.subprocess.Process) -> int:
         returncode = await process.wait()

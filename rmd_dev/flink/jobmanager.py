@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from kubernetes_asyncio import client
 
 from rmd.config.files import parse_config_yaml
 from rmd.kube.flinkconfigmap import render_config_yaml
@@ -56,7 +57,8 @@ def jobmanager_configuration(
     extra: Mapping[str, str],
 ) -> dict[str, str]:
     """The JobManager pod's config.yaml: Flink's stock JVM options, small memory, loopback
-    addresses, free ports, a fixed-delay restart strategy, rmd following this JobManager,
+    addresses, free ports, a fixed-delay restart strategy, a short job-view cache, rmd
+    following this JobManager,
     and rmd's keys for TaskManager pods that run real Flink under the node emulator;
     ``extra`` wins."""
     stock = parse_config_yaml((flink.home / "conf" / "config.yaml").read_text())
@@ -73,6 +75,10 @@ def jobmanager_configuration(
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "10",
         "restart-strategy.fixed-delay.delay": "1 s",
+        # Flink's REST API serves a job's view from a cache (default: web.refresh-interval,
+        # 3 s); a job read while it initializes (no vertices yet) would hide its demand from
+        # rmd's follower that long.
+        "rest.cache.execution-graph.timeout": "500 ms",
         "taskmanager.numberOfTaskSlots": "2",
         "taskmanager.memory.process.size": "1g",
         "kubernetes.cluster-id": cluster_id,
@@ -186,34 +192,81 @@ class LocalJobManager:
     async def stop(self, name: str) -> None:
         """SIGTERM to the process group, SIGKILL after the grace period; reaped."""
         process = self.processes.get(name)
-        if process is None:
-            return
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                async with asyncio.timeout(STOP_GRACE):
-                    await process.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # whatever it left in its group
+        if process is not None:
+            await stop_group(process)
 
     async def _start(
         self, name: str, argv: list[str], *, env: Mapping[str, str]
     ) -> asyncio.subprocess.Process:
-        with self.log_path(name).open("ab") as sink:
-            return await asyncio.create_subprocess_exec(
-                *argv,
-                env=dict(env),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=sink,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                cwd=self.work_dir,
-            )
+        return await spawn(argv, env=env, log_path=self.log_path(name), cwd=self.work_dir)
+
+
+async def spawn(
+    argv: list[str], *, env: Mapping[str, str], log_path: Path, cwd: Path
+) -> asyncio.subprocess.Process:
+    """``argv`` in its own process group (session), output appended to ``log_path``."""
+    with log_path.open("ab") as sink:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            env=dict(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=sink,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
+
+
+async def kill_group(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL to the process's group (a crash, no clean-up), reaped."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()
+
+
+async def stop_group(process: asyncio.subprocess.Process, *, grace: float = STOP_GRACE) -> None:
+    """SIGTERM to the process's group, SIGKILL after ``grace``; reaped, and whatever it left
+    in its group killed."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # whatever it left in its group
+
+
+TM_SELECTOR = "type=flink-native-kubernetes,component=taskmanager"
+
+
+async def delete_taskmanager_pods(
+    api: client.ApiClient, *, namespace: str, cluster_id: str, timeout: float = 60.0
+) -> None:
+    """Delete the cluster's TaskManager pods and wait (polling the API, a clean-up) until they
+    are gone: the node emulator stops their processes (the TaskManager JVMs) first."""
+    core = client.CoreV1Api(api)
+    selector = f"{TM_SELECTOR},app={cluster_id}"
+    await core.delete_collection_namespaced_pod(
+        namespace, label_selector=selector, grace_period_seconds=10, _request_timeout=(5, 30)
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                listed = await core.list_namespaced_pod(
+                    namespace, label_selector=selector, _request_timeout=(5, 30)
+                )
+                if not listed.items:
+                    return
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        raise TimeoutError(
+            f"TaskManager pods of {cluster_id} not gone within {timeout:g} s"
+        ) from None
 
 
 class FlinkRestError(RuntimeError):

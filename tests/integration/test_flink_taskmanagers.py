@@ -29,9 +29,12 @@ from tests.conftest import (
     apply_shipped_rbac,
     service_account_kubeconfig,
 )
+from tests.integration.daemon_harness import pod_census
 from tests.support.flink import (
     all_tasks_running,
     flink_jobmanager,
+    following_flink,
+    following_keys,
     live_taskmanager_names,
     live_taskmanager_pods,
     report_figures,
@@ -252,3 +255,59 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
         figures["TaskManagers lost → job RUNNING on replacements"] = time.monotonic() - recovered
         await jm.cancel(job_id)
     report_figures("real Flink figures", figures)
+
+
+@pytest.mark.timeout(600)
+async def test_after_a_jobmanager_pod_crash_the_same_taskmanager_pods_rejoin(
+    dev_cluster: DevClusterInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    flink_install: FlinkInstall,
+    rate_job_jar: Path,
+    tmp_path: Path,
+) -> None:
+    """Flink's JobManager and the daemon SIGKILLed and restarted (no HA), the job submitted
+    again: no new pod (the old ones count as supply for the recovery timeout), and each
+    agent, seeing the new JobManager answer that it does not know its TaskManager, restarts
+    the TaskManager in its pod — Flink's own reconnect would wait for its heartbeat timeout,
+    set to 10 minutes here so that only the agent's restart can bring the job back."""
+    cluster_id = "flink-jmcrash"
+    figures: dict[str, float] = {}
+    async with (
+        flink_jobmanager(
+            flink=flink_install,
+            kube_api=kube_api,
+            kubeconfig=dev_cluster.kubeconfig,
+            namespace=namespace,
+            cluster_id=cluster_id,
+            work_dir=tmp_path / "jobmanager",
+            follow_flink=True,
+            extra=following_keys(
+                idle_timeout=10,
+                **{
+                    "resourcemanager.previous-worker.recovery.timeout": "60 s",
+                    "heartbeat.timeout": "600 s",
+                },
+            ),
+        ) as jm,
+        pod_census(kube_api, namespace=namespace, cluster_id=cluster_id) as census,
+    ):
+        await eventually(lambda: following_flink(jm), what="following Flink", timeout=60)
+        jar_id = await jm.upload_jar(rate_job_jar)
+        job_id = await jm.submit(jar_id, parallelism=4)
+        await wait_all_tasks_running(jm, job_id, what="the job RUNNING", timeout=JVM_DEADLINE)
+        pods = set(census.alive)
+        assert len(pods) == 2, pods
+
+        crashed = time.monotonic()
+        await jm.crash_and_restart()
+        jar_id = await jm.upload_jar(rate_job_jar)  # a new JobManager: no jar, no job
+        job_id = await jm.submit(jar_id, parallelism=4)
+        await wait_all_tasks_running(
+            jm, job_id, what="the resubmitted job RUNNING on the old pods", timeout=JVM_DEADLINE
+        )
+        figures["crash → RUNNING again"] = time.monotonic() - crashed
+        assert census.seen == pods, "a pod was created after the crash"
+        assert census.max_alive == 2
+        assert await jm.taskmanager_ids() == pods
+    report_figures("JobManager pod crash figures", figures)

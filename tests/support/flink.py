@@ -45,7 +45,7 @@ from rmd_dev.provision import (
 from tests.support.waiting import eventually
 
 STARTUP_TIMEOUT = 120.0  # a JVM takes 10-17 s on an idle 2-core machine; much more when busy
-TM_SELECTOR = "type=flink-native-kubernetes,component=taskmanager"
+TM_SELECTOR = local.TM_SELECTOR
 Scheduler = Literal["default", "adaptive"]
 
 
@@ -78,6 +78,7 @@ class FlinkJobManager:
     daemon_url: str  # rmd's HTTP API
     http: aiohttp.ClientSession
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    pod: local.LocalJobManager | None = None  # the processes' owner: for a restart
     rest: local.FlinkRest = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +123,15 @@ class FlinkJobManager:
             answer = await response.json(content_type=None) if response.status != 204 else None
             assert 200 <= response.status < 300, f"{method} {path}: {response.status} {answer}"
             return answer
+
+    async def crash_and_restart(self, *, timeout: float = STARTUP_TIMEOUT) -> None:
+        """The JobManager pod crashes (SIGKILL to Flink's JobManager and the daemon) and
+        starts again at once, same ports and configuration; back when both answer."""
+        assert self.pod is not None
+        for name in ("jobmanager", "daemon"):
+            await local.kill_group(self.processes[name])
+        await self.pod.start()
+        await _wait_ready(self, timeout=timeout)
 
     def log(self, name: str) -> str:
         """The output of ``jobmanager`` or ``daemon`` so far (for failure messages)."""
@@ -242,6 +252,7 @@ async def flink_jobmanager(
             daemon_url=processes.daemon_url,
             http=http,
             processes=processes.processes,
+            pod=processes,
         )
         try:
             await processes.start()
@@ -249,7 +260,9 @@ async def flink_jobmanager(
             yield manager
         finally:
             await processes.stop("daemon")
-            await _delete_taskmanager_pods(kube_api, namespace=namespace, cluster_id=cluster_id)
+            await local.delete_taskmanager_pods(
+                kube_api, namespace=namespace, cluster_id=cluster_id
+            )
             await processes.stop("jobmanager")
             left = [name for name, p in manager.processes.items() if _group_alive(p.pid)]
             assert not left, f"processes left after the JobManager pod stopped: {left}"
@@ -280,26 +293,6 @@ async def _wait_ready(manager: FlinkJobManager, *, timeout: float) -> None:
         timeout=timeout,
         interval=0.5,
     )
-
-
-async def _delete_taskmanager_pods(
-    kube_api: client.ApiClient, *, namespace: str, cluster_id: str
-) -> None:
-    """Delete the cluster's TaskManager pods and wait until they are gone: the node emulator
-    stops their processes (the TaskManager JVMs) before it removes them."""
-    core = client.CoreV1Api(kube_api)
-    selector = f"{TM_SELECTOR},app={cluster_id}"
-    await core.delete_collection_namespaced_pod(
-        namespace, label_selector=selector, grace_period_seconds=10, _request_timeout=(5, 30)
-    )
-
-    async def gone() -> bool:
-        listed = await core.list_namespaced_pod(
-            namespace, label_selector=selector, _request_timeout=(5, 30)
-        )
-        return not listed.items
-
-    await eventually(gone, what=f"TaskManager pods of {cluster_id} gone", timeout=60, interval=0.5)
 
 
 # ---------------------------------------------------------------------------- test helpers

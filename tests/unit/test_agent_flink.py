@@ -1,9 +1,11 @@
 """The agent supervising Flink's TaskManager registers with rmd only once Flink's JobManager
-lists the TaskManager (``GET /taskmanagers/<resource-id>`` → 200)."""
+lists the TaskManager (``GET /taskmanagers/<resource-id>`` → 200), and restarts a TaskManager
+an answering JobManager has forgotten (a JobManager restarted without high availability)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from rmd.agent.exit_codes import EXIT_USAGE
 from rmd.config import agent_env
+from tests.support.fake_flink import golden
 from tests.support.waiting import eventually_true
 from tests.unit.test_agent_runner import (
     FAST,
@@ -33,6 +36,7 @@ class FakeJobManager:
 
     known: set[str] = dataclasses.field(default_factory=set)
     asked: list[str] = dataclasses.field(default_factory=list)
+    unknown_status: int = 500  # Flink 2.3's answer; 503: a JobManager that cannot say
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -44,7 +48,11 @@ class FakeJobManager:
         self.asked.append(taskmanager_id)
         if taskmanager_id in self.known:
             return web.json_response({"id": taskmanager_id, "slotsNumber": 4})
-        return web.json_response({"errors": ["Could not find TaskExecutor"]}, status=404)
+        if self.unknown_status == 500:  # what Flink 2.3 answers for an unknown id
+            return web.json_response(golden("taskmanager-unknown-500"), status=500)
+        return web.json_response(
+            {"errors": ["Could not find TaskExecutor"]}, status=self.unknown_status
+        )
 
 
 @pytest.fixture
@@ -102,6 +110,107 @@ async def test_registers_only_after_flink_lists_the_taskmanager(
     flink.known.add(TM_ID)
     await wait_until(lambda: TM_ID in fake.registered, what="registration after Flink lists it")
     assert agent.events("agent.flink_taskmanager_up")
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+FORGETTING = dataclasses.replace(TIMING, flink_forgotten_after=0.3)
+SLEEPER = "import time; time.sleep(60)"
+HEARTBEAT = "0.25"  # s; Flink is polled every 0.02 s (TIMING)
+
+
+@pytest.mark.parametrize("unknown_status", [500, 404])  # Flink 2.3's answer, and a plain 404
+async def test_after_the_jobmanager_pod_restarted_a_forgotten_taskmanager_restarts_in_place(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+    unknown_status: int,
+) -> None:
+    """The daemon and Flink's JobManager forgot the TaskManager (their pod restarted): the
+    agent registers again, asks Flink closely, and once the (answering) JobManager has not
+    listed it for ``flink_forgotten_after`` restarts the TaskManager process; it stays
+    registered with rmd (no goodbye) and restarts nothing once Flink lists it again."""
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    flink.known.add(TM_ID)
+    env = flink_env(url, conf_dir) | {agent_env.HEARTBEAT_INTERVAL: HEARTBEAT}
+    agent = start_agent(env, python_command(SLEEPER), timing=FORGETTING)
+    await wait_until(lambda: TM_ID in fake.registered, what="registered")
+    [first] = agent.events("agent.command_started")
+    fake.forget(TM_ID)
+    flink.unknown_status = unknown_status
+    flink.known.clear()
+    await wait_until(
+        lambda: len(agent.events("agent.command_started")) == 2, what="the TaskManager restarted"
+    )
+    assert len(fake.calls_of("POST")) == 2, "registered again after the daemon forgot it"
+    [forgot] = agent.events("agent.flink_forgot_taskmanager")
+    assert forgot["unknown_for_seconds"] >= 0.3
+    second = agent.events("agent.command_started")[1]
+    assert second["pid"] != first["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(first["pid"], 0)  # the first one is gone
+    # The new TaskManager is still starting (a JVM: seconds): not restarted again meanwhile.
+    asked = len(flink.asked)
+    await wait_until(lambda: len(flink.asked) >= asked + 40, what="polls over 0.8 s")
+    assert len(agent.events("agent.command_started")) == 2, "restarted while still starting"
+    flink.known.add(TM_ID)  # the new one registered with the new JobManager
+    asked = len(flink.asked)
+    await wait_until(lambda: len(flink.asked) >= asked + 30, what="more polls")
+    assert len(agent.events("agent.command_started")) == 2
+    assert len(fake.calls_of("POST")) == 2
+    assert fake.calls_of("DELETE") == []
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+async def test_while_all_is_well_flink_is_asked_once_per_heartbeat(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+) -> None:
+    """Registered and listed: one question to Flink per heartbeat, not per poll interval
+    (a thousand TaskManagers must not flood the JobManager); a TaskManager Flink forgets
+    without the daemon forgetting it is still restarted, found at that pace."""
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    flink.known.add(TM_ID)
+    env = flink_env(url, conf_dir) | {agent_env.HEARTBEAT_INTERVAL: HEARTBEAT}
+    agent = start_agent(env, python_command(SLEEPER), timing=FORGETTING)
+    await wait_until(lambda: TM_ID in fake.registered, what="registered")
+    asked = len(flink.asked)
+    await wait_until(lambda: len(fake.calls_of("PUT")) >= 5, what="5 heartbeats")
+    assert len(flink.asked) - asked <= 7, "asked Flink more often than once per heartbeat"
+    flink.known.clear()
+    await wait_until(
+        lambda: len(agent.events("agent.command_started")) == 2, what="the TaskManager restarted"
+    )
+    assert len(fake.calls_of("POST")) == 1
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+async def test_a_jobmanager_that_does_not_answer_restarts_nothing(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+) -> None:
+    """Only the JobManager's "unknown TaskExecutor" says it forgot: 503s (it cannot say)
+    change nothing."""
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    flink.known.add(TM_ID)
+    env = flink_env(url, conf_dir) | {agent_env.HEARTBEAT_INTERVAL: HEARTBEAT}
+    agent = start_agent(env, python_command(SLEEPER), timing=FORGETTING)
+    await wait_until(lambda: TM_ID in fake.registered, what="registered")
+    fake.forget(TM_ID)  # so the agent asks Flink closely
+    flink.unknown_status = 503
+    flink.known.clear()
+    await wait_until(lambda: len(fake.calls_of("POST")) == 2, what="registered again")
+    asked = len(flink.asked)
+    await wait_until(lambda: len(flink.asked) >= asked + 40, what="polls over 0.8 s")
+    assert len(agent.events("agent.command_started")) == 1
+    assert agent.events("agent.flink_forgot_taskmanager") == []
     agent.stop.set()
     assert await agent.result() == 0
 

@@ -188,7 +188,8 @@ def test_the_dockerfile_copies_files_that_exist_and_uses_this_entrypoint() -> No
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_the_entrypoints_pass_shellcheck() -> None:
-    scripts = [SCRIPT, SCRIPT.parents[1] / "rmd_dev" / "flink" / "docker-entrypoint.sh"]
+    flink_dev = SCRIPT.parents[1] / "rmd_dev" / "flink"
+    scripts = [SCRIPT, flink_dev / "docker-entrypoint.sh", flink_dev / "native-entrypoint.sh"]
     checked = subprocess.run(
         ["shellcheck", *map(str, scripts)], capture_output=True, text=True, timeout=60, check=False
     )
