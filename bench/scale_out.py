@@ -76,7 +76,10 @@ class PodCensus:
         self._namespace = namespace
         self._selector = f"app={cluster_id}"
         self.seen: set[str] = set()
-        self.alive: set[str] = set()
+        self.added_at: dict[str, float] = {}  # when each was first seen, in that order
+        self.alive: set[str] = set()  # seen, not being deleted
+        self.deleting: dict[str, float] = {}  # when each was first seen being deleted
+        self.gone: set[str] = set()  # deleted from the API server
         self.listed = asyncio.Event()
         self._changed = asyncio.Event()
 
@@ -90,7 +93,7 @@ class PodCensus:
         )
         listed = json.loads(await response.read())
         for pod in listed["items"]:
-            self._note("ADDED", pod["metadata"]["name"])
+            self._note("ADDED", pod["metadata"])
         version = listed["metadata"]["resourceVersion"]
         self.listed.set()
         while True:
@@ -110,15 +113,29 @@ class PodCensus:
                     event = json.loads(line)
                     metadata = event["object"]["metadata"]
                     version = metadata["resourceVersion"]
-                    self._note(event["type"], metadata.get("name", ""))
+                    self._note(event["type"], metadata)
 
-    def _note(self, kind: str, name: str) -> None:
-        if kind in ("ADDED", "MODIFIED"):
+    def _note(self, kind: str, metadata: dict[str, Any]) -> None:
+        name = metadata.get("name", "")
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return  # BOOKMARK, ERROR: no pod
+        if name not in self.seen:
             self.seen.add(name)
-            self.alive.add(name)
-        elif kind == "DELETED":
+            self.added_at[name] = time.perf_counter()
+        if kind == "DELETED" or metadata.get("deletionTimestamp"):
+            self.deleting.setdefault(name, time.perf_counter())
             self.alive.discard(name)
+            if kind == "DELETED":
+                self.gone.add(name)
+        else:
+            self.alive.add(name)
         self._changed.set()
+
+    async def all_added(self, pods: int, *, timeout: float, what: str) -> float:
+        """When the watch saw the ``pods``-th pod (its event's time, however late the caller
+        looks)."""
+        await self.until(lambda: len(self.seen) >= pods, timeout=timeout, what=what)
+        return list(self.added_at.values())[pods - 1]
 
     async def until(self, condition: Any, *, timeout: float, what: str) -> float:
         """Wait until ``condition()``; the time.perf_counter() it first held."""
@@ -171,6 +188,12 @@ async def delete_pods(core: client.CoreV1Api, namespace: str, cluster_id: str) -
 # ---------------------------------------------------------------------------- baseline
 
 
+def pod_factory(options: dict[str, str]) -> TaskManagerPodFactory:
+    """The daemon's own pod manifests for ``options``, for the bare baselines."""
+    conf = FlinkConfiguration(options)
+    return TaskManagerPodFactory.from_configuration(conf, RmdSettings.from_configuration(conf))
+
+
 @dataclass
 class BaselineResult:
     pods: int
@@ -188,8 +211,7 @@ async def baseline(
     options = manifest_options(
         cluster_id=cluster_id, namespace=namespace, port=8090, parallel=parallel, workload="sleep"
     )
-    conf = FlinkConfiguration(options)
-    factory = TaskManagerPodFactory.from_configuration(conf, RmdSettings.from_configuration(conf))
+    factory = pod_factory(options)
     gate = asyncio.Semaphore(parallel)
 
     async def create(index: int) -> None:
@@ -203,9 +225,7 @@ async def baseline(
         began = time.perf_counter()
         await asyncio.gather(*(create(index) for index in range(1, pods + 1)))
         answered = time.perf_counter() - began
-        exist = await watcher.until(
-            lambda: len(watcher.seen) >= pods, timeout=600, what="baseline pods"
-        )
+        exist = await watcher.all_added(pods, timeout=600, what="baseline pods")
         cpu = meter.stop()
     await delete_pods(core, namespace, cluster_id)
     return BaselineResult(pods, parallel, round(answered, 3), round(exist - began, 3), cpu)
@@ -344,9 +364,7 @@ async def rmd_run(
             registered = asyncio.create_task(all_registered(http, daemon.url, pods))
             fulfilled = asyncio.create_task(until_fulfilled(http, daemon.url))
             try:
-                exist = await watcher.until(
-                    lambda: len(watcher.seen) >= pods, timeout=900, what="rmd's pods"
-                )
+                exist = await watcher.all_added(pods, timeout=900, what="rmd's pods")
                 registered_at = await registered
                 fulfilled_at = await fulfilled
             finally:
