@@ -22,6 +22,7 @@ from kubernetes_asyncio.client import V1Pod
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from rmd.kube.listwatch import Json, ResourceQuery, list_objects
+from rmd.kube.priorityslots import Priority, PrioritySlots
 from rmd.kube.retry import (
     KUBE_CALL_RETRY,
     KUBE_CREATE_MAX_ELAPSED,
@@ -149,7 +150,7 @@ class PodGateway:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._namespace = namespace
-        self._slots = asyncio.Semaphore(max_parallel)
+        self._slots = PrioritySlots(max_parallel)  # creates and deletes before label patches
         self._request_timeout = request_timeout
         self._retry = retry
         # the same retries, within a shorter time: the allocator re-sends a create itself
@@ -196,7 +197,7 @@ class PodGateway:
                 )
             )
 
-        async with self._slots:
+        async with self._slots.slot(Priority.WRITE):
             try:
                 created = await self._with_retries(
                     post,
@@ -238,7 +239,7 @@ class PodGateway:
                 **merge_patch,
             )
 
-        async with self._slots:
+        async with self._slots.slot(Priority.LABEL):
             try:
                 await self._with_retries(
                     send,
@@ -277,7 +278,7 @@ class PodGateway:
                 )
             await self._observed_write(call)
 
-        async with self._slots:
+        async with self._slots.slot(Priority.WRITE):
             try:
                 await self._with_retries(
                     send, verb="delete", what=f"delete pod {name}", mutating=True
