@@ -57,15 +57,17 @@ async def test_a_taskmanager_lifecycle_costs_a_fixed_number_of_requests(
     assert count("POST", "pods") == n, table
     assert count("DELETE", "pods") == 2 * n, table
     # The rmd.dev/state label: registered, idle, releasing (pending comes with the create);
-    # one more when a registration shows idle before its slot is allocated.
-    assert 3 * n <= count("PATCH", "pods") <= 4 * n, table
+    # one more when a registration shows idle before its slot is allocated, one less when a
+    # change is superseded before its patch goes out.
+    assert 2 * n <= count("PATCH", "pods") <= 4 * n, table
     # The state ConfigMap: the declaration, the slot's assignment, the job's removal — not
     # one per heartbeat (several per lifecycle here). Its first write creates it.
     state_writes = count("POST", "configmaps") + count("PUT", "configmaps")
     assert n <= state_writes <= 3 * n, table
     assert count("GET", "configmaps") <= 1, table
-    # Events: TaskManagerCreated, TaskManagerRegistered, IdleReleased.
-    assert count("POST", "events") == 3 * n, table
+    # Events: TaskManagerCreated, TaskManagerRegistered, IdleReleased (a write that fails
+    # is dropped, not retried: at most these).
+    assert n <= count("POST", "events") <= 3 * n, table
     # No polling: the one watch, no reads of single pods, no LIST (the resync is 5 min).
     assert count("GET", "pods") == 0, table
     assert count("LIST", "pods") == 0, table
