@@ -68,7 +68,35 @@ def test_the_table_shows_every_part() -> None:
             "ratio_server_cpu_per_request": 1.0,
         },
     }
+    figures = {"trials": 50, "p50_ms": 10.0, "p99_ms": 20.0, "mean_ms": 11.0, "max_ms": 20.0}
+    report["reaction"] = {
+        "trials": 50,
+        "idle_timeout_s": 1.0,
+        **{
+            key: figures
+            for key in (
+                "declare_added",
+                "declare_registered",
+                "baseline_create_added",
+                "replace_added",
+                "replace_registered",
+                "baseline_delete_create_added",
+                "release_excess",
+            )
+        },
+    }
+    report["api_economy"] = {
+        "lifecycles": 10,
+        "seconds": 30.0,
+        "per_lifecycle": {"POST pods": 1.0, "GET namespaces": 0.3},
+        "quiet_same_length": {"GET namespaces": 3},
+    }
     text = table(report)
+    assert "+1 slot -> pod ADDED" in text
+    assert "bare create: 10.0 / 20.0" in text
+    assert "POST pods" in text
+    assert "GET namespaces" not in text  # the control plane's own, summed
+    assert "every other row" in text
     assert "    5 @ 8" in text
     assert "rmd / bare" in text
     assert "90->91" in text
