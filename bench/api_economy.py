@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.apiserver_requests import Counts, difference, of_resources, per_unit, quiet
 from bench.reaction import WAIT, JobClient
 from bench.scale_out import SLOTS, DaemonProcess, PodCensus, census, delete_pods, manifest_options
 from rmd_dev.cluster import free_port
 
+RMD_REQUESTS = "rmd_kubernetes_api_request_duration_seconds"
 # The rows that must stand still before a reading (leases move every few seconds: the
 # nodes' heartbeats).
 QUIET_ROWS = of_resources("pods", "configmaps", "events")
@@ -40,6 +43,7 @@ class EconomyResult:
     lifecycles: int
     seconds: float
     per_lifecycle: dict[str, float]  # "VERB resource" → requests per lifecycle
+    rmd_per_lifecycle: dict[str, float]  # the daemon's own count, by verb (its pod requests)
     quiet_same_length: dict[str, float]  # the baseline: requests over as long, doing nothing
 
 
@@ -56,6 +60,21 @@ async def lifecycles(job: JobClient, watcher: PodCensus, *, count: int, slots: i
             timeout=WAIT,
             what="the released pod gone",
         )
+
+
+async def rmd_requests(http: aiohttp.ClientSession, url: str) -> Counter[str]:
+    """The daemon's own count of its Kubernetes requests by verb (create, delete, patch: the
+    pod gateway's attempts; list: the pod watch's LISTs), from its ``/metrics``: which share
+    of the API server's count is rmd's."""
+    async with http.get(f"{url}/metrics") as answer:
+        answer.raise_for_status()
+        text = await answer.text()
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{RMD_REQUESTS}_count":
+                counts[sample.labels["verb"]] += int(sample.value)
+    return counts
 
 
 async def lifecycle_counts(
@@ -102,7 +121,9 @@ async def economy(
         ):
             await daemon.ready(http)
             job = JobClient(http, daemon.url, "economy")
+            ours = await rmd_requests(http, daemon.url)
             counts, seconds = await lifecycle_counts(api, job, watcher, count=count)
+            ours = await rmd_requests(http, daemon.url) - ours
             before = await quiet(api, kinds=QUIET_ROWS)
             await asyncio.sleep(seconds)  # the baseline: as long, with nothing to do
             idle = difference(await quiet(api, kinds=QUIET_ROWS), before)
@@ -112,6 +133,7 @@ async def economy(
         lifecycles=count,
         seconds=round(seconds, 1),
         per_lifecycle=per_unit(counts, count),
+        rmd_per_lifecycle={verb: round(ours[verb] / count, 2) for verb in sorted(ours)},
         quiet_same_length=per_unit(idle, 1),
     )
 
@@ -133,4 +155,6 @@ def economy_lines(result: dict[str, Any]) -> list[str]:
             rest_per += per.get(kind, 0)
             rest_idle += idle.get(kind, 0)
     lines.append(f"  {'every other row':<60}{rest_per:>10.2f}{rest_idle:>14.0f}")
+    own = ", ".join(f"{verb} {value:g}" for verb, value in result["rmd_per_lifecycle"].items())
+    lines.append(f"  of which rmd's pod requests (its own count): {own}")
     return lines
