@@ -111,7 +111,7 @@ async def run(
     pids = {
         component.name: component.pid
         for component in state.components
-        if component.name in ("kube-apiserver", "node-emulator")
+        if component.name in ("kube-apiserver", "node-emulator", "etcd", "kube-scheduler")
     }
     pids["bench"] = _own_pid()
     try:
