@@ -18,8 +18,9 @@ from bench.api_economy import lifecycle_counts, rmd_requests
 from bench.apiserver_requests import RequestKind
 from bench.reaction import JobClient
 from bench.scale_out import census
-from tests.conftest import DevClusterInfo
+from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo
 from tests.integration.daemon_harness import running_daemon
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +43,16 @@ async def test_a_taskmanager_lifecycle_costs_a_fixed_number_of_requests(
         },
     ) as daemon:
         core = client.CoreV1Api(kube_api)
+
+        async def no_namespace_terminating() -> bool:
+            """An earlier test's namespace being deleted lists and deletes everything in it
+            (the namespace controller): that must be over before the first reading."""
+            listed = await core.list_namespace(
+                label_selector="rmd.dev/test", _request_timeout=REQUEST_TIMEOUT
+            )
+            return all(item.status.phase != "Terminating" for item in listed.items)
+
+        await eventually(no_namespace_terminating, what="earlier test namespaces gone", timeout=120)
         async with census(core, namespace, daemon.cluster_id) as watcher:
             job = JobClient(daemon.http, daemon.url, "economy")
             ours = await rmd_requests(daemon.http, daemon.url)
