@@ -6,7 +6,7 @@ measured in the same run.
                     [--reaction-trials 50] [--lifecycles 10]
 
 quick (default, a few minutes on 2 cores): scale-out of 500 TaskManagers (bare API baseline
-and rmd at ``rmd.kubernetes.max-parallel-requests`` 8), the idle cost at 500 over 30 s, and
+and rmd at ``rmd.kubernetes.max-parallel-requests`` 32), the idle cost at 500 over 30 s, and
 heartbeats at 50 clients against 1,000 registered TaskManagers (rmd's app and a bare aiohttp
 handler). --full: scale-out of 1,000 and 2,000, the parallelism sweep 4 / 8 / 16 / 32 at
 1,000, the idle cost at 500 / 1,000 / 3,000 over 10 minutes each, heartbeats for 30 s.
@@ -55,7 +55,7 @@ class Profile:
     idle_sizes: tuple[int, ...]
     idle_window: float
     heartbeat_seconds: float
-    parallel: int = 8  # rmd.kubernetes.max-parallel-requests' default
+    parallel: int = 32  # rmd.kubernetes.max-parallel-requests' default
     reaction_trials: int = 50  # 0: no reaction run
     lifecycles: int = 10  # TaskManager lifecycles of the API economy run; 0: none
 
