@@ -3,14 +3,16 @@ measured in the same run.
 
     python -m bench [--full] [--name NAME] [--cluster-dir DIR]
                     [--scale 500,1000] [--sweep 4,8] [--idle 1000,3000] [--idle-window 60]
-                    [--heartbeat-seconds 10]
+                    [--heartbeat-seconds 10] [--reaction-trials 50] [--lifecycles 10]
 
 quick (default, a few minutes on 2 cores): scale-out of 500 TaskManagers (bare API baseline
-and rmd at ``rmd.kubernetes.max-parallel-requests`` 8), the idle cost at 500 over 30 s, and
+and rmd at ``rmd.kubernetes.max-parallel-requests`` 32), the idle cost at 500 over 30 s, and
 heartbeats against 1,000 registered TaskManagers (rmd's app and a bare aiohttp handler): 50
 clients closed loop, then 2,000 and 3,000 requests/s open loop (``bench.heartbeats``).
 --full: scale-out of 1,000 and 2,000, the parallelism sweep 4 / 8 / 16 / 32 at 1,000, the
 idle cost at 500 / 1,000 / 3,000 over 10 minutes each, heartbeats for 30 s.
+Both profiles: reaction over 50 trials each (bench/reaction.py) and the API economy of 10
+TaskManager lifecycles by kube-apiserver's own count (bench/api_economy.py).
 
 Prints a table and writes ``bench/results/<name>.json`` with the machine's facts and what
 else was running. Every machine-dependent figure has its same-run baseline beside it: on a
@@ -32,8 +34,10 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
+from bench.api_economy import economy, economy_lines
 from bench.heartbeats import run_all
 from bench.machine import busy_processes, machine_facts
+from bench.reaction import reaction, reaction_lines
 from bench.scale_out import TIMEOUT, BaselineResult, RmdResult, baseline, rmd_run
 from rmd_dev.cluster import ControlPlane
 from rmd_dev.interrupt import SIGTERM_EXIT_CODE, run_cancellable
@@ -52,7 +56,9 @@ class Profile:
     idle_sizes: tuple[int, ...]
     idle_window: float
     heartbeat_seconds: float
-    parallel: int = 8  # rmd.kubernetes.max-parallel-requests' default
+    parallel: int = 32  # rmd.kubernetes.max-parallel-requests' default
+    reaction_trials: int = 50  # 0: no reaction run
+    lifecycles: int = 10  # TaskManager lifecycles of the API economy run; 0: none
 
 
 QUICK = Profile(
@@ -106,7 +112,7 @@ async def run(
     pids = {
         component.name: component.pid
         for component in state.components
-        if component.name in ("kube-apiserver", "node-emulator")
+        if component.name in ("kube-apiserver", "node-emulator", "etcd", "kube-scheduler")
     }
     pids["bench"] = _own_pid()
     try:
@@ -139,6 +145,29 @@ async def run(
                     daemon_tree=daemon_tree,
                 )
                 record_run(report, base, ours)
+            if profile.reaction_trials:
+                reacted = await reaction(
+                    core,
+                    kubeconfig=Path(state.kubeconfig),
+                    namespace=namespace,
+                    trials=profile.reaction_trials,
+                    pids=pids,
+                    log_dir=log_dir,
+                    daemon_tree=daemon_tree,
+                )
+                report["reaction"] = asdict(reacted)
+                print("\n".join(reaction_lines(report["reaction"])), flush=True)
+            if profile.lifecycles:
+                spent = await economy(
+                    api,
+                    kubeconfig=Path(state.kubeconfig),
+                    namespace=namespace,
+                    count=profile.lifecycles,
+                    log_dir=log_dir,
+                    daemon_tree=daemon_tree,
+                )
+                report["api_economy"] = asdict(spent)
+                print("\n".join(economy_lines(report["api_economy"])), flush=True)
             with contextlib.suppress(client.ApiException):
                 await core.delete_namespace(namespace, _request_timeout=TIMEOUT)
     finally:
@@ -262,6 +291,9 @@ def table(report: dict[str, Any]) -> str:
             f"{idle['daemon_cpu_percent']:>13.1f}"
             f"{idle['rss_mb_start']:>8.0f}->{idle['rss_mb_end']:<6.0f}{idle['rss_growth_mb']:>11.1f}"
         )
+    for part, lines_of in (("reaction", reaction_lines), ("api_economy", economy_lines)):
+        if part in report:
+            lines += ["", *lines_of(report[part])]
     beats = report["heartbeats"]
     if beats is None:
         return "\n".join(lines)
@@ -315,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep", type=_sizes, help="parallelisms to sweep at the first size")
     parser.add_argument("--idle", type=_sizes, help="idle-cost sizes, e.g. 500,1000,3000")
     parser.add_argument("--idle-window", type=float, help="seconds of each idle measurement")
+    parser.add_argument("--reaction-trials", type=int, help="trials of each reaction (0: none)")
+    parser.add_argument("--lifecycles", type=int, help="API economy lifecycles (0: none)")
     parser.add_argument(
         "--heartbeat-seconds", type=float, help="seconds of each heartbeat measurement (0: none)"
     )
@@ -337,6 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = replace(profile, idle_window=args.idle_window)
     if args.heartbeat_seconds is not None:
         profile = replace(profile, heartbeat_seconds=args.heartbeat_seconds)
+    if args.reaction_trials is not None:
+        profile = replace(profile, reaction_trials=args.reaction_trials)
+    if args.lifecycles is not None:
+        profile = replace(profile, lifecycles=args.lifecycles)
     if profile not in (QUICK, FULL):
         profile = replace(profile, name=f"{profile.name}-custom")
     name = args.name or f"{profile.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"

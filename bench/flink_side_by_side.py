@@ -307,23 +307,23 @@ async def scenarios(
 
     # (a) and (b)
     job_id = await submit()
-    live = set(watch.live)
+    live = set(watch.alive)
     cancelled = time.perf_counter()
     await rest.cancel(job_id)
     await _until(
-        _true_when(lambda: not watch.live & live),
+        _true_when(lambda: not watch.alive & live),
         what="every pod released after the cancel",
         timeout=IDLE_TIMEOUT * 3 + 60,
     )
-    figures.cancel_to_released_s = round(max(watch.gone_at[n] for n in live) - cancelled, 1)
+    figures.cancel_to_released_s = round(max(watch.deleting[n] for n in live) - cancelled, 1)
     print(f"  cancel → released {figures.cancel_to_released_s} s (T {IDLE_TIMEOUT:g} s)")
-    await _until(_true_when(lambda: not watch.live), what="no pod left", timeout=60)
+    await _until(_true_when(lambda: not watch.alive), what="no pod left", timeout=60)
 
     # (a') and (c)
     job_id = await submit()
     restarts = await rest.restarts(job_id)
     placement = await rest.task_placement(job_id)  # not an idle warm spare
-    victim = sorted(watch.live & placement.keys())[0]
+    victim = sorted(watch.alive & placement.keys())[0]
     before = set(watch.seen)
     watch.reset_peak()
     deleted = time.perf_counter()
@@ -361,12 +361,12 @@ async def scenarios(
     figures.kill_pods_created = len(window.created)
     try:
         await _until(
-            _true_when(lambda: len(watch.live) <= _steady_pods(figures.variant)),
+            _true_when(lambda: len(watch.alive) <= _steady_pods(figures.variant)),
             what="back to the steady pod count",
             timeout=50 + IDLE_TIMEOUT * 3 + 60,
         )
     except TimeoutError as error:
-        figures.notes.append(f"(d): {error}; {len(watch.live)} pods alive")
+        figures.notes.append(f"(d): {error}; {len(watch.alive)} pods alive")
     window = _window(watch, registrations, before=before)
     figures.kill_peak_pods = window.peak
     figures.created["kill"] = window.created

@@ -69,20 +69,21 @@ class PodCensus:
     """An independent watch of one cluster id's pods: when did the n-th pod first exist.
 
     Reads the raw JSON lines of one LIST + WATCH (no model classes), so watching costs this
-    process little. ``live``: pods not being deleted; ``peak``: the most live at once since
-    :meth:`reset_peak`; ``gone_at``: when each pod stopped being live (deletion started);
-    ``first_seen``: when each appeared (``time.perf_counter()``)."""
+    process little. ``alive``: pods not being deleted; ``peak``: the most alive at once since
+    :meth:`reset_peak`; ``added_at``: when each was first seen, in that order; ``deleting``:
+    when each was first seen being deleted; ``gone``: those deleted from the API server (times
+    are ``time.perf_counter()``)."""
 
     def __init__(self, core: client.CoreV1Api, namespace: str, cluster_id: str) -> None:
         self._core = core
         self._namespace = namespace
         self._selector = f"app={cluster_id}"
         self.seen: set[str] = set()
-        self.alive: set[str] = set()
-        self.live: set[str] = set()
+        self.added_at: dict[str, float] = {}  # when each was first seen, in that order
+        self.alive: set[str] = set()  # seen, not being deleted
+        self.deleting: dict[str, float] = {}  # when each was first seen being deleted
+        self.gone: set[str] = set()  # deleted from the API server
         self.peak = 0
-        self.first_seen: dict[str, float] = {}
-        self.gone_at: dict[str, float] = {}
         self.listed = asyncio.Event()
         self._changed = asyncio.Event()
 
@@ -119,29 +120,30 @@ class PodCensus:
                     self._note(event["type"], metadata)
 
     def _note(self, kind: str, metadata: dict[str, Any]) -> None:
-        name = str(metadata.get("name", ""))
-        now = time.perf_counter()
-        if kind in ("ADDED", "MODIFIED"):
-            self.first_seen.setdefault(name, now)
+        name = metadata.get("name", "")
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return  # BOOKMARK, ERROR: no pod
+        if name not in self.seen:
             self.seen.add(name)
-            self.alive.add(name)
-            if metadata.get("deletionTimestamp"):
-                self._gone(name, now)
-            else:
-                self.live.add(name)
-                self.peak = max(self.peak, len(self.live))
-        elif kind == "DELETED":
+            self.added_at[name] = time.perf_counter()
+        if kind == "DELETED" or metadata.get("deletionTimestamp"):
+            self.deleting.setdefault(name, time.perf_counter())
             self.alive.discard(name)
-            self._gone(name, now)
+            if kind == "DELETED":
+                self.gone.add(name)
+        else:
+            self.alive.add(name)
+            self.peak = max(self.peak, len(self.alive))
         self._changed.set()
 
-    def _gone(self, name: str, now: float) -> None:
-        if name in self.live:
-            self.live.discard(name)
-            self.gone_at.setdefault(name, now)
-
     def reset_peak(self) -> None:
-        self.peak = len(self.live)
+        self.peak = len(self.alive)
+
+    async def all_added(self, pods: int, *, timeout: float, what: str) -> float:
+        """When the watch saw the ``pods``-th pod (its event's time, however late the caller
+        looks)."""
+        await self.until(lambda: len(self.seen) >= pods, timeout=timeout, what=what)
+        return list(self.added_at.values())[pods - 1]
 
     async def until(self, condition: Any, *, timeout: float, what: str) -> float:
         """Wait until ``condition()``; the time.perf_counter() it first held."""
@@ -194,6 +196,12 @@ async def delete_pods(core: client.CoreV1Api, namespace: str, cluster_id: str) -
 # ---------------------------------------------------------------------------- baseline
 
 
+def pod_factory(options: dict[str, str]) -> TaskManagerPodFactory:
+    """The daemon's own pod manifests for ``options``, for the bare baselines."""
+    conf = FlinkConfiguration(options)
+    return TaskManagerPodFactory.from_configuration(conf, RmdSettings.from_configuration(conf))
+
+
 @dataclass
 class BaselineResult:
     pods: int
@@ -211,8 +219,7 @@ async def baseline(
     options = manifest_options(
         cluster_id=cluster_id, namespace=namespace, port=8090, parallel=parallel, workload="sleep"
     )
-    conf = FlinkConfiguration(options)
-    factory = TaskManagerPodFactory.from_configuration(conf, RmdSettings.from_configuration(conf))
+    factory = pod_factory(options)
     gate = asyncio.Semaphore(parallel)
 
     async def create(index: int) -> None:
@@ -226,9 +233,7 @@ async def baseline(
         began = time.perf_counter()
         await asyncio.gather(*(create(index) for index in range(1, pods + 1)))
         answered = time.perf_counter() - began
-        exist = await watcher.until(
-            lambda: len(watcher.seen) >= pods, timeout=600, what="baseline pods"
-        )
+        exist = await watcher.all_added(pods, timeout=600, what="baseline pods")
         cpu = meter.stop()
     await delete_pods(core, namespace, cluster_id)
     return BaselineResult(pods, parallel, round(answered, 3), round(exist - began, 3), cpu)
@@ -367,9 +372,7 @@ async def rmd_run(
             registered = asyncio.create_task(all_registered(http, daemon.url, pods))
             fulfilled = asyncio.create_task(until_fulfilled(http, daemon.url))
             try:
-                exist = await watcher.until(
-                    lambda: len(watcher.seen) >= pods, timeout=900, what="rmd's pods"
-                )
+                exist = await watcher.all_added(pods, timeout=900, what="rmd's pods")
                 registered_at = await registered
                 fulfilled_at = await fulfilled
             finally:

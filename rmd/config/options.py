@@ -131,7 +131,7 @@ AUTH_TOKEN_SECRET = ConfigOption(
 MAX_PARALLEL_REQUESTS = ConfigOption(
     key="rmd.kubernetes.max-parallel-requests",
     parse=integer(min_value=1),
-    default="8",
+    default="32",
     meaning="pod creates/deletes in flight at once",
 )
 RESYNC_INTERVAL = ConfigOption(

@@ -22,6 +22,7 @@ from kubernetes_asyncio.client import V1Pod
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from rmd.kube.listwatch import Json, ResourceQuery, list_objects
+from rmd.kube.priorityslots import Priority, PrioritySlots
 from rmd.kube.retry import (
     ADMISSION_DENIED,
     KUBE_CALL_RETRY,
@@ -154,7 +155,7 @@ class PodGateway:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._namespace = namespace
-        self._slots = asyncio.Semaphore(max_parallel)
+        self._slots = PrioritySlots(max_parallel)  # creates and deletes before label patches
         self._request_timeout = request_timeout
         self._retry = retry
         # the same retries, within a shorter time: the allocator re-sends a create itself
@@ -201,7 +202,7 @@ class PodGateway:
                 )
             )
 
-        async with self._slots:
+        async with self._slots.slot(Priority.WRITE):
             try:
                 created = await self._with_retries(
                     post,
@@ -243,7 +244,7 @@ class PodGateway:
                 **merge_patch,
             )
 
-        async with self._slots:
+        async with self._slots.slot(Priority.LABEL):
             try:
                 await self._with_retries(
                     send,
@@ -282,7 +283,7 @@ class PodGateway:
                 )
             await self._observed_write(call)
 
-        async with self._slots:
+        async with self._slots.slot(Priority.WRITE):
             try:
                 await self._with_retries(
                     send, verb="delete", what=f"delete pod {name}", mutating=True

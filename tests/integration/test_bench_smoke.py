@@ -3,10 +3,17 @@ measured. Figures are not checked — they belong to ``make bench`` on a quiet m
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+
 import pytest
+from kubernetes_asyncio import client
 
 from bench.__main__ import QUICK, table
+from bench.api_economy import economy, economy_lines
 from bench.heartbeats import measure
+from bench.reaction import reaction, reaction_lines
+from tests.conftest import DevClusterInfo
 
 
 @pytest.mark.parametrize("kind", ["bare", "rmd"])
@@ -61,7 +68,72 @@ def test_the_table_shows_every_part() -> None:
             "ratio_server_cpu_per_request": 1.0,
         },
     }
+    figures = {"trials": 50, "p50_ms": 10.0, "p99_ms": 20.0, "mean_ms": 11.0, "max_ms": 20.0}
+    report["reaction"] = {
+        "trials": 50,
+        "idle_timeout_s": 1.0,
+        **{
+            key: figures
+            for key in (
+                "declare_added",
+                "declare_registered",
+                "baseline_create_added",
+                "replace_added",
+                "replace_registered",
+                "baseline_delete_create_added",
+                "release_excess",
+            )
+        },
+    }
+    report["api_economy"] = {
+        "lifecycles": 10,
+        "seconds": 30.0,
+        "per_lifecycle": {"POST pods": 1.0, "GET namespaces": 0.3},
+        "quiet_same_length": {"GET namespaces": 3},
+    }
     text = table(report)
+    assert "+1 slot -> pod ADDED" in text
+    assert "bare create: 10.0 / 20.0" in text
+    assert "POST pods" in text
+    assert "GET namespaces" not in text  # the control plane's own, summed
+    assert "every other row" in text
     assert "    5 @ 8" in text
     assert "rmd / bare" in text
     assert "90->91" in text
+
+
+@pytest.mark.integration
+async def test_reaction_is_measured(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    result = await reaction(
+        client.CoreV1Api(kube_api),
+        kubeconfig=dev_cluster.kubeconfig,
+        namespace=namespace,
+        trials=2,
+        pids={},
+        log_dir=tmp_path,
+    )
+    figures = asdict(result)
+    for key in ("declare_added", "replace_added", "release_excess", "baseline_create_added"):
+        assert figures[key]["trials"] == 2
+        assert 0 <= figures[key]["p50_ms"] <= figures[key]["p99_ms"], figures
+    # registered comes after ADDED, in every trial's own timing: compare the largest
+    assert figures["declare_registered"]["max_ms"] >= figures["declare_added"]["p50_ms"]
+    assert "pod deleted -> new ADDED" in "\n".join(reaction_lines(figures))
+
+
+@pytest.mark.integration
+async def test_api_economy_is_measured(
+    dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    result = await economy(
+        kube_api,
+        kubeconfig=dev_cluster.kubeconfig,
+        namespace=namespace,
+        count=1,
+        log_dir=tmp_path,
+        idle_timeout=1.0,
+    )
+    assert result.per_lifecycle["POST pods"] == 1
+    assert "POST pods" in "\n".join(economy_lines(asdict(result)))

@@ -17,12 +17,12 @@ def test_the_census_counts_live_pods_their_peak_and_when_each_went() -> None:
     census._note("ADDED", {"name": "a"})
     census._note("ADDED", {"name": "b"})
     census._note("MODIFIED", {"name": "a", "deletionTimestamp": "2026-01-01T00:00:00Z"})
-    assert census.live == {"b"}
+    assert census.alive == {"b"}
     assert census.peak == 2
-    assert set(census.gone_at) == {"a"}
-    gone = census.gone_at["a"]
+    assert set(census.deleting) == {"a"}
+    gone = census.deleting["a"]
     census._note("DELETED", {"name": "a"})
-    assert census.gone_at["a"] == gone, "the deletion's start counts, not the removal"
+    assert census.deleting["a"] == gone, "the deletion's start counts, not the removal"
     assert census.seen == {"a", "b"}
     census.reset_peak()
     assert census.peak == 1

@@ -50,7 +50,7 @@ def test_every_default() -> None:
     assert s.resourcemanager_url == "http://my-flink.default.svc:8090"
     assert s.auth_token_file is None
     assert s.auth_token_secret is None
-    assert s.max_parallel_creates == 8
+    assert s.max_parallel_creates == 32
     assert s.watch_resync_interval == 300.0
     assert s.watch_idle_timeout == 70.0
     assert s.api_request_timeout == 30.0
@@ -91,7 +91,7 @@ def test_every_key_is_read() -> None:
             "rmd.taskmanager.resourcemanager-url": "https://rm.example:8443/",
             "rmd.auth.token-file": "/var/run/secrets/rmd/token",
             "rmd.auth.token-secret": "rmd-token",
-            "rmd.kubernetes.max-parallel-requests": "16",
+            "rmd.kubernetes.max-parallel-requests": "12",
             "rmd.kubernetes.resync-interval": "1 min",
             "rmd.kubernetes.watch-idle-timeout": "5 s",
             "rmd.kubernetes.request-timeout": "10 s",
@@ -121,7 +121,7 @@ def test_every_key_is_read() -> None:
         resourcemanager_url="https://rm.example:8443",
         auth_token_file=Path("/var/run/secrets/rmd/token"),
         auth_token_secret="rmd-token",
-        max_parallel_creates=16,
+        max_parallel_creates=12,
         watch_resync_interval=60.0,
         watch_idle_timeout=5.0,
         api_request_timeout=10.0,
