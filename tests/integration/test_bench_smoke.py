@@ -90,6 +90,7 @@ def test_the_table_shows_every_part() -> None:
         "seconds": 30.0,
         "per_lifecycle": {"POST pods": 1.0, "GET namespaces": 0.3},
         "quiet_same_length": {"GET namespaces": 3},
+        "rmd_per_lifecycle": {"POST": 1.0, "DELETE": 1.0, "PATCH": 3.2},
     }
     text = table(report)
     assert "+1 slot -> pod ADDED" in text
@@ -97,6 +98,7 @@ def test_the_table_shows_every_part() -> None:
     assert "POST pods" in text
     assert "GET namespaces" not in text  # the control plane's own, summed
     assert "every other row" in text
+    assert "PATCH 3.2" in text  # the daemon's own count beside the API server's
     assert "    5 @ 8" in text
     assert "rmd / bare" in text
     assert "90->91" in text
