@@ -23,7 +23,15 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
-from rmd_dev.cluster import free_port, port_is_free, write_kubeconfig
+from rmd_dev.cluster import (
+    ClusterState,
+    Component,
+    free_port,
+    port_is_free,
+    process_alive,
+    state_path,
+    write_kubeconfig,
+)
 from tests.conftest import (
     REQUEST_TIMEOUT,
     DevClusterInfo,
@@ -113,6 +121,44 @@ async def test_kube_apiserver_restart(fault_cluster: DevClusterInfo) -> None:
     await fault_row(steady_workload_on(fault_cluster), fault)
 
 
+async def test_etcd_restart(fault_cluster: DevClusterInfo) -> None:
+    """etcd killed and started again after ``down`` seconds (same data dir, same ports): the
+    API server answers with errors or not at all meanwhile, and its watches end."""
+    down = fault_seconds(ci=10.0, full=30.0)
+    etcd = current_component(fault_cluster, "etcd")
+
+    async def fault(workload: Workload) -> Injected:
+        restart = asyncio.create_task(
+            asyncio.to_thread(
+                _devcluster,
+                "restart",
+                "--dir",
+                str(fault_cluster.dir),
+                "etcd",
+                f"--down-for={down}",
+            )
+        )
+        await eventually_true(lambda: not process_alive(etcd), what="etcd to stop")
+        await workload.declare("job-b", RAISED)
+        restarted = await restart
+        assert restarted.returncode == 0, restarted.stderr
+        reason = await job_reason(workload.daemon, "job-b")
+        return Injected(
+            fault=f"etcd stopped {down:g} s and restarted",
+            what_happened=f"job reason once etcd was back: {reason[:90] or '(fulfilled)'}",
+            fault_seconds=down,
+        )
+
+    await fault_row(steady_workload_on(fault_cluster), fault)
+
+
+def current_component(cluster: DevClusterInfo, name: str) -> Component:
+    """``name`` as the cluster's state file has it now (a restart row changes its pid)."""
+    state = ClusterState.load(state_path(cluster.dir))
+    [found] = [c for c in state.components if c.name == name]
+    return found
+
+
 async def etcd_revision(etcd_url: str) -> int:
     async with (
         aiohttp.ClientSession() as http,
@@ -171,7 +217,7 @@ async def test_a_real_410_gone_after_an_etcd_compaction(
 
 async def test_etcd_paused(fault_cluster: DevClusterInfo) -> None:
     paused = fault_seconds(ci=15.0, full=30.0)
-    [etcd] = [c for c in fault_cluster.components if c.name == "etcd"]
+    etcd = current_component(fault_cluster, "etcd")
 
     async def fault(workload: Workload) -> Injected:
         daemon = workload.daemon
