@@ -321,7 +321,12 @@ async def serve(
             field_manager=field_manager_name(identity),
             on_size=metrics.state_size,
         )
-        writer = StateWriter(snapshot=allocator.state_snapshot, store=store, metrics=metrics)
+        writer = StateWriter(
+            snapshot=allocator.state_snapshot,
+            generation=allocator.state_generation,
+            store=store,
+            metrics=metrics,
+        )
         engine = DaemonEngine(
             allocator=allocator,
             pods=gateway,
