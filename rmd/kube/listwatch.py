@@ -164,6 +164,31 @@ async def call_json(
         return _json_object(await response.read())
 
 
+async def call_discarding_answer(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    params: list[tuple[str, str]],
+    body: Json,
+    content_type: str,
+    timeout: Timeout,
+) -> None:
+    """A write whose answer is not used (a label patch): the answer is read to its end, so
+    the connection is kept for the next request, and dropped: no models are built from it.
+    A non-2xx answer raises ``ApiException`` as the generated client's methods do."""
+    async with _get(
+        api,
+        path,
+        params=params,
+        timeout=timeout,
+        method=method,
+        body=body,
+        content_type=content_type,
+    ) as response:
+        await response.read()
+
+
 @asynccontextmanager
 async def _get(
     api: client.ApiClient,
@@ -173,12 +198,13 @@ async def _get(
     timeout: Timeout,
     method: str = "GET",
     body: Json | None = None,
+    content_type: str = "application/json",
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """``method`` ``path``; raise ``ApiException`` for a non-2xx answer, else yield the
     response."""
     headers = {"Accept": "application/json"}
     if body is not None:
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = content_type
     response = cast(
         aiohttp.ClientResponse,
         await api.call_api(
