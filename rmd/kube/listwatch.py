@@ -70,7 +70,9 @@ async def list_objects(
     """Every object ``query`` selects, and the list's resourceVersion.
 
     Paged (``limit`` / ``continue``); a continue token that expires mid-way (410) starts the
-    list over, so the result is one consistent snapshot.
+    list over, so the result is one consistent snapshot. Each object comes without
+    ``metadata.managedFields`` (nothing here reads them; they are a large part of every pod,
+    and a resync holds all pages' objects at once).
     """
     while True:
         items: list[Json] = []
@@ -87,7 +89,12 @@ async def list_objects(
                 if error.status == 410 and token:
                     break  # the continue token expired: list again from the start
                 raise
-            items.extend(item for item in page.get("items") or [] if isinstance(item, dict))
+            for item in page.get("items") or []:
+                if isinstance(item, dict):
+                    metadata = item.get("metadata")
+                    if isinstance(metadata, dict):
+                        metadata.pop("managedFields", None)
+                    items.append(item)
             metadata = _mapping(page.get("metadata"))
             resource_version = resource_version or str(metadata.get("resourceVersion") or "")
             token = str(metadata.get("continue") or "")

@@ -169,6 +169,10 @@ async def test_raw_list_pages_through_everything(
     items, resource_version = await list_objects(kube_api, query, timeout=(5, 30), page_size=2)
     assert sorted(item["metadata"]["name"] for item in items) == names
     assert int(resource_version) > 0
+    # The server keeps managedFields; the listing drops them (a resync holds every page).
+    stored = await client.CoreV1Api(kube_api).read_namespaced_pod(names[0], namespace)
+    assert stored.metadata.managed_fields
+    assert not any("managedFields" in item["metadata"] for item in items)
 
 
 async def compact_etcd(etcd_url: str) -> int:
