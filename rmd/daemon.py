@@ -63,7 +63,7 @@ from rmd.driver import DaemonEngine
 from rmd.flink.application import ApplicationEnd
 from rmd.flink.follower import FlinkFollower
 from rmd.flink.rest import FlinkRestClient
-from rmd.kube.client import KubeConfigError, load_kube_configuration
+from rmd.kube.client import KubeConfigError, api_client, load_kube_configuration
 from rmd.kube.eventcorrelation import EventCorrelator, InvolvedObject
 from rmd.kube.events import EventRecorder
 from rmd.kube.flinkconfigmap import (
@@ -193,7 +193,7 @@ async def serve(
     clock = clock or SystemClock()
     settings = config.settings
     kube_cfg = await load_kube_configuration(kubeconfig=kubeconfig)
-    async with client.ApiClient(kube_cfg) as api:
+    async with api_client(kube_cfg) as api:
         # Before anything is done: may it do all it needs? (MissingPermission stops it.)
         await check_daemon_permissions(
             api,
@@ -321,7 +321,12 @@ async def serve(
             field_manager=field_manager_name(identity),
             on_size=metrics.state_size,
         )
-        writer = StateWriter(snapshot=allocator.state_snapshot, store=store, metrics=metrics)
+        writer = StateWriter(
+            snapshot=allocator.state_snapshot,
+            generation=allocator.state_generation,
+            store=store,
+            metrics=metrics,
+        )
         engine = DaemonEngine(
             allocator=allocator,
             pods=gateway,

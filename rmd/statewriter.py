@@ -2,9 +2,12 @@
 declarations answered only once stored (group commit).
 
 Every change the engine applies calls :meth:`StateWriter.changed` (cheap: a counter and an
-event). One task (:meth:`StateWriter.run`) takes the allocator's snapshot
-(:meth:`rmd.core.allocator.Allocator.state_snapshot`); when it differs from what is stored it
-writes it, at most one write per ``min_interval`` (a burst of declarations becomes one
+event). One task (:meth:`StateWriter.run`) asks the allocator's stored-state generation
+(:meth:`rmd.core.allocator.Allocator.state_generation`): while it is the one last found
+stored, nothing is built or compared (most events, e.g. a heartbeat or the answer to a label
+patch, change nothing stored). Otherwise it takes the snapshot
+(:meth:`rmd.core.allocator.Allocator.state_snapshot`); when that differs from what is stored
+it writes it, at most one write per ``min_interval`` (a burst of declarations becomes one
 write). A failed write is tried again with the project's backoff (full jitter), each time
 with the newest state; nothing is queued, so an outage costs no backlog.
 
@@ -49,6 +52,7 @@ class StateWriter:
         self,
         *,
         snapshot: Callable[[], StateSnapshot],
+        generation: Callable[[], int] | None = None,
         store: StateStore,
         stored: StateSnapshot | None = None,
         metrics: WriteOutcomes | None = None,
@@ -57,8 +61,11 @@ class StateWriter:
         backoff: Backoff = KUBE_BACKOFF,
         pacing: Pacing | None = None,
     ) -> None:
-        """``stored``: what the store holds now (see :meth:`assume_stored`)."""
+        """``stored``: what the store holds now (see :meth:`assume_stored`). ``generation``:
+        a number that changes whenever ``snapshot()`` would (None: compare every time)."""
         self._snapshot = snapshot
+        self._generation = generation
+        self._stored_generation: int | None = None  # the generation known to be stored
         self._store = store
         self._stored_state = stored if stored is not None else StateSnapshot()
         self._metrics = metrics
@@ -82,6 +89,7 @@ class StateWriter:
             self._disabled = True
         else:
             self._stored_state = snapshot
+            self._stored_generation = None
 
     def changed(self) -> None:
         """The allocator's state may have changed (called after every applied event)."""
@@ -112,14 +120,21 @@ class StateWriter:
         failures = 0
         while True:
             target = self._changes
+            generation = self._current_generation()
+            if generation is not None and generation == self._stored_generation:
+                self._mark_stored(target)  # nothing stored changed: no snapshot to build
+                return
             snapshot = self._snapshot()
             if snapshot == self._stored_state:
+                self._stored_state = snapshot  # the same object: the next comparison is cheap
+                self._stored_generation = generation
                 self._mark_stored(target)
                 return
             pause = self._last_write_at + self._min_interval - self._pacing.monotonic()
             if pause > 0:  # coalesce: changes arriving meanwhile go into this write
                 await self._pacing.sleep(pause)
                 target = self._changes
+                generation = self._current_generation()
                 snapshot = self._snapshot()
             self._last_write_at = self._pacing.monotonic()
             try:
@@ -140,12 +155,16 @@ class StateWriter:
                 await self._pacing.sleep(delay)
                 continue
             self._stored_state = snapshot
+            self._stored_generation = generation
             self._record("ok")
             if self.failing:
                 log.info("state_write_recovered", failures=failures)
                 self.failing = False
             self._mark_stored(target)
             return
+
+    def _current_generation(self) -> int | None:
+        return None if self._generation is None else self._generation()
 
     def _mark_stored(self, changes: int) -> None:
         if changes > self._stored_changes:

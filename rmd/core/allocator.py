@@ -93,6 +93,11 @@ class Allocator:
             rng=rng or random.Random(),
         )
         self._recovery = Recovery(recovery_timeout=settings.recovery_timeout)
+        # The stored state (state_snapshot) as last built, its generation, and the marks it
+        # was built at: see state_generation.
+        self._stored = StateSnapshot()
+        self._stored_generation = 0
+        self._stored_marks: tuple[object, ...] | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -289,11 +294,40 @@ class Allocator:
         self._reconcile(out)
         return self._done(out)
 
+    def state_generation(self) -> int:
+        """A number that changes exactly when :meth:`state_snapshot` does (it only grows).
+
+        The stored state changes only with a job's requirement, slots or origin (its
+        ``version``), a job declared or removed, a TaskManager's state (which also covers its
+        idle time: that starts and ends with a registration, a slot or a release), or the
+        recovery's reservations. While none of those marks moved, the last snapshot still
+        holds and nothing is built: a heartbeat, or a pod event that changes nothing (the
+        answer to a label patch), costs O(jobs) here, not O(slots). When they did move, the
+        snapshot is built again and the generation moves only if it differs.
+        """
+        marks = self._marks()
+        if marks != self._stored_marks:
+            snapshot = self._build_snapshot()
+            self._stored_marks = marks
+            if snapshot != self._stored:
+                self._stored = snapshot
+                self._stored_generation += 1
+        return self._stored_generation
+
+    def _marks(self) -> tuple[object, ...]:
+        recovery = self._recovery
+        jobs = tuple((job.job_id, job.version, job.origin) for job in self._jobs.values())
+        return (jobs, self._taskmanagers.moves, len(recovery.reserved), len(recovery.idle_since))
+
     def state_snapshot(self) -> StateSnapshot:
         """What survives a restart: every job's declared slots and the slots it holds (or
         held before a restart, on TaskManagers that have not registered again yet), and
         since when each idle TaskManager has been idle (the same for those not registered
-        again yet)."""
+        again yet). Built again only when :meth:`state_generation` finds a reason."""
+        self.state_generation()
+        return self._stored
+
+    def _build_snapshot(self) -> StateSnapshot:
         reserved: dict[str, dict[str, list[int]]] = {}
         for tm in self._recovering():
             for index, job_id in self._recovery.reserved.get(tm.name, {}).items():

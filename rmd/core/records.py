@@ -202,6 +202,8 @@ class TaskManagerIndex:
             state: {} for state in TaskManagerState
         }
         self._touched: dict[str, None] = {}  # an ordered set
+        # How many TaskManagers were added, changed state or were forgotten: only grows.
+        self.moves = 0
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -225,6 +227,7 @@ class TaskManagerIndex:
         self._by_name[tm.name] = tm
         self._by_state[tm.state][tm.name] = tm
         self._touched[tm.name] = None
+        self.moves += 1
         return TaskManagerChanged(tm.name, None, tm.state, reason)
 
     def set_state(
@@ -235,11 +238,13 @@ class TaskManagerIndex:
         tm.state = new
         self._by_state[new][tm.name] = tm
         self._touched[tm.name] = None
+        self.moves += 1
         return TaskManagerChanged(tm.name, old, new, reason)
 
     def forget(self, tm: TaskManagerRecord, *, reason: str) -> TaskManagerChanged:
         del self._by_name[tm.name]
         del self._by_state[tm.state][tm.name]
+        self.moves += 1
         return TaskManagerChanged(tm.name, tm.state, None, reason)
 
     def touch(self, tm: TaskManagerRecord) -> None:

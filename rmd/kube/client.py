@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import structlog
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
@@ -23,6 +24,10 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 SERVICE_ACCOUNT_DIR_ENV = "RMD_SERVICE_ACCOUNT_DIR"  # set by the dev cluster's node emulator
 SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
 KUBECONFIG_ENV = "KUBECONFIG"
+# The variables aiohttp reads for a proxy (either case); NO_PROXY only matters with one set.
+PROXY_ENV = ("http_proxy", "https_proxy", "ws_proxy", "wss_proxy", "all_proxy")
+# What kubernetes_asyncio's RESTClientObject gives its session (large watch events).
+READ_BUFFER_SIZE = 2**21
 
 
 class KubeConfigError(RuntimeError):
@@ -44,6 +49,35 @@ def in_cluster_namespace(environ: Mapping[str, str] | None = None) -> str | None
     except OSError:
         return None
     return text or None
+
+
+def proxy_from_environment(environ: Mapping[str, str]) -> bool:
+    """Whether a proxy variable (``HTTPS_PROXY`` and the like, either case) is set."""
+    return any(environ.get(name) or environ.get(name.upper()) for name in PROXY_ENV)
+
+
+def api_client(
+    configuration: client.Configuration, *, environ: Mapping[str, str] | None = None
+) -> client.ApiClient:
+    """kubernetes_asyncio's ApiClient, without a look at the environment on every request.
+
+    Its aiohttp session is made with ``trust_env=True`` (not configurable): every request
+    then asks a worker thread for ``~/.netrc`` and another for the proxy variables. A netrc
+    entry could not be used anyway (the bearer token is an Authorization header, which
+    aiohttp refuses to combine with netrc credentials); the proxy variables are honoured as
+    before (with ``NO_PROXY``) when one is set at start-up, and a kubeconfig's
+    ``proxy-url`` (``Configuration.proxy``) is passed with each request either way.
+    """
+    api = client.ApiClient(configuration)
+    if proxy_from_environment(os.environ if environ is None else environ):
+        return api
+    rest = api.rest_client
+    session: aiohttp.ClientSession = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=session.connector, trust_env=False, read_bufsize=READ_BUFFER_SIZE
+    )
+    session.detach()  # the connector (TLS settings, pool size) lives on in the new session
+    return api
 
 
 async def load_kube_configuration(*, kubeconfig: Path | None = None) -> client.Configuration:

@@ -70,7 +70,9 @@ async def list_objects(
     """Every object ``query`` selects, and the list's resourceVersion.
 
     Paged (``limit`` / ``continue``); a continue token that expires mid-way (410) starts the
-    list over, so the result is one consistent snapshot.
+    list over, so the result is one consistent snapshot. Each object comes without
+    ``metadata.managedFields`` (nothing here reads them; they are a large part of every pod,
+    and a resync holds all pages' objects at once).
     """
     while True:
         items: list[Json] = []
@@ -87,7 +89,12 @@ async def list_objects(
                 if error.status == 410 and token:
                     break  # the continue token expired: list again from the start
                 raise
-            items.extend(item for item in page.get("items") or [] if isinstance(item, dict))
+            for item in page.get("items") or []:
+                if isinstance(item, dict):
+                    metadata = item.get("metadata")
+                    if isinstance(metadata, dict):
+                        metadata.pop("managedFields", None)
+                    items.append(item)
             metadata = _mapping(page.get("metadata"))
             resource_version = resource_version or str(metadata.get("resourceVersion") or "")
             token = str(metadata.get("continue") or "")
@@ -164,6 +171,31 @@ async def call_json(
         return _json_object(await response.read())
 
 
+async def call_discarding_answer(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    params: list[tuple[str, str]],
+    body: Json,
+    content_type: str,
+    timeout: Timeout,
+) -> None:
+    """A write whose answer is not used (a label patch): the answer is read to its end, so
+    the connection is kept for the next request, and dropped: no models are built from it.
+    A non-2xx answer raises ``ApiException`` as the generated client's methods do."""
+    async with _get(
+        api,
+        path,
+        params=params,
+        timeout=timeout,
+        method=method,
+        body=body,
+        content_type=content_type,
+    ) as response:
+        await response.read()
+
+
 @asynccontextmanager
 async def _get(
     api: client.ApiClient,
@@ -173,12 +205,13 @@ async def _get(
     timeout: Timeout,
     method: str = "GET",
     body: Json | None = None,
+    content_type: str = "application/json",
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """``method`` ``path``; raise ``ApiException`` for a non-2xx answer, else yield the
     response."""
     headers = {"Accept": "application/json"}
     if body is not None:
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = content_type
     response = cast(
         aiohttp.ClientResponse,
         await api.call_api(

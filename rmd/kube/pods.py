@@ -21,7 +21,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import V1Pod
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from rmd.kube.listwatch import Json, ResourceQuery, list_objects
+from rmd.kube.listwatch import Json, ResourceQuery, call_discarding_answer, list_objects
 from rmd.kube.priorityslots import Priority, PrioritySlots
 from rmd.kube.retry import (
     ADMISSION_DENIED,
@@ -230,18 +230,19 @@ class PodGateway:
         Raises :class:`PodPatchError` otherwise.
         """
         body = {"metadata": {"labels": dict(labels)}}
-        # The method takes _content_type (its stubs do not say so); without it a dict body
-        # goes out as a strategic merge patch.
-        merge_patch: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
+        path = f"/api/v1/namespaces/{self._namespace}/pods/{name}"
+        params = [("fieldManager", str(value)) for value in self._field_manager.values()]
 
         async def send() -> None:
-            await self._core.patch_namespaced_pod(
-                name,
-                self._namespace,
-                body,
-                **self._field_manager,
-                _request_timeout=self._request_timeout,
-                **merge_patch,
+            # The answer (the whole pod) is not used: not turned into a V1Pod either.
+            await call_discarding_answer(
+                self._api,
+                "PATCH",
+                path,
+                params=params,
+                body=body,
+                content_type="application/merge-patch+json",
+                timeout=(self._request_timeout, self._request_timeout),
             )
 
         async with self._slots.slot(Priority.LABEL):

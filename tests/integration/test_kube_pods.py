@@ -121,6 +121,33 @@ async def test_delete_removes_the_pod_and_a_missing_pod_counts_as_deleted(
     assert errors == [404, 404]
 
 
+async def test_label_patch_merges_labels_builds_no_models_and_404_is_false(
+    kube_api: client.ApiClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY, field_manager="rmd-test")
+    await pods.create(pod_body("c1-taskmanager-1-1"))
+    models: list[str] = []
+    deserialize = kube_api.deserialize
+
+    def counting(response: Any, response_type: Any, *args: Any, **kwargs: Any) -> Any:
+        models.append(str(response_type))
+        return deserialize(response, response_type, *args, **kwargs)
+
+    monkeypatch.setattr(kube_api, "deserialize", counting)  # the library's, not rmd's
+    assert await pods.patch_labels("c1-taskmanager-1-1", {"rmd.dev/state": "registered"})
+    assert await pods.patch_labels("c1-taskmanager-1-1", {"rmd.dev/state": "idle"})
+    assert not await pods.patch_labels("never-existed", {"rmd.dev/state": "idle"})  # 404
+    assert models == []  # the answers (whole pods) were read and dropped, not deserialized
+    monkeypatch.undo()
+
+    pod = await core.read_namespaced_pod("c1-taskmanager-1-1", namespace)
+    assert pod.metadata.labels["rmd.dev/state"] == "idle"
+    assert pod.metadata.labels["component"] == "taskmanager"  # merged, not replaced
+    managers = {entry.manager for entry in pod.metadata.managed_fields or []}
+    assert "rmd-test" in managers
+
+
 async def test_list_selects_by_label(kube_api: client.ApiClient, namespace: str) -> None:
     pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY)
     ours = [f"c1-taskmanager-1-{i}" for i in range(1, 4)]
@@ -142,6 +169,10 @@ async def test_raw_list_pages_through_everything(
     items, resource_version = await list_objects(kube_api, query, timeout=(5, 30), page_size=2)
     assert sorted(item["metadata"]["name"] for item in items) == names
     assert int(resource_version) > 0
+    # The server keeps managedFields; the listing drops them (a resync holds every page).
+    stored = await client.CoreV1Api(kube_api).read_namespaced_pod(names[0], namespace)
+    assert stored.metadata.managed_fields
+    assert not any("managedFields" in item["metadata"] for item in items)
 
 
 async def compact_etcd(etcd_url: str) -> int:

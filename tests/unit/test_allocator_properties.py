@@ -76,6 +76,8 @@ class AllocatorMachine(RuleBasedStateMachine):
         # With the release gate: registered TaskManager -> wall time since which the external
         # usage source has reported it idle without a break (busy, missing or unknown: absent).
         self.externally_idle_since: dict[str, float] = {}
+        # The stored-state generation and the snapshot built afresh at the last check.
+        self.last_stored: tuple[int, object] | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -525,6 +527,22 @@ class AllocatorMachine(RuleBasedStateMachine):
         return job.fulfilled or capped
 
     # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def state_generation_moves_exactly_with_the_stored_state(self) -> None:
+        """The generation (which spares the state writer the snapshot) changes exactly when
+        the snapshot, built afresh from every record, does; the cached one is that."""
+        if not hasattr(self, "allocator"):
+            return
+        generation = self.allocator.state_generation()
+        fresh = self.allocator._build_snapshot()  # the reference: from every record
+        assert self.allocator.state_snapshot() == fresh
+        if self.last_stored is not None:
+            last_generation, last_snapshot = self.last_stored
+            assert (generation == last_generation) == (fresh == last_snapshot), (
+                f"generation {last_generation} -> {generation}, snapshot {last_snapshot} -> {fresh}"
+            )
+        self.last_stored = (generation, fresh)
 
     @invariant()
     def slots_are_consistent(self) -> None:

@@ -31,12 +31,24 @@ class MemoryStore:
 
 
 class Demand:
-    """What the allocator's snapshot would say: job -> declared slots."""
+    """What the allocator's snapshot would say: job -> declared slots; and its generation,
+    which :meth:`declare` moves as the allocator's moves with its stored state."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, int] = {}
+        self.generation = 0
+        self.snapshots_taken = 0
+
+    def declare(self, job_id: str, slots: int) -> None:
+        if self.jobs.get(job_id) != slots:
+            self.jobs[job_id] = slots
+            self.generation += 1
+
+    def current_generation(self) -> int:
+        return self.generation
 
     def snapshot(self) -> StateSnapshot:
+        self.snapshots_taken += 1
         return StateSnapshot(jobs=tuple(job_state(j, n, {}) for j, n in self.jobs.items()))
 
 
@@ -93,6 +105,36 @@ async def test_nothing_is_written_when_the_state_did_not_change() -> None:
         writer.changed()  # e.g. the same declaration again
         assert await writer.stored()
     assert store.writes == []
+
+
+async def test_no_snapshot_is_taken_while_the_stored_generation_stands() -> None:
+    store, demand = MemoryStore(), Demand()
+    writer = StateWriter(
+        snapshot=demand.snapshot,
+        generation=demand.current_generation,
+        store=store,
+        min_interval=0.0,
+        backoff=Backoff(base=0.05, cap=0.1),
+    )
+    async with running(writer):
+        demand.declare("a", 2)
+        writer.changed()
+        assert await writer.stored()
+        assert store.writes == [demand.snapshot()]
+        taken = demand.snapshots_taken
+        for _ in range(50):  # e.g. heartbeats and pod events that change nothing stored
+            writer.changed()
+            assert await writer.stored()
+        demand.declare("a", 2)  # the same declaration again: the generation stands
+        writer.changed()
+        assert await writer.stored()
+        assert demand.snapshots_taken == taken
+        demand.declare("a", 3)
+        writer.changed()
+        assert await writer.stored()
+        assert demand.snapshots_taken > taken
+        assert store.writes[-1] == demand.snapshot()
+        assert len(store.writes) == 2
 
 
 async def test_an_outage_answers_not_stored_keeps_the_demand_and_writes_it_when_back() -> None:
