@@ -28,9 +28,8 @@ from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.apiserver_requests import Counts, difference, of_resources, per_unit, quiet
-from bench.reaction import WAIT, JobClient
-from bench.scale_out import SLOTS, DaemonProcess, PodCensus, census, delete_pods, manifest_options
-from rmd_dev.cluster import free_port
+from bench.reaction import WAIT, JobClient, driven_daemon
+from bench.scale_out import SLOTS, PodCensus
 
 RMD_REQUESTS = "rmd_kubernetes_api_request_duration_seconds"
 # The rows that must stand still before a reading (leases move every few seconds: the
@@ -99,36 +98,27 @@ async def economy(
     daemon_tree: Path | None = None,
 ) -> EconomyResult:
     core = client.CoreV1Api(api)
-    cluster_id = f"economy-{int(time.time()) % 100000}"
-    options = manifest_options(
-        cluster_id=cluster_id,
-        namespace=namespace,
-        port=free_port(),
-        parallel=8,
-        workload="rmd-agent",
-    )
     # Heartbeats every second, so that a lifecycle holds several: none may cost a request.
-    options["heartbeat.interval"] = "1 s"
-    options["resourcemanager.taskmanager-timeout"] = f"{idle_timeout:g} s"
-    daemon = DaemonProcess(
-        kubeconfig=kubeconfig, options=options, log=log_dir / f"{cluster_id}.log", tree=daemon_tree
-    )
-    try:
-        async with (
-            daemon,
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2 * WAIT)) as http,
-            census(core, namespace, cluster_id) as watcher,
-        ):
-            await daemon.ready(http)
-            job = JobClient(http, daemon.url, "economy")
-            ours = await rmd_requests(http, daemon.url)
-            counts, seconds = await lifecycle_counts(api, job, watcher, count=count)
-            ours = await rmd_requests(http, daemon.url) - ours
-            before = await quiet(api, kinds=QUIET_ROWS)
-            await asyncio.sleep(seconds)  # the baseline: as long, with nothing to do
-            idle = difference(await quiet(api, kinds=QUIET_ROWS), before)
-    finally:
-        await delete_pods(core, namespace, cluster_id)
+    options = {
+        "heartbeat.interval": "1 s",
+        "resourcemanager.taskmanager-timeout": f"{idle_timeout:g} s",
+    }
+    async with driven_daemon(
+        core,
+        kubeconfig=kubeconfig,
+        namespace=namespace,
+        name="economy",
+        job_id="economy",
+        log_dir=log_dir,
+        daemon_tree=daemon_tree,
+        options=options,
+    ) as driven:
+        ours = await rmd_requests(driven.http, driven.daemon.url)
+        counts, seconds = await lifecycle_counts(api, driven.job, driven.watcher, count=count)
+        ours = await rmd_requests(driven.http, driven.daemon.url) - ours
+        before = await quiet(api, kinds=QUIET_ROWS)
+        await asyncio.sleep(seconds)  # the baseline: as long, with nothing to do
+        idle = difference(await quiet(api, kinds=QUIET_ROWS), before)
     return EconomyResult(
         lifecycles=count,
         seconds=round(seconds, 1),

@@ -17,8 +17,10 @@ fulfilled again before the next).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,57 @@ class JobClient:
         raise TimeoutError(f"{self._job}: not fulfilled within {timeout:g} s")
 
 
+@dataclass(frozen=True)
+class DrivenDaemon:
+    """``rmd daemon`` as its own process, ready, with a job client and the pod census."""
+
+    daemon: DaemonProcess
+    http: aiohttp.ClientSession
+    job: JobClient
+    watcher: PodCensus
+
+
+@contextlib.asynccontextmanager
+async def driven_daemon(
+    core: client.CoreV1Api,
+    *,
+    kubeconfig: Path,
+    namespace: str,
+    name: str,
+    job_id: str,
+    log_dir: Path,
+    daemon_tree: Path | None,
+    options: dict[str, str],
+) -> AsyncIterator[DrivenDaemon]:
+    """A daemon of its own cluster id (``name``-<n>, agents in-process, parallelism 8,
+    ``options`` on top) and a client of its job ``job_id``; its pods deleted at the end."""
+    cluster_id = f"{name}-{int(time.time()) % 100000}"
+    all_options = manifest_options(
+        cluster_id=cluster_id,
+        namespace=namespace,
+        port=free_port(),
+        parallel=8,
+        workload="rmd-agent",
+    )
+    all_options.update(options)
+    daemon = DaemonProcess(
+        kubeconfig=kubeconfig,
+        options=all_options,
+        log=log_dir / f"{cluster_id}.log",
+        tree=daemon_tree,
+    )
+    try:
+        async with (
+            daemon,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2 * WAIT)) as http,
+            census(core, namespace, cluster_id) as watcher,
+        ):
+            await daemon.ready(http)
+            yield DrivenDaemon(daemon, http, JobClient(http, daemon.url, job_id), watcher)
+    finally:
+        await delete_pods(core, namespace, cluster_id)
+
+
 async def reaction(
     core: client.CoreV1Api,
     *,
@@ -165,62 +218,51 @@ async def reaction(
     daemon_tree: Path | None = None,
 ) -> ReactionResult:
     base_create, base_round_trip = await bare_reactions(core, namespace=namespace, trials=trials)
-    cluster_id = f"react-{int(time.time()) % 100000}"
-    options = manifest_options(
-        cluster_id=cluster_id,
-        namespace=namespace,
-        port=free_port(),
-        parallel=8,
-        workload="rmd-agent",
-    )
-    options["resourcemanager.taskmanager-timeout"] = f"{idle_timeout:g} s"
-    daemon = DaemonProcess(
-        kubeconfig=kubeconfig, options=options, log=log_dir / f"{cluster_id}.log", tree=daemon_tree
-    )
     declare_added: list[float] = []
     declare_registered: list[float] = []
     replace_added: list[float] = []
     replace_registered: list[float] = []
     release_excess: list[float] = []
-    try:
-        async with (
-            daemon,
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2 * WAIT)) as http,
-            census(core, namespace, cluster_id) as watcher,
-        ):
-            await daemon.ready(http)
-            job = JobClient(http, daemon.url, "reaction")
-            meter = CpuMeter({**pids, "daemon": daemon.pid})
-            meter.start()
-            for slots in range(SLOTS, (trials + 1) * SLOTS, SLOTS):
-                before = len(watcher.seen)
-                began = time.perf_counter()
-                await job.declare(slots)
-                added = await _more_seen(watcher, before)
-                declare_added.append(added - began)
-                declare_registered.append(await job.fulfilled() - began)
-            for _ in range(trials):
-                victim = min(watcher.alive)
-                before = len(watcher.seen)
-                began = time.perf_counter()
-                await core.delete_namespaced_pod(victim, namespace, _request_timeout=TIMEOUT)
-                added = await _more_seen(watcher, before)
-                replace_added.append(added - began)
-                replace_registered.append(await job.fulfilled() - began)
-            for slots in range((trials - 1) * SLOTS, -1, -SLOTS):
-                before = len(watcher.deleting)
-                began = time.perf_counter()
-                await job.declare(slots)
-                await watcher.until(
-                    lambda: len(watcher.deleting) > before,  # noqa: B023 (awaited here)
-                    timeout=WAIT + idle_timeout,
-                    what="an idle pod deleted",
-                )
-                deleted = list(watcher.deleting.values())[before]
-                release_excess.append(deleted - began - idle_timeout)
-            cpu = meter.stop()
-    finally:
-        await delete_pods(core, namespace, cluster_id)
+    async with driven_daemon(
+        core,
+        kubeconfig=kubeconfig,
+        namespace=namespace,
+        name="react",
+        job_id="reaction",
+        log_dir=log_dir,
+        daemon_tree=daemon_tree,
+        options={"resourcemanager.taskmanager-timeout": f"{idle_timeout:g} s"},
+    ) as driven:
+        daemon, job, watcher = driven.daemon, driven.job, driven.watcher
+        meter = CpuMeter({**pids, "daemon": daemon.pid})
+        meter.start()
+        for slots in range(SLOTS, (trials + 1) * SLOTS, SLOTS):
+            before = len(watcher.seen)
+            began = time.perf_counter()
+            await job.declare(slots)
+            added = await _more_seen(watcher, before)
+            declare_added.append(added - began)
+            declare_registered.append(await job.fulfilled() - began)
+        for _ in range(trials):
+            victim = min(watcher.alive)
+            before = len(watcher.seen)
+            began = time.perf_counter()
+            await core.delete_namespaced_pod(victim, namespace, _request_timeout=TIMEOUT)
+            added = await _more_seen(watcher, before)
+            replace_added.append(added - began)
+            replace_registered.append(await job.fulfilled() - began)
+        for slots in range((trials - 1) * SLOTS, -1, -SLOTS):
+            before = len(watcher.deleting)
+            began = time.perf_counter()
+            await job.declare(slots)
+            await watcher.until(
+                lambda: len(watcher.deleting) > before,  # noqa: B023 (awaited here)
+                timeout=WAIT + idle_timeout,
+                what="an idle pod deleted",
+            )
+            deleted = list(watcher.deleting.values())[before]
+            release_excess.append(deleted - began - idle_timeout)
+        cpu = meter.stop()
     return ReactionResult(
         trials=trials,
         idle_timeout_s=idle_timeout,
