@@ -85,21 +85,27 @@ async def job_reason(daemon: RunningDaemon, job_id: str) -> str:
     return str(view["unfulfilled_reason"] or "")
 
 
+def restart_in_background(
+    cluster: DevClusterInfo, component: str, *, down: float
+) -> asyncio.Task[None]:
+    """``rmd dev-cluster restart COMPONENT --down-for DOWN`` as a task; awaiting it raises
+    if the restart failed."""
+
+    async def restart() -> None:
+        restarted = await asyncio.to_thread(
+            _devcluster, "restart", "--dir", str(cluster.dir), component, f"--down-for={down}"
+        )
+        assert restarted.returncode == 0, restarted.stderr
+
+    return asyncio.create_task(restart())
+
+
 async def test_kube_apiserver_restart(fault_cluster: DevClusterInfo) -> None:
     down = fault_seconds(ci=10.0, full=30.0)
     port = int(fault_cluster.server.rsplit(":", 1)[1])
 
     async def fault(workload: Workload) -> Injected:
-        restart = asyncio.create_task(
-            asyncio.to_thread(
-                _devcluster,
-                "restart",
-                "--dir",
-                str(fault_cluster.dir),
-                "kube-apiserver",
-                f"--down-for={down}",
-            )
-        )
+        restart = restart_in_background(fault_cluster, "kube-apiserver", down=down)
         await eventually_true(lambda: port_is_free(port), what="kube-apiserver to stop")
         await workload.declare("job-b", RAISED)
         reason = ""
@@ -110,8 +116,7 @@ async def test_kube_apiserver_restart(fault_cluster: DevClusterInfo) -> None:
             return "API server" in reason
 
         await eventually(told, timeout=down, what="the job's reason to name the API server")
-        restarted = await restart
-        assert restarted.returncode == 0, restarted.stderr
+        await restart
         return Injected(
             fault=f"kube-apiserver stopped {down:g} s and restarted",
             what_happened=f"job reason: {reason[:90]}…",
@@ -128,20 +133,10 @@ async def test_etcd_restart(fault_cluster: DevClusterInfo) -> None:
     etcd = current_component(fault_cluster, "etcd")
 
     async def fault(workload: Workload) -> Injected:
-        restart = asyncio.create_task(
-            asyncio.to_thread(
-                _devcluster,
-                "restart",
-                "--dir",
-                str(fault_cluster.dir),
-                "etcd",
-                f"--down-for={down}",
-            )
-        )
+        restart = restart_in_background(fault_cluster, "etcd", down=down)
         await eventually_true(lambda: not process_alive(etcd), what="etcd to stop")
         await workload.declare("job-b", RAISED)
-        restarted = await restart
-        assert restarted.returncode == 0, restarted.stderr
+        await restart
         reason = await job_reason(workload.daemon, "job-b")
         return Injected(
             fault=f"etcd stopped {down:g} s and restarted",
