@@ -9,7 +9,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,34 +260,19 @@ def _reported_slot(entry: object, *, where: str, taskmanager_id: str) -> Reporte
 
 def parse_wait(values: Sequence[str], *, max_wait: float) -> float | None:
     """The ``wait`` query parameter (all its values, in order) in seconds; None when absent."""
-    if not values:
+    raw = _at_most_once("wait", values)
+    if raw is None:
         return None
-    if len(values) > 1:
-        raise ProblemError(
-            MALFORMED_REQUEST,
-            "The query parameter 'wait' is given twice: give it once.",
-            field="wait",
+    return float(
+        _bounded_number(
+            "wait",
+            raw,
+            parse=_finite_float,
+            low=0,
+            high=max_wait,
+            wanted=f"a number of seconds from 0 to {max_wait:g}",
         )
-    raw = values[0]
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds):
-        raise ProblemError(
-            MALFORMED_REQUEST,
-            f"The query parameter 'wait' is {_shorten(raw)!r}: give a number of seconds "
-            f"from 0 to {max_wait:g}.",
-            field="wait",
-        )
-    if not 0 <= seconds <= max_wait:
-        raise ProblemError(
-            INVALID_VALUE,
-            f"The query parameter 'wait' is {seconds:g}: give a number of seconds from 0 to "
-            f"{max_wait:g}.",
-            field="wait",
-        )
-    return seconds
+    )
 
 
 def parse_slots_flag(values: Sequence[str]) -> bool:
@@ -322,15 +307,10 @@ class SlotPage:
 def parse_slot_page(limits: Sequence[str], afters: Sequence[str]) -> SlotPage | None:
     """The ``slots_limit`` / ``slots_after`` query parameters of ``GET /v1/jobs/{job_id}``;
     None when neither is given (every slot listed)."""
-    for name, values in (("slots_limit", limits), ("slots_after", afters)):
-        if len(values) > 1:
-            raise ProblemError(
-                MALFORMED_REQUEST,
-                f"The query parameter '{name}' is given twice: give it once.",
-                field=name,
-            )
-    if not limits:
-        if afters:
+    raw = _at_most_once("slots_limit", limits)
+    after = _at_most_once("slots_after", afters)
+    if raw is None:
+        if after is not None:
             raise ProblemError(
                 INVALID_VALUE,
                 "The query parameter 'slots_after' pages the slot list: give 'slots_limit' "
@@ -338,23 +318,16 @@ def parse_slot_page(limits: Sequence[str], afters: Sequence[str]) -> SlotPage | 
                 field="slots_after",
             )
         return None
-    raw = limits[0]
-    if not raw.isascii() or not raw.isdigit():
-        raise ProblemError(
-            MALFORMED_REQUEST,
-            f"The query parameter 'slots_limit' is {_shorten(raw)!r}: give a whole number of "
-            f"slots from 1 to {SLOTS_LIMIT_MAX}.",
-            field="slots_limit",
+    limit = int(
+        _bounded_number(
+            "slots_limit",
+            raw,
+            parse=_whole_number,
+            low=1,
+            high=SLOTS_LIMIT_MAX,
+            wanted=f"a whole number of slots from 1 to {SLOTS_LIMIT_MAX}",
         )
-    limit = int(raw)
-    if not 1 <= limit <= SLOTS_LIMIT_MAX:
-        raise ProblemError(
-            INVALID_VALUE,
-            f"The query parameter 'slots_limit' is {limit}: give a whole number of slots from "
-            f"1 to {SLOTS_LIMIT_MAX}.",
-            field="slots_limit",
-        )
-    after = afters[0] if afters else None
+    )
     if after is not None and not 1 <= len(after) <= SLOTS_AFTER_MAX_LENGTH:
         raise ProblemError(
             INVALID_VALUE,
@@ -363,6 +336,61 @@ def parse_slot_page(limits: Sequence[str], afters: Sequence[str]) -> SlotPage | 
             field="slots_after",
         )
     return SlotPage(limit=limit, after=after)
+
+
+def _at_most_once(name: str, values: Sequence[str]) -> str | None:
+    """A query parameter's one value (None when absent); given twice is malformed."""
+    if len(values) > 1:
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The query parameter '{name}' is given twice: give it once.",
+            field=name,
+        )
+    return values[0] if values else None
+
+
+def _bounded_number(
+    name: str,
+    raw: str,
+    *,
+    parse: Callable[[str], int | float | None],
+    low: float,
+    high: float,
+    wanted: str,
+) -> int | float:
+    """A numeric query parameter: unparsable is malformed (400), outside [low, high] is an
+    invalid value (422); both answers say what to give (``wanted``)."""
+    value = parse(raw)
+    if value is None:
+        raise ProblemError(
+            MALFORMED_REQUEST,
+            f"The query parameter '{name}' is {_shorten(raw)!r}: give {wanted}.",
+            field=name,
+        )
+    if not low <= value <= high:
+        raise ProblemError(
+            INVALID_VALUE,
+            f"The query parameter '{name}' is {_number_text(value)}: give {wanted}.",
+            field=name,
+        )
+    return value
+
+
+def _number_text(value: int | float) -> str:
+    """Whole numbers as digits (10000000, not 1e+07), others as short as ``g`` makes them."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _finite_float(raw: str) -> float | None:
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _whole_number(raw: str) -> int | None:
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 def _valid_host(host: str) -> bool:
