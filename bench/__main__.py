@@ -231,7 +231,9 @@ def record_run(report: dict[str, Any], base: BaselineResult | None, ours: RmdRes
         print(
             f"scale-out {ours.pods} @ {ours.parallel}: all exist rmd {ours.all_exist_s:.2f} s "
             f"vs bare {base.all_exist_s:.2f} s (ratio {entry['ratio_all_exist']}); "
-            f"registered {ours.all_registered_s:.2f} s, fulfilled {ours.fulfilled_s:.2f} s",
+            f"registered {ours.all_registered_s:.2f} s, fulfilled {ours.fulfilled_s:.2f} s; "
+            f"first / half exist rmd {ours.arrivals.first_s:.2f} / {ours.arrivals.half_s:.2f} s, "
+            f"bare {base.arrivals.first_s:.2f} / {base.arrivals.half_s:.2f} s",
             flush=True,
         )
     if ours.idle is not None:
@@ -271,17 +273,19 @@ def table(report: dict[str, Any]) -> str:
     lines.append(
         f"{'scale-out':<16}{'bare: exist':>12}{'rmd: exist':>12}{'ratio':>7}"
         f"{'registered':>12}{'fulfilled':>11}{'pods/s':>8}   cpu % (apiserver/emulator/daemon)"
+        " until fulfilled; until all exist"
     )
     for entry in report["scale_out"]:
         ours, base = entry["rmd"], entry["baseline"]
-        cpu = ours["cpu_percent"]
+        cpu, early = ours["cpu_percent"], ours["cpu_percent_until_exist"]
         lines.append(
             f"{entry['pods']:>5} @ {entry['parallel']:<8}{base['all_exist_s']:>11.2f}s"
             f"{ours['all_exist_s']:>11.2f}s{entry['ratio_all_exist']:>7.2f}"
             f"{ours['all_registered_s']:>11.2f}s{ours['fulfilled_s']:>10.2f}s"
             f"{entry['pods'] / ours['fulfilled_s']:>8.1f}   "
             f"{cpu.get('kube-apiserver', 0):.0f}/{cpu.get('node-emulator', 0):.0f}/"
-            f"{cpu.get('daemon', 0):.0f}"
+            f"{cpu.get('daemon', 0):.0f}; {early.get('kube-apiserver', 0):.0f}/"
+            f"{early.get('node-emulator', 0):.0f}/{early.get('daemon', 0):.0f}"
         )
     lines.append("")
     lines.append(f"{'idle':<8}{'window':>8}{'daemon cpu %':>14}{'RSS MB':>16}{'growth MB':>11}")
