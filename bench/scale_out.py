@@ -229,6 +229,7 @@ class BaselineResult:
     all_exist_s: float
     cpu_percent: dict[str, float]
     arrivals: Arrivals
+    create_ms_mean: float  # a create's answer time, as the client saw it
 
 
 async def baseline(
@@ -242,10 +243,14 @@ async def baseline(
     factory = pod_factory(options)
     gate = asyncio.Semaphore(parallel)
 
+    latencies: list[float] = []
+
     async def create(index: int) -> None:
         body: Any = factory.build(pod_name=f"{cluster_id}-taskmanager-1-{index}", owner=None)
         async with gate:
+            sent = time.perf_counter()
             await core.create_namespaced_pod(namespace, body=body, _request_timeout=TIMEOUT)
+            latencies.append(time.perf_counter() - sent)
 
     async with census(core, namespace, cluster_id) as watcher:
         meter = CpuMeter(pids)
@@ -258,7 +263,13 @@ async def baseline(
         arrivals = watcher.arrivals(pods, since=began)
     await delete_pods(core, namespace, cluster_id)
     return BaselineResult(
-        pods, parallel, round(answered, 3), round(exist - began, 3), cpu, arrivals
+        pods,
+        parallel,
+        round(answered, 3),
+        round(exist - began, 3),
+        cpu,
+        arrivals,
+        create_ms_mean=round(1000 * sum(latencies) / len(latencies), 1),
     )
 
 
@@ -287,6 +298,7 @@ class RmdResult:
     cpu_percent: dict[str, float]  # declaration -> fulfilled
     cpu_percent_until_exist: dict[str, float]  # declaration -> every pod exists
     arrivals: Arrivals
+    create_ms_mean: float  # a create's answer time, as the daemon saw it (its /metrics)
     daemon_rss_mb: float
     idle: IdleResult | None = None
     notes: list[str] = field(default_factory=list)
@@ -399,6 +411,7 @@ async def rmd_run(
             try:
                 exist = await watcher.all_added(pods, timeout=900, what="rmd's pods")
                 cpu_until_exist = meter.stop()  # so far: stop() may be read again
+                create_ms = await mean_create_ms(http, daemon.url)
                 registered_at = await registered
                 fulfilled_at = await fulfilled
             finally:
@@ -415,6 +428,7 @@ async def rmd_run(
                 cpu_percent=cpu,
                 cpu_percent_until_exist=cpu_until_exist,
                 arrivals=watcher.arrivals(pods, since=began),
+                create_ms_mean=create_ms,
                 daemon_rss_mb=round(rss_bytes(daemon.pid) / MB, 1),
             )
             if idle_window:
@@ -422,6 +436,22 @@ async def rmd_run(
             return result
     finally:
         await delete_pods(core, namespace, cluster_id)
+
+
+async def mean_create_ms(http: aiohttp.ClientSession, url: str) -> float:
+    """The mean answer time of the daemon's pod creates so far, from its /metrics."""
+    async with http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    total = count = 0.0
+    for line in text.splitlines():
+        if 'verb="create"' not in line:
+            continue
+        name, _, value = line.rpartition(" ")
+        if name.startswith("rmd_kubernetes_api_request_duration_seconds_sum"):
+            total += float(value)
+        elif name.startswith("rmd_kubernetes_api_request_duration_seconds_count"):
+            count += float(value)
+    return round(1000 * total / max(count, 1.0), 1)
 
 
 async def all_registered(http: aiohttp.ClientSession, url: str, count: int) -> float:
