@@ -82,10 +82,12 @@ FULL = Profile(
 
 
 def runs_of(profile: Profile) -> list[tuple[int, int]]:
-    """(pods, parallelism) of every rmd run, each once."""
-    runs = [(size, profile.parallel) for size in profile.scale_sizes]
+    """(pods, parallelism) of every rmd run, each once; the sweep first, in its order (so
+    two runs with the sweep in opposite orders alternate which value goes first)."""
+    runs = []
     if profile.sweep_size is not None:
         runs += [(profile.sweep_size, parallel) for parallel in profile.sweep]
+    runs += [(size, profile.parallel) for size in profile.scale_sizes]
     runs += [(size, profile.parallel) for size in profile.idle_sizes]
     return list(dict.fromkeys(runs))
 
