@@ -2,11 +2,12 @@
 
 uvloop implements asyncio's event loop on libuv (the same API: tasks, signals, subprocesses,
 TLS). Measured on the daemon's HTTP app (``python -m bench.heartbeats``, docs/PERFORMANCE.md):
-heartbeats at 2,000/s answered with a p99 of 17.6 ms instead of 34.4 ms and 10 to 15 % less CPU
-per request; aiohttp, the Kubernetes client and the pod watch run on it unchanged. It is a
-dependency of the package (the Docker image has it); where it cannot be imported (a platform
-without a wheel, an environment installed without it) the process runs on asyncio's own loop,
-which is slower, not different: nothing in rmd depends on which loop runs.
+heartbeats at 2,000/s answered with a p99 of 17.6 / 14.9 ms instead of 34.4 / 20.8 ms (two
+runs) and 10 to 15 % less CPU per request; aiohttp, the Kubernetes client and the pod watch
+run on it unchanged. It is a dependency of the package (the Docker image has it); where it
+cannot be imported (a platform without a wheel, an environment installed without it) the
+process runs on asyncio's own loop, which is slower, not different: nothing in rmd depends
+on which loop runs.
 """
 
 from __future__ import annotations
