@@ -82,10 +82,12 @@ FULL = Profile(
 
 
 def runs_of(profile: Profile) -> list[tuple[int, int]]:
-    """(pods, parallelism) of every rmd run, each once."""
-    runs = [(size, profile.parallel) for size in profile.scale_sizes]
+    """(pods, parallelism) of every rmd run, each once; the sweep first, in its order (so
+    two runs with the sweep in opposite orders alternate which value goes first)."""
+    runs = []
     if profile.sweep_size is not None:
         runs += [(profile.sweep_size, parallel) for parallel in profile.sweep]
+    runs += [(size, profile.parallel) for size in profile.scale_sizes]
     runs += [(size, profile.parallel) for size in profile.idle_sizes]
     return list(dict.fromkeys(runs))
 
@@ -178,18 +180,22 @@ async def run(
 
 
 OPEN_LOOP_RATES = (2000.0, 3000.0)  # heartbeats/s offered on a fixed schedule
+RMD_SERVER = "rmd+uvloop"  # the daemon's app on the daemon's loop (rmd.eventloop)
 
 
 async def heartbeats(profile: Profile) -> dict[str, Any]:
     """Closed loop (50 clients: the most each server answers) and open loop (fixed rates,
-    latency from each request's scheduled time), rmd and bare aiohttp back to back."""
+    latency from each request's scheduled time), rmd (as the daemon serves it, on uvloop)
+    and bare aiohttp (on asyncio's loop) back to back."""
     measured = await run_all(
-        kinds=("bare", "rmd"),
+        kinds=("bare", RMD_SERVER),
         taskmanagers=1000,
         clients=50,
         seconds=profile.heartbeat_seconds,
         rates=OPEN_LOOP_RATES,
     )
+    for row in (measured["closed"], *measured["open"]):
+        row["rmd"] = row.pop(RMD_SERVER)
     bare, ours = measured["closed"]["bare"], measured["closed"]["rmd"]
     summary = {
         "bare": bare,
@@ -231,7 +237,10 @@ def record_run(report: dict[str, Any], base: BaselineResult | None, ours: RmdRes
         print(
             f"scale-out {ours.pods} @ {ours.parallel}: all exist rmd {ours.all_exist_s:.2f} s "
             f"vs bare {base.all_exist_s:.2f} s (ratio {entry['ratio_all_exist']}); "
-            f"registered {ours.all_registered_s:.2f} s, fulfilled {ours.fulfilled_s:.2f} s",
+            f"registered {ours.all_registered_s:.2f} s, fulfilled {ours.fulfilled_s:.2f} s; "
+            f"first / half exist rmd {ours.arrivals.first_s:.2f} / {ours.arrivals.half_s:.2f} s, "
+            f"bare {base.arrivals.first_s:.2f} / {base.arrivals.half_s:.2f} s; mean create "
+            f"answered in rmd {ours.create_ms_mean:.0f} ms, bare {base.create_ms_mean:.0f} ms",
             flush=True,
         )
     if ours.idle is not None:
@@ -271,17 +280,19 @@ def table(report: dict[str, Any]) -> str:
     lines.append(
         f"{'scale-out':<16}{'bare: exist':>12}{'rmd: exist':>12}{'ratio':>7}"
         f"{'registered':>12}{'fulfilled':>11}{'pods/s':>8}   cpu % (apiserver/emulator/daemon)"
+        " until fulfilled; until all exist"
     )
     for entry in report["scale_out"]:
         ours, base = entry["rmd"], entry["baseline"]
-        cpu = ours["cpu_percent"]
+        cpu, early = ours["cpu_percent"], ours["cpu_percent_until_exist"]
         lines.append(
             f"{entry['pods']:>5} @ {entry['parallel']:<8}{base['all_exist_s']:>11.2f}s"
             f"{ours['all_exist_s']:>11.2f}s{entry['ratio_all_exist']:>7.2f}"
             f"{ours['all_registered_s']:>11.2f}s{ours['fulfilled_s']:>10.2f}s"
             f"{entry['pods'] / ours['fulfilled_s']:>8.1f}   "
             f"{cpu.get('kube-apiserver', 0):.0f}/{cpu.get('node-emulator', 0):.0f}/"
-            f"{cpu.get('daemon', 0):.0f}"
+            f"{cpu.get('daemon', 0):.0f}; {early.get('kube-apiserver', 0):.0f}/"
+            f"{early.get('node-emulator', 0):.0f}/{early.get('daemon', 0):.0f}"
         )
     lines.append("")
     lines.append(f"{'idle':<8}{'window':>8}{'daemon cpu %':>14}{'RSS MB':>16}{'growth MB':>11}")

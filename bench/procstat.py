@@ -41,6 +41,7 @@ class CpuMeter:
         self._wall = time.monotonic()
 
     def stop(self) -> dict[str, float]:
+        """The use since :meth:`start`; may be read again later (it measures on from start)."""
         if self._cpu is None:
             raise RuntimeError("CpuMeter.stop() before start()")
         elapsed = max(time.monotonic() - self._wall, 1e-9)

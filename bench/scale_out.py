@@ -65,6 +65,15 @@ def manifest_options(
 # ---------------------------------------------------------------------------- the watch
 
 
+@dataclass(frozen=True)
+class Arrivals:
+    """When the first, the middle and the last pod of a scale-out were first seen."""
+
+    first_s: float
+    half_s: float
+    all_s: float
+
+
 class PodCensus:
     """An independent watch of one cluster id's pods: when did the n-th pod first exist.
 
@@ -145,6 +154,16 @@ class PodCensus:
         await self.until(lambda: len(self.seen) >= pods, timeout=timeout, what=what)
         return list(self.added_at.values())[pods - 1]
 
+    def arrivals(self, pods: int, *, since: float) -> Arrivals:
+        """When the first, the middle and the ``pods``-th pod were first seen, in s after
+        ``since``: a slow start and a slow rate look alike in the last figure alone."""
+        times = list(self.added_at.values())
+        return Arrivals(
+            first_s=round(times[0] - since, 3),
+            half_s=round(times[(pods - 1) // 2] - since, 3),
+            all_s=round(times[pods - 1] - since, 3),
+        )
+
     async def until(self, condition: Any, *, timeout: float, what: str) -> float:
         """Wait until ``condition()``; the time.perf_counter() it first held."""
         async with asyncio.timeout(timeout):
@@ -209,6 +228,8 @@ class BaselineResult:
     creates_answered_s: float
     all_exist_s: float
     cpu_percent: dict[str, float]
+    arrivals: Arrivals
+    create_ms_mean: float  # a create's answer time, as the client saw it
 
 
 async def baseline(
@@ -222,10 +243,14 @@ async def baseline(
     factory = pod_factory(options)
     gate = asyncio.Semaphore(parallel)
 
+    latencies: list[float] = []
+
     async def create(index: int) -> None:
         body: Any = factory.build(pod_name=f"{cluster_id}-taskmanager-1-{index}", owner=None)
         async with gate:
+            sent = time.perf_counter()
             await core.create_namespaced_pod(namespace, body=body, _request_timeout=TIMEOUT)
+            latencies.append(time.perf_counter() - sent)
 
     async with census(core, namespace, cluster_id) as watcher:
         meter = CpuMeter(pids)
@@ -235,8 +260,17 @@ async def baseline(
         answered = time.perf_counter() - began
         exist = await watcher.all_added(pods, timeout=600, what="baseline pods")
         cpu = meter.stop()
+        arrivals = watcher.arrivals(pods, since=began)
     await delete_pods(core, namespace, cluster_id)
-    return BaselineResult(pods, parallel, round(answered, 3), round(exist - began, 3), cpu)
+    return BaselineResult(
+        pods,
+        parallel,
+        round(answered, 3),
+        round(exist - began, 3),
+        cpu,
+        arrivals,
+        create_ms_mean=round(1000 * sum(latencies) / len(latencies), 1),
+    )
 
 
 # ---------------------------------------------------------------------------- rmd
@@ -261,7 +295,10 @@ class RmdResult:
     all_exist_s: float
     all_registered_s: float
     fulfilled_s: float
-    cpu_percent: dict[str, float]
+    cpu_percent: dict[str, float]  # declaration -> fulfilled
+    cpu_percent_until_exist: dict[str, float]  # declaration -> every pod exists
+    arrivals: Arrivals
+    create_ms_mean: float  # a create's answer time, as the daemon saw it (its /metrics)
     daemon_rss_mb: float
     idle: IdleResult | None = None
     notes: list[str] = field(default_factory=list)
@@ -373,6 +410,8 @@ async def rmd_run(
             fulfilled = asyncio.create_task(until_fulfilled(http, daemon.url))
             try:
                 exist = await watcher.all_added(pods, timeout=900, what="rmd's pods")
+                cpu_until_exist = meter.stop()  # so far: stop() may be read again
+                create_ms = await mean_create_ms(http, daemon.url)
                 registered_at = await registered
                 fulfilled_at = await fulfilled
             finally:
@@ -387,6 +426,9 @@ async def rmd_run(
                 all_registered_s=round(registered_at - began, 3),
                 fulfilled_s=round(fulfilled_at - began, 3),
                 cpu_percent=cpu,
+                cpu_percent_until_exist=cpu_until_exist,
+                arrivals=watcher.arrivals(pods, since=began),
+                create_ms_mean=create_ms,
                 daemon_rss_mb=round(rss_bytes(daemon.pid) / MB, 1),
             )
             if idle_window:
@@ -394,6 +436,22 @@ async def rmd_run(
             return result
     finally:
         await delete_pods(core, namespace, cluster_id)
+
+
+async def mean_create_ms(http: aiohttp.ClientSession, url: str) -> float:
+    """The mean answer time of the daemon's pod creates so far, from its /metrics."""
+    async with http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    total = count = 0.0
+    for line in text.splitlines():
+        if 'verb="create"' not in line:
+            continue
+        name, _, value = line.rpartition(" ")
+        if name.startswith("rmd_kubernetes_api_request_duration_seconds_sum"):
+            total += float(value)
+        elif name.startswith("rmd_kubernetes_api_request_duration_seconds_count"):
+            count += float(value)
+    return round(1000 * total / max(count, 1.0), 1)
 
 
 async def all_registered(http: aiohttp.ClientSession, url: str, count: int) -> float:

@@ -45,6 +45,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
+from rmd import eventloop
 from rmd.api.access_log import StructlogAccessLogger
 from rmd.api.app import create_app
 from rmd.api.server import ApiRunner
@@ -663,8 +664,9 @@ def run_daemon(argv: Sequence[str]) -> int:
     for warning in config.conf.warnings:
         log.warning("configuration_warning", detail=warning)
     log.info("configuration", **config.settings.describe())
+    log.info("event_loop", loop=eventloop.loop_name())
     try:
-        asyncio.run(_main(config, kubeconfig=args.kubeconfig))
+        eventloop.run(_main(config, kubeconfig=args.kubeconfig))
     except KubeConfigError as exc:
         print(f"rmd daemon: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from rmd import eventloop
 from rmd.agent.exit_codes import EXIT_OK, EXIT_USAGE
 from rmd.agent.runner import AgentTiming, run_agent
 from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
@@ -85,7 +86,9 @@ def run_taskmanager(argv: Sequence[str]) -> int:
     timing = (
         AgentTiming() if args.grace_period is None else AgentTiming(grace_period=args.grace_period)
     )
-    return asyncio.run(_run_until_signalled(settings, env=env, command=args.command, timing=timing))
+    return eventloop.run(
+        _run_until_signalled(settings, env=env, command=args.command, timing=timing)
+    )
 
 
 async def _run_until_signalled(

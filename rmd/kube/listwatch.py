@@ -162,12 +162,20 @@ def _event(line: bytes) -> WatchEvent:
 
 
 async def call_json(
-    api: client.ApiClient, method: str, path: str, *, body: Json | None = None, timeout: Timeout
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    body: Json | None = None,
+    params: list[tuple[str, str]] | None = None,
+    timeout: Timeout,
 ) -> Json:
     """One request whose answer is a JSON object (GET, POST, PUT of one object), as a dict:
     the object exactly as the API server wrote it (no model round trip). A non-2xx answer
     raises ``ApiException``."""
-    async with _get(api, path, params=[], timeout=timeout, method=method, body=body) as response:
+    async with _get(
+        api, path, params=params or [], timeout=timeout, method=method, body=body
+    ) as response:
         return _json_object(await response.read())
 
 

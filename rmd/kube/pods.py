@@ -18,10 +18,15 @@ from typing import Any, Self, TypeVar, cast
 import aiohttp
 import structlog
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client import V1Pod
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from rmd.kube.listwatch import Json, ResourceQuery, call_discarding_answer, list_objects
+from rmd.kube.listwatch import (
+    Json,
+    ResourceQuery,
+    call_discarding_answer,
+    call_json,
+    list_objects,
+)
 from rmd.kube.priorityslots import Priority, PrioritySlots
 from rmd.kube.retry import (
     ADMISSION_DENIED,
@@ -171,10 +176,11 @@ class PodGateway:
         self._pacing = pacing
         self._may_write = may_write
         self._write_health = write_health
-        # the stubs type field_manager as str: left out rather than None when not given
-        self._field_manager: dict[str, Any] = (
-            {} if field_manager is None else {"field_manager": field_manager}
+        # the raw calls' query: left out rather than empty when not given
+        self._field_manager_params = (
+            [] if field_manager is None else [("fieldManager", field_manager)]
         )
+        self._pods_path = f"/api/v1/namespaces/{namespace}/pods"
 
     @property
     def namespace(self) -> str:
@@ -192,13 +198,17 @@ class PodGateway:
             raise ValueError("the pod body needs metadata.name (rmd names its pods itself)")
         labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
 
-        async def post() -> V1Pod:
+        async def post() -> Json:
+            # The answer as a dict (only its uid is read): building a V1Pod model from it
+            # (dateutil parsing every timestamp) was half the daemon's CPU of a create.
             return await self._observed_write(
-                self._core.create_namespaced_pod(
-                    self._namespace,
-                    cast(V1Pod, body),
-                    **self._field_manager,
-                    _request_timeout=self._request_timeout,
+                call_json(
+                    self._api,
+                    "POST",
+                    self._pods_path,
+                    params=self._field_manager_params,
+                    body=body,
+                    timeout=(self._request_timeout, self._request_timeout),
                 )
             )
 
@@ -230,8 +240,7 @@ class PodGateway:
         Raises :class:`PodPatchError` otherwise.
         """
         body = {"metadata": {"labels": dict(labels)}}
-        path = f"/api/v1/namespaces/{self._namespace}/pods/{name}"
-        params = [("fieldManager", str(value)) for value in self._field_manager.values()]
+        path = f"{self._pods_path}/{name}"
 
         async def send() -> None:
             # The answer (the whole pod) is not used: not turned into a V1Pod either.
@@ -239,7 +248,7 @@ class PodGateway:
                 self._api,
                 "PATCH",
                 path,
-                params=params,
+                params=self._field_manager_params,
                 body=body,
                 content_type="application/merge-patch+json",
                 timeout=(self._request_timeout, self._request_timeout),
@@ -343,9 +352,12 @@ class PodGateway:
     async def _accept_existing(
         self, name: str, *, labels: Mapping[str, str], conflict: ApiException
     ) -> str | None:
-        async def read() -> V1Pod:
-            return await self._core.read_namespaced_pod(
-                name, self._namespace, _request_timeout=self._request_timeout
+        async def read() -> Json:
+            return await call_json(
+                self._api,
+                "GET",
+                f"{self._pods_path}/{name}",
+                timeout=(self._request_timeout, self._request_timeout),
             )
 
         try:
@@ -362,7 +374,7 @@ class PodGateway:
             raise PodCreateError.from_exception(exc) from exc
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             raise PodCreateError.from_exception(exc) from exc
-        found = existing.metadata.labels or {}
+        found = _mapping(_mapping(existing.get("metadata")).get("labels"))
         missing = {k: v for k, v in labels.items() if found.get(k) != v}
         if missing:
             raise PodCreateError(
@@ -411,9 +423,8 @@ class PodGateway:
         )
 
 
-def _uid_of(pod: object) -> str | None:
-    metadata = getattr(pod, "metadata", None)
-    uid = getattr(metadata, "uid", None)
+def _uid_of(pod: Json) -> str | None:
+    uid = _mapping(pod.get("metadata")).get("uid")
     return uid if isinstance(uid, str) and uid else None
 
 

@@ -47,6 +47,7 @@ def test_the_table_shows_every_part() -> None:
                     "all_registered_s": 1.2,
                     "fulfilled_s": 1.3,
                     "cpu_percent": {"kube-apiserver": 50.0, "daemon": 10.0},
+                    "cpu_percent_until_exist": {"kube-apiserver": 60.0, "daemon": 20.0},
                 },
             }
         ],
@@ -100,6 +101,7 @@ def test_the_table_shows_every_part() -> None:
     assert "every other row" in text
     assert "PATCH 3.2" in text  # the daemon's own count beside the API server's
     assert "    5 @ 8" in text
+    assert "50/0/10; 60/0/20" in text  # CPU until fulfilled; until every pod exists
     assert "rmd / bare" in text
     assert "90->91" in text
 

@@ -67,6 +67,32 @@ async def test_create_then_create_again_is_done_not_an_error(
     assert errors == [409]
 
 
+async def test_create_answers_the_uid_builds_no_models_and_records_the_field_manager(
+    kube_api: client.ApiClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models: list[str] = []
+    deserialize = kube_api.deserialize
+
+    def counting(response: Any, response_type: Any, *args: Any, **kwargs: Any) -> Any:
+        models.append(str(response_type))
+        return deserialize(response, response_type, *args, **kwargs)
+
+    monkeypatch.setattr(kube_api, "deserialize", counting)  # the library's, not rmd's
+    pods = PodGateway(kube_api, namespace=namespace, retry=FAST_RETRY, field_manager="rmd-test")
+    uid = await pods.create(pod_body("c1-taskmanager-1-1"))
+    again = await pods.create(pod_body("c1-taskmanager-1-1"))  # 409: our own, read back
+    assert models == []  # the answers were read as JSON, not turned into V1Pod models
+    monkeypatch.undo()
+
+    pod = await client.CoreV1Api(kube_api).read_namespaced_pod(
+        "c1-taskmanager-1-1", namespace, _request_timeout=REQUEST_TIMEOUT
+    )
+    assert uid is not None
+    assert uid == again == pod.metadata.uid
+    managers = {entry.manager for entry in pod.metadata.managed_fields or []}
+    assert "rmd-test" in managers
+
+
 async def test_create_over_a_foreign_pod_of_the_same_name_fails(
     kube_api: client.ApiClient, namespace: str
 ) -> None:
@@ -363,23 +389,26 @@ async def test_delete_owner_removes_its_deployment_and_what_it_owns_and_nothing_
     assert not await delete_owner(kube_api, namespace=namespace, owner=owner, timeout=10)
 
 
-async def test_parallel_creates_are_bounded(kube_api: client.ApiClient, namespace: str) -> None:
+async def test_parallel_creates_are_bounded(
+    kube_api: client.ApiClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pods = PodGateway(kube_api, namespace=namespace, max_parallel=2, retry=FAST_RETRY)
-    core = pods._core
     in_flight = 0
     peak = 0
-    original = core.create_namespaced_pod
+    original = kube_api.call_api
 
-    async def counting(*args: Any, **kwargs: Any) -> Any:
+    async def counting(path: str, method: str, *args: Any, **kwargs: Any) -> Any:
         nonlocal in_flight, peak
+        if method != "POST":
+            return await original(path, method, *args, **kwargs)
         in_flight += 1
         peak = max(peak, in_flight)
         try:
-            return await original(*args, **kwargs)
+            return await original(path, method, *args, **kwargs)
         finally:
             in_flight -= 1
 
-    core.create_namespaced_pod = counting  # type: ignore[method-assign]
+    monkeypatch.setattr(kube_api, "call_api", counting)  # the library's, not rmd's
     await asyncio.gather(*(pods.create(pod_body(f"c1-taskmanager-1-{i}")) for i in range(8)))
     found, _ = await pods.list(label_selector=SELECTOR)
     assert len(found) == 8
