@@ -505,6 +505,10 @@ def table(report: dict[str, Any]) -> str:
             ),
         ),
         (
+            "(a) pod created → listed by Flink, s",
+            lambda f: _span(f.get("pod_to_registered_s", [])),
+        ),
+        (
             f"(b) cancel → released, s (T {IDLE_TIMEOUT:g} s)",
             lambda f: str(f["cancel_to_released_s"]),
         ),
