@@ -215,11 +215,16 @@ class Registrations:
 
     rest: local.FlinkRest
     ever: set[str] = field(default_factory=set)
+    first_listed: dict[str, float] = field(default_factory=dict)  # time.perf_counter()
 
     async def run(self) -> None:
         while True:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, local.FlinkRestError):
-                self.ever |= set(await self.rest.taskmanager_ids())
+                listed = set(await self.rest.taskmanager_ids())
+                now = time.perf_counter()
+                for name in listed - self.ever:
+                    self.first_listed[name] = now
+                self.ever |= listed
             await asyncio.sleep(0.5)
 
 
@@ -261,6 +266,8 @@ class Figures:
     submit_to_running_s: list[float] = field(default_factory=list)
     submit_pods_created: list[int] = field(default_factory=list)
     submit_pods_wasted: list[int] = field(default_factory=list)
+    # (a): each new pod, first seen by the census → first listed by Flink (±0.5 s polls)
+    pod_to_registered_s: list[float] = field(default_factory=list)
     cancel_to_released_s: float | None = None  # the last pod's deletion started
     delete_to_running_s: float | None = None
     delete_pods_created: int | None = None
@@ -302,6 +309,11 @@ async def scenarios(
         figures.submit_to_running_s.append(round(done - started, 1))
         figures.submit_pods_created.append(len(window.created))
         figures.created[f"submit-{len(figures.submit_pods_created)}"] = window.created
+        figures.pod_to_registered_s += [
+            round(registrations.first_listed[name] - watch.added_at[name], 1)
+            for name in window.created
+            if name in registrations.first_listed
+        ]
         print(f"  submit → RUNNING {done - started:.1f} s, pods {window.created}", flush=True)
         return job_id
 
@@ -493,6 +505,10 @@ def table(report: dict[str, Any]) -> str:
             ),
         ),
         (
+            "(a) pod created → listed by Flink, s",
+            lambda f: _span(f.get("pod_to_registered_s", [])),
+        ),
+        (
             f"(b) cancel → released, s (T {IDLE_TIMEOUT:g} s)",
             lambda f: str(f["cancel_to_released_s"]),
         ),
@@ -521,6 +537,10 @@ def table(report: dict[str, Any]) -> str:
     for label, cell in rows:
         lines.append(f"{label:<40}" + "".join(f"{cell(v):>{width}}" for v in variants))
     return "\n".join(lines)
+
+
+def _span(values: Sequence[float]) -> str:
+    return f"{min(values)} to {max(values)}" if values else "-"
 
 
 def _variants(text: str) -> tuple[str, ...]:

@@ -52,8 +52,9 @@ from rmd.api.server import ApiRunner
 from rmd.api.tokens import BearerTokens
 from rmd.application_cluster import ApplicationClusterEnd
 from rmd.cli_options import add_configuration_arguments
-from rmd.config.files import configuration_directory
+from rmd.config.files import CONFIG_YAML, configuration_directory
 from rmd.config.flinkconf import ConfigError, FlinkConfiguration
+from rmd.config.podoptions import taskmanager_arguments
 from rmd.config.settings import RmdSettings
 from rmd.core.allocator import Allocator, AllocatorSettings
 from rmd.core.clock import Clock, SystemClock
@@ -64,6 +65,11 @@ from rmd.driver import DaemonEngine
 from rmd.flink.application import ApplicationEnd
 from rmd.flink.follower import FlinkFollower
 from rmd.flink.rest import FlinkRestClient
+from rmd.flink.taskmanager_memory import (
+    JAVA_HOME_KEY,
+    TaskManagerMemoryError,
+    precompute_taskmanager_memory,
+)
 from rmd.kube.client import KubeConfigError, api_client, load_kube_configuration
 from rmd.kube.eventcorrelation import EventCorrelator, InvolvedObject
 from rmd.kube.events import EventRecorder
@@ -124,6 +130,9 @@ class DaemonConfig:
     # The Flink configuration for the TaskManagers; None when rmd does not start Flink
     # (rmd.taskmanager.supervise-flink off).
     flink_config_map: FlinkConfigMap | None = None
+    # Why the TaskManager pods compute their JVM memory options themselves (taskmanager.sh's
+    # helper JVM) instead of getting them from the daemon; None when they get them.
+    memory_not_precomputed: str | None = None
 
 
 def allocator_settings(settings: RmdSettings) -> AllocatorSettings:
@@ -162,23 +171,54 @@ def read_auth_token(path: Path | None) -> str | None:
     return token
 
 
-def load_daemon_config(*, conf_dir: Path | None, overrides: Sequence[str]) -> DaemonConfig:
-    """Read and validate everything; raises ConfigError with one line naming key and fix."""
+def load_daemon_config(
+    *,
+    conf_dir: Path | None,
+    overrides: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+) -> DaemonConfig:
+    """Read and validate everything; raises ConfigError with one line naming key and fix.
+
+    With Flink's TaskManager supervised and Flink beside the daemon (``$FLINK_HOME`` in
+    ``environ``, default ``os.environ``), Flink's own code computes the TaskManagers' JVM
+    memory options here, once (one helper JVM); a memory configuration Flink refuses is a
+    ConfigError with Flink's message."""
+    environ = os.environ if environ is None else environ
     conf = FlinkConfiguration.load(conf_dir=conf_dir, overrides=overrides)
     settings = RmdSettings.from_configuration(conf)
     pods = TaskManagerPodFactory.from_configuration(conf, settings)
     token = read_auth_token(settings.auth_token_file)
     config_map = None
+    not_precomputed: str | None = "rmd.taskmanager.supervise-flink is off"
     if settings.supervise_flink:
         config_map = flink_config_map(
             conf,
             settings,
             log_files=read_log_config_files(configuration_directory(conf_dir)),
-            environ=os.environ,
+            environ=environ,
             taskmanager_pod_template=pods.pod_template_text,
         )
+        try:
+            precomputed = precompute_taskmanager_memory(
+                environ=environ,
+                java_home_setting=conf.get_str(JAVA_HOME_KEY),
+                config_yaml=config_map.data[CONFIG_YAML],
+                arguments=taskmanager_arguments(conf, settings),
+            )
+        except TaskManagerMemoryError as error:
+            raise ConfigError(str(error), key="taskmanager.memory.process.size") from None
+        not_precomputed = precomputed.skipped_because
+        if precomputed.memory is not None:
+            pods = TaskManagerPodFactory.from_configuration(
+                conf, settings, memory=precomputed.memory
+            )
     return DaemonConfig(
-        conf=conf, settings=settings, pods=pods, auth_token=token, flink_config_map=config_map
+        conf=conf,
+        settings=settings,
+        pods=pods,
+        auth_token=token,
+        flink_config_map=config_map,
+        memory_not_precomputed=not_precomputed,
     )
 
 
@@ -665,6 +705,14 @@ def run_daemon(argv: Sequence[str]) -> int:
         log.warning("configuration_warning", detail=warning)
     log.info("configuration", **config.settings.describe())
     log.info("event_loop", loop=eventloop.loop_name())
+    if config.memory_not_precomputed is None:
+        log.info("taskmanager_memory_precomputed", command=list(config.pods.options.command))
+    else:
+        log.info(
+            "taskmanager_memory_not_precomputed",
+            reason=config.memory_not_precomputed,
+            consequence="each TaskManager pod's taskmanager.sh computes it (one more JVM)",
+        )
     try:
         eventloop.run(_main(config, kubeconfig=args.kubeconfig))
     except KubeConfigError as exc:

@@ -127,11 +127,15 @@ async def run_agent(
     session: aiohttp.ClientSession | None = None,
     log: FilteringBoundLogger | None = None,
     timing: AgentTiming | None = None,
+    started: SupervisedProcess | None = None,
 ) -> int:
     """Run one TaskManager agent configured by ``env``; return its exit code.
 
     ``settings`` are read from ``env`` unless given (the CLI reads them first). ``command``
     (may be None or empty) is started and supervised; it gets ``env`` as its environment.
+    ``started``: ``command`` already running, started by the caller (the CLI starts it
+    before it loads the agent's HTTP client); it is supervised as if started here, and
+    killed if the environment turns out unusable.
     ``sleep`` and ``uniform`` (a number in [0, 1) for back-off jitter) replace the real ones
     in tests; ``session`` may be shared by many agents (it is not closed). A bad environment
     is logged as one ``agent.environment_invalid`` event: exit code 2.
@@ -147,6 +151,9 @@ async def run_agent(
             rest_url = flink_rest_url(env)
     except AgentEnvironmentError as error:
         logger.error("agent.environment_invalid", error=str(error))
+        if started is not None:
+            started.kill()
+            await started.wait()
         return EXIT_USAGE
     async with _client_session(session) as usable_session:
         client = ResourceManagerClient(
@@ -176,7 +183,7 @@ async def run_agent(
                 )
             ),
         )
-        return await agent.run(command=tuple(command or ()), env=env)
+        return await agent.run(command=tuple(command or ()), env=env, started=started)
 
 
 @asynccontextmanager
@@ -224,7 +231,13 @@ class _Agent:
         self._restarted_unlisted = False  # restarted; not listed by Flink since
         self._close_watch_until = float("-inf")
 
-    async def run(self, *, command: Sequence[str], env: Mapping[str, str]) -> int:
+    async def run(
+        self,
+        *,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        started: SupervisedProcess | None = None,
+    ) -> int:
         self._log.info(
             "agent.starting",
             resourcemanager_url=self._settings.resourcemanager_url,
@@ -234,7 +247,10 @@ class _Agent:
             command=list(command) or None,
         )
         self._command, self._env = command, env
-        if command:
+        if started is not None:
+            self._child = started
+            self._log.info("agent.command_started", command=list(command), pid=started.pid)
+        elif command:
             try:
                 self._child = await SupervisedProcess.start(command, env=env)
             except OSError as error:

@@ -21,6 +21,7 @@ from rmd.config.pod_environment import SecretEnv, SecretMount, check_env_var_nam
 from rmd.config.pod_placement import Toleration
 from rmd.config.pod_resources import ExternalResource
 from rmd.config.settings import RmdSettings
+from rmd.flink.taskmanager_memory import KUBERNETES_TASKMANAGER_SCRIPT, TaskManagerMemory
 
 __all__ = [
     "ExternalResource",
@@ -53,6 +54,9 @@ class TaskManagerPodOptions:
     external_resources: tuple[ExternalResource, ...]
     rpc_port: int
     command: tuple[str, ...]
+    # FLINK_TM_JVM_MEM_OPTS when the command starts kubernetes-taskmanager.sh with memory
+    # precomputed by the daemon; None: taskmanager.sh computes it in the pod
+    jvm_memory_options: str | None
     env: tuple[tuple[str, str], ...]  # containerized.taskmanager.env.<VAR>, in config order
     secret_env: tuple[SecretEnv, ...]
     secret_mounts: tuple[SecretMount, ...]
@@ -80,10 +84,19 @@ class TaskManagerPodOptions:
 
     @classmethod
     def from_configuration(
-        cls, conf: FlinkConfiguration, settings: RmdSettings
+        cls,
+        conf: FlinkConfiguration,
+        settings: RmdSettings,
+        *,
+        memory: TaskManagerMemory | None = None,
     ) -> TaskManagerPodOptions:
         """The pod's options; CPU, memory, image and the agent's settings come from
-        ``settings`` (checked there), the rest from ``conf``. Raises ConfigError."""
+        ``settings`` (checked there), the rest from ``conf``. Raises ConfigError.
+
+        ``memory``: the JVM memory options Flink's code computed for
+        :func:`taskmanager_arguments` (the daemon does it once); the pod then starts
+        ``kubernetes-taskmanager.sh`` with them, as Flink's native mode does, instead of
+        ``taskmanager.sh``, which would compute them again in a helper JVM."""
         return cls(
             cluster_id=settings.cluster_id,
             namespace=settings.namespace,
@@ -97,7 +110,10 @@ class TaskManagerPodOptions:
             memory_limit_factor=conf.get(opt.MEMORY_LIMIT_FACTOR),
             external_resources=_external_resources(conf),
             rpc_port=settings.taskmanager_rpc_port,
-            command=_command(conf, settings),
+            command=_command(conf, settings, memory=memory),
+            jvm_memory_options=(
+                memory.jvm_options_env if memory is not None and settings.supervise_flink else None
+            ),
             env=env_variables(conf, opt.ENV_VARIABLE),
             secret_env=conf.get_optional(opt.SECRET_ENV) or (),
             secret_mounts=conf.get(opt.SECRETS),
@@ -139,13 +155,25 @@ def _external_resources(conf: FlinkConfiguration) -> tuple[ExternalResource, ...
     return tuple(resources)
 
 
-def _command(conf: FlinkConfiguration, settings: RmdSettings) -> tuple[str, ...]:
+def taskmanager_arguments(conf: FlinkConfiguration, settings: RmdSettings) -> tuple[str, ...]:
+    """The arguments Flink's TaskManager script gets after the role: rmd's ``-D`` properties,
+    then ``kubernetes.taskmanager.entrypoint.args``."""
+    return (*_flink_arguments(settings), *(conf.get_optional(opt.ENTRYPOINT_ARGS) or ()))
+
+
+def _command(
+    conf: FlinkConfiguration, settings: RmdSettings, *, memory: TaskManagerMemory | None
+) -> tuple[str, ...]:
     agent = tuple(settings.agent_command)
     if not settings.supervise_flink:
         return agent
     entry_path = conf.get(opt.ENTRY_PATH)
-    args = conf.get_optional(opt.ENTRYPOINT_ARGS) or ()
-    return (*agent, "--", entry_path, "taskmanager", *_flink_arguments(settings), *args)
+    arguments = taskmanager_arguments(conf, settings)
+    if memory is None:
+        return (*agent, "--", entry_path, "taskmanager", *arguments)
+    # taskmanager.sh's order: the computed properties first, then the given arguments.
+    script = KUBERNETES_TASKMANAGER_SCRIPT
+    return (*agent, "--", entry_path, script, *memory.dynamic_properties, *arguments)
 
 
 def _flink_arguments(settings: RmdSettings) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from rmd.config.flinkconf import FlinkConfiguration
 from rmd.config.names import is_dns1123_subdomain
 from rmd.config.podoptions import TaskManagerPodOptions
 from rmd.config.settings import RmdSettings
+from rmd.flink.taskmanager_memory import JVM_MEM_OPTS_ENV, TaskManagerMemory
 from rmd.kube.podtemplate import (
     MAIN_CONTAINER_NAME,
     PodTemplate,
@@ -106,10 +107,15 @@ class TaskManagerPodFactory:
 
     @classmethod
     def from_configuration(
-        cls, conf: FlinkConfiguration, settings: RmdSettings
+        cls,
+        conf: FlinkConfiguration,
+        settings: RmdSettings,
+        *,
+        memory: TaskManagerMemory | None = None,
     ) -> TaskManagerPodFactory:
-        """Read and check every option and the pod template; raises ConfigError."""
-        options = TaskManagerPodOptions.from_configuration(conf, settings)
+        """Read and check every option and the pod template; raises ConfigError.
+        ``memory``: precomputed JVM memory options (see TaskManagerPodOptions)."""
+        options = TaskManagerPodOptions.from_configuration(conf, settings, memory=memory)
         if options.pod_template is None:
             template = empty_pod_template()
         else:
@@ -386,6 +392,8 @@ def _internal_env(options: TaskManagerPodOptions) -> list[JsonDict]:
     if options.flink_conf_dir is not None:
         env.append({"name": agent_env.FLINK_CONF_DIR, "value": options.flink_conf_dir})
         env.append({"name": agent_env.SUPERVISE_FLINK, "value": "true"})
+    if options.jvm_memory_options is not None:
+        env.append({"name": JVM_MEM_OPTS_ENV, "value": options.jvm_memory_options})
     return env
 
 

@@ -8,7 +8,12 @@
 #                        [-- program args]                 Flink's JobManager of an
 #                                                          application cluster, running the jar
 #   docker-entrypoint.sh help
-#   docker-entrypoint.sh COMMAND [ARGS ...]              runs COMMAND as given (pass-through)
+#   docker-entrypoint.sh COMMAND [ARGS ...]              runs COMMAND as given (pass-through),
+#                                                          e.g. kubernetes-taskmanager.sh, which
+#                                                          rmd starts when it computed the
+#                                                          TaskManager's memory options itself
+#
+# As in the image, $FLINK_HOME/bin is on the PATH.
 #
 # Both roles run in the foreground with the configuration in $FLINK_CONF_DIR (default
 # $FLINK_HOME/conf) and exec, so the pid that was started is the JVM and signals reach it.
@@ -26,6 +31,7 @@ if [ -z "${FLINK_HOME:-}" ] || [ ! -x "${FLINK_HOME}/bin/jobmanager.sh" ]; then
   exit 2
 fi
 export FLINK_CONF_DIR="${FLINK_CONF_DIR:-${FLINK_HOME}/conf}"
+export PATH="${FLINK_HOME}/bin:${PATH}"
 
 role="${1:-help}"
 [ "$#" -gt 0 ] && shift

@@ -22,6 +22,7 @@ import pytest
 from kubernetes_asyncio import client, watch
 
 from rmd.config.files import parse_config_yaml
+from rmd.flink.taskmanager_memory import JVM_MEM_OPTS_ENV, KUBERNETES_TASKMANAGER_SCRIPT
 from rmd_dev.provision import FlinkInstall
 from tests.conftest import (
     REQUEST_TIMEOUT,
@@ -74,6 +75,11 @@ def _taskmanager_jvms(pod_name: str) -> list[int]:
         ):
             found.append(int(entry))
     return found
+
+
+def _command_line(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        return handle.read().decode(errors="replace").split("\0")
 
 
 async def _last_version(
@@ -140,6 +146,15 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
         pods = await live_taskmanager_pods(core, namespace=namespace, cluster_id=cluster_id)
         names = {pod.metadata.name for pod in pods}
         figures["pods created"] = time.monotonic() - started
+        # Started as Flink's native mode starts them: kubernetes-taskmanager.sh with the JVM
+        # memory options the daemon computed once with Flink's code (no helper JVM per pod).
+        memory_options: set[str] = set()
+        for pod in pods:
+            [main] = [c for c in pod.spec.containers if c.name == "flink-main-container"]
+            assert KUBERNETES_TASKMANAGER_SCRIPT in main.command, main.command
+            memory_options.add({e.name: e.value for e in main.env}[JVM_MEM_OPTS_ENV])
+        [memory_option_text] = memory_options
+        assert "-Xmx" in memory_option_text, memory_option_text
 
         async def flink_lists_the_pods() -> bool:
             return await jm.taskmanager_ids() == names
@@ -187,7 +202,9 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
 
         # Deleting a TaskManager pod through the API: its JVM stops, the pod goes away.
         victim = sorted(names)[0]
-        assert _taskmanager_jvms(victim), "no JVM found for the TaskManager"
+        [victim_jvm] = _taskmanager_jvms(victim)
+        jvm_words = _command_line(victim_jvm)
+        assert set(memory_option_text.split()) <= set(jvm_words), jvm_words
         deleted = time.monotonic()
         await core.delete_namespaced_pod(victim, namespace, _request_timeout=REQUEST_TIMEOUT)
 

@@ -48,6 +48,7 @@ def test_the_table_shows_every_scenario_for_every_variant() -> None:
         figures = Figures(variant=name, submit_to_running_s=[20.0, 21.0])
         figures.submit_pods_created = [2, 2]
         figures.submit_pods_wasted = [0, 0]
+        figures.pod_to_registered_s = [9.5, 8.25, 10.75]
         figures.cancel_to_released_s = 11.0
         figures.delete_to_running_s = 15.0
         figures.delete_pods_created, figures.delete_pods_wasted = 2, 1
@@ -64,5 +65,7 @@ def test_the_table_shows_every_scenario_for_every_variant() -> None:
     for label in ("Flink native", "rmd + 1 warm spare", "(b) cancel", "(d) peak pods alive"):
         assert label in text
     assert "20.0 / 21.0" in text
+    assert "(a) pod created → listed by Flink, s" in text
+    assert "8.25 to 10.75" in text
     assert "2 (1)" in text
     assert "load average [1.0, 2.0, 3.0]" in text

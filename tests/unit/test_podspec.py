@@ -11,7 +11,9 @@ import yaml
 
 from rmd.config import agent_env
 from rmd.config.flinkconf import FlinkConfiguration
+from rmd.config.podoptions import taskmanager_arguments
 from rmd.config.settings import RmdSettings
+from rmd.flink.taskmanager_memory import TaskManagerMemory
 from rmd.kube.podspec import OwnerReference, TaskManagerPodFactory, selector_string
 from rmd.podspec_cli import run_podspec
 from tests.unit.test_podspec_golden import CASES, GOLDEN_DIR
@@ -562,3 +564,75 @@ def test_without_flink_supervision_there_is_no_flink_configuration() -> None:
     names = {e["name"] for e in main["env"]}
     assert agent_env.FLINK_CONF_DIR not in names
     assert agent_env.SUPERVISE_FLINK not in names
+
+
+MEMORY = TaskManagerMemory(
+    jvm_options=("-Xmx161061270", "-Xms161061270", "-XX:MaxDirectMemorySize=201326592"),
+    dynamic_properties=("-D", "taskmanager.memory.task.heap.size=26843542b", "-D", "a=b"),
+)
+
+
+def test_precomputed_memory_starts_kubernetes_taskmanager_sh_with_flinks_variable() -> None:
+    conf = FlinkConfiguration({"kubernetes.cluster-id": "my-flink", "kubernetes.entry.path": "/e"})
+    settings = RmdSettings.from_configuration(conf)
+    slow = TaskManagerPodFactory.from_configuration(conf, settings)
+    fast = TaskManagerPodFactory.from_configuration(conf, settings, memory=MEMORY)
+    slow_main = main_container(slow.build(pod_name="p", owner=None))
+    fast_main = main_container(fast.build(pod_name="p", owner=None))
+    given = taskmanager_arguments(conf, settings)
+    assert slow_main["command"] == ["rmd", "taskmanager", "--", "/e", "taskmanager", *given]
+    # As taskmanager.sh orders them: the computed properties, then the given arguments.
+    assert fast_main["command"] == [
+        "rmd",
+        "taskmanager",
+        "--",
+        "/e",
+        "kubernetes-taskmanager.sh",
+        "-D",
+        "taskmanager.memory.task.heap.size=26843542b",
+        "-D",
+        "a=b",
+        *given,
+    ]
+    assert env_of(fast.build(pod_name="p", owner=None))["FLINK_TM_JVM_MEM_OPTS"] == (
+        "-Xmx161061270 -Xms161061270 -XX:MaxDirectMemorySize=201326592"
+    )
+    assert "FLINK_TM_JVM_MEM_OPTS" not in env_of(slow.build(pod_name="p", owner=None))
+
+
+def test_the_memory_variable_wins_over_a_configured_one() -> None:
+    conf = FlinkConfiguration(
+        {
+            "kubernetes.cluster-id": "my-flink",
+            "containerized.taskmanager.env.FLINK_TM_JVM_MEM_OPTS": "-Xmx1m",
+        }
+    )
+    factory = TaskManagerPodFactory.from_configuration(
+        conf, RmdSettings.from_configuration(conf), memory=MEMORY
+    )
+    env = env_of(factory.build(pod_name="p", owner=None))
+    assert env["FLINK_TM_JVM_MEM_OPTS"] == MEMORY.jvm_options_env
+
+
+def test_entrypoint_args_are_part_of_what_the_memory_is_computed_with() -> None:
+    conf = FlinkConfiguration(
+        {
+            "kubernetes.cluster-id": "my-flink",
+            "kubernetes.taskmanager.entrypoint.args": "-D taskmanager.memory.managed.fraction=0.1",
+        }
+    )
+    arguments = taskmanager_arguments(conf, RmdSettings.from_configuration(conf))
+    assert arguments[-2:] == ("-D", "taskmanager.memory.managed.fraction=0.1")
+    assert arguments[-4:-2] == ("-D", "taskmanager.memory.process.size=1728m")
+
+
+def test_without_flink_supervision_precomputed_memory_changes_nothing() -> None:
+    conf = FlinkConfiguration(
+        {"kubernetes.cluster-id": "my-flink", "rmd.taskmanager.supervise-flink": "false"}
+    )
+    factory = TaskManagerPodFactory.from_configuration(
+        conf, RmdSettings.from_configuration(conf), memory=MEMORY
+    )
+    pod = factory.build(pod_name="p", owner=None)
+    assert main_container(pod)["command"] == ["rmd", "taskmanager"]
+    assert "FLINK_TM_JVM_MEM_OPTS" not in env_of(pod)
