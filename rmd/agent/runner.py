@@ -27,6 +27,10 @@ new JobManager at once; rmd's pod and slots stay as they are.
   TaskManager is being released, else :data:`EXIT_REFUSED`. 401 and other 4xx answers
   (repeating the call cannot help) end with :data:`EXIT_REJECTED`.
 
+Heartbeats go over the heartbeat channel (one WebSocket, :mod:`rmd.agent.channel`, a frame per
+heartbeat that the daemon does not answer) when the daemon has it, else over HTTP; whenever
+the channel ends, one HTTP heartbeat follows at once and decides as below.
+
 A 404 to a heartbeat means the daemon forgot the TaskManager (e.g. it restarted): the agent
 registers again. An unreachable daemon, timeouts, 5xx, 408 and 429 are retried for ever with
 exponential back-off and full jitter (429 and 503 honour ``Retry-After``), one log line per
