@@ -15,7 +15,13 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from rmd.agent import AgentTiming, run_agent
-from rmd.agent.channel import channel_answer, close_answer
+from rmd.agent.channel import (
+    ChannelUnsupported,
+    HeartbeatChannel,
+    channel_answer,
+    close_answer,
+    open_channel,
+)
 from rmd.agent.client import Accepted, Rejected, Unavailable, Unknown
 from rmd.api.app import create_app
 from rmd.api.keys import CHANNELS
@@ -329,3 +335,52 @@ async def test_the_agent_stops_when_the_channel_says_it_is_released(
     engine.apply(engine.allocator.deregister(name))  # released: its pod is deleted
     assert await within(agent, seconds=10, what="the agent to end") == 0
     assert len(app[CHANNELS]) == 0
+
+
+async def test_a_daemon_that_reads_nothing_ends_the_channel_at_the_first_unanswered_ping() -> None:
+    """A daemon process that stands still: its kernel takes the frames, nobody pongs."""
+    stuck = asyncio.Event()
+
+    async def never_reads(request: web.Request) -> web.WebSocketResponse:
+        websocket = web.WebSocketResponse(autoping=False)
+        await websocket.prepare(request)
+        await stuck.wait()
+        return websocket
+
+    app = web.Application()
+    app.router.add_get("/v1/taskmanagers/{id}/heartbeat-channel", never_reads)
+    async with served_api(app) as (port, _), aiohttp.ClientSession() as http:
+        opened = await open_channel(
+            http,
+            base_url=f"http://127.0.0.1:{port}",
+            taskmanager_id="flink-1-taskmanager-1-1",
+            headers={},
+            timeout=0.3,
+            clock=ManualClock(),
+            ping_every=2,
+        )
+        assert isinstance(opened, HeartbeatChannel)
+        await opened.beat()
+        assert not opened.news.done()  # no ping yet: nothing to miss
+        await opened.beat()  # with a ping
+        answer = await within(opened.news, seconds=5, what="the missing pong noticed")
+        assert isinstance(answer, Unavailable)
+        assert "no pong" in answer.error
+        stuck.set()
+        await opened.close()
+
+
+async def test_an_upgrade_answered_404_means_no_channel(engine: InMemoryEngine) -> None:
+    app = web.Application()  # a daemon without the route
+    async with served_api(app) as (port, _), aiohttp.ClientSession() as http:
+        opened = await open_channel(
+            http,
+            base_url=f"http://127.0.0.1:{port}",
+            taskmanager_id="flink-1-taskmanager-1-1",
+            headers={},
+            timeout=1.0,
+            clock=ManualClock(),
+            ping_every=3,
+        )
+    assert isinstance(opened, ChannelUnsupported)
+    assert opened.status == 404
