@@ -248,7 +248,8 @@ def record_run(report: dict[str, Any], base: BaselineResult | None, ours: RmdRes
         idle = ours.idle
         print(
             f"idle {idle.taskmanagers}: daemon {idle.daemon_cpu_percent:.1f} % of a core, "
-            f"RSS {idle.rss_mb_start:.0f} -> {idle.rss_mb_end:.0f} MB over {idle.window_s:g} s",
+            f"RSS {idle.rss_mb_start:.0f} -> {idle.rss_mb_end:.0f} MB over {idle.window_s:g} s; "
+            f"{idle.heartbeat_channels_at_end} heartbeat channels open",
             flush=True,
         )
 

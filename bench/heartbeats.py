@@ -8,6 +8,11 @@ are answered at once: no Kubernetes here); ``bare`` is one aiohttp handler that 
 body and answers a small JSON document — the HTTP stack alone. The load generator (this
 process) keeps ``clients`` requests in flight over keep-alive connections and records each
 latency; the figures to compare across machines are the ratios rmd / bare.
+
+A kind ending in ``-channel`` (``rmd-channel``, ``bare-channel``) drives the same server over
+the heartbeat channel instead (``/v1/taskmanagers/{id}/heartbeat-channel``: one WebSocket per
+TaskManager, one text frame per heartbeat, no answer), open loop only: as no heartbeat is
+answered, its figures are the server's CPU per heartbeat and RSS, not latencies.
 """
 
 from __future__ import annotations
@@ -110,8 +115,16 @@ def _bare_app(taskmanagers: int) -> web.Application:
     async def listing(request: web.Request) -> web.Response:
         return web.json_response({"taskmanagers": [{"taskmanager_id": n} for n in names]})
 
+    async def channel(request: web.Request) -> web.WebSocketResponse:
+        websocket = web.WebSocketResponse()
+        await websocket.prepare(request)
+        async for _ in websocket:  # every frame read, none answered
+            pass
+        return websocket
+
     app = web.Application()
     app.router.add_put("/v1/taskmanagers/{taskmanager_id}/heartbeat", heartbeat)
+    app.router.add_get("/v1/taskmanagers/{taskmanager_id}/heartbeat-channel", channel)
     app.router.add_get("/v1/taskmanagers", listing)
     return app
 
@@ -164,6 +177,7 @@ async def _server(kind: str, *, taskmanagers: int) -> AsyncIterator[_Server]:
     after on the same machine; DIR needs this ``bench`` package beside it)."""
     served, _, tree = kind.partition("@")
     app, _, loop = served.partition("+")
+    app = app.removesuffix(CHANNEL_SUFFIX)
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -196,6 +210,14 @@ async def _server(kind: str, *, taskmanagers: int) -> AsyncIterator[_Server]:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
         await process.wait()
+
+
+CHANNEL_SUFFIX = "-channel"  # a kind driven over the heartbeat channel
+
+
+def over_channel(kind: str) -> bool:
+    """Whether ``kind`` (e.g. ``rmd-channel+uvloop@DIR``) is driven over the channel."""
+    return kind.partition("@")[0].partition("+")[0].endswith(CHANNEL_SUFFIX)
 
 
 # ---------------------------------------------------------------------------- closed loop
@@ -433,11 +455,63 @@ class _Fleet:
         return this
 
 
+class _ChannelFleet:
+    """One heartbeat channel (WebSocket) per TaskManager of the server, opened once."""
+
+    def __init__(self, server: _Server) -> None:
+        self._server = server
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self._channels: list[aiohttp.ClientWebSocketResponse] = []
+
+    async def __aenter__(self) -> _ChannelFleet:
+        for name in self._server.names:
+            self._channels.append(
+                await self._http.ws_connect(
+                    f"{self._server.url}/v1/taskmanagers/{name}/heartbeat-channel",
+                    autoping=False,
+                )
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for channel in self._channels:
+            await channel.close()
+        await self._http.close()
+
+    async def run(self, *, rate: float, seconds: float) -> _Round:
+        """Heartbeat frames at ``rate``/s for ``seconds``, TaskManager after TaskManager; then
+        a ping on the last channels used, answered once the server has read their frames."""
+        if any(channel.closed for channel in self._channels):
+            raise RuntimeError(f"the {self._server.kind} server closed a channel")
+        count = len(self._channels)
+        this = _Round(total=max(1, round(rate * seconds)), latencies=[], lags=[])
+        start = time.perf_counter() + 0.01
+        sent = 0
+        while sent < this.total:
+            now = time.perf_counter()
+            due = min(this.total, int((now - start) * rate) + 1)
+            while sent < due:
+                this.lags.append(now - start - sent / rate)
+                await self._channels[sent % count].send_str("{}")
+                sent += 1
+            await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+        last = [self._channels[(sent - 1 - back) % count] for back in range(min(count, 8))]
+        async with asyncio.timeout(30):
+            for channel in last:
+                await channel.ping()
+                message = await channel.receive()
+                if message.type is not aiohttp.WSMsgType.PONG:
+                    this.errors += 1
+        return this
+
+
 async def open_loop(
     server: _Server, *, rate: float, seconds: float, warmup: float = 2.0
 ) -> OpenLoopResult:
     """``rate`` heartbeats/s offered on a fixed schedule by one connection per TaskManager
     (server CPU counted over the schedule and the drain of its last answers)."""
+    if over_channel(server.kind):
+        return await _channel_open_loop(server, rate=rate, seconds=seconds, warmup=warmup)
     async with _Fleet(server) as fleet:
         await fleet.run(rate=rate, seconds=warmup)
         meter = CpuMeter({"server": server.process.pid, "generator": os.getpid()})
@@ -468,6 +542,42 @@ async def open_loop(
             round(10.0 * cpu["server"] * elapsed / answered, 4) if answered else -1.0
         ),
         server_rss_mb=round(rss_bytes(server.process.pid) / (1024 * 1024), 1),
+        generator_cpu_percent=cpu["generator"],
+    )
+
+
+async def _channel_open_loop(
+    server: _Server, *, rate: float, seconds: float, warmup: float
+) -> OpenLoopResult:
+    """:func:`open_loop` over the heartbeat channel: no answers, so no latencies (-1); every
+    frame sent counts as a heartbeat once the last channels' pings came back."""
+    async with _ChannelFleet(server) as fleet:
+        await fleet.run(rate=rate, seconds=warmup)
+        meter = CpuMeter({"server": server.process.pid, "generator": os.getpid()})
+        meter.start()
+        began = time.perf_counter()
+        this = await fleet.run(rate=rate, seconds=seconds)
+        elapsed = time.perf_counter() - began
+        cpu = meter.stop()
+        rss = rss_bytes(server.process.pid)
+    lags = sorted(this.lags)
+    return OpenLoopResult(
+        kind=server.kind,
+        taskmanagers=len(server.names),
+        rate=rate,
+        seconds=round(elapsed, 2),
+        requests=this.total,
+        errors=this.errors,
+        unanswered=0,
+        answered_per_s=round(this.total / elapsed, 1),
+        p50_ms=-1.0,
+        p99_ms=-1.0,
+        p999_ms=-1.0,
+        max_ms=-1.0,
+        generator_lag_p99_ms=_percentile_ms(lags, 0.99),
+        server_cpu_percent=cpu["server"],
+        server_cpu_ms_per_request=round(10.0 * cpu["server"] * elapsed / this.total, 4),
+        server_rss_mb=round(rss / (1024 * 1024), 1),
         generator_cpu_percent=cpu["generator"],
     )
 
@@ -515,6 +625,8 @@ async def run_all(
         ]
         if clients > 0:
             for server in servers:
+                if over_channel(server.kind):
+                    continue  # no answers to wait for: open loop only
                 result = await closed_loop(server, clients=clients, seconds=seconds)
                 report["closed"][server.kind] = asdict(result)
         for rate in rates:
@@ -546,7 +658,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--kinds",
         type=lambda text: tuple(text.split(",")),
         default=("bare", "rmd"),
-        help="servers: bare, rmd, bare+uvloop, rmd+uvloop; @DIR: served from another checkout",
+        help="servers: bare, rmd, bare+uvloop, rmd+uvloop; -channel (rmd-channel, "
+        "bare-channel): driven over the heartbeat channel; @DIR: served from another checkout",
     )
     args = parser.parse_args(argv)
     if args.command == "serve":

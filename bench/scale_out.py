@@ -286,6 +286,8 @@ class IdleResult:
     rss_mb_peak: float
     rss_growth_mb: float
     registered_at_end: int  # nobody lost while idle: the same as taskmanagers
+    # TaskManagers heartbeating over the heartbeat channel at the end (the rest use HTTP)
+    heartbeat_channels_at_end: int = 0
 
 
 @dataclass
@@ -495,6 +497,12 @@ async def idle_cost(
     end_rss = rss_bytes(daemon.pid)
     async with http.get(f"{daemon.url}/v1/status") as response:
         registered = (await response.json())["taskmanagers"].get("registered", 0)
+    async with http.get(f"{daemon.url}/metrics") as response:
+        channels = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in (await response.text()).splitlines()
+            if line.startswith("rmd_heartbeat_channels ")
+        )
     return IdleResult(
         taskmanagers=taskmanagers,
         window_s=window,
@@ -504,6 +512,7 @@ async def idle_cost(
         rss_mb_peak=round(peak_rss / MB, 1),
         rss_growth_mb=round((end_rss - start_rss) / MB, 1),
         registered_at_end=registered,
+        heartbeat_channels_at_end=int(channels),
     )
 
 

@@ -269,6 +269,11 @@ class RmdMetrics:
             "asyncio tasks alive in the daemon's event loop (read at scrape time; for leaks).",
             registry=registry,
         )
+        self._heartbeat_channels = Gauge(
+            "rmd_heartbeat_channels",
+            "Heartbeat channels (WebSockets of TaskManager agents) open now.",
+            registry=registry,
+        )
         self._leader = Gauge(
             "rmd_leader",
             "1 while this daemon is the leader (always, without high availability), else 0.",
@@ -388,6 +393,12 @@ class RmdMetrics:
     def count_tasks_of(self, loop: asyncio.AbstractEventLoop) -> None:
         """``rmd_asyncio_tasks`` counts ``loop``'s tasks from now on (one set walk a scrape)."""
         self._asyncio_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
+
+    def heartbeat_channel_opened(self) -> None:
+        self._heartbeat_channels.inc()
+
+    def heartbeat_channel_closed(self) -> None:
+        self._heartbeat_channels.dec()
 
     def leadership(self, *, leading: bool, transition: bool = True) -> None:
         """This daemon leads (1) or follows (0); ``transition``: it changed (counted)."""

@@ -129,6 +129,15 @@ class ResourceManagerClient:
         return answer
 
     @property
+    def session(self) -> aiohttp.ClientSession:
+        return self._session
+
+    @property
+    def auth_headers(self) -> Mapping[str, str]:
+        """The headers every call carries (the bearer token, when there is one)."""
+        return self._headers
+
+    @property
     def target_url(self) -> str:
         """Where calls go now: ``base_url``, or the leader a standby named."""
         return self._target

@@ -27,6 +27,10 @@ new JobManager at once; rmd's pod and slots stay as they are.
   TaskManager is being released, else :data:`EXIT_REFUSED`. 401 and other 4xx answers
   (repeating the call cannot help) end with :data:`EXIT_REJECTED`.
 
+Heartbeats go over the heartbeat channel (one WebSocket, :mod:`rmd.agent.channel`, a frame per
+heartbeat that the daemon does not answer) when the daemon has it, else over HTTP; whenever
+the channel ends, one HTTP heartbeat follows at once and decides as below.
+
 A 404 to a heartbeat means the daemon forgot the TaskManager (e.g. it restarted): the agent
 registers again. An unreachable daemon, timeouts, 5xx, 408 and 429 are retried for ever with
 exponential back-off and full jitter (429 and 503 honour ``Retry-After``), one log line per
@@ -48,6 +52,7 @@ import aiohttp
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from rmd.agent.channel import ChannelUnsupported, HeartbeatChannel, open_channel
 from rmd.agent.child import SupervisedProcess, exit_code_of
 from rmd.agent.client import (
     RELEASING,
@@ -95,6 +100,13 @@ class AgentTiming:
     # long after registering again (the daemon forgot the TaskManager: the JobManager pod may
     # have restarted) and while the JobManager says it does not know the TaskManager.
     flink_close_watch: float = 120.0
+    # Heartbeats over the heartbeat channel (a WebSocket, rmd.agent.channel) when the daemon
+    # has it; HTTP heartbeats otherwise. Every ping_every-th heartbeat on it carries a ping.
+    heartbeat_channel: bool = True
+    channel_ping_every: int = 3
+    # A daemon that answered the upgrade without a WebSocket (an older rmd: 404) is asked
+    # again after this long (it may have been upgraded meanwhile).
+    channel_unsupported_retry: float = 600.0
 
 
 class Interruption(enum.Enum):
@@ -230,6 +242,7 @@ class _Agent:
         self._forgotten_since: float | None = None
         self._restarted_unlisted = False  # restarted; not listed by Flink since
         self._close_watch_until = float("-inf")
+        self._channel_at = float("-inf")  # when the heartbeat channel may be tried (again)
 
     async def run(
         self,
@@ -388,23 +401,111 @@ class _Agent:
         return None
 
     async def _heartbeat_until_forgotten(self) -> Ending | None:
-        """Heartbeat every interval; None when the daemon no longer knows the TaskManager."""
+        """Heartbeat every interval; None when the daemon no longer knows the TaskManager.
+
+        Over the heartbeat channel while the daemon has one; an HTTP heartbeat at once
+        whenever the channel ends (it finds out who is there now), then HTTP heartbeats until
+        the channel is tried again (one interval later; after an upgrade refused without a
+        WebSocket, ``channel_unsupported_retry`` later)."""
         while True:
-            interruption = await self._pause_watching_flink(self._settings.heartbeat_interval)
-            if interruption is not None:
-                return interruption
+            if self._timing.heartbeat_channel and self._clock.monotonic() >= self._channel_at:
+                verdict = await self._heartbeat_over_channel()
+                if verdict is not _CARRY_ON:
+                    return verdict
+            else:
+                interruption = await self._pause_watching_flink(self._settings.heartbeat_interval)
+                if interruption is not None:
+                    return interruption
             answer = await self._until_answered("heartbeat", self._heartbeat_once)
-            if isinstance(answer, Unknown) and answer.released:
-                return ReleasedByDaemon("heartbeat", answer.detail)
-            if isinstance(answer, Unknown):
-                self._log.warning(
-                    "agent.unknown_to_daemon", detail=answer.detail, action="registering again"
-                )
-                return None
-            if not isinstance(answer, Accepted):
-                return answer
-            if answer.state == RELEASING:
-                return ReleasedByDaemon("heartbeat")
+            verdict = self._verdict(answer)
+            if verdict is not _CARRY_ON:
+                return verdict
+
+    def _verdict(
+        self, answer: Accepted | Unknown | Refused | Rejected | Interruption
+    ) -> Ending | _CarryOn | None:
+        """What a heartbeat's answer means: carry on, register again (None), or the end."""
+        if isinstance(answer, Unknown) and answer.released:
+            return ReleasedByDaemon("heartbeat", answer.detail)
+        if isinstance(answer, Unknown):
+            self._log.warning(
+                "agent.unknown_to_daemon", detail=answer.detail, action="registering again"
+            )
+            return None
+        if not isinstance(answer, Accepted):
+            return answer
+        if answer.state == RELEASING:
+            return ReleasedByDaemon("heartbeat")
+        return _CARRY_ON
+
+    async def _heartbeat_over_channel(self) -> Ending | _CarryOn | None:
+        """Open the channel and heartbeat on it; :data:`_CARRY_ON` when it ends in a way an
+        HTTP heartbeat must look into (or was never opened)."""
+        interval = self._settings.heartbeat_interval
+        self._channel_at = self._clock.monotonic() + interval  # not again before that
+        opened = await self._race(
+            lambda: open_channel(
+                self._client.session,
+                base_url=self._client.target_url,
+                taskmanager_id=self._settings.taskmanager_id,
+                headers=self._client.auth_headers,
+                timeout=self._timing.request_timeout,
+                clock=self._clock,
+                ping_every=self._timing.channel_ping_every,
+            )
+        )
+        if isinstance(opened, Interruption):
+            return opened
+        if isinstance(opened, ChannelUnsupported):
+            self._channel_at = self._clock.monotonic() + self._timing.channel_unsupported_retry
+            self._log.info(
+                "agent.heartbeat_channel_unsupported",
+                detail=opened.detail,
+                action="HTTP heartbeats",
+                retry_seconds=self._timing.channel_unsupported_retry,
+            )
+            return _CARRY_ON
+        if not isinstance(opened, HeartbeatChannel):
+            if not isinstance(opened, Unavailable):
+                return self._verdict(opened)
+            self._log.warning("agent.heartbeat_channel_failed", error=opened.error)
+            return _CARRY_ON
+        self._log.info("agent.heartbeat_channel_open")
+        try:
+            while True:
+                news = await self._pause_on_channel(opened, interval)
+                if isinstance(news, Interruption):
+                    return news
+                if news is None:
+                    await opened.beat()
+                    continue
+                if isinstance(news, Unavailable):
+                    self._log.warning(
+                        "agent.heartbeat_channel_ended", error=news.error, action="HTTP heartbeat"
+                    )
+                    return _CARRY_ON
+                return self._verdict(news)
+        finally:
+            await opened.close()
+
+    async def _pause_on_channel(
+        self, channel: HeartbeatChannel, seconds: float
+    ) -> Interruption | Answer | None:
+        """:meth:`_pause_watching_flink` for ``seconds``, cut short by what ends the channel
+        (its answer); None when the time is up."""
+        pause = asyncio.ensure_future(self._pause_watching_flink(seconds))
+        either: list[asyncio.Future[Any]] = [pause, channel.news]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if pause.done():
+            return pause.result()
+        pause.cancel()
+        try:
+            await pause
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+        return channel.news.result()
 
     async def _register_once(self) -> Answer:
         return await self._client.register(
@@ -558,6 +659,13 @@ class _Agent:
             self._log.info("agent.deregistered", known=isinstance(answer, Accepted))
             return
         self._log.warning("agent.deregister_failed", error=_describe(answer))
+
+
+class _CarryOn(enum.Enum):
+    CARRY_ON = "carry on"
+
+
+_CARRY_ON = _CarryOn.CARRY_ON  # a heartbeat's answer that changes nothing
 
 
 class _DaemonUnavailable(Exception):

@@ -9,10 +9,12 @@ from importlib import resources
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from rmd.api import jobs, operations, taskmanagers
+from rmd.api import heartbeat_channel, jobs, operations, taskmanagers
 from rmd.api.keys import (
     AUTH_TOKEN,
     BODY_TIMEOUT,
+    CHANNEL_IDLE_TIMEOUT,
+    CHANNELS,
     ENGINE,
     FLINK_STATUS,
     KUBE_WRITES,
@@ -29,7 +31,9 @@ from rmd.api.middleware import (
     ready_gate_middleware,
     request_id_middleware,
 )
+from rmd.api.open_channels import OpenChannels
 from rmd.api.ports import Engine, Leadership, StateStored
+from rmd.api.server import IDLE_TIMEOUT
 from rmd.api.tokens import BearerTokens
 from rmd.api.validation import MAX_BODY_BYTES
 from rmd.core.clock import SystemClock
@@ -60,6 +64,7 @@ def create_app(
     state_stored: StateStored | None = None,
     leadership: Leadership | None = None,
     kube_writes: Callable[[], str | None] | None = None,
+    channel_idle_timeout: float = IDLE_TIMEOUT,
 ) -> web.Application:
     """The daemon's HTTP application.
 
@@ -77,6 +82,8 @@ def create_app(
     state holding them is stored (503 ``not-stored`` when it cannot be; the change stays in
     effect). ``leadership``: with high availability, a standby answers /v1 with 503 and the
     leader's address.
+    ``channel_idle_timeout``: a heartbeat channel with no frame for this many seconds is
+    closed (:mod:`rmd.api.heartbeat_channel`).
     Serve it with ``access_log_class=rmd.api.access_log.StructlogAccessLogger`` for
     structured access logs, and with :class:`rmd.api.server.ApiRunner` for problem+json on
     requests aiohttp's parser refuses and for idle connections being closed.
@@ -107,6 +114,11 @@ def create_app(
     app[KUBE_WRITES] = kube_writes
     app.add_routes(jobs.routes)
     app.add_routes(taskmanagers.routes)
+    app.add_routes(heartbeat_channel.routes)
+    app[CHANNELS] = OpenChannels(clock=SystemClock())
+    app[CHANNEL_IDLE_TIMEOUT] = float(channel_idle_timeout)
+    app.cleanup_ctx.append(heartbeat_channel.channel_housekeeping)
+    app.on_shutdown.append(heartbeat_channel.close_channels_on_shutdown)
     app.add_routes(operations.routes)
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     return app

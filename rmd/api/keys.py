@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from rmd.api.open_channels import OpenChannels
 from rmd.api.ports import Engine, Leadership, StateStored
 from rmd.api.tokens import BearerTokens
 from rmd.flink.status import FollowerStatus
@@ -14,6 +15,8 @@ from rmd.metrics import RmdMetrics
 __all__ = [
     "AUTH_TOKEN",
     "BODY_TIMEOUT",
+    "CHANNELS",
+    "CHANNEL_IDLE_TIMEOUT",
     "ENGINE",
     "FLINK_STATUS",
     "KUBE_WRITES",
@@ -42,3 +45,7 @@ FLINK_STATUS: web.AppKey[Callable[[], FollowerStatus] | None] = web.AppKey("rmd_
 STATE_STORED: web.AppKey[StateStored | None] = web.AppKey("rmd_state_stored")
 # Who leads (high availability); None = one daemon, always the leader.
 LEADERSHIP: web.AppKey[Leadership | None] = web.AppKey("rmd_leadership")
+# The open heartbeat channels (rmd.api.heartbeat_channel) and when each last heard a frame.
+CHANNELS: web.AppKey[OpenChannels[web.WebSocketResponse]] = web.AppKey("rmd_heartbeat_channels")
+# A heartbeat channel silent for this many seconds is closed.
+CHANNEL_IDLE_TIMEOUT = web.AppKey("rmd_channel_idle_timeout", float)

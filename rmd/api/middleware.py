@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from rmd.api.keys import AUTH_TOKEN, ENGINE, LEADERSHIP
+from rmd.api.ports import Leadership
 from rmd.api.problems import (
     BODY_TOO_LARGE,
     CONFLICT,
@@ -27,6 +28,7 @@ from rmd.api.problems import (
     http_problem_kind,
     problem_response,
 )
+from rmd.api.tokens import BearerTokens
 from rmd.api.validation import MAX_BODY_BYTES
 from rmd.core.model import (
     CoreError,
@@ -40,7 +42,11 @@ __all__ = [
     "OPEN_PATHS",
     "REQUEST_ID_HEADER",
     "auth_middleware",
+    "check_bearer_token",
+    "check_leader",
+    "core_error_problem",
     "leader_gate_middleware",
+    "offered_bearer_token",
     "problem_middleware",
     "ready_gate_middleware",
     "request_id_middleware",
@@ -94,7 +100,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             extensions=problem.extensions,
         )
     except CoreError as error:
-        return problem_response(_core_error_kind(error), error.detail)
+        refusal = core_error_problem(error)
+        return problem_response(refusal.kind, refusal.detail)
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -114,15 +121,29 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     tokens = request.app[AUTH_TOKEN]
     if tokens is None or request.path in OPEN_PATHS:
         return await handler(request)
-    scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+    check_bearer_token(tokens, offered_bearer_token(request.headers.get("Authorization", "")))
+    return await handler(request)
+
+
+def offered_bearer_token(authorization: str) -> bytes | None:
+    """The token of an ``Authorization: Bearer <token>`` header value; None without one."""
+    scheme, _, offered = authorization.partition(" ")
     if scheme.lower() != "bearer" or not offered.strip():
+        return None
+    return offered.strip().encode("utf-8")
+
+
+def check_bearer_token(tokens: BearerTokens, given: bytes | None) -> None:
+    """Raise the 401 problem unless ``given`` is one of the accepted tokens (the heartbeat
+    channel asks this again for every frame, so a rotated-out token ends it as it would
+    end HTTP heartbeats)."""
+    if given is None:
         raise ProblemError(
             UNAUTHORIZED,
             "This call needs a bearer token: send 'Authorization: Bearer <token>' with the "
             "token from the file named by rmd.auth.token-file.",
             headers={"WWW-Authenticate": 'Bearer realm="rmd"'},
         )
-    given = offered.strip().encode("utf-8")
     # every accepted token compared, so the time taken does not say which one came close
     matches = [hmac.compare_digest(given, token) for token in tokens.accepted()]
     if not any(matches):
@@ -131,7 +152,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "The bearer token is wrong: send the token from the file named by rmd.auth.token-file.",
             headers={"WWW-Authenticate": 'Bearer realm="rmd", error="invalid_token"'},
         )
-    return await handler(request)
 
 
 @web.middleware
@@ -156,8 +176,16 @@ async def leader_gate_middleware(request: web.Request, handler: Handler) -> web.
     allocator holds nothing). A follower answers 503 with ``leader_url``, the leader's
     address, when it knows one."""
     leadership = request.app[LEADERSHIP]
-    if leadership is None or not request.path.startswith("/v1/") or leadership.is_leader:
-        return await handler(request)
+    if leadership is not None and request.path.startswith("/v1/"):
+        check_leader(leadership)
+    return await handler(request)
+
+
+def check_leader(leadership: Leadership) -> None:
+    """Raise the 503 ``not-leader`` problem (with ``leader_url`` when one is known) unless
+    this daemon leads; the heartbeat channel asks this again for every frame."""
+    if leadership.is_leader:
+        return
     leader_url = leadership.leader_url
     if leader_url is None:
         raise ProblemError(
@@ -175,11 +203,12 @@ async def leader_gate_middleware(request: web.Request, handler: Handler) -> web.
     )
 
 
-def _core_error_kind(error: CoreError) -> ProblemKind:
+def core_error_problem(error: CoreError) -> ProblemError:
+    """The problem the allocator's refusal is answered with (404 unknown TaskManager, ...)."""
     for error_type, kind in _CORE_ERROR_KINDS:
         if isinstance(error, error_type):
-            return kind
-    return CONFLICT
+            return ProblemError(kind, error.detail)
+    return ProblemError(CONFLICT, error.detail)
 
 
 def _http_error_response(request: web.Request, error: web.HTTPException) -> web.Response:

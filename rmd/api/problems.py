@@ -39,6 +39,7 @@ __all__ = [
     "ProblemError",
     "ProblemKind",
     "http_problem_kind",
+    "problem_document",
     "problem_response",
 ]
 
@@ -102,6 +103,26 @@ class ProblemError(Exception):
         self.extensions = dict(extensions or {})
 
 
+def problem_document(
+    kind: ProblemKind,
+    detail: str,
+    *,
+    field: str | None = None,
+    extensions: Mapping[str, str] | None = None,
+) -> dict[str, object]:
+    """The problem+json document (also what the heartbeat channel sends in a text frame)."""
+    body: dict[str, object] = {
+        "type": kind.type_uri,
+        "title": kind.title,
+        "status": kind.status,
+        "detail": detail,
+    }
+    if field is not None:
+        body["field"] = field
+    body.update(extensions or {})
+    return body
+
+
 def problem_response(
     kind: ProblemKind,
     detail: str,
@@ -113,18 +134,9 @@ def problem_response(
     """A problem+json response; ``field`` (an extension member) names the offending input,
     ``extensions`` are further members (``leader_url``). A 408 closes the connection
     (RFC 9110: the server gives up on the request)."""
-    body: dict[str, object] = {
-        "type": kind.type_uri,
-        "title": kind.title,
-        "status": kind.status,
-        "detail": detail,
-    }
-    if field is not None:
-        body["field"] = field
-    body.update(extensions or {})
     response = web.Response(
         status=kind.status,
-        text=json.dumps(body),
+        text=json.dumps(problem_document(kind, detail, field=field, extensions=extensions)),
         content_type=PROBLEM_CONTENT_TYPE,
         headers=headers,
     )

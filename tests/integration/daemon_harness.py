@@ -175,12 +175,14 @@ def daemon_argv(
 
 @contextlib.asynccontextmanager
 async def daemon_process(
-    *, argv: list[str], log: Path
+    *, argv: list[str], log: Path, tree: Path | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``rmd daemon`` as an OS process (output appended to ``log``); killed if still running."""
+    """``rmd daemon`` as an OS process (output appended to ``log``); killed if still running.
+    ``tree``: a directory holding another ``rmd`` package (e.g. an older commit's), run
+    instead of this checkout's (``python -m`` puts the working directory first)."""
     with log.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rmd", "daemon", *argv, stdout=sink, stderr=sink
+            sys.executable, "-m", "rmd", "daemon", *argv, stdout=sink, stderr=sink, cwd=tree
         )
     try:
         yield proc
@@ -188,6 +190,22 @@ async def daemon_process(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def agent_pid(pod_name: str) -> int | None:
+    """The PID of the agent process the node emulator runs for ``pod_name``."""
+    wanted = f"RMD_POD_NAME={pod_name}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ and b"taskmanager" in cmdline:
+            return int(entry.name)
+    return None
 
 
 @dataclass

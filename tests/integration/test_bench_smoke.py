@@ -11,7 +11,7 @@ from kubernetes_asyncio import client
 
 from bench.__main__ import QUICK, table
 from bench.api_economy import economy, economy_lines
-from bench.heartbeats import measure
+from bench.heartbeats import measure, run_all
 from bench.reaction import reaction, reaction_lines
 from tests.conftest import DevClusterInfo
 
@@ -23,6 +23,17 @@ async def test_a_heartbeat_server_is_measured(kind: str) -> None:
     assert result.requests > 0
     assert result.errors == 0
     assert 0 < result.p50_ms <= result.p99_ms
+
+
+async def test_heartbeats_over_the_channel_are_measured() -> None:
+    report = await run_all(
+        kinds=("bare-channel", "rmd-channel"), taskmanagers=20, clients=0, seconds=1.0, rates=(40,)
+    )
+    [row] = report["open"]
+    for kind in ("bare-channel", "rmd-channel"):
+        assert row[kind]["requests"] == 40
+        assert row[kind]["errors"] == 0  # every channel's last frames were read (pings answered)
+        assert row[kind]["server_cpu_ms_per_request"] > 0
 
 
 def test_the_table_shows_every_part() -> None:

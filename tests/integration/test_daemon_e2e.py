@@ -20,6 +20,7 @@ from tests.conftest import REQUEST_TIMEOUT, DevClusterInfo, manifest
 from tests.integration.daemon_harness import (
     PodCensus,
     RunningDaemon,
+    agent_pid,
     pod_census,
     running_daemon,
 )
@@ -176,7 +177,7 @@ async def test_a_pod_being_deleted_is_replaced_before_its_grace_period_ends(
         await daemon.put_requirement("job-g", 4)
         view = await daemon.wait_fulfilled("job-g")
         victim = view["slots"][0]["taskmanager_id"]
-        pid = await asyncio.to_thread(_agent_pid, victim)
+        pid = await asyncio.to_thread(agent_pid, victim)
         assert pid is not None, f"no agent process found for {victim}"
         os.kill(pid, signal.SIGSTOP)  # it cannot say goodbye: only the watch tells
         try:
@@ -384,22 +385,6 @@ async def test_bad_input_gets_problem_json_and_changes_nothing(
         assert await snapshot() == before
 
 
-def _agent_pid(pod_name: str) -> int | None:
-    """The PID of the agent process the node emulator runs for ``pod_name``."""
-    wanted = f"RMD_POD_NAME={pod_name}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if wanted in environ and b"taskmanager" in cmdline:
-            return int(entry.name)
-    return None
-
-
 async def test_a_silent_taskmanager_is_lost_at_the_heartbeat_timeout(
     dev_cluster: DevClusterInfo, kube_api: client.ApiClient, namespace: str
 ) -> None:
@@ -410,7 +395,7 @@ async def test_a_silent_taskmanager_is_lost_at_the_heartbeat_timeout(
         await daemon.put_requirement("job-h", 4)
         view = await daemon.wait_fulfilled("job-h")
         victim = view["slots"][0]["taskmanager_id"]
-        pid = await asyncio.to_thread(_agent_pid, victim)
+        pid = await asyncio.to_thread(agent_pid, victim)
         assert pid is not None, f"no agent process found for {victim}"
         # Freeze the agent: its pod stays Running, but it stops heartbeating.
         os.kill(pid, signal.SIGSTOP)
