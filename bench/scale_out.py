@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -332,7 +333,10 @@ class DaemonProcess:
 
     async def __aenter__(self) -> DaemonProcess:
         conf_dir = Path(tempfile.mkdtemp(prefix="rmd-bench-conf-"))  # only the -D count
-        argv = [sys.executable, "-m", "rmd", "daemon", "--conf-dir", str(conf_dir)]
+        # RMD_BENCH_DAEMON_PREFIX runs the daemon under a profiler ("memray run -o FILE"):
+        # its words replace ``python`` before ``-m rmd daemon`` (docs/PERFORMANCE.md).
+        prefix = shlex.split(os.environ.get("RMD_BENCH_DAEMON_PREFIX", "")) or [sys.executable]
+        argv = [*prefix, "-m", "rmd", "daemon", "--conf-dir", str(conf_dir)]
         argv += ["--kubeconfig", str(self._kubeconfig)]
         for key, value in self._options.items():
             argv += ["-D", f"{key}={value}"]

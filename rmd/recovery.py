@@ -79,7 +79,9 @@ async def recover(
     from_warm_view = observed is not None
     if observed is None:
         try:
-            raw_pods, _ = await pods.list(label_selector=label_selector)
+            observed, _ = await pods.list_converted(
+                label_selector=label_selector, convert=observe_pod
+            )
         except PodApiError as exc:
             log.error(
                 "recovery_list_failed",
@@ -88,7 +90,6 @@ async def recover(
             )
             engine.adopt_from_watch()
             return state if kept else None
-        observed = [observe_pod(pod) for pod in raw_pods]
     engine.adopt(observed)
     log.info(
         "state_restored",

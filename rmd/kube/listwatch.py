@@ -9,10 +9,10 @@ headers), aiohttp errors or timeouts, and the caller decides what to do
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -21,7 +21,12 @@ from kubernetes_asyncio.client.exceptions import ApiException
 Json = dict[str, Any]
 Timeout = tuple[float, float]  # (connect, read) seconds
 
-LIST_PAGE_SIZE = 500
+# Objects per LIST page. Smaller than client-go's 500 for memory: a page of 500 pods is 3 MB of
+# JSON and about 20 MB once parsed, and the daemon's RSS keeps that high-water mark after each
+# resync (CPython keeps its arenas); 100 per page cost 4 MB, for 30 requests per 3,000 pods
+# every resync instead of 6 (docs/PERFORMANCE.md, "Memory").
+LIST_PAGE_SIZE = 100
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,15 +72,32 @@ async def list_objects(
     timeout: Timeout,
     page_size: int = LIST_PAGE_SIZE,
 ) -> tuple[list[Json], str]:
-    """Every object ``query`` selects, and the list's resourceVersion.
+    """Every object ``query`` selects, as the API server wrote it (without
+    ``metadata.managedFields``), and the list's resourceVersion: :func:`list_converted`
+    keeping each object whole."""
+    return await list_converted(
+        api, query, convert=whole_object, timeout=timeout, page_size=page_size
+    )
+
+
+async def list_converted(
+    api: client.ApiClient,
+    query: ResourceQuery,
+    *,
+    convert: Callable[[Json], T],
+    timeout: Timeout,
+    page_size: int = LIST_PAGE_SIZE,
+) -> tuple[list[T], str]:
+    """``convert`` of every object ``query`` selects, and the list's resourceVersion.
 
     Paged (``limit`` / ``continue``); a continue token that expires mid-way (410) starts the
-    list over, so the result is one consistent snapshot. Each object comes without
-    ``metadata.managedFields`` (nothing here reads them; they are a large part of every pod,
-    and a resync holds all pages' objects at once).
+    list over, so the result is one consistent snapshot. Each page's objects are converted
+    as the page is read and the page is dropped before the next one is asked for: a list of
+    3,000 pods holds one page of parsed JSON at a time, not all of them (the reflector keeps
+    a small record per pod, :func:`rmd.kube.observe.observe_pod`).
     """
     while True:
-        items: list[Json] = []
+        items: list[T] = []
         resource_version = ""
         token = ""
         while True:
@@ -89,17 +111,24 @@ async def list_objects(
                 if error.status == 410 and token:
                     break  # the continue token expired: list again from the start
                 raise
-            for item in page.get("items") or []:
-                if isinstance(item, dict):
-                    metadata = item.get("metadata")
-                    if isinstance(metadata, dict):
-                        metadata.pop("managedFields", None)
-                    items.append(item)
+            items.extend(
+                convert(item) for item in page.get("items") or [] if isinstance(item, dict)
+            )
             metadata = _mapping(page.get("metadata"))
             resource_version = resource_version or str(metadata.get("resourceVersion") or "")
             token = str(metadata.get("continue") or "")
+            del page  # its objects are converted: not held while the next page is read
             if not token:
                 return items, resource_version
+
+
+def whole_object(item: Json) -> Json:
+    """The object without ``metadata.managedFields`` (nothing in rmd reads them; they are a
+    large part of every pod)."""
+    metadata = item.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
+    return item
 
 
 @asynccontextmanager

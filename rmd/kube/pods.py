@@ -25,7 +25,8 @@ from rmd.kube.listwatch import (
     ResourceQuery,
     call_discarding_answer,
     call_json,
-    list_objects,
+    list_converted,
+    whole_object,
 )
 from rmd.kube.priorityslots import Priority, PrioritySlots
 from rmd.kube.retry import (
@@ -329,25 +330,33 @@ class PodGateway:
         health.answered(token)
         return answer
 
-    async def list(self, *, label_selector: str) -> tuple[list[Json], str]:
-        """All pods matching ``label_selector`` (raw JSON) and the list's resourceVersion.
+    async def list_converted(
+        self, *, label_selector: str, convert: Callable[[Json], T]
+    ) -> tuple[list[T], str]:
+        """All pods matching ``label_selector``, each turned into ``convert``'s record as its
+        page is read (the raw pages are not held all at once:
+        :func:`rmd.kube.listwatch.list_converted`), and the list's resourceVersion.
 
         Paged; a failed page is retried by listing again from the start (one consistent
         list). Raises :class:`PodListError` when it fails for good.
         """
         query = ResourceQuery(namespace=self._namespace, label_selector=label_selector)
 
-        async def fetch() -> tuple[list[Json], str]:
+        async def fetch() -> tuple[list[T], str]:
             timeout = (self._request_timeout, self._request_timeout)
-            return await list_objects(self._api, query, timeout=timeout)
+            return await list_converted(self._api, query, convert=convert, timeout=timeout)
 
         try:
-            listed: tuple[list[Json], str] = await self._with_retries(
+            listed: tuple[list[T], str] = await self._with_retries(
                 fetch, verb="list", what="list pods"
             )
         except (ApiException, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             raise PodListError.from_exception(exc) from exc
         return listed
+
+    async def list(self, *, label_selector: str) -> tuple[list[Json], str]:
+        """:meth:`list_converted` keeping each pod's raw JSON (without managedFields)."""
+        return await self.list_converted(label_selector=label_selector, convert=whole_object)
 
     async def _accept_existing(
         self, name: str, *, labels: Mapping[str, str], conflict: ApiException

@@ -1,6 +1,7 @@
 """One reflector: keep a picture of Kubernetes objects current (client-go's pattern).
 
-* LIST (paged, raw JSON) → ``on_snapshot`` with every object → WATCH from the list's
+* LIST (paged, raw JSON, each object turned into the consumer's record by ``convert`` as its
+  page is read) → ``on_snapshot`` with every record → WATCH from the list's
   resourceVersion, with bookmarks, a server-side timeout and a client read timeout.
 * The stream ends normally (server timeout) → watch again from the last resourceVersion
   seen (events and bookmarks both move it).
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import structlog
 from kubernetes_asyncio import client
@@ -35,7 +37,7 @@ from rmd.kube.listwatch import (
     Json,
     ResourceQuery,
     WatchEvent,
-    list_objects,
+    list_converted,
     open_watch,
 )
 from rmd.kube.retry import (
@@ -51,6 +53,7 @@ from rmd.retry import Backoff, Pacing
 log = structlog.get_logger(__name__)
 
 EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED"})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,13 +86,17 @@ class ReflectorTimings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ReflectorCallbacks:
-    """What the reflector reports. Exceptions from ``on_event`` are logged and answered with
-    a fresh snapshot (the consumer lost an event); from ``on_snapshot``, retried as a failed
-    LIST."""
+class ReflectorCallbacks(Generic[T]):
+    """What the reflector reports. ``convert`` turns each object (raw JSON) into the record
+    the consumer keeps, as each LIST page or event is read: the raw objects are dropped at
+    once, so a resync never holds every object's whole JSON (a pod's is kilobytes, the
+    daemon needs a few fields). Exceptions from ``convert`` or ``on_event`` on an event are
+    logged and answered with a fresh snapshot (the consumer lost an event); from ``convert``
+    or ``on_snapshot`` on a LIST, retried as a failed LIST."""
 
-    on_snapshot: Callable[[list[Json]], None]
-    on_event: Callable[[str, Json], None]  # ADDED, MODIFIED or DELETED
+    convert: Callable[[Json], T]
+    on_snapshot: Callable[[list[T]], None]
+    on_event: Callable[[str, T], None]  # ADDED, MODIFIED or DELETED
     on_restart: Callable[[str], None] | None = None  # why the watch was restarted
     on_list_started: Callable[[], None] | None = None  # a LIST goes out now
     on_request: RequestObserver | None = None  # each LIST request: ("list", result, seconds)
@@ -104,7 +111,7 @@ class _StreamEnd:
     idle: bool = False  # opened, then nothing read for read_timeout
 
 
-class Reflector:
+class Reflector(Generic[T]):
     """Lists and watches ``query`` until cancelled; see the module docstring."""
 
     def __init__(
@@ -112,7 +119,7 @@ class Reflector:
         api: client.ApiClient,
         query: ResourceQuery,
         *,
-        callbacks: ReflectorCallbacks,
+        callbacks: ReflectorCallbacks[T],
         timings: ReflectorTimings | None = None,
         pacing: Pacing | None = None,
         name: str = "watch",
@@ -241,15 +248,16 @@ class Reflector:
             self._snapshots_delivered += 1
             self._snapshot_changed.notify_all()
 
-    async def _timed_list(self) -> tuple[list[Json], str]:
+    async def _timed_list(self) -> tuple[list[T], str]:
         """One (paged) LIST, reported to ``on_request`` with its result and duration."""
         observe = self._callbacks.on_request
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            listed = await list_objects(
+            listed = await list_converted(
                 self._api,
                 self._query,
+                convert=self._callbacks.convert,
                 timeout=(self._timings.connect_timeout, self._timings.list_timeout),
             )
         except Exception as error:
@@ -314,7 +322,7 @@ class Reflector:
             log.warning(f"{self._name}_unknown_event", type=event.type)
             return
         try:
-            self._callbacks.on_event(event.type, event.object)
+            self._callbacks.on_event(event.type, self._callbacks.convert(event.object))
         except Exception:
             # The consumer lost this event: a fresh snapshot lets it catch up.
             metadata = event.object.get("metadata") or {}

@@ -21,7 +21,7 @@ from rmd.kube.retry import RequestObserver
 from rmd.retry import Pacing
 
 
-class PodWatcher(Reflector):
+class PodWatcher(Reflector[PodObservation]):
     """The daemon's one pod watch: the pods of ``namespace`` that ``label_selector`` selects."""
 
     def __init__(
@@ -40,8 +40,9 @@ class PodWatcher(Reflector):
     ) -> None:
         query = ResourceQuery(resource="pods", namespace=namespace, label_selector=label_selector)
         callbacks = ReflectorCallbacks(
-            on_snapshot=lambda items: on_snapshot([observe_pod(item) for item in items]),
-            on_event=lambda kind, item: on_event(kind, observe_pod(item)),
+            convert=observe_pod,  # each pod as its LIST page or event is read
+            on_snapshot=on_snapshot,
+            on_event=on_event,
             on_restart=on_restart,
             on_list_started=on_list_started,
             on_request=on_request,

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from rmd.kube.listwatch import ResourceQuery
+from rmd.kube.listwatch import ResourceQuery, whole_object
 from rmd.kube.reflector import Reflector, ReflectorCallbacks, ReflectorTimings
 from rmd.retry import Backoff, Pacing
 from rmd_dev.emulator.api import EmulatorApi
@@ -35,10 +35,12 @@ class PodFeed:
             self.synced.set()
 
         timeouts = api.timeouts
-        self._reflector = Reflector(
+        self._reflector: Reflector[Pod] = Reflector(
             api.client,
             ResourceQuery(resource="pods"),
-            callbacks=ReflectorCallbacks(on_snapshot=snapshot, on_event=on_event),
+            callbacks=ReflectorCallbacks(
+                convert=whole_object, on_snapshot=snapshot, on_event=on_event
+            ),
             timings=ReflectorTimings(
                 server_timeout=timeouts.watch_server,
                 read_timeout=timeouts.watch_read,

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 from kubernetes_asyncio import client
 from structlog.testing import capture_logs
 
-from rmd.kube.listwatch import Json, ResourceQuery, list_objects
+from rmd.kube.listwatch import Json, ResourceQuery, list_converted, list_objects, whole_object
 from rmd.kube.reflector import Reflector, ReflectorCallbacks, ReflectorTimings
 from rmd.retry import Backoff, Pacing
 from tests.support.fakeapiserver import FakeApiServer
@@ -32,6 +33,7 @@ QUICK = ReflectorTimings(
     backoff=Backoff(base=0.01, cap=0.05),
 )
 WAIT = 5.0
+R = TypeVar("R", bound=Reflector[Any])  # a reflector of any record
 
 
 class Recorder:
@@ -45,8 +47,9 @@ class Recorder:
         self.requests: list[tuple[str, str, float]] = []
         self._fail_first_events = fail_first_events
 
-    def callbacks(self) -> ReflectorCallbacks:
+    def callbacks(self) -> ReflectorCallbacks[Json]:
         return ReflectorCallbacks(
+            convert=whole_object,
             on_snapshot=self._snapshot,
             on_event=self._event,
             on_restart=self.restarts.append,
@@ -80,7 +83,7 @@ async def api(fake: FakeApiServer) -> AsyncIterator[client.ApiClient]:
 
 
 @contextlib.asynccontextmanager
-async def running(reflector: Reflector) -> AsyncIterator[Reflector]:
+async def running(reflector: R) -> AsyncIterator[R]:
     task = asyncio.create_task(reflector.run())
     try:
         yield reflector
@@ -93,7 +96,7 @@ async def running(reflector: Reflector) -> AsyncIterator[Reflector]:
 
 
 @contextlib.asynccontextmanager
-async def watching(fake: FakeApiServer, reflector: Reflector) -> AsyncIterator[Reflector]:
+async def watching(fake: FakeApiServer, reflector: R) -> AsyncIterator[R]:
     """:func:`running`, once the first LIST is delivered and the watch is open."""
     async with running(reflector):
         assert await reflector.wait_synced(WAIT)
@@ -108,7 +111,7 @@ def make_reflector(
     name: str = "watch",
     pacing: Pacing | None = None,
     **timings: Any,
-) -> Reflector:
+) -> Reflector[Json]:
     chosen = ReflectorTimings(**{**_fields(QUICK), **timings})
     query = ResourceQuery(resource="pods", namespace=NS, label_selector=SELECTOR)
     return Reflector(
@@ -448,3 +451,80 @@ def test_nonsense_timings_are_refused_naming_the_field(field: str, value: float)
     settings: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match=f"ReflectorTimings.{field} must be"):
         ReflectorTimings(**settings)
+
+
+async def test_each_list_page_is_converted_before_the_next_page_is_asked_for(
+    fake: FakeApiServer, api: client.ApiClient
+) -> None:
+    for index in range(1, 6):
+        fake.put_pod(NS, f"tm-{index}", labels=OURS)
+    converted_after: list[tuple[str, int]] = []  # (pod, LIST requests answered by then)
+
+    def convert(pod: Json) -> str:
+        converted_after.append((pod["metadata"]["name"], len(fake.list_requests())))
+        return str(pod["metadata"]["name"])
+
+    query = ResourceQuery(namespace=NS, label_selector=SELECTOR)
+    names, _ = await list_converted(api, query, convert=convert, timeout=(2, 5), page_size=2)
+    assert names == ["tm-1", "tm-2", "tm-3", "tm-4", "tm-5"]
+    assert converted_after == [("tm-1", 1), ("tm-2", 1), ("tm-3", 2), ("tm-4", 2), ("tm-5", 3)]
+
+
+async def test_a_converted_list_holds_one_page_of_raw_objects_not_all_of_them(
+    fake: FakeApiServer, api: client.ApiClient
+) -> None:
+    """While the last page of a resync is asked for, what the lister holds has grown by the
+    small records of the pages before it, not by their raw objects."""
+    for index in range(1000):
+        fake.put_pod(NS, f"tm-{index}", labels=OURS)
+    query = ResourceQuery(namespace=NS, label_selector=SELECTOR)
+    held: list[int] = []  # traced memory each time the next page is asked for
+    fake.before_next_page = lambda: held.append(tracemalloc.get_traced_memory()[0])
+
+    async def growth_of(list_call: Callable[[], Awaitable[object]]) -> int:
+        held.clear()
+        tracemalloc.start()
+        try:
+            await list_call()
+        finally:
+            tracemalloc.stop()
+        assert len(held) == 19  # 20 pages of 50
+        return held[-1] - held[0]
+
+    def uid(pod: Json) -> str:
+        return str(pod["metadata"]["uid"])
+
+    whole = await growth_of(lambda: list_objects(api, query, timeout=(2, 5), page_size=50))
+    converted = await growth_of(
+        lambda: list_converted(api, query, convert=uid, timeout=(2, 5), page_size=50)
+    )
+    assert converted < whole / 4, (converted, whole)
+
+
+async def test_the_consumer_gets_its_own_records_from_the_list_and_from_events(
+    fake: FakeApiServer, api: client.ApiClient
+) -> None:
+    fake.put_pod(NS, "tm-1", labels=OURS)
+    snapshots: list[list[tuple[str, str]]] = []
+    events: list[tuple[str, tuple[str, str]]] = []
+
+    def record(pod: Json) -> tuple[str, str]:  # what a consumer keeps: a few fields
+        return pod["metadata"]["name"], pod["status"]["phase"]
+
+    query = ResourceQuery(namespace=NS, label_selector=SELECTOR)
+    reflector = Reflector(
+        api,
+        query,
+        callbacks=ReflectorCallbacks(
+            convert=record,
+            on_snapshot=snapshots.append,
+            on_event=lambda kind, pod: events.append((kind, pod)),
+        ),
+        timings=QUICK,
+    )
+    async with watching(fake, reflector):
+        fake.put_pod(NS, "tm-2", labels=OURS)
+        fake.delete_pod(NS, "tm-1")
+        await until(lambda: len(events) == 2, "two events")
+    assert snapshots == [[("tm-1", "Pending")]]
+    assert events == [("ADDED", ("tm-2", "Pending")), ("DELETED", ("tm-1", "Pending"))]
