@@ -10,9 +10,10 @@ first access instead (PEP 562 module ``__getattr__``); every other statement of 
 written. ``client.V1Pod``, ``from kubernetes_asyncio.client import V1Pod`` and the library's
 own ``getattr(kubernetes_asyncio.client.models, "V1Pod")`` give the same class as before.
 
-Installed by ``rmd/__init__.py``, so it takes effect when rmd is imported before
-kubernetes_asyncio (the daemon's ``python -m rmd``); imported the other way round, nothing
-changes. An ``__init__`` whose source cannot be read or parsed is imported as usual.
+Installed by the ``rmd`` command (``rmd/__main__.py``, also ``python -m rmd``) before its CLI
+loads: a process's own choice, so importing rmd as a library leaves kubernetes_asyncio as it
+is. Installed after kubernetes_asyncio was imported, it changes nothing. An ``__init__``
+whose source cannot be read or parsed is imported as usual.
 """
 
 from __future__ import annotations

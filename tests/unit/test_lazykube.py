@@ -12,6 +12,8 @@ from rmd.lazykube import split_imports
 # Run in a fresh interpreter: in this one kubernetes_asyncio may already be imported.
 PROBE = """
 import json, sys
+from rmd import lazykube
+lazykube.install()  # as the rmd command does first (rmd/__main__.py)
 import rmd.daemon
 import kubernetes_asyncio.client as client
 import kubernetes_asyncio.client.models as models
@@ -44,6 +46,26 @@ print(json.dumps({
     "unknown": unknown,
 }))
 """
+
+
+LIBRARY_PROBE = """
+import json, sys
+import rmd.client, rmd.daemon
+import kubernetes_asyncio.client
+prefix = "kubernetes_asyncio.client.models."
+print(json.dumps(sum(1 for name in sys.modules if name.startswith(prefix))))
+"""
+
+
+def test_importing_rmd_as_a_library_leaves_kubernetes_asyncio_as_it_is() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LIBRARY_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) > 700  # every model imported, as the library does itself
 
 
 def test_the_daemon_imports_no_generated_class_it_does_not_use_and_gets_each_on_use() -> None:
