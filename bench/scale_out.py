@@ -289,6 +289,8 @@ class IdleResult:
     registered_at_end: int  # nobody lost while idle: the same as taskmanagers
     # TaskManagers heartbeating over the heartbeat channel at the end (the rest use HTTP)
     heartbeat_channels_at_end: int = 0
+    # the curve: (seconds into the window, RSS MB) every 5 s, to tell a step from growth
+    rss_mb_series: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -492,11 +494,14 @@ async def idle_cost(
     await asyncio.sleep(15.0)  # a benchmark's settling time: the first heartbeat round passes
     meter = CpuMeter({"daemon": daemon.pid})
     start_rss = peak_rss = rss_bytes(daemon.pid)
+    series = [(0.0, round(start_rss / MB, 1))]
     meter.start()
     began = time.monotonic()
     while (left := window - (time.monotonic() - began)) > 0:
         await asyncio.sleep(min(5.0, left))
-        peak_rss = max(peak_rss, rss_bytes(daemon.pid))
+        rss = rss_bytes(daemon.pid)
+        peak_rss = max(peak_rss, rss)
+        series.append((round(time.monotonic() - began, 1), round(rss / MB, 1)))
     cpu = meter.stop()["daemon"]
     end_rss = rss_bytes(daemon.pid)
     async with http.get(f"{daemon.url}/v1/status") as response:
@@ -517,6 +522,7 @@ async def idle_cost(
         rss_growth_mb=round((end_rss - start_rss) / MB, 1),
         registered_at_end=registered,
         heartbeat_channels_at_end=int(channels),
+        rss_mb_series=series,
     )
 
 
