@@ -49,6 +49,7 @@ from kubernetes_asyncio import client, config
 
 from bench.__main__ import RESULTS, fresh_namespace
 from bench.machine import busy_processes, machine_facts
+from bench.procstat import TreeCpu
 from bench.scale_out import PodCensus, census
 from rmd_dev.cluster import ControlPlane
 from rmd_dev.flink import jobmanager as local
@@ -268,6 +269,10 @@ class Figures:
     submit_pods_wasted: list[int] = field(default_factory=list)
     # (a): each new pod, first seen by the census → first listed by Flink (±0.5 s polls)
     pod_to_registered_s: list[float] = field(default_factory=list)
+    # (a): CPU seconds from submit to RUNNING by kind of process (bench.procstat.TreeCpu;
+    # "machine" is everything not started by this bench) and the load average at RUNNING
+    submit_cpu_s: list[dict[str, float]] = field(default_factory=list)
+    submit_load_average: list[list[float]] = field(default_factory=list)
     cancel_to_released_s: float | None = None  # the last pod's deletion started
     delete_to_running_s: float | None = None
     delete_pods_created: int | None = None
@@ -299,11 +304,20 @@ async def scenarios(
         before = set(watch.seen)
         watch.reset_peak()
         jar_id = await rest.upload_jar(jar)
+        meter = TreeCpu(root=os.getpid())
+        meter.start()
         started = time.perf_counter()
         job_id = await rest.submit(jar_id, parallelism=PARALLELISM)
-        done = await _until(
-            lambda: _all_running(rest, job_id), what="all tasks RUNNING", timeout=JVM_DEADLINE
-        )
+        sampler = asyncio.create_task(_sampling(meter))
+        try:
+            done = await _until(
+                lambda: _all_running(rest, job_id), what="all tasks RUNNING", timeout=JVM_DEADLINE
+            )
+        finally:
+            sampler.cancel()
+        cpu = meter.stop()
+        figures.submit_cpu_s.append(cpu)
+        figures.submit_load_average.append([round(v, 2) for v in os.getloadavg()])
         await asyncio.sleep(SETTLE)
         window = _window(watch, registrations, before=before)
         figures.submit_to_running_s.append(round(done - started, 1))
@@ -315,6 +329,7 @@ async def scenarios(
             if name in registrations.first_listed
         ]
         print(f"  submit → RUNNING {done - started:.1f} s, pods {window.created}", flush=True)
+        print(f"    CPU s meanwhile: {cpu}", flush=True)
         return job_id
 
     # (a) and (b)
@@ -397,6 +412,12 @@ async def scenarios(
     figures.submit_pods_wasted = [wasted("submit-1"), wasted("submit-2")]
     figures.delete_pods_wasted = wasted("delete")
     figures.kill_pods_wasted = wasted("kill")
+
+
+async def _sampling(meter: TreeCpu) -> None:
+    while True:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(meter.sample)
 
 
 def _steady_pods(variant: str) -> int:
@@ -508,6 +529,10 @@ def table(report: dict[str, Any]) -> str:
             "(a) pod created → listed by Flink, s",
             lambda f: _span(f.get("pod_to_registered_s", [])),
         ),
+        *[
+            (f"(a) CPU s, {kind}", _cpu_cell(kind))
+            for kind in ("taskmanager JVMs", "agents", "daemon", "jobmanager JVM", "machine")
+        ],
         (
             f"(b) cancel → released, s (T {IDLE_TIMEOUT:g} s)",
             lambda f: str(f["cancel_to_released_s"]),
@@ -537,6 +562,13 @@ def table(report: dict[str, Any]) -> str:
     for label, cell in rows:
         lines.append(f"{label:<40}" + "".join(f"{cell(v):>{width}}" for v in variants))
     return "\n".join(lines)
+
+
+def _cpu_cell(kind: str) -> Callable[[dict[str, Any]], str]:
+    def cell(figures: dict[str, Any]) -> str:
+        return " / ".join(f"{cpu.get(kind, 0.0):.1f}" for cpu in figures.get("submit_cpu_s", []))
+
+    return cell
 
 
 def _span(values: Sequence[float]) -> str:

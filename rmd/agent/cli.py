@@ -6,17 +6,24 @@ the agent's exit code (:mod:`rmd.agent.exit_codes`).
 
 The TaskManager's start is what a job waits for, so the command starts first: once the
 environment has been checked, before the agent's HTTP client and logging are loaded (a few
-hundred milliseconds of imports on a busy node); the agent then supervises it as usual.
+hundred milliseconds of imports on a busy node), and those imports run on a thread of their
+own at a lower CPU priority (:data:`LOADING_NICENESS`; Linux's nice value is per thread), so
+the TaskManager's JVM, starting at the same moment, goes first on a node short of CPU. The
+agent's own thread and the command keep their priority. The agent then supervises it as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import math
 import os
 import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from rmd import eventloop
@@ -27,6 +34,9 @@ from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_fr
 
 USAGE = "usage: rmd taskmanager [--grace-period SECONDS] [--] [command [args ...]]"
 _GRACE_OPTION = "--grace-period"
+LOADING_NICENESS = 10  # added to the loading thread's nice value (19 at most)
+# What the agent loads once the command runs: its HTTP client and logging.
+AGENT_MODULES = ("structlog", "rmd.agent.runner", "rmd.logs")
 
 
 class UsageError(ValueError):
@@ -121,6 +131,7 @@ async def _run_until_signalled(
     try:
         started = await _start_early(settings, env=env, command=command)
         # Only now the agent itself (its HTTP client, logging): the command already runs.
+        await load_agent_modules(niceness=LOADING_NICENESS if started is not None else 0)
         import structlog
 
         from rmd.agent.runner import AgentTiming, run_agent
@@ -144,6 +155,27 @@ async def _run_until_signalled(
         for signum in signals:
             loop.remove_signal_handler(signum)
             signal.signal(signum, signal.SIG_IGN)
+
+
+async def load_agent_modules(*, niceness: int) -> int:
+    """Import :data:`AGENT_MODULES` on a thread of its own whose nice value is raised by
+    ``niceness`` (nothing else changes priority); the nice value they were loaded at."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmd-agent-load") as loader:
+        return await asyncio.get_running_loop().run_in_executor(loader, _load_yielding, niceness)
+
+
+def _load_yielding(niceness: int) -> int:
+    thread = threading.get_native_id()
+    if niceness:
+        # Linux: PRIO_PROCESS with a thread id sets that thread's nice value only; where
+        # that fails, the modules load at the same priority.
+        with contextlib.suppress(OSError):
+            os.setpriority(
+                os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + niceness
+            )
+    for module in AGENT_MODULES:
+        importlib.import_module(module)
+    return os.getpriority(os.PRIO_PROCESS, thread)
 
 
 def _grace_seconds(text: str) -> float:

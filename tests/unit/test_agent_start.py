@@ -5,11 +5,13 @@ use (the Kubernetes client, the metrics library)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 from rmd.agent import run_agent
 from rmd.agent.child import SupervisedProcess
+from rmd.agent.cli import LOADING_NICENESS, load_agent_modules
 from rmd.agent.exit_codes import EXIT_USAGE
 from rmd.config import agent_env
 from tests.unit.test_agent_units import GOOD_ENV
@@ -54,3 +56,37 @@ async def test_a_command_started_early_is_killed_when_the_environment_is_refused
     assert code == EXIT_USAGE
     assert started.returncode is not None
     assert started.returncode < 0  # killed, not ended by itself
+
+
+async def test_the_agent_loads_its_modules_on_a_thread_of_lower_priority_only() -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)  # Linux: this thread's nice value
+
+    loaded_at = await load_agent_modules(niceness=LOADING_NICENESS)
+
+    assert loaded_at == min(own + LOADING_NICENESS, 19)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own
+
+
+def test_the_command_keeps_the_agents_priority() -> None:
+    # `rmd taskmanager` starts the command, then loads its modules at a lower priority: the
+    # command (here: printing its own nice value, field 19 of /proc/self/stat) must not
+    # inherit it. No daemon answers; the command's exit ends the agent with its code.
+    env = {**os.environ, **GOOD_ENV, agent_env.RESOURCEMANAGER_URL: "http://127.0.0.1:9/"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rmd",
+            "taskmanager",
+            "--",
+            "sh",
+            "-c",
+            "cut -d' ' -f19 /proc/$$/stat",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[0]) == os.getpriority(os.PRIO_PROCESS, 0)
