@@ -25,6 +25,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from rmd.config.files import parse_config_yaml
+from rmd.kube.statestore import state_config_map_name
 from rmd_dev.provision import FlinkInstall
 from tests.conftest import (
     REQUEST_TIMEOUT,
@@ -107,7 +108,10 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
     objects = await cluster_objects(kube_api, namespace)
     assert objects["Deployment"] == [cluster_id]
     assert sorted(objects["Service"]) == [cluster_id, f"{cluster_id}-rest"]
-    assert objects["ConfigMap"] == [f"flink-config-{cluster_id}"]
+    # the daemon's state ConfigMap comes with its first state write: there or not yet
+    assert set(objects["ConfigMap"]) - {state_config_map_name(cluster_id)} == {
+        f"flink-config-{cluster_id}"
+    }
     services = {s: await core.read_namespaced_service(s, namespace) for s in objects["Service"]}
     assert services[cluster_id].spec.cluster_ip == "None"
     assert services[f"{cluster_id}-rest"].spec.type == "ClusterIP"
