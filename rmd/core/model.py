@@ -64,6 +64,8 @@ class PodObservation:
     terminated_exit_code: int | None = None
     # metadata.uid: not used by the core; the edges name the pod in Kubernetes Events by it.
     uid: str | None = None
+    # metadata.labels["rmd.dev/state"]: not used by the core; the edges' labeler starts from it
+    state_label: str | None = None
 
     @property
     def scheduled(self) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 from kubernetes_asyncio.client import V1Pod
 
 from rmd.core.model import PodObservation
+from rmd.kube.statelabel import STATE_LABEL
 
 # Waiting reasons that do not go away by themselves: a human has to fix the image, the
 # config or the program. (ContainerCreating, PodInitializing are normal and not listed.)
@@ -47,6 +48,7 @@ def observe_pod(pod: V1Pod | Mapping[str, Any]) -> PodObservation:
         waiting_problem=_waiting_problem([*init_statuses, *main_statuses]),
         terminated_exit_code=_terminated_exit_code(init=init_statuses, main=main_statuses),
         uid=_text_or_none(metadata.get("uid")),
+        state_label=_text_or_none(_mapping(metadata.get("labels")).get(STATE_LABEL)),
     )
 
 

@@ -65,6 +65,8 @@ class KubeReporter:
                 self._uids[pod.name] = pod.uid
             if pod.deleting:
                 self._labeler.pod_deleting(pod.name)
+            else:
+                self._labeler.observed(pod.name, pod.state_label)
 
     def pod_gone(self, name: str) -> None:
         """The watch saw the pod deleted (after the core heard of it): forget it, whoever's

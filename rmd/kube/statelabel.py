@@ -88,6 +88,12 @@ class PodStateLabeler:
         self._written[name] = PENDING
         self._wanted.setdefault(name, PENDING)
 
+    def observed(self, name: str, value: str | None) -> None:
+        """The pod as the watch or a LIST shows it carries ``value``: what is written, when
+        nothing newer is known (the watch can show a new pod before its create answers)."""
+        if value is not None:
+            self._written.setdefault(name, value)
+
     def want(self, name: str, value: str | None) -> None:
         """The label ``name`` should carry now (None: no pod yet, nothing to write)."""
         if value is None or name in self._deleting:

@@ -84,6 +84,22 @@ async def test_a_created_pod_costs_no_patch_for_pending(
     assert patch.sent == [("p", "idle")]
 
 
+async def test_a_pod_the_watch_shows_before_its_create_answers_costs_no_patch_for_pending(
+    labeler_and_patch: tuple[PodStateLabeler, RecordingPatch],
+) -> None:
+    labeler, patch = labeler_and_patch
+    labeler.observed("p", "pending")  # the watch's ADDED came first (seen in CI)
+    labeler.want("p", "pending")
+    labeler.created("p")
+    labeler.observed("p", "pending")  # a later, older view changes nothing written
+    labeler.want("p", "registered")
+    await settled(labeler, "p", "registered")
+    labeler.observed("p", "pending")  # a stale event: "registered" stays what was written
+    labeler.want("p", "registered")
+    await asyncio.sleep(0)
+    assert patch.sent == [("p", "registered")]
+
+
 async def test_a_change_superseded_before_its_patch_went_out_is_never_sent(
     labeler_and_patch: tuple[PodStateLabeler, RecordingPatch],
 ) -> None:
