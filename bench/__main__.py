@@ -240,7 +240,9 @@ def record_run(report: dict[str, Any], base: BaselineResult | None, ours: RmdRes
             f"registered {ours.all_registered_s:.2f} s, fulfilled {ours.fulfilled_s:.2f} s; "
             f"first / half exist rmd {ours.arrivals.first_s:.2f} / {ours.arrivals.half_s:.2f} s, "
             f"bare {base.arrivals.first_s:.2f} / {base.arrivals.half_s:.2f} s; mean create "
-            f"answered in rmd {ours.create_ms_mean:.0f} ms, bare {base.create_ms_mean:.0f} ms",
+            f"answered in rmd {ours.create_ms_mean:.0f} ms, bare {base.create_ms_mean:.0f} ms; "
+            f"Events by fulfilled: {ours.events_at_fulfilled.get('written', 0)} written, "
+            f"{ours.events_at_fulfilled.get('dropped', 0)} dropped",
             flush=True,
         )
     if ours.idle is not None:

@@ -305,6 +305,8 @@ class RmdResult:
     arrivals: Arrivals
     create_ms_mean: float  # a create's answer time, as the daemon saw it (its /metrics)
     daemon_rss_mb: float
+    # Kubernetes Events written and dropped by then: Events share the daemon's API limit
+    events_at_fulfilled: dict[str, int] = field(default_factory=dict)
     idle: IdleResult | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -419,9 +421,10 @@ async def rmd_run(
             try:
                 exist = await watcher.all_added(pods, timeout=900, what="rmd's pods")
                 cpu_until_exist = meter.stop()  # so far: stop() may be read again
-                create_ms = await mean_create_ms(http, daemon.url)
+                create_ms = mean_create_ms(await daemon_metrics(http, daemon.url))
                 registered_at = await registered
                 fulfilled_at = await fulfilled
+                events = event_counts(await daemon_metrics(http, daemon.url))
             finally:
                 for task in (registered, fulfilled):
                     task.cancel()
@@ -437,6 +440,7 @@ async def rmd_run(
                 cpu_percent_until_exist=cpu_until_exist,
                 arrivals=watcher.arrivals(pods, since=began),
                 create_ms_mean=create_ms,
+                events_at_fulfilled=events,
                 daemon_rss_mb=round(rss_bytes(daemon.pid) / MB, 1),
             )
             if idle_window:
@@ -446,12 +450,15 @@ async def rmd_run(
         await delete_pods(core, namespace, cluster_id)
 
 
-async def mean_create_ms(http: aiohttp.ClientSession, url: str) -> float:
-    """The mean answer time of the daemon's pod creates so far, from its /metrics."""
+async def daemon_metrics(http: aiohttp.ClientSession, url: str) -> str:
     async with http.get(f"{url}/metrics") as response:
-        text = await response.text()
+        return await response.text()
+
+
+def mean_create_ms(metrics_text: str) -> float:
+    """The mean answer time of the daemon's pod creates so far, from its /metrics."""
     total = count = 0.0
-    for line in text.splitlines():
+    for line in metrics_text.splitlines():
         if 'verb="create"' not in line:
             continue
         name, _, value = line.rpartition(" ")
@@ -460,6 +467,18 @@ async def mean_create_ms(http: aiohttp.ClientSession, url: str) -> float:
         elif name.startswith("rmd_kubernetes_api_request_duration_seconds_count"):
             count += float(value)
     return round(1000 * total / max(count, 1.0), 1)
+
+
+def event_counts(metrics_text: str) -> dict[str, int]:
+    """Kubernetes Events the daemon wrote and dropped so far, from its /metrics."""
+    counts = {"written": 0, "dropped": 0}
+    for line in metrics_text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("rmd_kubernetes_events_written_total{"):
+            counts["written"] += int(float(value))
+        elif name.startswith("rmd_kubernetes_events_dropped_total{"):
+            counts["dropped"] += int(float(value))
+    return counts
 
 
 async def all_registered(http: aiohttp.ClientSession, url: str, count: int) -> float:

@@ -619,6 +619,7 @@ def _kube_reporter(
         clock=clock,
         instance=os.environ.get("HOSTNAME") or socket.gethostname(),
         request_timeout=settings.api_request_timeout,
+        api_slots=gateway.slots,
         on_written=metrics.event_written,
         on_dropped=metrics.event_dropped,
     )

@@ -63,7 +63,7 @@ async def get_job(request: web.Request) -> web.Response:
 
         def fulfilled_or_gone() -> bool:
             try:
-                return allocator.job_summary(job_id).fulfilled
+                return allocator.job_fulfilled(job_id)
             except UnknownJob:
                 return True
 

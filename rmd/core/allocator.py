@@ -428,6 +428,12 @@ class Allocator:
         """The job without its slot list (cheap at any size: O(1) once fulfilled)."""
         return self._views().job_summary(self._job(job_id))
 
+    def job_fulfilled(self, job_id: str) -> bool:
+        """Whether the job holds every slot it requires; O(1) (a long poll asks it after every
+        event, where :meth:`job_summary` of a waiting job would explain why it waits)."""
+        job = self._job(job_id)
+        return job.allocated >= job.required
+
     def job_version(self, job_id: str) -> str | None:
         """Changes whenever the job's requirement or slots change; None for an unknown job.
         O(1): long polls compare it after every event."""

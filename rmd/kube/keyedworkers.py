@@ -1,5 +1,4 @@
-"""At most one background task per key: the label writer's per pod, the Event writer's per
-Event series."""
+"""At most one background task per key: the label writer's, one per pod."""
 
 from __future__ import annotations
 

@@ -161,7 +161,8 @@ class PodGateway:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._namespace = namespace
-        self._slots = PrioritySlots(max_parallel)  # creates and deletes before label patches
+        # creates and deletes before label patches, both before Events (which share it)
+        self._slots = PrioritySlots(max_parallel)
         self._request_timeout = request_timeout
         self._retry = retry
         # the same retries, within a shorter time: the allocator re-sends a create itself
@@ -182,6 +183,12 @@ class PodGateway:
             [] if field_manager is None else [("fieldManager", field_manager)]
         )
         self._pods_path = f"/api/v1/namespaces/{namespace}/pods"
+
+    @property
+    def slots(self) -> PrioritySlots:
+        """The limit toward the API server (``rmd.kubernetes.max-parallel-requests``): other
+        writers (the Event recorder) take their turn in it at a lower priority."""
+        return self._slots
 
     @property
     def namespace(self) -> str:

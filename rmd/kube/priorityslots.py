@@ -5,7 +5,10 @@ and ``rmd.dev/state`` label patches: a patch never adds to the API server's load
 But a label is for people reading ``kubectl``, a create is what a job waits for: during a
 scale-out every registration wants a patch, and patches that took turns with creates would
 halve the create rate. So creates and deletes go first; a patch takes a free slot only when
-no create or delete waits for one.
+no create or delete waits for one. Kubernetes Events (:mod:`rmd.kube.events`) come last: they
+take a slot only when no pod write and no label patch waits — during a scale-out every
+created pod brings an Event, and Events that took turns with creates would slow the very
+scale-out they report.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Priority(IntEnum):
 
     WRITE = 0  # pod creates and deletes
     LABEL = 1  # the rmd.dev/state label patches
+    EVENT = 2  # Kubernetes Events
 
 
 class PrioritySlots:

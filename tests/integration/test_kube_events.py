@@ -1,9 +1,11 @@
 """The Event writer against the real API server, through the fault proxy: one Event object per
 series with its count patched, drops (counted) while the API server is unavailable, a
-timeout on every write and at most ``max_parallel`` writes in flight."""
+timeout on every write, at most ``max_parallel`` writes in flight, and Events last in the pod
+gateway's limit toward the API server."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +16,7 @@ from kubernetes_asyncio import client
 from rmd.core.clock import SystemClock
 from rmd.kube.eventcorrelation import EventCorrelator, EventDraft, InvolvedObject
 from rmd.kube.events import EventRecorder
+from rmd.kube.priorityslots import Priority, PrioritySlots
 from tests.conftest import REQUEST_TIMEOUT
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually_true
@@ -47,7 +50,9 @@ async def make_recorder(
     """Event writers through the proxy (1 s timeout, 2 in flight), closed at the end."""
     made: list[EventRecorder] = []
 
-    def make(*, max_queued: int = 512) -> tuple[EventRecorder, Outcomes]:
+    def make(
+        *, max_queued: int = 512, api_slots: PrioritySlots | None = None
+    ) -> tuple[EventRecorder, Outcomes]:
         outcomes = Outcomes()
         recorder = EventRecorder(
             proxied_api,
@@ -58,6 +63,7 @@ async def make_recorder(
             request_timeout=1.0,
             max_parallel=2,
             max_queued=max_queued,
+            api_slots=api_slots,
             on_written=outcomes.write,
             on_dropped=outcomes.drop,
         )
@@ -141,3 +147,38 @@ async def test_writes_beyond_the_queue_are_dropped_at_once(
     await eventually_true(
         lambda: outcomes.dropped["timeout"] == 2, what="the two queued timed out", timeout=15
     )
+
+
+async def test_events_wait_while_pod_writes_hold_or_wait_for_the_shared_limit(
+    kube_api: client.ApiClient,
+    namespace: str,
+    make_recorder: RecorderFactory,
+) -> None:
+    api_slots = PrioritySlots(1)  # rmd.kubernetes.max-parallel-requests: 1
+    recorder, outcomes = make_recorder(api_slots=api_slots)
+    create_may_end = asyncio.Event()
+    label_may_end = asyncio.Event()
+    order: list[str] = []
+
+    async def hold(name: str, priority: Priority, until: asyncio.Event) -> None:
+        async with api_slots.slot(priority):
+            order.append(name)
+            await until.wait()
+
+    create = asyncio.create_task(hold("create", Priority.WRITE, create_may_end))
+    await eventually_true(lambda: order == ["create"], what="the create holds the slot")
+    recorder.record(lost())
+    label = asyncio.create_task(hold("label", Priority.LABEL, label_may_end))
+    await eventually_true(
+        lambda: api_slots.waiting(Priority.EVENT) == 1 and api_slots.waiting(Priority.LABEL) == 1,
+        what="the Event and the label patch wait",
+    )
+    create_may_end.set()  # the label patch goes next, although the Event came first
+    await eventually_true(lambda: order == ["create", "label"], what="the label patch went")
+    assert api_slots.waiting(Priority.EVENT) == 1
+    assert await events_of(kube_api, namespace) == []
+    label_may_end.set()
+    await eventually_true(lambda: outcomes.written["create"] == 1, what="the Event written")
+    (event,) = await events_of(kube_api, namespace)
+    assert event.reason == "TaskManagerLost"
+    await asyncio.gather(create, label)

@@ -553,6 +553,8 @@ class AllocatorMachine(RuleBasedStateMachine):
         for job in self.allocator.job_views():
             assert job.slots_allocated <= job.slots_required
             assert job.slots_allocated == len(job.slots)
+            # the long poll's O(1) question agrees with the view
+            assert self.allocator.job_fulfilled(job.job_id) == job.fulfilled
             for slot in job.slots:
                 assert slot.slot_id not in seen, f"slot allocated twice: {slot.slot_id}"
                 seen.add(slot.slot_id)

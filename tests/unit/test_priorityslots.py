@@ -1,5 +1,6 @@
 """The pod gateway's limit: never more holders than the limit; creates and deletes before
-label patches; in order of arrival within a priority; cancelled waiters lose nothing."""
+label patches, both before Events; in order of arrival within a priority; cancelled waiters
+lose nothing."""
 
 from __future__ import annotations
 
@@ -58,6 +59,36 @@ async def test_a_label_takes_a_free_slot_when_no_write_waits() -> None:
     slots = PrioritySlots(1)
     async with slots.slot(Priority.LABEL):
         assert slots.waiting(Priority.WRITE) == 0
+
+
+async def test_events_wait_behind_writes_and_labels() -> None:
+    recorder = Recorder(PrioritySlots(1))
+    tasks = [asyncio.create_task(recorder.hold("first", Priority.WRITE))]
+    await settle()
+    tasks += [
+        asyncio.create_task(recorder.hold("event-1", Priority.EVENT)),
+        asyncio.create_task(recorder.hold("label-1", Priority.LABEL)),
+        asyncio.create_task(recorder.hold("event-2", Priority.EVENT)),
+        asyncio.create_task(recorder.hold("create-1", Priority.WRITE)),
+    ]
+    await settle()
+    assert recorder.slots.waiting(Priority.EVENT) == 2
+    recorder.release.set()
+    await asyncio.gather(*tasks)
+    assert recorder.order == ["first", "create-1", "label-1", "event-1", "event-2"]
+    assert recorder.most == 1
+
+
+async def test_an_event_takes_a_free_slot_when_nothing_else_waits() -> None:
+    recorder = Recorder(PrioritySlots(2))
+    holder = asyncio.create_task(recorder.hold("create", Priority.WRITE))
+    await settle()
+    event = asyncio.create_task(recorder.hold("event", Priority.EVENT))
+    await settle()
+    assert recorder.order == ["create", "event"]  # the second slot was free: no wait
+    assert recorder.slots.waiting(Priority.EVENT) == 0
+    recorder.release.set()
+    await asyncio.gather(holder, event)
 
 
 async def test_a_newcomer_does_not_overtake_a_waiter_of_its_priority() -> None:
