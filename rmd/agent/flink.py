@@ -6,11 +6,20 @@ slots wait for; the agent registers with rmd only after that, so rmd never hands
 a TaskManager Flink does not have (the pod spec sets ``taskmanager.resource-id`` to the pod
 name, so the id is known in advance).
 
+Until the TaskManager's RPC port accepts a connection the JobManager is not asked: a
+TaskManager registers only after its RPC service is up, and Flink 2.x answers each question
+about a TaskManager it does not know with a 500 and an ERROR with a stack trace in its log —
+about ten per pod while the JVM starts, when asked every second from the pod's start. The
+port is checked on the pod's own address (the pod spec binds the TaskManager there); the
+cost of a connect that is refused is nothing to anybody.
+
 Where the JobManager's REST endpoint is: :mod:`rmd.agent.flink_conf`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 from urllib.parse import quote
 
@@ -39,11 +48,30 @@ class FlinkTaskManagerProbe:
         rest_url: str,
         resource_id: str,
         request_timeout: float,
+        rpc_address: tuple[str, int] | None = None,
     ) -> None:
+        """``rpc_address``: the TaskManager's RPC host and port, checked by
+        :meth:`rpc_port_open` (None: not checked, always "open")."""
         self.rest_url = rest_url.rstrip("/")
+        self.rpc_address = rpc_address
         self._session = session
         self._url = f"{self.rest_url}/taskmanagers/{quote(resource_id, safe='')}"
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+
+    async def rpc_port_open(self) -> bool:
+        """Whether the TaskManager's RPC port accepts a TCP connection (closed at once)."""
+        if self.rpc_address is None:
+            return True
+        host, port = self.rpc_address
+        try:
+            async with asyncio.timeout(self._timeout.total):
+                _reader, writer = await asyncio.open_connection(host, port)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     async def listed(self) -> bool:
         """True once the JobManager answers 200 for the TaskManager; False for anything else

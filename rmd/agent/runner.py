@@ -13,7 +13,8 @@ How it ends (exit codes in :mod:`rmd.agent.exit_codes`):
 
 When the command is Flink's TaskManager (``RMD_SUPERVISE_FLINK=true``) the agent registers
 only once Flink's JobManager lists it (:mod:`rmd.agent.flink`), polling every
-``AgentTiming.flink_poll_interval``; a stop or the command's exit ends the wait. It keeps
+``AgentTiming.flink_poll_interval`` once the TaskManager's RPC port is open (before that,
+every ``flink_unopened_poll``); a stop or the command's exit ends the wait. It keeps
 asking while it heartbeats (once per heartbeat; every poll interval for a while after the
 daemon forgot the TaskManager, and while the JobManager does not know it): when the
 JobManager answers that it does not know the TaskManager for
@@ -94,6 +95,11 @@ class AgentTiming:
         default_factory=lambda: Backoff(base=0.5, cap=30.0, floor=0.05, max_retry_after=300.0)
     )
     flink_poll_interval: float = 1.0  # asking Flink's JobManager whether the TaskManager is up
+    # Before that: whether the TaskManager's RPC port is open yet (a local connect), this
+    # often; the JobManager is asked only once it is, or every flink_unopened_poll regardless
+    # (a TaskManager bound to another address than the pod's still gets registered).
+    flink_port_poll_interval: float = 0.2
+    flink_unopened_poll: float = 10.0
     # Unknown to an answering JobManager (404) for this long once it was up: restart it.
     flink_forgotten_after: float = 5.0
     # While registered, Flink is asked once per heartbeat; every flink_poll_interval for this
@@ -192,6 +198,7 @@ async def run_agent(
                     rest_url=rest_url,
                     resource_id=settings.taskmanager_id,
                     request_timeout=chosen_timing.request_timeout,
+                    rpc_address=(settings.pod_ip, settings.port),
                 )
             ),
         )
@@ -321,19 +328,37 @@ class _Agent:
         probe = self._flink_probe
         if probe is None or self._child is None:
             return None
-        started = self._clock.monotonic()
+        started = asked_at = self._clock.monotonic()
         self._log.info("agent.waiting_for_flink", rest_url=probe.rest_url)
+        port_open = False
         while True:
-            listed = await self._race(probe.listed)
-            if isinstance(listed, Interruption):
-                return listed
-            if listed:
-                self._log.info(
-                    "agent.flink_taskmanager_up",
-                    after_seconds=round(self._clock.monotonic() - started, 3),
-                )
-                return None
-            interruption = await self._pause(self._timing.flink_poll_interval)
+            if not port_open:
+                opened = await self._race(probe.rpc_port_open)
+                if isinstance(opened, Interruption):
+                    return opened
+                if opened:
+                    port_open = True
+                    self._log.info(
+                        "agent.flink_taskmanager_port_open",
+                        after_seconds=round(self._clock.monotonic() - started, 3),
+                    )
+            now = self._clock.monotonic()
+            if port_open or now - asked_at >= self._timing.flink_unopened_poll:
+                asked_at = now
+                listed = await self._race(probe.listed)
+                if isinstance(listed, Interruption):
+                    return listed
+                if listed:
+                    self._log.info(
+                        "agent.flink_taskmanager_up",
+                        after_seconds=round(self._clock.monotonic() - started, 3),
+                    )
+                    return None
+            interruption = await self._pause(
+                self._timing.flink_poll_interval
+                if port_open
+                else self._timing.flink_port_poll_interval
+            )
             if interruption is not None:
                 return interruption
 

@@ -1,11 +1,14 @@
 """The agent supervising Flink's TaskManager registers with rmd only once Flink's JobManager
-lists the TaskManager (``GET /taskmanagers/<resource-id>`` → 200), and restarts a TaskManager
-an answering JobManager has forgotten (a JobManager restarted without high availability)."""
+lists the TaskManager (``GET /taskmanagers/<resource-id>`` → 200), asks the JobManager only
+rarely until the TaskManager's RPC port is open, and restarts a TaskManager an answering
+JobManager has forgotten (a JobManager restarted without high availability)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,11 @@ from tests.unit.test_agent_runner import (
     python_command,
 )
 
-TIMING = dataclasses.replace(FAST, flink_poll_interval=0.02)
+# The RPC port is not opened by these tests' commands (but in the test of that gate): the
+# JobManager is asked every 0.02 s regardless.
+TIMING = dataclasses.replace(
+    FAST, flink_poll_interval=0.02, flink_port_poll_interval=0.02, flink_unopened_poll=0.02
+)
 
 
 @dataclasses.dataclass
@@ -36,6 +43,7 @@ class FakeJobManager:
 
     known: set[str] = dataclasses.field(default_factory=set)
     asked: list[str] = dataclasses.field(default_factory=list)
+    asked_at: list[float] = dataclasses.field(default_factory=list)  # time.monotonic()
     unknown_status: int = 500  # Flink 2.3's answer; 503: a JobManager that cannot say
 
     def app(self) -> web.Application:
@@ -46,6 +54,7 @@ class FakeJobManager:
     async def _taskmanager(self, request: web.Request) -> web.Response:
         taskmanager_id = request.match_info["id"]
         self.asked.append(taskmanager_id)
+        self.asked_at.append(time.monotonic())
         if taskmanager_id in self.known:
             return web.json_response({"id": taskmanager_id, "slotsNumber": 4})
         if self.unknown_status == 500:  # what Flink 2.3 answers for an unknown id
@@ -110,6 +119,43 @@ async def test_registers_only_after_flink_lists_the_taskmanager(
     flink.known.add(TM_ID)
     await wait_until(lambda: TM_ID in fake.registered, what="registration after Flink lists it")
     assert agent.events("agent.flink_taskmanager_up")
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+GATED = dataclasses.replace(
+    FAST, flink_poll_interval=0.02, flink_port_poll_interval=0.02, flink_unopened_poll=0.3
+)
+
+
+async def test_the_jobmanager_is_asked_rarely_until_the_taskmanager_rpc_port_opens(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+) -> None:
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    with socket.socket() as rpc:  # the TaskManager's RPC port: bound, not listening yet
+        rpc.bind(("127.0.0.1", 0))
+        port = rpc.getsockname()[1]
+        env = flink_env(url, conf_dir) | {agent_env.TASKMANAGER_PORT: str(port)}
+        agent = start_agent(env, python_command(SLEEPER), timing=GATED)
+        await wait_until(lambda: len(flink.asked) >= 3, what="the agent asks Flink regardless")
+        gaps = [b - a for a, b in zip(flink.asked_at, flink.asked_at[1:], strict=False)]
+        assert min(gaps) >= 0.25, f"asked every {gaps} s before the port opened"
+        assert not agent.events("agent.flink_taskmanager_port_open")
+
+        rpc.listen()  # the TaskManager's RPC service is up: now the JobManager is asked closely
+        await wait_until(
+            lambda: bool(agent.events("agent.flink_taskmanager_port_open")), what="port seen open"
+        )
+        asked = len(flink.asked)
+        await wait_until(lambda: len(flink.asked) >= asked + 5, what="asked every poll interval")
+        recent = flink.asked_at[-5:]
+        assert recent[-1] - recent[0] < 0.25 * 4, f"still asked rarely: {recent}"
+        assert fake.calls_of("POST") == []
+        flink.known.add(TM_ID)
+        await wait_until(lambda: TM_ID in fake.registered, what="registered once listed")
     agent.stop.set()
     assert await agent.result() == 0
 
