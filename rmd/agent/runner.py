@@ -248,6 +248,11 @@ class _Agent:
         self._env: Mapping[str, str] = {}
         self._forgotten_since: float | None = None
         self._restarted_unlisted = False  # restarted; not listed by Flink since
+        # the running TaskManager's RPC port was seen open (reset when it is restarted), and
+        # when Flink's JobManager was last asked about it
+        self._rpc_port_seen_open = False
+        self._flink_asked_at = float("-inf")
+        self._restarted_at = float("-inf")
         self._close_watch_until = float("-inf")
         self._channel_at = float("-inf")  # when the heartbeat channel may be tried (again)
 
@@ -328,23 +333,13 @@ class _Agent:
         probe = self._flink_probe
         if probe is None or self._child is None:
             return None
-        started = asked_at = self._clock.monotonic()
+        started = self._flink_asked_at = self._clock.monotonic()
         self._log.info("agent.waiting_for_flink", rest_url=probe.rest_url)
-        port_open = False
         while True:
-            if not port_open:
-                opened = await self._race(probe.rpc_port_open)
-                if isinstance(opened, Interruption):
-                    return opened
-                if opened:
-                    port_open = True
-                    self._log.info(
-                        "agent.flink_taskmanager_port_open",
-                        after_seconds=round(self._clock.monotonic() - started, 3),
-                    )
-            now = self._clock.monotonic()
-            if port_open or now - asked_at >= self._timing.flink_unopened_poll:
-                asked_at = now
+            ask = await self._time_to_ask_flink(probe, since=started)
+            if isinstance(ask, Interruption):
+                return ask
+            if ask:
                 listed = await self._race(probe.listed)
                 if isinstance(listed, Interruption):
                     return listed
@@ -356,11 +351,34 @@ class _Agent:
                     return None
             interruption = await self._pause(
                 self._timing.flink_poll_interval
-                if port_open
+                if self._rpc_port_seen_open
                 else self._timing.flink_port_poll_interval
             )
             if interruption is not None:
                 return interruption
+
+    async def _time_to_ask_flink(
+        self, probe: FlinkTaskManagerProbe, *, since: float
+    ) -> bool | Interruption:
+        """Whether to ask the JobManager about a TaskManager not listed yet: once its RPC
+        port has been open (it registers only after that), else every flink_unopened_poll.
+        Asking is noted."""
+        if not self._rpc_port_seen_open:
+            opened = await self._race(probe.rpc_port_open)
+            if isinstance(opened, Interruption):
+                return opened
+            if opened:
+                self._rpc_port_seen_open = True
+                self._log.info(
+                    "agent.flink_taskmanager_port_open",
+                    after_seconds=round(self._clock.monotonic() - since, 3),
+                )
+        now = self._clock.monotonic()
+        due = now - self._flink_asked_at >= self._timing.flink_unopened_poll
+        if self._rpc_port_seen_open or due:
+            self._flink_asked_at = now
+            return True
+        return False
 
     def _watch_child(self) -> None:
         assert self._child is not None
@@ -383,6 +401,12 @@ class _Agent:
             interruption = await self._pause(min(left, step))
             if interruption is not None:
                 return interruption
+            if self._restarted_unlisted:  # a restarted TaskManager: asked once its port is open
+                ask = await self._time_to_ask_flink(probe, since=self._restarted_at)
+                if isinstance(ask, Interruption):
+                    return ask
+                if not ask:
+                    continue
             status = await self._race(probe.answer)
             if isinstance(status, Interruption):
                 return status
@@ -422,6 +446,8 @@ class _Agent:
             return Interruption.COMMAND_EXITED  # the old one has exited: end as it would
         self._watch_child()
         self._restarted_unlisted = True  # once only, until Flink lists the new one
+        self._rpc_port_seen_open = False
+        self._restarted_at = self._flink_asked_at = self._clock.monotonic()
         self._log.info("agent.command_started", command=list(self._command), pid=self._child.pid)
         return None
 

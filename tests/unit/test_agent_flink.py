@@ -6,6 +6,7 @@ JobManager has forgotten (a JobManager restarted without high availability)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import socket
 import time
@@ -141,7 +142,7 @@ async def test_the_jobmanager_is_asked_rarely_until_the_taskmanager_rpc_port_ope
         env = flink_env(url, conf_dir) | {agent_env.TASKMANAGER_PORT: str(port)}
         agent = start_agent(env, python_command(SLEEPER), timing=GATED)
         await wait_until(lambda: len(flink.asked) >= 3, what="the agent asks Flink regardless")
-        gaps = [b - a for a, b in zip(flink.asked_at, flink.asked_at[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(flink.asked_at)]
         assert min(gaps) >= 0.25, f"asked every {gaps} s before the port opened"
         assert not agent.events("agent.flink_taskmanager_port_open")
 
@@ -205,6 +206,72 @@ async def test_after_the_jobmanager_pod_restarted_a_forgotten_taskmanager_restar
     await wait_until(lambda: len(flink.asked) >= asked + 30, what="more polls")
     assert len(agent.events("agent.command_started")) == 2
     assert len(fake.calls_of("POST")) == 2
+    assert fake.calls_of("DELETE") == []
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+# A TaskManager stand-in that opens its RPC port (RMD_TASKMANAGER_PORT) once a flag file exists.
+PORT_OPENER = """
+import os, socket, time
+while not os.path.exists(os.environ["TEST_RPC_FLAG"]):
+    time.sleep(0.01)
+rpc = socket.socket()
+rpc.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+rpc.bind(("127.0.0.1", int(os.environ["RMD_TASKMANAGER_PORT"])))
+rpc.listen()
+time.sleep(60)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_restarted_taskmanager_is_asked_about_rarely_until_its_port_opens_again(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+    tmp_path: Path,
+) -> None:
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    flag = tmp_path / "rpc-may-open"
+    flag.touch()
+    env = flink_env(url, conf_dir) | {
+        agent_env.HEARTBEAT_INTERVAL: HEARTBEAT,
+        agent_env.TASKMANAGER_PORT: str(free_port()),
+        "TEST_RPC_FLAG": str(flag),
+    }
+    flink.known.add(TM_ID)
+    timing = dataclasses.replace(GATED, flink_forgotten_after=0.3)
+    agent = start_agent(env, python_command(PORT_OPENER), timing=timing)
+    await wait_until(lambda: TM_ID in fake.registered, what="registered")
+    flag.unlink()  # the restarted TaskManager will not open its port until told
+    fake.forget(TM_ID)
+    flink.known.clear()
+    await wait_until(
+        lambda: len(agent.events("agent.command_started")) == 2, what="the TaskManager restarted"
+    )
+    restarted_at = time.monotonic()
+    await wait_until(
+        lambda: sum(1 for at in flink.asked_at if at > restarted_at) >= 3,
+        what="asked regardless while the port is closed",
+    )
+    after = [at for at in flink.asked_at if at > restarted_at]
+    gaps = [b - a for a, b in itertools.pairwise(after)]
+    assert min(gaps) >= 0.25, f"asked every {gaps} s while the restarted one starts"
+    flag.touch()
+    await wait_until(
+        lambda: len(agent.events("agent.flink_taskmanager_port_open")) == 2,
+        what="the new TaskManager's port seen open",
+    )
+    flink.known.add(TM_ID)
+    asked = len(flink.asked)
+    await wait_until(lambda: len(flink.asked) >= asked + 10, what="asked closely again")
+    assert len(agent.events("agent.command_started")) == 2, "restarted again"
     assert fake.calls_of("DELETE") == []
     agent.stop.set()
     assert await agent.result() == 0
