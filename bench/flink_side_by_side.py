@@ -188,7 +188,6 @@ async def setup(
             ports=ports,
             extra={
                 **SHARED_FLINK_KEYS,
-                "rmd.flink.poll-interval": "500 ms",
                 "slotmanager.redundant-taskmanager-num": "1" if variant == "rmd-spare" else "0",
             },
         )

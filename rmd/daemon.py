@@ -665,6 +665,7 @@ def _flink_follower(
         rest=rest,
         clock=clock,
         poll_interval=settings.flink_poll_interval,
+        usage_interval=settings.flink_usage_poll_interval,
         metrics=FlinkMetrics(registry=registry),
         on_application_end=on_application_end,
     )

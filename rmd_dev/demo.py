@@ -388,7 +388,6 @@ async def start_cluster(
         extra={
             "taskmanager.numberOfTaskSlots": str(SLOTS_PER_TASKMANAGER),
             "resourcemanager.taskmanager-timeout": f"{IDLE_TIMEOUT:.0f} s",
-            "rmd.flink.poll-interval": "500 ms",
         },
     )
     jobmanager = LocalJobManager(flink=flink, work_dir=jm_dir, kubeconfig=kubeconfig, ports=ports)

@@ -169,9 +169,16 @@ FLINK_REST_URL = ConfigOption(
 FLINK_POLL_INTERVAL = ConfigOption(
     key="rmd.flink.poll-interval",
     parse=positive_duration,
+    default="500 ms",
+    meaning="how often rmd reads Flink's jobs, i.e. how soon a submitted job's demand is "
+    "seen (one small `/jobs/overview`; backoff with jitter after failures, up to 30 s)",
+)
+FLINK_USAGE_POLL_INTERVAL = ConfigOption(
+    key="rmd.flink.usage-poll-interval",
+    parse=positive_duration,
     default="2 s",
-    meaning="how often rmd reads Flink's jobs and TaskManagers (backoff with jitter after "
-    "failures, up to 30 s)",
+    meaning="how often rmd reads which TaskManagers Flink uses (`/taskmanagers`, for the idle "
+    "release); never more often than `rmd.flink.poll-interval`",
 )
 FLINK_REQUEST_TIMEOUT = ConfigOption(
     key="rmd.flink.request-timeout",
@@ -531,6 +538,7 @@ DAEMON_OPTIONS: tuple[OptionKey, ...] = (
     LOG_LEVEL,
     FLINK_REST_URL,
     FLINK_POLL_INTERVAL,
+    FLINK_USAGE_POLL_INTERVAL,
     FLINK_REQUEST_TIMEOUT,
     HA_TYPE,
     LEASE_DURATION,

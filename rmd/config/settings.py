@@ -81,6 +81,7 @@ class RmdSettings:
     supervise_flink: bool = _read(opt.SUPERVISE_FLINK)
     flink_rest_url: str | None = _read_optional(opt.FLINK_REST_URL)  # None: demand only over HTTP
     flink_poll_interval: float = _read(opt.FLINK_POLL_INTERVAL)
+    flink_usage_poll_interval: float = _read(opt.FLINK_USAGE_POLL_INTERVAL)
     flink_request_timeout: float = _read(opt.FLINK_REQUEST_TIMEOUT)
     high_availability: str = _read(opt.HA_TYPE)  # NONE, KUBERNETES or ZOOKEEPER
     lease_duration: float = _read(opt.LEASE_DURATION)
@@ -173,6 +174,7 @@ _DURATION_FIELDS = frozenset(
         "watch_idle_timeout",
         "api_request_timeout",
         "flink_poll_interval",
+        "flink_usage_poll_interval",
         "flink_request_timeout",
         "lease_duration",
         "renew_deadline",

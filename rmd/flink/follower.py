@@ -1,7 +1,9 @@
 """The JobMaster side for real Flink jobs: polls a JobManager's REST API, feeds the allocator.
 
 Every ``poll_interval`` (after a failure: backoff with jitter up to ``max_backoff``, at least
-a ``Retry-After``) one poll:
+a ``Retry-After``) one poll: step 1 each time (how soon a submitted job's demand is seen),
+step 2 when ``usage_interval`` has passed since it last ran (its reads grow with the
+TaskManagers, and it only times idle releases):
 
 1. ``/jobs/overview``; for each live job its slot demand (:mod:`rmd.flink.demand`) from
    ``/jobs/:id`` (read once per job: the slot-sharing layout and, under the default
@@ -133,6 +135,7 @@ class FlinkFollower:
         rest: FlinkRestClient,
         clock: Clock,
         poll_interval: float,
+        usage_interval: float | None = None,
         metrics: FollowerMetrics | None = None,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         max_parallel_requests: int = DEFAULT_MAX_PARALLEL_REQUESTS,
@@ -145,6 +148,8 @@ class FlinkFollower:
         self._rest = rest
         self._clock = clock
         self._interval = poll_interval
+        # TaskManager usage: never more often than the jobs (None: as often)
+        self._usage_interval = max(usage_interval or poll_interval, poll_interval)
         self._metrics = metrics
         self._max_backoff = max(max_backoff, poll_interval)
         self._requests = asyncio.Semaphore(max_parallel_requests)
@@ -190,20 +195,27 @@ class FlinkFollower:
 
     async def run(self) -> None:
         """Poll until cancelled."""
+        usage_due_at = float("-inf")
         while True:
             delay = self._interval
             if self._engine.ready:
                 try:
-                    delay = self._next_delay(await self.poll_once())
+                    usage = self._clock.monotonic() >= usage_due_at
+                    outcome = await self.poll_once(usage=usage)
+                    if usage:
+                        usage_due_at = self._clock.monotonic() + self._usage_interval
+                    delay = self._next_delay(outcome)
                 except Exception:  # a bug: log it, keep following
                     log.exception("flink_poll_crashed", url=self._rest.base_url)
             await asyncio.sleep(delay)
 
-    async def poll_once(self) -> PollOutcome:
-        """One complete poll: jobs, then TaskManagers. Never raises for what Flink answers."""
+    async def poll_once(self, *, usage: bool = True) -> PollOutcome:
+        """One poll: jobs, then (``usage``) TaskManagers. Never raises for what Flink
+        answers."""
         errors = PollOutcome()
         await self._follow_jobs(errors)
-        await self._follow_usage(errors)
+        if usage:
+            await self._follow_usage(errors)
         self._record_outcome(errors)
         return errors
 

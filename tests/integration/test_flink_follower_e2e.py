@@ -38,6 +38,7 @@ async def test_a_flink_job_gets_pods_and_flink_decides_when_they_go(
     extra = {
         "rmd.flink.rest-url": flink.url,
         "rmd.flink.poll-interval": "200 ms",
+        "rmd.flink.usage-poll-interval": "200 ms",
         "resourcemanager.taskmanager-timeout": f"{IDLE_TIMEOUT:.0f} s",
     }
     job = flink.add_job(JOB, parallelism=3, groups=2)  # 3 + 3 slots: two 4-slot pods

@@ -89,6 +89,7 @@ def make_rig(
     max_slots: int | None = None,
     engine_class: type[InMemoryEngine] = InMemoryEngine,
     on_application_end: Callable[[ApplicationEnd], None] | None = None,
+    usage_interval: float | None = None,
 ) -> Rig:
     clock = ManualClock()
     settings = AllocatorSettings(
@@ -106,6 +107,7 @@ def make_rig(
         rest=FlinkRestClient(session, base_url=flink.url, request_timeout=2.0),
         clock=clock,
         poll_interval=0.02,
+        usage_interval=usage_interval,
         metrics=FlinkMetrics(registry=registry),
         rng=random.Random(7),
         on_application_end=on_application_end,
@@ -517,6 +519,35 @@ async def test_nothing_is_declared_before_the_daemon_is_ready(
         await eventually_true(
             lambda: rig.follower.followed_jobs == {A: 2}, what="the job declared once ready"
         )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_jobs_are_read_every_poll_and_taskmanager_usage_every_usage_interval(
+    flink: FakeFlink, session: aiohttp.ClientSession
+) -> None:
+    """A submitted job's demand is seen within the (short) poll interval; the TaskManager
+    reads, which grow with the cluster and only time idle releases, come less often."""
+    rig = make_rig(flink, session, usage_interval=5.0)  # the rig's clock is manual
+    task = asyncio.create_task(rig.follower.run())
+    try:
+        await eventually_true(
+            lambda: flink.asked("/jobs/overview") >= 5, what="five polls of the jobs"
+        )
+        assert flink.asked("/taskmanagers") == 1  # the first poll; the clock has not moved
+        flink.add_job(A, parallelism=2)
+        await eventually_true(lambda: rig.follower.followed_jobs == {A: 2}, what="declared")
+        assert flink.asked("/taskmanagers") == 1
+        rig.clock.advance(5.0)
+        await eventually_true(
+            lambda: flink.asked("/taskmanagers") == 2, what="usage read once it is due"
+        )
+        jobs_polls = flink.asked("/jobs/overview")
+        await eventually_true(
+            lambda: flink.asked("/jobs/overview") >= jobs_polls + 5, what="more job polls"
+        )
+        assert flink.asked("/taskmanagers") == 2
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

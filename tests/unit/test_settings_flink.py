@@ -12,7 +12,8 @@ from tests.unit.test_settings import error_for, from_values
 def test_defaults_follow_no_flink() -> None:
     s = from_values({})
     assert s.flink_rest_url is None
-    assert s.flink_poll_interval == 2.0
+    assert s.flink_poll_interval == 0.5
+    assert s.flink_usage_poll_interval == 2.0
     assert s.flink_request_timeout == 5.0
 
 
@@ -20,20 +21,26 @@ def test_keys_are_read() -> None:
     s = from_values(
         {
             "rmd.flink.rest-url": "http://localhost:8081/",
-            "rmd.flink.poll-interval": "500 ms",
+            "rmd.flink.poll-interval": "250 ms",
+            "rmd.flink.usage-poll-interval": "10 s",
             "rmd.flink.request-timeout": "3 s",
         }
     )
     assert s.flink_rest_url == "http://localhost:8081"
-    assert s.flink_poll_interval == 0.5
+    assert s.flink_poll_interval == 0.25
+    assert s.flink_usage_poll_interval == 10.0
     assert s.flink_request_timeout == 3.0
-    assert s.describe()["flink_poll_interval"] == "500 ms"
+    assert s.describe()["flink_poll_interval"] == "250 ms"
+    assert s.describe()["flink_usage_poll_interval"] == "10 s"
 
 
 def test_the_keys_are_known() -> None:
-    assert {"rmd.flink.rest-url", "rmd.flink.poll-interval", "rmd.flink.request-timeout"} <= (
-        KNOWN_RMD_KEYS
-    )
+    assert {
+        "rmd.flink.rest-url",
+        "rmd.flink.poll-interval",
+        "rmd.flink.usage-poll-interval",
+        "rmd.flink.request-timeout",
+    } <= KNOWN_RMD_KEYS
 
 
 @pytest.mark.parametrize(
