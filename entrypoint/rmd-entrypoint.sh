@@ -43,15 +43,24 @@ case "$role" in
     exec "$RMD" taskmanager -- "$FLINK_ENTRYPOINT" taskmanager "$@"
     ;;
   jobmanager|application)
+    # Flink serves a job's REST view from a cache kept for rest.cache.execution-graph.timeout
+    # (3 s by default): the daemon, reading a job that still initializes, would see its
+    # vertices (its demand) up to that much later. Unless the configuration or the arguments
+    # set it, Flink's JobManager gets the daemon's poll interval (500 ms) instead.
+    rest_cache=()
+    if ! grep -qs "execution-graph" "$FLINK_CONF_DIR/config.yaml" "$FLINK_CONF_DIR/flink-conf.yaml" \
+      && [[ " $* " != *"execution-graph"* ]]; then
+      rest_cache=(-D rest.cache.execution-graph.timeout=500ms)
+    fi
     flink_role=jobmanager
-    flink_args=("$@")
+    flink_args=(${rest_cache[@]+"${rest_cache[@]}"} "$@")
     if [ "$role" = application ]; then
       # Flink's options, then ours (a later -D wins), then the program's arguments.
       options=()
       while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do options+=("$1"); shift; done
       [ "$#" -gt 0 ] && shift
       flink_role=standalone-job
-      flink_args=(${options[@]+"${options[@]}"} -D execution.shutdown-on-application-finish=false -- "$@")
+      flink_args=(${rest_cache[@]+"${rest_cache[@]}"} ${options[@]+"${options[@]}"} -D execution.shutdown-on-application-finish=false -- "$@")
       set -- ${options[@]+"${options[@]}"}
     fi
     daemon_pid=""

@@ -20,6 +20,8 @@ import pytest
 from tests.support.waiting import until
 
 SCRIPT = Path(__file__).resolve().parents[2] / "entrypoint" / "rmd-entrypoint.sh"
+# What Flink's JobManager gets unless the configuration sets it (the daemon's poll interval).
+REST_CACHE = "-D rest.cache.execution-graph.timeout=500ms"
 
 STAND_IN = """\
 #!{python}
@@ -102,7 +104,7 @@ def test_jobmanager_role_forwards_sigterm_to_both_and_exits_0(stand_ins: Path) -
     finally:
         proc.kill()
     assert _record(stand_ins, "rmd") == ["daemon --conf-dir /etc/flink", "TERM"]
-    assert _record(stand_ins, "flink-entrypoint") == ["jobmanager", "TERM"]
+    assert _record(stand_ins, "flink-entrypoint") == [f"jobmanager {REST_CACHE}", "TERM"]
 
 
 def test_jobmanager_role_gives_its_dynamic_properties_to_the_daemon_too(stand_ins: Path) -> None:
@@ -118,7 +120,32 @@ def test_jobmanager_role_gives_its_dynamic_properties_to_the_daemon_too(stand_in
     assert _record(stand_ins, "rmd")[0] == (
         "daemon --conf-dir /etc/flink -D rest.address=10.0.0.7 -D rmd.rest.port=9"
     )
-    assert _record(stand_ins, "flink-entrypoint") == ["jobmanager " + " ".join(args)]
+    assert _record(stand_ins, "flink-entrypoint") == [f"jobmanager {REST_CACHE} " + " ".join(args)]
+
+
+@pytest.mark.parametrize("where", ["config.yaml", "flink-conf.yaml", "arguments"])
+def test_a_rest_cache_timeout_the_user_set_is_left_alone(
+    stand_ins: Path, tmp_path: Path, where: str
+) -> None:
+    """Flink's JobManager gets rest.cache.execution-graph.timeout=500ms (so the daemon sees a
+    new job's demand within its poll) only where neither the configuration nor the
+    arguments set it."""
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    args: list[str] = []
+    if where == "arguments":
+        args = ["-D", "rest.cache.execution-graph.timeout=5s"]
+    else:
+        (conf_dir / where).write_text("rest:\n  cache:\n    execution-graph:\n      timeout: 5 s\n")
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "jobmanager", *args],
+        env=_env(stand_ins, FLINK_ENTRYPOINT_EXIT_AFTER="0") | {"FLINK_CONF_DIR": str(conf_dir)},
+    )
+    try:
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    assert _record(stand_ins, "flink-entrypoint") == [" ".join(["jobmanager", *args])]
 
 
 def test_jobmanager_role_ends_when_flink_ends_and_stops_the_daemon(stand_ins: Path) -> None:
@@ -150,7 +177,7 @@ def test_application_role_runs_flinks_standalone_job_kept_up_and_the_daemon(
         proc.kill()
     assert _record(stand_ins, "rmd")[0] == "daemon --conf-dir /etc/flink -D rest.port=1"
     assert _record(stand_ins, "flink-entrypoint") == [
-        "standalone-job --jars local:///x.jar --job-classname a.B -D rest.port=1 "
+        f"standalone-job {REST_CACHE} --jars local:///x.jar --job-classname a.B -D rest.port=1 "
         "-D execution.shutdown-on-application-finish=false -- -D 100"
     ]
 
@@ -170,7 +197,8 @@ def test_application_role_without_program_arguments_forwards_sigterm(stand_ins: 
         proc.kill()
     assert _record(stand_ins, "rmd") == ["daemon --conf-dir /etc/flink", "TERM"]
     assert _record(stand_ins, "flink-entrypoint") == [
-        "standalone-job --jars local:///x.jar -D execution.shutdown-on-application-finish=false --",
+        f"standalone-job {REST_CACHE} --jars local:///x.jar "
+        "-D execution.shutdown-on-application-finish=false --",
         "TERM",
     ]
 
