@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -52,6 +53,7 @@ from rmd.api.server import ApiRunner
 from rmd.api.tokens import BearerTokens
 from rmd.application_cluster import ApplicationClusterEnd
 from rmd.cli_options import add_configuration_arguments
+from rmd.config import options as opt
 from rmd.config.files import CONFIG_YAML, configuration_directory
 from rmd.config.flinkconf import ConfigError, FlinkConfiguration
 from rmd.config.podoptions import taskmanager_arguments
@@ -64,6 +66,14 @@ from rmd.core.recovery import StateSnapshot
 from rmd.driver import DaemonEngine
 from rmd.flink.application import ApplicationEnd
 from rmd.flink.follower import FlinkFollower
+from rmd.flink.launch_plan import PLAN_FILE
+from rmd.flink.launch_recording import (
+    JAVA_OPTIONS_KEYS,
+    PID_DIR_KEY,
+    REDIRECT_KEY,
+    RecordingRefused,
+    record_launch_plan,
+)
 from rmd.flink.rest import FlinkRestClient
 from rmd.flink.taskmanager_memory import (
     JAVA_HOME_KEY,
@@ -133,6 +143,9 @@ class DaemonConfig:
     # Why the TaskManager pods compute their JVM memory options themselves (taskmanager.sh's
     # helper JVM) instead of getting them from the daemon; None when they get them.
     memory_not_precomputed: str | None = None
+    # Why the TaskManager pods run Flink's scripts instead of the daemon's launch plan
+    # (rmd.flink.launch_plan); None when the ConfigMap carries one.
+    launch_not_planned: str | None = None
 
 
 def allocator_settings(settings: RmdSettings) -> AllocatorSettings:
@@ -190,6 +203,7 @@ def load_daemon_config(
     token = read_auth_token(settings.auth_token_file)
     config_map = None
     not_precomputed: str | None = "rmd.taskmanager.supervise-flink is off"
+    not_planned: str | None = not_precomputed
     if settings.supervise_flink:
         config_map = flink_config_map(
             conf,
@@ -212,6 +226,29 @@ def load_daemon_config(
             pods = TaskManagerPodFactory.from_configuration(
                 conf, settings, memory=precomputed.memory
             )
+            not_planned = "rmd.taskmanager.launch-plan is off"
+            if settings.launch_plan:
+                try:
+                    plan = record_launch_plan(
+                        flink_home=Path(environ["FLINK_HOME"].strip()),
+                        conf_files={CONFIG_YAML: config_map.data[CONFIG_YAML]},
+                        pod_env=pods.container_env(),
+                        image_env=environ,
+                        conf_dir=conf.get(opt.CONF_DIR),
+                        java_home_setting=conf.get_str(JAVA_HOME_KEY) or "",
+                        pid_dir_setting=conf.get_str(PID_DIR_KEY) or "",
+                        java_options=[conf.get_str(key) or "" for key in JAVA_OPTIONS_KEYS],
+                        redirect_to_file=(conf.get_str(REDIRECT_KEY) or "").lower() == "true",
+                    )
+                except RecordingRefused as error:
+                    not_planned = str(error)
+                else:
+                    not_planned = None
+                    config_map = dataclasses.replace(
+                        config_map, data={**config_map.data, PLAN_FILE: plan.to_json()}
+                    )
+        else:
+            not_planned = "the JVM memory options are not precomputed"
     return DaemonConfig(
         conf=conf,
         settings=settings,
@@ -219,6 +256,7 @@ def load_daemon_config(
         auth_token=token,
         flink_config_map=config_map,
         memory_not_precomputed=not_precomputed,
+        launch_not_planned=not_planned,
     )
 
 
@@ -714,6 +752,14 @@ def run_daemon(argv: Sequence[str]) -> int:
             "taskmanager_memory_not_precomputed",
             reason=config.memory_not_precomputed,
             consequence="each TaskManager pod's taskmanager.sh computes it (one more JVM)",
+        )
+    if config.launch_not_planned is None:
+        log.info("taskmanager_launch_planned", file=PLAN_FILE)
+    elif config.settings.supervise_flink:
+        log.info(
+            "taskmanager_launch_not_planned",
+            reason=config.launch_not_planned,
+            consequence="each TaskManager pod runs Flink's scripts (two helper JVMs)",
         )
     try:
         eventloop.run(_main(config, kubeconfig=args.kubeconfig))

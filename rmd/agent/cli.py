@@ -20,17 +20,29 @@ import importlib
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rmd import eventloop
 from rmd.agent.child import SupervisedProcess
 from rmd.agent.exit_codes import EXIT_OK, EXIT_USAGE
 from rmd.agent.flink_conf import flink_rest_url
 from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
+from rmd.config import agent_env
+from rmd.flink.launch_plan import (
+    PLAN_FILE,
+    Launch,
+    LaunchPlan,
+    PlanError,
+    apply_plan,
+    record_pid,
+)
 
 USAGE = "usage: rmd taskmanager [--grace-period SECONDS] [--] [command [args ...]]"
 _GRACE_OPTION = "--grace-period"
@@ -93,11 +105,46 @@ def run_taskmanager(argv: Sequence[str]) -> int:
     except AgentEnvironmentError as error:
         print(f"rmd taskmanager: {error}", file=sys.stderr)
         return EXIT_USAGE
+    command: Sequence[str] = args.command
+    planned = PlannedLaunch(launch=None, unused_because=None)
+    if settings.supervise_flink:
+        planned = planned_launch(command, env=env)
+        if planned.launch is not None:
+            command, env = planned.launch.command, planned.launch.env
     return eventloop.run(
         _run_until_signalled(
-            settings, env=env, command=args.command, grace_period=args.grace_period
+            settings,
+            env=env,
+            command=command,
+            grace_period=args.grace_period,
+            planned=planned,
         )
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannedLaunch:
+    """The daemon's launch plan applied to this pod (:mod:`rmd.flink.launch_plan`)."""
+
+    launch: Launch | None  # None: the command runs as given
+    unused_because: str | None  # why a published plan does not fit; None: no plan, or used
+
+
+def planned_launch(command: Sequence[str], *, env: Mapping[str, str]) -> PlannedLaunch:
+    """The plan in ``$FLINK_CONF_DIR`` applied to ``command`` and ``env`` when it fits."""
+    conf_dir = env.get(agent_env.FLINK_CONF_DIR, "").strip()
+    if not command or not conf_dir:
+        return PlannedLaunch(launch=None, unused_because=None)
+    try:
+        plan = LaunchPlan.from_json((Path(conf_dir) / PLAN_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return PlannedLaunch(launch=None, unused_because=None)  # the daemon made none
+    except (OSError, UnicodeDecodeError, PlanError) as error:
+        return PlannedLaunch(launch=None, unused_because=f"{PLAN_FILE}: {error}")
+    result = apply_plan(plan, command=command, env=env, hostname=socket.gethostname())
+    if isinstance(result, str):
+        return PlannedLaunch(launch=None, unused_because=result)
+    return PlannedLaunch(launch=result, unused_because=None)
 
 
 async def _start_early(
@@ -122,6 +169,7 @@ async def _run_until_signalled(
     env: Mapping[str, str],
     command: Sequence[str],
     grace_period: float | None,
+    planned: PlannedLaunch,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -130,6 +178,8 @@ async def _run_until_signalled(
         loop.add_signal_handler(signum, stop.set)
     try:
         started = await _start_early(settings, env=env, command=command)
+        if started is not None and planned.launch is not None:
+            record_pid(planned.launch.pid_file, started.pid)  # as flink-console.sh does
         # Only now the agent itself (its HTTP client, logging): the command already runs.
         await load_agent_modules(niceness=LOADING_NICENESS if started is not None else 0)
         import structlog
@@ -139,6 +189,7 @@ async def _run_until_signalled(
 
         if not structlog.is_configured():  # run in-process by a host that set up logging
             configure_logging(level="info")
+        _log_plan(planned, structlog.get_logger("rmd.agent"))
         timing = AgentTiming() if grace_period is None else AgentTiming(grace_period=grace_period)
         return await run_agent(
             settings=settings,
@@ -155,6 +206,17 @@ async def _run_until_signalled(
         for signum in signals:
             loop.remove_signal_handler(signum)
             signal.signal(signum, signal.SIG_IGN)
+
+
+def _log_plan(planned: PlannedLaunch, log: Any) -> None:
+    if planned.launch is not None:
+        log.info("agent.launch_plan_used", log_number=planned.launch.log_id)
+    elif planned.unused_because is not None:
+        log.warning(
+            "agent.launch_plan_unused",
+            reason=planned.unused_because,
+            consequence="Flink's scripts start the TaskManager (their helper JVMs included)",
+        )
 
 
 async def load_agent_modules(*, niceness: int) -> int:

@@ -367,6 +367,15 @@ SUPERVISE_FLINK = ConfigOption(
     default="true",
     meaning="the agent wraps `<kubernetes.entry.path> taskmanager <args>`",
 )
+LAUNCH_PLAN = ConfigOption(
+    key="rmd.taskmanager.launch-plan",
+    parse=boolean,
+    default="true",
+    meaning=(
+        "the daemon runs Flink's `kubernetes-taskmanager.sh` once and pods that match start "
+        "the TaskManager's JVM directly, without the scripts' helper JVMs"
+    ),
+)
 ENTRY_PATH = ConfigOption(
     key="kubernetes.entry.path",
     parse=environment.entry_path,
@@ -571,6 +580,7 @@ POD_OPTIONS: tuple[OptionKey, ...] = (
     SECRETS,
     AGENT_COMMAND,
     SUPERVISE_FLINK,
+    LAUNCH_PLAN,
     ENTRY_PATH,
     ENTRYPOINT_ARGS,
     CONF_DIR,

@@ -79,6 +79,7 @@ class RmdSettings:
     log_level: str = _read(opt.LOG_LEVEL)
     agent_command: tuple[str, ...] = _read(opt.AGENT_COMMAND)
     supervise_flink: bool = _read(opt.SUPERVISE_FLINK)
+    launch_plan: bool = _read(opt.LAUNCH_PLAN)
     flink_rest_url: str | None = _read_optional(opt.FLINK_REST_URL)  # None: demand only over HTTP
     flink_poll_interval: float = _read(opt.FLINK_POLL_INTERVAL)
     flink_usage_poll_interval: float = _read(opt.FLINK_USAGE_POLL_INTERVAL)

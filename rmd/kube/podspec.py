@@ -132,6 +132,19 @@ class TaskManagerPodFactory:
         """The TaskManager pod template file's text, when one is configured."""
         return self._template_text
 
+    def container_env(self) -> dict[str, str | None]:
+        """The main container's variables as the pod spec sets them: the value, or None
+        where the pod learns it (``valueFrom``: downward API, Secrets, ConfigMaps)."""
+        container = next(
+            item
+            for item in self._prototype["spec"]["containers"]
+            if item.get("name") == MAIN_CONTAINER_NAME
+        )
+        return {
+            str(item["name"]): str(item["value"]) if "value" in item else None
+            for item in container.get("env") or []
+        }
+
     @property
     def selector_labels(self) -> dict[str, str]:
         return dict(self._selector_labels)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from kubernetes_asyncio import client, watch
 
 from rmd.config.files import parse_config_yaml
+from rmd.flink.launch_plan import PLAN_FILE, RUNNER_CLASS, LaunchPlan
 from rmd.flink.taskmanager_memory import JVM_MEM_OPTS_ENV, KUBERNETES_TASKMANAGER_SCRIPT
 from rmd_dev.provision import FlinkInstall
 from tests.conftest import (
@@ -134,6 +136,9 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
         assert published["jobmanager.rpc.address"] == "127.0.0.1"
         assert published["rest.port"] == jm.rest_url.rsplit(":", 1)[1]
         assert "log4j-console.properties" in config_map.data
+        # ... with the TaskManagers' launch plan, recorded once from Flink's own scripts.
+        plan = LaunchPlan.from_json(config_map.data[PLAN_FILE])
+        assert RUNNER_CLASS in plan.arguments, plan.arguments
 
         started = time.monotonic()
         await jm.daemon_json("PUT", "/v1/jobs/j/requirements", {"slots": 4})
@@ -205,6 +210,23 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
         [victim_jvm] = _taskmanager_jvms(victim)
         jvm_words = _command_line(victim_jvm)
         assert set(memory_option_text.split()) <= set(jvm_words), jvm_words
+        # Each started its JVM from the plan: no flink-console.sh ran (it says "Starting ...
+        # as a console application"), and the JVM's log file is named after the pod.
+        for name in names:
+            log_text = (
+                dev_cluster.dir
+                / "emulator"
+                / "pods"
+                / namespace
+                / name
+                / "flink-main-container.log"
+            ).read_text(errors="replace")
+            assert "agent.launch_plan_used" in log_text, log_text[-2000:]
+            assert "as a console application" not in log_text, log_text[-2000:]
+        [log_file] = [word for word in jvm_words if word.startswith("-Dlog.file=")]
+        assert re.fullmatch(
+            rf"-Dlog\.file=.*-kubernetes-taskmanager-\d+-{victim}\.log", log_file
+        ), log_file
         deleted = time.monotonic()
         await core.delete_namespaced_pod(victim, namespace, _request_timeout=REQUEST_TIMEOUT)
 
