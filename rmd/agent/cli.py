@@ -10,6 +10,10 @@ hundred milliseconds of imports on a busy node), and those imports run on a thre
 own at a lower CPU priority (:data:`LOADING_NICENESS`; Linux's nice value is per thread), so
 the TaskManager's JVM, starting at the same moment, goes first on a node short of CPU. The
 agent's own thread and the command keep their priority. The agent then supervises it as usual.
+
+When the daemon published a launch plan next to ``config.yaml`` (:mod:`rmd.flink.launch_plan`)
+and this pod matches it, the command is the TaskManager's JVM itself, started through the
+image's entrypoint, instead of Flink's ``kubernetes-taskmanager.sh`` (no helper JVMs).
 """
 
 from __future__ import annotations
