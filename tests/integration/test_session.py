@@ -25,6 +25,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from rmd.config.files import parse_config_yaml
+from rmd.flink.launch_plan import PLAN_FILE
 from rmd.kube.statestore import state_config_map_name
 from rmd_dev.provision import FlinkInstall
 from tests.conftest import (
@@ -156,6 +157,19 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
             "/opt/flink/conf/taskmanager-pod-template.yaml"
         )
         assert len(tm_names) == 2  # 4 slots at 2 per TaskManager
+        # The daemon in the JobManager pod made a launch plan, and both TaskManager pods
+        # started their JVM from it (no helper JVMs; test_flink_launch_plan.py).
+        assert PLAN_FILE in config_map.data
+        for name in tm_names:
+            log_text = (
+                dev_cluster.dir
+                / "emulator"
+                / "pods"
+                / namespace
+                / name
+                / "flink-main-container.log"
+            ).read_text(errors="replace")
+            assert "agent.launch_plan_used" in log_text, log_text[-3000:]
         assert await jm.taskmanager_ids() == tm_names  # registered with Flink under pod names
 
     listed = await rmd_cli("session", "list", *common)
