@@ -35,6 +35,7 @@ from tests.conftest import (
 from tests.integration.daemon_harness import pod_census
 from tests.support.flink import (
     all_tasks_running,
+    assert_started_from_launch_plan,
     flink_jobmanager,
     following_flink,
     following_keys,
@@ -210,19 +211,8 @@ async def test_real_flink_taskmanagers_in_rmd_pods_run_a_job(
         [victim_jvm] = _taskmanager_jvms(victim)
         jvm_words = _command_line(victim_jvm)
         assert set(memory_option_text.split()) <= set(jvm_words), jvm_words
-        # Each started its JVM from the plan: no flink-console.sh ran (it says "Starting ...
-        # as a console application"), and the JVM's log file is named after the pod.
-        for name in names:
-            log_text = (
-                dev_cluster.dir
-                / "emulator"
-                / "pods"
-                / namespace
-                / name
-                / "flink-main-container.log"
-            ).read_text(errors="replace")
-            assert "agent.launch_plan_used" in log_text, log_text[-2000:]
-            assert "as a console application" not in log_text, log_text[-2000:]
+        # Each started its JVM from the daemon's launch plan, its log file named after the pod.
+        assert_started_from_launch_plan(dev_cluster.dir, namespace=namespace, pods=names)
         [log_file] = [word for word in jvm_words if word.startswith("-Dlog.file=")]
         assert re.fullmatch(
             rf"-Dlog\.file=.*-kubernetes-taskmanager-\d+-{victim}\.log", log_file

@@ -43,7 +43,7 @@ from tests.integration.cluster_cli import (
     local_conf_dir,
     rmd_cli,
 )
-from tests.support.flink import TM_SELECTOR, all_tasks_running
+from tests.support.flink import TM_SELECTOR, all_tasks_running, assert_started_from_launch_plan
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -160,16 +160,7 @@ async def test_session_start_runs_a_job_and_stopping_removes_everything(
         # The daemon in the JobManager pod made a launch plan, and both TaskManager pods
         # started their JVM from it (no helper JVMs; test_flink_launch_plan.py).
         assert PLAN_FILE in config_map.data
-        for name in tm_names:
-            log_text = (
-                dev_cluster.dir
-                / "emulator"
-                / "pods"
-                / namespace
-                / name
-                / "flink-main-container.log"
-            ).read_text(errors="replace")
-            assert "agent.launch_plan_used" in log_text, log_text[-3000:]
+        assert_started_from_launch_plan(dev_cluster.dir, namespace=namespace, pods=tm_names)
         assert await jm.taskmanager_ids() == tm_names  # registered with Flink under pod names
 
     listed = await rmd_cli("session", "list", *common)

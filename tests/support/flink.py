@@ -357,3 +357,14 @@ def report_figures(title: str, figures: Mapping[str, float]) -> None:
     """The measured figures on stderr (``pytest -s`` shows them)."""
     report = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in figures.items())
     sys.stderr.write(f"\n{title}: {report}\n")
+
+
+def assert_started_from_launch_plan(cluster_dir: Path, *, namespace: str, pods: set[str]) -> None:
+    """Each pod's agent started the TaskManager's JVM from the daemon's launch plan: it says
+    so, and Flink's ``flink-console.sh`` (which says "Starting ... as a console
+    application") did not run (the node emulator keeps each container's log)."""
+    for name in sorted(pods):
+        log = cluster_dir / "emulator" / "pods" / namespace / name / "flink-main-container.log"
+        text = log.read_text(errors="replace")
+        assert "agent.launch_plan_used" in text, f"{name}: {text[-3000:]}"
+        assert "as a console application" not in text, f"{name}: {text[-3000:]}"
