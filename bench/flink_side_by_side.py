@@ -19,9 +19,11 @@ Scenarios, in this order, for each: (a) submit → every task RUNNING, pods crea
 (created but never listed by Flink's ``/taskmanagers``); (b) cancel → the pods released
 (seconds after the cancel; T stated); (a') a second submit on an empty cluster; (c) a
 TaskManager pod deleted (``kubectl delete pod``, grace 30 s) → the job RUNNING again (it
-restarted), pods created meanwhile; (d) the JobManager pod SIGKILLed (Flink's JobManager,
-and with rmd the daemon beside it) and started again at once, the job resubmitted (no HA:
-the new JobManager knows no job) → RUNNING, peak pods alive, pods created.
+restarted: the job's own RESTARTING timestamp moved; the ``numRestarts`` metric, read before
+run 9, lags up to Flink's 10 s metric-fetch interval), pods created meanwhile; (d) the
+JobManager pod SIGKILLed (Flink's JobManager, and with rmd the daemon beside it) and started
+again at once, the job resubmitted (no HA: the new JobManager knows no job) → RUNNING, peak
+pods alive, pods created.
 
 Pods are counted by an independent watch (:class:`bench.scale_out.PodCensus`); Flink's
 ``/taskmanagers`` is polled every 0.5 s for which pods ever registered. The TaskManagers run
@@ -347,7 +349,7 @@ async def scenarios(
 
     # (a') and (c)
     job_id = await submit()
-    restarts = await rest.restarts(job_id)
+    restarted = await rest.last_restart(job_id)
     placement = await rest.task_placement(job_id)  # not an idle warm spare
     victim = sorted(watch.alive & placement.keys())[0]
     before = set(watch.seen)
@@ -357,7 +359,7 @@ async def scenarios(
 
     async def recovered() -> bool:
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, local.FlinkRestError):
-            return await rest.restarts(job_id) > restarts and await _all_running(rest, job_id)
+            return await rest.last_restart(job_id) > restarted and await _all_running(rest, job_id)
         return False
 
     done = await _until(recovered, what="RUNNING again after the delete", timeout=JVM_DEADLINE)

@@ -332,6 +332,14 @@ class FlinkRest:
         values = [int(float(m["value"])) for m in body if m.get("id") == "numRestarts"]
         return values[0] if values else 0
 
+    async def last_restart(self, job_id: str) -> int:
+        """When the job last switched to RESTARTING (epoch milliseconds; 0: never), from the
+        job's own view (``timestamps``). Unlike the ``numRestarts`` metric, which Flink's
+        metric fetcher refreshes only every ``metrics.fetcher.update-interval`` (10 s), it is
+        as fresh as the job's view (``rest.cache.execution-graph.timeout``)."""
+        job = await self.job(job_id)
+        return int((job.get("timestamps") or {}).get("RESTARTING") or 0)
+
     async def task_placement(self, job_id: str) -> dict[str, int]:
         """How many of the job's running tasks each TaskManager (by id) holds."""
         job = await self.job(job_id)
