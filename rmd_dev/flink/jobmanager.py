@@ -326,12 +326,6 @@ class FlinkRest:
         body: dict[str, Any] = await self.get(f"/jobs/{job_id}")
         return body
 
-    async def restarts(self, job_id: str) -> int:
-        """The job's ``numRestarts`` metric (0 when Flink does not report it yet)."""
-        body = await self.get(f"/jobs/{job_id}/metrics?get=numRestarts")
-        values = [int(float(m["value"])) for m in body if m.get("id") == "numRestarts"]
-        return values[0] if values else 0
-
     async def last_restart(self, job_id: str) -> int:
         """When the job last switched to RESTARTING (epoch milliseconds; 0: never), from the
         job's own view (``timestamps``). Unlike the ``numRestarts`` metric, which Flink's

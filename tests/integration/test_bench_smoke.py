@@ -33,7 +33,8 @@ async def test_heartbeats_over_the_channel_are_measured() -> None:
     for kind in ("bare-channel", "rmd-channel"):
         assert row[kind]["requests"] == 40
         assert row[kind]["errors"] == 0  # every channel's last frames were read (pings answered)
-        assert row[kind]["server_cpu_ms_per_request"] > 0
+        # /proc counts CPU in clock ticks (10 ms): 40 cheap frames may cost less than one
+        assert row[kind]["server_cpu_ms_per_request"] >= 0
 
 
 def test_the_table_shows_every_part() -> None:
