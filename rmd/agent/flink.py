@@ -11,7 +11,11 @@ TaskManager registers only after its RPC service is up, and Flink 2.x answers ea
 about a TaskManager it does not know with a 500 and an ERROR with a stack trace in its log —
 about ten per pod while the JVM starts, when asked every second from the pod's start. The
 port is checked on the pod's own address (the pod spec binds the TaskManager there); the
-cost of a connect that is refused is nothing to anybody.
+cost of a connect that is refused is nothing to anybody. Between the port opening and the
+registration (a second or two) the JobManager would still answer that ERROR: where the
+TaskManager's log file is known (``-Dlog.file=`` on its command line, as the launch plan
+starts it), it is asked once that log says the TaskManager registered
+(:data:`REGISTERED_LINE`), read by :meth:`FlinkTaskManagerProbe.registration_logged`.
 
 Where the JobManager's REST endpoint is: :mod:`rmd.agent.flink_conf`.
 """
@@ -21,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
@@ -30,6 +36,19 @@ from rmd.agent.flink_conf import flink_rest_url
 __all__ = ["FlinkAnswer", "FlinkTaskManagerProbe", "flink_rest_url"]
 
 UNKNOWN_TASKMANAGER = "UnknownTaskExecutorException"  # in Flink's 500 for an unknown id
+# What Flink's TaskExecutor logs (INFO) once its ResourceManager accepted it.
+REGISTERED_LINE = b"Successful registration at resource manager"
+LOG_FILE_PROPERTY = "-Dlog.file="
+_LOG_READ_LIMIT = 1 << 20  # bytes read per look
+
+
+def taskmanager_log_file(command: Sequence[str]) -> Path | None:
+    """The TaskManager's log file when its command line names it (``-Dlog.file=<path>``,
+    as ``flink-console.sh`` passes it to the JVM); None otherwise."""
+    for word in command:
+        if word.startswith(LOG_FILE_PROPERTY) and len(word) > len(LOG_FILE_PROPERTY):
+            return Path(word[len(LOG_FILE_PROPERTY) :])
+    return None
 
 
 class FlinkAnswer(enum.Enum):
@@ -49,11 +68,16 @@ class FlinkTaskManagerProbe:
         resource_id: str,
         request_timeout: float,
         rpc_address: tuple[str, int] | None = None,
+        log_file: Path | None = None,
     ) -> None:
         """``rpc_address``: the TaskManager's RPC host and port, checked by
-        :meth:`rpc_port_open` (None: not checked, always "open")."""
+        :meth:`rpc_port_open` (None: not checked, always "open"). ``log_file``: the
+        TaskManager's log file, read by :meth:`registration_logged` (None: unknown)."""
         self.rest_url = rest_url.rstrip("/")
         self.rpc_address = rpc_address
+        self.log_file = log_file
+        self._log_offset = 0
+        self._log_tail = b""
         self._session = session
         self._url = f"{self.rest_url}/taskmanagers/{quote(resource_id, safe='')}"
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
@@ -72,6 +96,26 @@ class FlinkTaskManagerProbe:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
         return True
+
+    def registration_logged(self) -> bool:
+        """Whether the TaskManager's log file gained :data:`REGISTERED_LINE` since the last
+        look (only what was written after the previous call counts; a file that shrank was
+        rolled over and is read from its start). False when there is no such file."""
+        if self.log_file is None:
+            return False
+        try:
+            with open(self.log_file, "rb") as file:
+                size = file.seek(0, 2)
+                if size < self._log_offset:  # rolled over: a new file
+                    self._log_offset, self._log_tail = 0, b""
+                file.seek(self._log_offset)
+                chunk = file.read(_LOG_READ_LIMIT)
+        except OSError:
+            return False
+        self._log_offset += len(chunk)
+        text = self._log_tail + chunk
+        self._log_tail = text[-len(REGISTERED_LINE) :]
+        return REGISTERED_LINE in text
 
     async def listed(self) -> bool:
         """True once the JobManager answers 200 for the TaskManager; False for anything else

@@ -73,7 +73,12 @@ from rmd.agent.exit_codes import (
     EXIT_REJECTED,
     EXIT_USAGE,
 )
-from rmd.agent.flink import FlinkAnswer, FlinkTaskManagerProbe, flink_rest_url
+from rmd.agent.flink import (
+    FlinkAnswer,
+    FlinkTaskManagerProbe,
+    flink_rest_url,
+    taskmanager_log_file,
+)
 from rmd.agent.settings import AgentEnvironmentError, AgentSettings, settings_from_env
 from rmd.core.clock import Clock, SystemClock
 from rmd.retry import Backoff, Failure, Pacing, RetryPolicy, retry
@@ -100,6 +105,10 @@ class AgentTiming:
     # (a TaskManager bound to another address than the pod's still gets registered).
     flink_port_poll_interval: float = 0.2
     flink_unopened_poll: float = 10.0
+    # With the TaskManager's log file known, once the port is open the JobManager is asked
+    # only when that log says the TaskManager registered (read every
+    # flink_port_poll_interval), or after this long without it (a log without INFO lines).
+    flink_log_grace: float = 3.0
     # Unknown to an answering JobManager (404) for this long once it was up: restart it.
     flink_forgotten_after: float = 5.0
     # While registered, Flink is asked once per heartbeat; every flink_poll_interval for this
@@ -199,6 +208,7 @@ async def run_agent(
                     resource_id=settings.taskmanager_id,
                     request_timeout=chosen_timing.request_timeout,
                     rpc_address=(settings.pod_ip, settings.port),
+                    log_file=taskmanager_log_file(command or ()),
                 )
             ),
         )
@@ -251,6 +261,9 @@ class _Agent:
         # the running TaskManager's RPC port was seen open (reset when it is restarted), and
         # when Flink's JobManager was last asked about it
         self._rpc_port_seen_open = False
+        self._rpc_port_open_at = float("-inf")
+        self._registration_seen = False  # its log said it registered (reset with the port)
+        self._asking_closely = False  # asked every flink_poll_interval (else: port polling)
         self._flink_asked_at = float("-inf")
         self._restarted_at = float("-inf")
         self._close_watch_until = float("-inf")
@@ -351,7 +364,7 @@ class _Agent:
                     return None
             interruption = await self._pause(
                 self._timing.flink_poll_interval
-                if self._rpc_port_seen_open
+                if self._asking_closely
                 else self._timing.flink_port_poll_interval
             )
             if interruption is not None:
@@ -361,24 +374,44 @@ class _Agent:
         self, probe: FlinkTaskManagerProbe, *, since: float
     ) -> bool | Interruption:
         """Whether to ask the JobManager about a TaskManager not listed yet: once its RPC
-        port has been open (it registers only after that), else every flink_unopened_poll.
-        Asking is noted."""
+        port has been open (it registers only after that) and, where its log file is known,
+        its log says it registered or flink_log_grace has passed; else every
+        flink_unopened_poll. Asking is noted."""
         if not self._rpc_port_seen_open:
             opened = await self._race(probe.rpc_port_open)
             if isinstance(opened, Interruption):
                 return opened
             if opened:
                 self._rpc_port_seen_open = True
+                self._rpc_port_open_at = self._clock.monotonic()
                 self._log.info(
                     "agent.flink_taskmanager_port_open",
-                    after_seconds=round(self._clock.monotonic() - since, 3),
+                    after_seconds=round(self._rpc_port_open_at - since, 3),
                 )
         now = self._clock.monotonic()
+        self._asking_closely = self._rpc_port_seen_open and self._registration_awaited(
+            probe, now=now, since=since
+        )
         due = now - self._flink_asked_at >= self._timing.flink_unopened_poll
-        if self._rpc_port_seen_open or due:
+        if self._asking_closely or due:
             self._flink_asked_at = now
             return True
         return False
+
+    def _registration_awaited(
+        self, probe: FlinkTaskManagerProbe, *, now: float, since: float
+    ) -> bool:
+        """With the port open: whether the TaskManager may have registered by now."""
+        if probe.log_file is None or self._registration_seen:
+            return True
+        if probe.registration_logged():
+            self._registration_seen = True
+            self._log.info(
+                "agent.flink_taskmanager_registration_logged",
+                after_seconds=round(now - since, 3),
+            )
+            return True
+        return now - self._rpc_port_open_at >= self._timing.flink_log_grace
 
     def _watch_child(self) -> None:
         assert self._child is not None
@@ -446,7 +479,7 @@ class _Agent:
             return Interruption.COMMAND_EXITED  # the old one has exited: end as it would
         self._watch_child()
         self._restarted_unlisted = True  # once only, until Flink lists the new one
-        self._rpc_port_seen_open = False
+        self._rpc_port_seen_open = self._registration_seen = self._asking_closely = False
         self._restarted_at = self._flink_asked_at = self._clock.monotonic()
         self._log.info("agent.command_started", command=list(self._command), pid=self._child.pid)
         return None

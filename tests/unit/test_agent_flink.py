@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from rmd.agent.exit_codes import EXIT_USAGE
+from rmd.agent.flink import FlinkTaskManagerProbe, taskmanager_log_file
 from rmd.config import agent_env
 from tests.support.fake_flink import golden
 from tests.support.waiting import eventually_true
@@ -157,6 +159,73 @@ async def test_the_jobmanager_is_asked_rarely_until_the_taskmanager_rpc_port_ope
         assert fake.calls_of("POST") == []
         flink.known.add(TM_ID)
         await wait_until(lambda: TM_ID in fake.registered, what="registered once listed")
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+LOGGED = dataclasses.replace(GATED, flink_unopened_poll=30.0, flink_log_grace=30.0)
+REGISTERED = (
+    "2026-12-02 03:06:15,043 INFO  org.apache.flink.runtime.taskexecutor.TaskExecutor [] - "
+    "Successful registration at resource manager pekko.tcp://flink@127.0.0.1:34661/user/rpc/"
+    "resourcemanager_* under registration id 1f63.\n"
+)
+
+
+async def test_with_its_log_known_flink_is_asked_once_the_log_says_it_registered(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+    tmp_path: Path,
+) -> None:
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    log_file = tmp_path / "taskmanager.log"
+    with socket.socket() as rpc:  # the TaskManager's RPC port: open from the start
+        rpc.bind(("127.0.0.1", 0))
+        rpc.listen()
+        env = flink_env(url, conf_dir) | {agent_env.TASKMANAGER_PORT: str(rpc.getsockname()[1])}
+        command = [*python_command(SLEEPER), f"-Dlog.file={log_file}"]
+        agent = start_agent(env, command, timing=LOGGED)
+        await wait_until(
+            lambda: bool(agent.events("agent.flink_taskmanager_port_open")), what="port seen open"
+        )
+        log_file.write_text("INFO - Resolved ResourceManager address, beginning registration\n")
+        assert flink.asked == [], "asked while the TaskManager was still registering"
+        flink.known.add(TM_ID)
+        written = time.monotonic()
+        with log_file.open("a") as log:  # the line arrives in two writes
+            log.write(REGISTERED[:30])
+            log.flush()
+            log.write(REGISTERED[30:])
+        await wait_until(lambda: TM_ID in fake.registered, what="registered once it logged so")
+        assert flink.asked_at[0] >= written, "asked before the log said it registered"
+        assert agent.events("agent.flink_taskmanager_registration_logged")
+    agent.stop.set()
+    assert await agent.result() == 0
+
+
+async def test_a_log_that_never_says_it_still_gets_the_taskmanager_registered(
+    start_agent: AgentStarter,
+    daemon: tuple[FakeDaemon, str],
+    jobmanager: tuple[FakeJobManager, Path],
+    tmp_path: Path,
+) -> None:
+    fake, url = daemon
+    flink, conf_dir = jobmanager
+    flink.known.add(TM_ID)
+    with socket.socket() as rpc:
+        rpc.bind(("127.0.0.1", 0))
+        rpc.listen()
+        env = flink_env(url, conf_dir) | {agent_env.TASKMANAGER_PORT: str(rpc.getsockname()[1])}
+        command = [*python_command(SLEEPER), f"-Dlog.file={tmp_path / 'warn-only.log'}"]
+        agent = start_agent(env, command, timing=dataclasses.replace(LOGGED, flink_log_grace=0.4))
+        await wait_until(
+            lambda: bool(agent.events("agent.flink_taskmanager_port_open")), what="port seen open"
+        )
+        seen_open = time.monotonic()
+        await wait_until(lambda: TM_ID in fake.registered, what="registered after the grace")
+        assert flink.asked_at[0] - seen_open >= 0.3, "asked before the grace had passed"
+        assert not agent.events("agent.flink_taskmanager_registration_logged")
     agent.stop.set()
     assert await agent.result() == 0
 
@@ -350,3 +419,34 @@ async def test_unreadable_flink_configuration_is_a_usage_error(
     assert await agent.result() == EXIT_USAGE
     [event] = agent.events("agent.environment_invalid")
     assert "jobmanager.rpc.address" in event["error"]
+
+
+def test_the_log_file_is_read_from_the_command_line() -> None:
+    assert taskmanager_log_file(["java", "-Dlog.file=/l/tm.log", "Runner"]) == Path("/l/tm.log")
+    assert taskmanager_log_file(["kubernetes-taskmanager.sh", "-D", "a=b"]) is None
+    assert taskmanager_log_file(["java", "-Dlog.file="]) is None
+
+
+async def test_only_what_the_log_gains_counts_and_a_rolled_log_is_read_anew(
+    tmp_path: Path,
+) -> None:
+    log_file = tmp_path / "tm.log"
+    async with aiohttp.ClientSession() as session:
+        probe = FlinkTaskManagerProbe(
+            session=session,
+            rest_url="http://127.0.0.1:1",
+            resource_id=TM_ID,
+            request_timeout=1.0,
+            log_file=log_file,
+        )
+        assert not probe.registration_logged()  # no file yet
+        log_file.write_text("starting\n" + REGISTERED)
+        assert probe.registration_logged()
+        with log_file.open("a") as log:
+            log.write("more lines\n")
+        assert not probe.registration_logged(), "an old line counted again"
+        log_file.write_text(REGISTERED[:10])  # rolled over at a restart: a new, shorter file
+        assert not probe.registration_logged()
+        with log_file.open("a") as log:
+            log.write(REGISTERED[10:])
+        assert probe.registration_logged()
