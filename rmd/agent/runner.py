@@ -13,10 +13,12 @@ How it ends (exit codes in :mod:`rmd.agent.exit_codes`):
 
 When the command is Flink's TaskManager (``RMD_SUPERVISE_FLINK=true``) the agent registers
 only once Flink's JobManager lists it (:mod:`rmd.agent.flink`), polling every
-``AgentTiming.flink_poll_interval`` once the TaskManager's RPC port is open (before that,
-every ``flink_unopened_poll``); a stop or the command's exit ends the wait. It keeps
-asking while it heartbeats (once per heartbeat; every poll interval for a while after the
-daemon forgot the TaskManager, and while the JobManager does not know it): when the
+``AgentTiming.flink_poll_interval`` once the TaskManager's RPC port is open and, where
+its log file is on its command line, once that log says it registered (or
+``flink_log_grace`` after the port opened); before that, every ``flink_unopened_poll``.
+A stop or the command's exit ends the wait. It keeps asking while it heartbeats (once per
+heartbeat; every poll interval for a while after the daemon forgot the TaskManager, and
+while the JobManager does not know it): when the
 JobManager answers that it does not know the TaskManager for
 ``AgentTiming.flink_forgotten_after`` (a JobManager restarted without high availability:
 Flink's TaskManager would find the new one only after its heartbeat timeout, 50 s by

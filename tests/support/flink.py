@@ -362,9 +362,13 @@ def report_figures(title: str, figures: Mapping[str, float]) -> None:
 def assert_started_from_launch_plan(cluster_dir: Path, *, namespace: str, pods: set[str]) -> None:
     """Each pod's agent started the TaskManager's JVM from the daemon's launch plan: it says
     so, and Flink's ``flink-console.sh`` (which says "Starting ... as a console
-    application") did not run (the node emulator keeps each container's log)."""
+    application") did not run (the node emulator keeps each container's log); it asked
+    Flink once the TaskManager's log said it registered."""
     for name in sorted(pods):
         log = cluster_dir / "emulator" / "pods" / namespace / name / "flink-main-container.log"
         text = log.read_text(errors="replace")
         assert "agent.launch_plan_used" in text, f"{name}: {text[-3000:]}"
         assert "as a console application" not in text, f"{name}: {text[-3000:]}"
+        # and, the JVM's log file on its command line, the agent asked Flink's JobManager
+        # about it once that log said it had registered
+        assert "agent.flink_taskmanager_registration_logged" in text, f"{name}: {text[-3000:]}"
