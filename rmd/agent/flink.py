@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -76,6 +77,7 @@ class FlinkTaskManagerProbe:
         self.rest_url = rest_url.rstrip("/")
         self.rpc_address = rpc_address
         self.log_file = log_file
+        self._log_identity: int | None = None  # the file's inode: a new one is read anew
         self._log_offset = 0
         self._log_tail = b""
         self._session = session
@@ -99,15 +101,17 @@ class FlinkTaskManagerProbe:
 
     def registration_logged(self) -> bool:
         """Whether the TaskManager's log file gained :data:`REGISTERED_LINE` since the last
-        look (only what was written after the previous call counts; a file that shrank was
-        rolled over and is read from its start). False when there is no such file."""
+        look (only what was written after the previous call counts; a new file — Flink's
+        log4j rolls it over when a TaskManager starts — or one that shrank is read from its
+        start). False when there is no such file."""
         if self.log_file is None:
             return False
         try:
             with open(self.log_file, "rb") as file:
+                identity = os.fstat(file.fileno()).st_ino
                 size = file.seek(0, 2)
-                if size < self._log_offset:  # rolled over: a new file
-                    self._log_offset, self._log_tail = 0, b""
+                if identity != self._log_identity or size < self._log_offset:  # rolled over
+                    self._log_identity, self._log_offset, self._log_tail = identity, 0, b""
                 file.seek(self._log_offset)
                 chunk = file.read(_LOG_READ_LIMIT)
         except OSError:

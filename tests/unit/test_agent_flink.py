@@ -450,3 +450,7 @@ async def test_only_what_the_log_gains_counts_and_a_rolled_log_is_read_anew(
         with log_file.open("a") as log:
             log.write(REGISTERED[10:])
         assert probe.registration_logged()
+        # rolled over again, the new file already longer than what was read of the old one
+        log_file.rename(tmp_path / "tm.log.1")
+        log_file.write_text("x" * 10_000 + REGISTERED)
+        assert probe.registration_logged()
