@@ -17,8 +17,8 @@ only once Flink's JobManager lists it (:mod:`rmd.agent.flink`), polling every
 its log file is on its command line, once that log says it registered (or
 ``flink_log_grace`` after the port opened); before that, every ``flink_unopened_poll``.
 A stop or the command's exit ends the wait. It keeps asking while it heartbeats (once per
-heartbeat; every poll interval for a while after the daemon forgot the TaskManager, and
-while the JobManager does not know it): when the
+heartbeat; every poll interval for a while after the daemon forgot the TaskManager, until
+the JobManager says it does not know it, then once more when that has lasted): when the
 JobManager answers that it does not know the TaskManager for
 ``AgentTiming.flink_forgotten_after`` (a JobManager restarted without high availability:
 Flink's TaskManager would find the new one only after its heartbeat timeout, 50 s by
@@ -428,11 +428,16 @@ class _Agent:
             return await self._pause(seconds)
         until = self._clock.monotonic() + seconds
         while (left := until - self._clock.monotonic()) > 0:
-            closely = (
-                self._forgotten_since is not None
-                or self._clock.monotonic() < self._close_watch_until
-            )
-            step = self._timing.flink_poll_interval if closely else left
+            now = self._clock.monotonic()
+            if self._forgotten_since is not None:
+                # Unknown once: the answer flink_forgotten_after later decides. Asking in
+                # between changes nothing and costs an ERROR in Flink's log each time.
+                decides_at = self._forgotten_since + self._timing.flink_forgotten_after
+                step = max(decides_at - now, self._timing.flink_port_poll_interval)
+            elif now < self._close_watch_until:
+                step = self._timing.flink_poll_interval
+            else:
+                step = left
             interruption = await self._pause(min(left, step))
             if interruption is not None:
                 return interruption

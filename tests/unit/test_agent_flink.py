@@ -256,9 +256,15 @@ async def test_after_the_jobmanager_pod_restarted_a_forgotten_taskmanager_restar
     fake.forget(TM_ID)
     flink.unknown_status = unknown_status
     flink.known.clear()
+    forgotten_at = time.monotonic()
     await wait_until(
         lambda: len(agent.events("agent.command_started")) == 2, what="the TaskManager restarted"
     )
+    # Asked until the answer "unknown", then once more when it decides (each question about
+    # an unknown TaskManager is an ERROR in Flink's log), not every poll interval meanwhile.
+    restarted_at = time.monotonic()
+    unknown_asks = [at for at in flink.asked_at if forgotten_at <= at <= restarted_at]
+    assert len(unknown_asks) <= 4, f"asked {len(unknown_asks)} times before restarting"
     assert len(fake.calls_of("POST")) == 2, "registered again after the daemon forgot it"
     [forgot] = agent.events("agent.flink_forgot_taskmanager")
     assert forgot["unknown_for_seconds"] >= 0.3
