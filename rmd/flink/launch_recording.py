@@ -16,7 +16,6 @@ output redirected to files, or a variable the scripts read whose value only the 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -32,10 +31,10 @@ from rmd.flink.launch_plan import (
     LaunchPlan,
     conf_digest,
     flink_digest,
-    java_run,
     referenced_variables,
     script_texts,
 )
+from rmd.flink.taskmanager_memory import java_executable, output_tail
 
 DEFAULT_TIMEOUT = 120.0  # two helper JVMs on a busy machine
 # Flink configuration keys the scripts read that decide whether a plan can be made.
@@ -128,10 +127,9 @@ def record_launch_plan(
         )
     if redirect_to_file or expected.get("STD_REDIRECT_TO_FILE", "").lower() == "true":
         raise RecordingRefused("the TaskManager's output is redirected to files")
-    real_java = java_run(expected)
-    if real_java == "java":
-        real_java = shutil.which("java", path=expected.get("PATH")) or ""
-    if not real_java:
+    # env.java.home is unset here (refused above): $JAVA_HOME, else java on the PATH
+    real_java = java_executable(java_home_setting=None, environ=expected)
+    if real_java is None:
         raise RecordingRefused("no java: set JAVA_HOME or put java on the PATH")
     with tempfile.TemporaryDirectory(prefix="rmd-launch-") as scratch:
         work = Path(scratch)
@@ -174,9 +172,9 @@ def record_launch_plan(
             words = (work / "record.args").read_bytes().decode().split("\0")[:-1]
             environ = (work / "record.env").read_bytes().decode().split("\0")[:-1]
         except (OSError, UnicodeDecodeError):
-            tail = " | ".join(completed.stdout.strip().splitlines()[-3:]) or "(no output)"
             raise RecordingRefused(
-                f"{SCRIPT} did not start the TaskManager (exit {completed.returncode}): {tail}"
+                f"{SCRIPT} did not start the TaskManager (exit {completed.returncode}): "
+                f"{output_tail(completed.stdout)}"
             ) from None
         if words[-3:] != [RUNNER_CLASS, "--configDir", str(recording_conf)]:
             raise RecordingRefused(f"{SCRIPT} started the TaskManager with unexpected arguments")

@@ -66,7 +66,7 @@ def parse_resource_params(output: str) -> TaskManagerMemory:
     if len(results) != 2:
         raise TaskManagerMemoryError(
             f"Flink's {BASH_JAVA_UTILS_CLASS} {GET_TM_RESOURCE_PARAMS} printed "
-            f"{len(results)} result line(s), expected 2: {_tail(output)}"
+            f"{len(results)} result line(s), expected 2: {output_tail(output)}"
         )
     jvm_options = tuple(results[0].split())
     bad = [word for word in jvm_options if not word.startswith("-X")]
@@ -94,7 +94,7 @@ def flink_error(output: str) -> str:
             _, _, rest = line.partition('" ')  # Exception in thread "main" <class>: <message>
             _exception, sep, message = rest.partition(": ")
             return message.strip() if sep and message.strip() else rest.strip() or line
-    return _tail(output)
+    return output_tail(output)
 
 
 def java_executable(*, java_home_setting: str | None, environ: Mapping[str, str]) -> str | None:
@@ -203,6 +203,7 @@ def precompute_taskmanager_memory(
     return Precomputed(memory)
 
 
-def _tail(output: str, *, lines: int = 3) -> str:
+def output_tail(output: str, *, lines: int = 3) -> str:
+    """The last ``lines`` lines of a helper's output on one line, for an error message."""
     kept = [line.strip() for line in output.strip().splitlines()[-lines:]]
     return " | ".join(kept) if kept else "(no output)"
